@@ -1,0 +1,71 @@
+"""The ``corral`` command: the agent process, and the lab. Bad input gets one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.config import DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_DOCKER_HOST, AgentConfig
+from agent.errors import CorralError
+from agent.lab.cli import lab
+
+
+@click.group()
+@click.version_option(__version__, prog_name="corral")
+def cli() -> None:
+    """Corral: stacks of containers across a fleet of Docker hosts, with no central server."""
+
+
+def _check_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IP address") from None
+    return value
+
+
+@cli.command()
+@click.option("--bind", required=True, callback=_check_address, help="this host's underlay address")
+@click.option("--join", multiple=True, help="address of any member to join (repeatable)")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--docker-host", default=DEFAULT_DOCKER_HOST, show_default=True, help="the Docker Engine's API URL")
+@click.option("--name", default=None, help="host name in the cluster (default: the OS hostname)")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
+@click.option("--access-log", is_flag=True, help="log one line per HTTP request")
+def agent(
+    bind: str, join: tuple[str, ...], data_dir: Path, docker_host: str, name: str | None, api_port: int,
+    access_log: bool,
+) -> None:
+    """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
+    from agent import log, main
+
+    log.setup()
+    config = AgentConfig(bind=bind, join=join, data_dir=data_dir, docker_host=docker_host, api_port=api_port,
+                         access_log=access_log)
+    if name:
+        config = dataclasses.replace(config, name=name)
+    if join:
+        logging.getLogger("corral.agent").info(
+            "--join %s noted; cluster membership (gossip) is not built yet", ",".join(join)
+        )
+    try:
+        main.run(config)
+    except CorralError as exc:
+        click.echo(f"corral agent: {exc.message}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"corral agent: cannot serve on {config.api_url}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+cli.add_command(lab)
+
+
+def main() -> None:
+    cli(prog_name="corral")

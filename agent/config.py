@@ -1,0 +1,34 @@
+"""The agent's configuration: one frozen dataclass, filled from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+DEFAULT_API_PORT = 8080
+DEFAULT_DATA_DIR = Path("/var/lib/corral")
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Everything one agent process needs to know before it starts.
+
+    ``bind`` is the host's underlay address: the API listens there, and it is the address the agent
+    advertises to the cluster (a multi-homed host must say which one it means, not let the kernel pick).
+    """
+
+    bind: str
+    name: str = dataclasses.field(default_factory=socket.gethostname)
+    api_port: int = DEFAULT_API_PORT
+    join: tuple[str, ...] = ()
+    data_dir: Path = DEFAULT_DATA_DIR
+    docker_host: str = DEFAULT_DOCKER_HOST
+    docker_timeout: float = 5.0
+    access_log: bool = False
+
+    @property
+    def api_url(self) -> str:
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"http://{host}:{self.api_port}"

@@ -1,0 +1,94 @@
+"""The host's Docker Engine, through its API. The only module of Corral that imports aiodocker.
+
+Everything else speaks to the engine through :class:`DockerEngine`, so the rest of the agent sees
+plain dicts and Corral's own errors, never aiodocker's types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from agent.errors import EngineUnreachable
+
+# What /v1/host shows of `docker info`: enough to tell engines apart and size them, no secrets.
+INFO_FIELDS = (
+    "ID",
+    "Name",
+    "ServerVersion",
+    "Containers",
+    "ContainersRunning",
+    "ContainersPaused",
+    "ContainersStopped",
+    "Images",
+    "Driver",
+    "CgroupDriver",
+    "CgroupVersion",
+    "KernelVersion",
+    "OperatingSystem",
+    "Architecture",
+    "NCPU",
+    "MemTotal",
+    "DockerRootDir",
+)
+
+
+class DockerEngine:
+    """A connected engine. Create it with :meth:`connect`; close it with :meth:`close`."""
+
+    def __init__(self, url: str, client: aiodocker.Docker, timeout: float) -> None:
+        self.url = url
+        self._client = client
+        self._timeout = timeout
+
+    @classmethod
+    async def connect(cls, url: str, timeout: float = 5.0) -> DockerEngine:
+        """Connect and prove the engine answers; raise EngineUnreachable with the reason if not."""
+        try:
+            client = aiodocker.Docker(url=url)
+        except (ValueError, OSError, aiodocker.DockerError) as exc:
+            raise EngineUnreachable(f"cannot use Docker Engine at {url}: {exc}") from exc
+        engine = cls(url, client, timeout)
+        try:
+            await engine.version()
+        except EngineUnreachable:
+            await client.close()
+            raise
+        return engine
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self._timeout)
+        except TimeoutError as exc:
+            raise EngineUnreachable(
+                f"Docker Engine at {self.url} did not answer {what} within {self._timeout:g} s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        except aiodocker.DockerError as exc:
+            raise EngineUnreachable(f"Docker Engine at {self.url} refused {what}: {exc}") from exc
+
+    async def version(self) -> dict[str, Any]:
+        """``GET /version``: ``Version``, ``ApiVersion``, ``Os``, ``Arch``, ``KernelVersion``…"""
+        result: dict[str, Any] = await self._call("version", self._client.version())
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /info``, cut down to :data:`INFO_FIELDS`."""
+        info: dict[str, Any] = await self._call("info", self._client.system.info())
+        return {key: info.get(key) for key in INFO_FIELDS}
+
+    async def load_image(self, tarball: bytes) -> None:
+        """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
+        await self._call("an image load", self._client.images.import_image(data=tarball))
+
+    async def image_ids(self) -> dict[str, str]:
+        """Every local tag mapped to its image id."""
+        images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
+        return {tag: img["Id"] for img in images for tag in (img.get("RepoTags") or ())}

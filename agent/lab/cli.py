@@ -1,0 +1,157 @@
+"""``corral lab …``: the lab from the command line, with progress lines and a table of hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent.lab.image import ImageBuildError
+from agent.lab.lab import Lab, LabError
+from agent.lab.layout import DEFAULT_SUBNET, MAX_HOSTS
+
+# A table of hosts is wider than 80 columns; when output is not a terminal (CI logs), don't fold it.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"corral lab: {message}", markup=False)
+    sys.exit(1)
+
+
+def _lab(verbose: bool = True) -> Lab:
+    started = time.monotonic()
+
+    def progress(host: str, message: str) -> None:
+        if verbose:
+            console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{host:>4}[/bold]  {message}")
+
+    return Lab(progress=progress)
+
+
+def _run(action: Any) -> Any:
+    try:
+        return action()
+    except (LabError, ImageBuildError) as exc:
+        _fail(str(exc))
+
+
+@click.group("lab")
+def lab() -> None:
+    """A local multi-host lab: network namespaces, each with its own dockerd and agent."""
+
+
+@lab.command()
+@click.option("--hosts", "count", type=int, default=3, show_default=True, help=f"number of hosts (1-{MAX_HOSTS})")
+@click.option("--subnet", default=DEFAULT_SUBNET, show_default=True, help="the underlay network")
+def up(count: int, subnet: str) -> None:
+    """Create hosts h1…hN and wait until every agent answers."""
+    lab_ = _lab()
+    started = time.monotonic()
+    _run(lambda: lab_.up(count, subnet))
+    console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
+    _print_status(lab_)
+
+
+@lab.command()
+def down() -> None:
+    """Remove every namespace, link, daemon, mount and directory of the lab (safe to repeat)."""
+    lab_ = _lab()
+    removed = _run(lab_.down)
+    console.print(f"lab down: removed {len(removed)} things" if removed else "lab down: nothing to remove")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def status(as_json: bool) -> None:
+    """Each host: namespace, underlay address, API URL, agent and dockerd state."""
+    lab_ = _lab(verbose=False)
+    if as_json:
+        click.echo(json.dumps(_run(lab_.status), indent=2))
+    else:
+        _print_status(lab_)
+
+
+def _print_status(lab_: Lab) -> None:
+    rows = _run(lab_.status)
+    table = Table(title="corral lab")
+    for col in ("host", "namespace", "address", "api", "link", "agent", "dockerd", "memory", "faults"):
+        table.add_column(col)
+    for row in rows:
+        agent = row["agent"] + (f" ({row['agent_health']})" if row["agent_health"] else "")
+        fault = []
+        if row["partition_group"] is not None:
+            fault.append(f"partition group {row['partition_group'] + 1}")
+        if row["loss_percent"]:
+            fault.append(f"loss {row['loss_percent']:g}%")
+        table.add_row(
+            row["host"], row["namespace"] or "-", row["address"], row["api"], row["link"], agent,
+            row["dockerd"], f"{row['rss_bytes'] / 2**20:.0f} MiB", ", ".join(fault) or "-",
+        )
+    console.print(table)
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec_(host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in HOST's namespace with DOCKER_HOST and CORRAL_URL set to that host's."""
+    argv, env = _run(lambda: Lab().exec_argv(host, list(command)))
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        _fail(f"cannot run {command[0]}: {exc}")
+
+
+def _verb(name: str, doc: str, method: str, done: str) -> None:
+    @lab.command(name, help=doc)
+    @click.argument("host")
+    def verb(host: str) -> None:
+        lab_ = Lab()
+        _run(lambda: getattr(lab_, method)(host))
+        console.print(done.format(host=host))
+
+
+_verb("kill-agent", "SIGKILL HOST's agent.", "kill_agent", "{host}: agent killed")
+_verb("start-agent", "Start HOST's agent again and wait until it answers.", "start_agent", "{host}: agent answering")
+_verb("stop-host", "Power HOST off: every process killed, mounts gone, link down.", "stop_host", "{host}: stopped")
+_verb("start-host", "Power HOST on: link up, dockerd and agent started.", "start_host", "{host}: started")
+_verb("pause", "SIGSTOP HOST's agent (a starved process).", "pause", "{host}: agent paused")
+_verb("resume", "SIGCONT HOST's agent.", "resume", "{host}: agent resumed")
+
+
+@lab.command()
+@click.argument("groups", nargs=-1, required=True)
+def partition(groups: tuple[str, ...]) -> None:
+    """Cut the underlay between groups: `partition h1` (h1 | the rest), `partition h1,h2 h3,h4`."""
+    parsed = [[n for n in g.split(",") if n] for g in groups]
+    full = _run(lambda: Lab().partition(parsed))
+    console.print("partitioned: " + " | ".join(",".join(g) for g in full))
+
+
+@lab.command()
+def heal() -> None:
+    """Undo every network fault (partitions and loss)."""
+    _run(Lab().heal)
+    console.print("healed: no partition, no loss")
+
+
+@lab.command()
+@click.argument("host")
+@click.option("--loss", required=True, help="percent of packets dropped each way, 0-100 (0 removes)")
+def degrade(host: str, loss: str) -> None:
+    """Random loss on HOST's underlay traffic (iptables statistic; no delay on this kernel)."""
+    try:
+        percent = float(loss.rstrip("%"))
+    except ValueError:
+        _fail(f"--loss must be a number of percent, not {loss!r}")
+        return
+    _run(lambda: Lab().degrade(host, percent))
+    console.print(f"{host}: loss {percent:g}%")

@@ -1,0 +1,559 @@
+"""The lab: bring N hosts up, tear them down whatever state they are in, and break them on purpose.
+
+State lives in ``<lab root>/lab.json`` (hosts, underlay subnet, recorded faults). It is written
+before anything is created, so a crashed ``up`` leaves enough behind for ``down``; and ``down`` also
+finds lab namespaces, links, processes, cgroups and mounts by name and by asking the kernel, so it
+cleans up even when the state file is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent.docker import DockerEngine
+from agent.errors import EngineUnreachable
+from agent.lab import faults, image, plumbing, procs
+from agent.lab.layout import (
+    BRIDGE,
+    CGROUP_PREFIX,
+    DEFAULT_SUBNET,
+    MAX_HOSTS,
+    NETNS_PREFIX,
+    VETH_PREFIX,
+    HostSpec,
+    bridge_address,
+    check_subnet,
+    host_specs,
+    lab_root,
+)
+
+Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
+STATE_VERSION = 1
+DOCKERD_TIMEOUT = 60.0
+AGENT_TIMEOUT = 30.0
+ROOT_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, *faults.COMMENT, "-j", "ACCEPT"]
+
+
+class LabError(Exception):
+    """A lab operation that cannot go on; the message is one line for the user."""
+
+
+def _quiet(_host: str, _message: str) -> None:
+    pass
+
+
+class Lab:
+    """The lab on this machine (one per machine), rooted at ``root`` (default /var/lib/corral-lab)."""
+
+    def __init__(self, root: Path | None = None, progress: Progress = _quiet) -> None:
+        self.root = root or lab_root()
+        self.progress = progress
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "lab.json"
+
+    def read_state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise LabError(f"lab state {self.state_file} is unreadable ({exc}); `corral lab down` removes it") from exc
+        return data
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def _state(self) -> dict[str, Any]:
+        state = self.read_state()
+        if state is None:
+            raise LabError("no lab is up: run `corral lab up` first")
+        return state
+
+    def hosts(self) -> list[HostSpec]:
+        state = self._state()
+        return host_specs(len(state["hosts"]), state["subnet"], self.root)
+
+    def host(self, name: str) -> HostSpec:
+        hosts = self.hosts()
+        for host in hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in hosts)
+        raise LabError(f"no host {name!r} in the lab (hosts: {known})")
+
+    def leftovers(self) -> list[str]:
+        """What of a lab exists on this machine: state file, namespaces, links."""
+        found = [str(self.state_file)] if self.state_file.exists() else []
+        return found + plumbing.lab_namespaces() + plumbing.lab_links()
+
+    # ------------------------------------------------------------------ up
+
+    def up(self, count: int = 3, subnet: str = DEFAULT_SUBNET) -> list[HostSpec]:
+        """Build the lab; on any failure (or Ctrl-C) take down what was made and raise LabError."""
+        if not 1 <= count <= MAX_HOSTS:
+            raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, not {count}")
+        problem = check_subnet(subnet, count)
+        if problem:
+            raise LabError(problem)
+        preflight()
+        existing = self.leftovers()
+        if existing:
+            raise LabError(
+                "a lab is already up (found " + ", ".join(existing[:4]) + "): "
+                "use it, or run `corral lab down` first"
+            )
+        hosts = host_specs(count, subnet, self.root)
+        self._write_state(
+            {"version": STATE_VERSION, "subnet": subnet, "hosts": [h.name for h in hosts],
+             "created": time.time(), "status": "starting", "faults": {}}
+        )
+        try:
+            tarball = self._plumb(hosts, subnet)
+            asyncio.run(self._start(hosts, tarball))
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+            self.progress("lab", f"up failed ({reason}); taking down what was made")
+            self.down()
+            if isinstance(exc, LabError):
+                raise
+            raise LabError(f"lab up failed: {reason}") from exc
+        state = self._state()
+        state["status"] = "up"
+        self._write_state(state)
+        return hosts
+
+    def _plumb(self, hosts: list[HostSpec], subnet: str) -> bytes:
+        """Image and network, synchronously (pyroute2's sync API runs its own event loop)."""
+        tarball, image_id = image.build_base_image()
+        images = self.root / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        (images / "corral-base.tar").write_bytes(tarball)
+        self.progress("lab", f"base image corral/base built ({len(tarball) // 1024} KiB, {image_id[:19]})")
+        address, prefixlen = bridge_address(subnet)
+        plumbing.ensure_bridge(address, prefixlen)
+        _ensure_root_forward()
+        self.progress("lab", f"underlay bridge {BRIDGE} {address}/{prefixlen}")
+        for host in hosts:
+            host.dir.mkdir(parents=True, exist_ok=True)
+            plumbing.create_host(host, prefixlen)
+            faults.ensure_chains(host)
+            self.progress(host.name, f"namespace {host.netns} with {host.address} on {BRIDGE}")
+        return tarball
+
+    async def _start(self, hosts: list[HostSpec], tarball: bytes) -> None:
+        """Daemons: every dockerd, the image into each, then every agent, waiting on all at once."""
+        pids = [_start_dockerd(host) for host in hosts]
+        await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
+        for host in hosts:
+            _start_agent(host, join=hosts[0].address if host is not hosts[0] else None)
+        await asyncio.gather(*(self._agent_ready(h) for h in hosts))
+
+    async def _engine_ready(self, host: HostSpec, pid: int, tarball: bytes) -> None:
+        engine = await _wait_engine(host, pid, DOCKERD_TIMEOUT)
+        try:
+            version = (await engine.version()).get("Version")
+            self.progress(host.name, f"dockerd {version} answering on {host.docker_sock}")
+            await engine.load_image(tarball)
+            self.progress(host.name, "base image loaded")
+        finally:
+            await engine.close()
+
+    async def _agent_ready(self, host: HostSpec) -> None:
+        health = await wait_health(host, AGENT_TIMEOUT)
+        self.progress(host.name, f"agent answering at {host.api_url} (docker {health['docker'].get('version')})")
+
+    # ------------------------------------------------------------------ down
+
+    def down(self) -> list[str]:
+        """Remove everything a lab made, whatever state it is in. Safe to run twice."""
+        removed: list[str] = []
+        names = self._all_host_names()
+        for name in names:
+            host = HostSpec(name=name, address="", root=self.root)
+            killed = _kill_host_processes(host)
+            if killed:
+                removed.append(f"{name}: {killed} processes")
+        for point in procs.mounts_under(self.root):
+            procs.unmount(point)
+            removed.append(f"mount {point}")
+        for name in names:
+            procs.remove_cgroups(CGROUP_PREFIX + name)
+        for ns in plumbing.lab_namespaces():
+            plumbing.remove_namespace(ns)
+            removed.append(f"namespace {ns}")
+        for link in plumbing.lab_links():
+            plumbing.remove_link(link)
+            removed.append(f"link {link}")
+        _remove_root_forward()
+        if self.root.exists():
+            left = procs.mounts_under(self.root)
+            if left:
+                raise LabError(f"cannot remove {self.root}: still mounted: {', '.join(left[:3])}")
+            shutil.rmtree(self.root)
+            removed.append(f"directory {self.root}")
+        return removed
+
+    def _all_host_names(self) -> list[str]:
+        names: set[str] = set()
+        with contextlib.suppress(LabError):
+            state = self.read_state()
+            if state:
+                names.update(state.get("hosts", []))
+        names.update(ns[len(NETNS_PREFIX):] for ns in plumbing.lab_namespaces())
+        names.update(link[len(VETH_PREFIX):] for link in plumbing.lab_links() if link.startswith(VETH_PREFIX))
+        hosts_dir = self.root / "hosts"
+        if hosts_dir.is_dir():
+            names.update(p.name for p in hosts_dir.iterdir() if p.is_dir())
+        for top in procs.CGROUP_ROOT.glob(f"*/{CGROUP_PREFIX}*"):
+            names.add(top.name[len(CGROUP_PREFIX):])
+        return sorted(names, key=_host_order)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> list[dict[str, Any]]:
+        state = self._state()
+        loss = state.get("faults", {}).get("loss", {})
+        groups = state.get("faults", {}).get("partition", [])
+        rows = []
+        for host in self.hosts():
+            agent_pid = procs.read_pid(host.agent_pidfile)
+            dockerd_pid = procs.read_pid(host.dockerd_pidfile)
+            agent = procs.state(agent_pid) if agent_pid else "gone"
+            rows.append(
+                {
+                    "host": host.name,
+                    "namespace": host.netns if host.netns_path.exists() else None,
+                    "address": host.address,
+                    "api": host.api_url,
+                    "link": "up" if plumbing.host_link_up(host) else "down",
+                    "agent": {"running": "running", "stopped": "paused"}.get(agent, "dead"),
+                    "agent_pid": agent_pid if agent != "gone" else None,
+                    "agent_health": asyncio.run(_health_once(host)) if agent == "running" else None,
+                    "dockerd": "running" if procs.alive(dockerd_pid) else "dead",
+                    "dockerd_pid": dockerd_pid if procs.alive(dockerd_pid) else None,
+                    "rss_bytes": sum(procs.rss_bytes(p) for p in procs.pids_in_netns(host.netns_path)),
+                    "loss_percent": loss.get(host.name, 0.0),
+                    "partition_group": next((i for i, g in enumerate(groups) if host.name in g), None),
+                }
+            )
+        return rows
+
+    # ------------------------------------------------------------------ exec
+
+    def exec_argv(self, name: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """argv and environment that run ``command`` in a host's namespace, pointed at its engine."""
+        host = self.host(name)
+        if not command:
+            raise LabError("lab exec needs a command: corral lab exec HOST -- CMD…")
+        if not host.netns_path.exists():
+            raise LabError(f"host {name} has no namespace (was the lab taken down?)")
+        env = dict(os.environ, DOCKER_HOST=host.docker_host, CORRAL_URL=host.api_url, CORRAL_LAB_HOST=name)
+        return ["nsenter", f"--net={host.netns_path}", *command], env
+
+    # ------------------------------------------------------------------ faults
+
+    def kill_agent(self, name: str) -> int:
+        host = self.host(name)
+        pid = _agent_pid(host)
+        if pid is None:
+            raise LabError(f"the agent on {name} is not running")
+        procs.kill([pid], signal.SIGKILL)
+        procs.wait_gone([pid], 5.0)
+        return pid
+
+    def start_agent(self, name: str) -> int:
+        host = self.host(name)
+        running = _agent_pid(host)
+        if running is not None:
+            raise LabError(f"the agent on {name} is already running (pid {running})")
+        if not procs.alive(procs.read_pid(host.dockerd_pidfile)):
+            raise LabError(f"{name} is stopped (no dockerd): use `corral lab start-host {name}`")
+        pid = _start_agent(host, join=self._join_for(host))
+        asyncio.run(wait_health(host, AGENT_TIMEOUT))
+        return pid
+
+    def stop_host(self, name: str) -> None:
+        """The host loses power: every process of it dies, mounts go, its cable is pulled."""
+        host = self.host(name)
+        _kill_host_processes(host)
+        for point in procs.mounts_under(host.dir):
+            procs.unmount(point)
+        plumbing.set_host_link(host, up=False)
+
+    def start_host(self, name: str) -> None:
+        host = self.host(name)
+        if _agent_pid(host) is not None or procs.alive(procs.read_pid(host.dockerd_pidfile)):
+            raise LabError(f"{name} is not stopped")
+        plumbing.set_host_link(host, up=True)
+        dockerd = _start_dockerd(host)
+
+        async def ready() -> None:
+            engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
+            await engine.close()
+            _start_agent(host, join=self._join_for(host))
+            await wait_health(host, AGENT_TIMEOUT)
+
+        asyncio.run(ready())
+
+    def pause(self, name: str) -> None:
+        self._signal_agent(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self._signal_agent(name, signal.SIGCONT)
+
+    def _signal_agent(self, name: str, sig: signal.Signals) -> None:
+        host = self.host(name)
+        pid = _agent_pid(host)
+        if pid is None:
+            raise LabError(f"the agent on {name} is not running")
+        procs.kill([pid], sig)
+
+    def partition(self, groups: list[list[str]]) -> list[list[str]]:
+        hosts = self.hosts()
+        names = [h.name for h in hosts]
+        for group in groups:
+            for name in group:
+                self.host(name)
+        try:
+            full = faults.partition_groups(names, groups)
+        except faults.FaultError as exc:
+            raise LabError(str(exc)) from exc
+        state = self._state()
+        state.setdefault("faults", {})["partition"] = full
+        self._write_state(state)
+        self._apply_faults()
+        return full
+
+    def degrade(self, name: str, loss_percent: float) -> None:
+        self.host(name)
+        if not 0 <= loss_percent <= 100:
+            raise LabError(f"--loss must be a percentage from 0 to 100, not {loss_percent:g}")
+        state = self._state()
+        loss = state.setdefault("faults", {}).setdefault("loss", {})
+        if loss_percent:
+            loss[name] = loss_percent
+        else:
+            loss.pop(name, None)
+        self._write_state(state)
+        self._apply_faults()
+
+    def heal(self) -> None:
+        """Undo every network fault: partitions and loss."""
+        state = self._state()
+        state["faults"] = {}
+        self._write_state(state)
+        self._apply_faults()
+
+    def _apply_faults(self) -> None:
+        state = self._state()
+        hosts = self.hosts()
+        addresses = {h.name: h.address for h in hosts}
+        groups = state.get("faults", {}).get("partition", [])
+        blocked = faults.blocked_sources(groups, addresses) if groups else {}
+        loss = state.get("faults", {}).get("loss", {})
+        try:
+            for host in hosts:
+                faults.apply(host, faults.HostFaults(blocked.get(host.name, ()), float(loss.get(host.name, 0))))
+        except faults.FaultError as exc:
+            raise LabError(str(exc)) from exc
+
+    def _join_for(self, host: HostSpec) -> str | None:
+        others = [h for h in self.hosts() if h.name != host.name]
+        return others[0].address if others else None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def preflight() -> None:
+    """Say what is missing, and how to get it; never install anything behind the user's back."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, bridges, dockerd): run it as root")
+    missing = [tool for tool in ("dockerd", "nsenter", "iptables") if shutil.which(tool) is None]
+    if "dockerd" in missing:
+        raise LabError(
+            "Docker Engine is not installed (no dockerd on PATH): run the README's setup command, "
+            "or `apt-get install docker.io`"
+        )
+    if missing:
+        raise LabError(f"missing {', '.join(missing)}: run the README's setup command")
+    image.find_busybox()
+
+
+def _host_order(name: str) -> tuple[int, str]:
+    digits = name[1:]
+    return (int(digits), name) if digits.isdigit() else (sys.maxsize, name)
+
+
+def _spawn(argv: list[str], log_path: Path) -> int:
+    """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            dict(os.environ, PYTHONUNBUFFERED="1"),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                (os.POSIX_SPAWN_CLOSE, log_fd),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def _start_dockerd(host: HostSpec) -> int:
+    """Start the host's dockerd; returns its pid (nsenter execs it, so the pid is dockerd's)."""
+    host.docker_exec.mkdir(parents=True, exist_ok=True)
+    host.dockerd_pidfile.unlink(missing_ok=True)  # a stale one (host was powered off) would mislead
+    argv = [
+        "nsenter", f"--net={host.netns_path}", "dockerd",
+        "--data-root", str(host.docker_data),
+        "--exec-root", str(host.docker_exec),
+        "--pidfile", str(host.dockerd_pidfile),
+        "-H", host.docker_host,
+        "--containerd-namespace", f"corral-{host.name}",
+        "--containerd-plugins-namespace", f"corral-{host.name}-plugins",
+        "--exec-opt", "native.cgroupdriver=cgroupfs",
+        "--cgroup-parent", "/" + host.cgroup_parent,
+    ]
+    return _spawn(argv, host.dockerd_log)
+
+
+def _start_agent(host: HostSpec, join: str | None) -> int:
+    argv = [
+        "nsenter", f"--net={host.netns_path}", sys.executable, "-m", "agent", "agent",
+        "--bind", host.address, "--name", host.name,
+        "--data-dir", str(host.agent_data), "--docker-host", host.docker_host,
+    ]
+    if join:
+        argv += ["--join", join]
+    pid = _spawn(argv, host.agent_log)
+    host.agent_pidfile.write_text(f"{pid}\n")
+    return pid
+
+
+def _agent_pid(host: HostSpec) -> int | None:
+    """The agent's pid if it runs (paused counts): the pid file is checked against /proc."""
+    pid = procs.read_pid(host.agent_pidfile)
+    if pid is None or not procs.alive(pid):
+        return None
+    argv = procs.cmdline(pid)
+    return pid if "agent" in argv and host.address in argv else None
+
+
+def _kill_host_processes(host: HostSpec) -> int:
+    """SIGKILL every process in the host's namespace and container cgroups, until none is left."""
+    total: set[int] = set()
+    for _ in range(20):
+        pids = set(procs.pids_in_netns(host.netns_path)) | procs.pids_in_cgroup(host.cgroup_parent)
+        pids.discard(os.getpid())
+        if not pids:
+            break
+        total |= pids
+        procs.kill(pids, signal.SIGKILL)
+        procs.wait_gone(pids, 5.0)
+    return len(total)
+
+
+async def _wait_engine(host: HostSpec, pid: int, timeout: float) -> DockerEngine:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await DockerEngine.connect(host.docker_host, timeout=5.0)
+        except EngineUnreachable as exc:
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: dockerd did not answer within {timeout:g} s ({exc.message}); "
+                               f"see {host.dockerd_log}") from exc
+            if not procs.alive(pid):
+                raise LabError(f"{host.name}: dockerd exited: {_tail(host.dockerd_log)}") from exc
+        await asyncio.sleep(0.1)
+
+
+async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(host.api_url + "/v1/health") as resp,
+        ):
+            body = await resp.json()
+            return str(body.get("status", "?"))
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return "no answer"
+
+
+async def wait_health(host: HostSpec, timeout: float) -> dict[str, Any]:
+    """Poll the agent's /v1/health over the underlay until it answers; fail early if it died."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            try:
+                async with session.get(host.api_url + "/v1/health") as resp:
+                    if resp.status == 200:
+                        body: dict[str, Any] = await resp.json()
+                        return body
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            pid = procs.read_pid(host.agent_pidfile)
+            if pid is not None and not procs.alive(pid):
+                raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: agent did not answer at {host.api_url} within {timeout:g} s; "
+                               f"see {host.agent_log}")
+            await asyncio.sleep(0.1)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _bridge_netfilter() -> bool:
+    try:
+        return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _ensure_root_forward() -> None:
+    """With br_netfilter on, bridged underlay frames cross the root FORWARD chain: let them pass
+    (a Docker Engine in the root namespace sets that chain's policy to DROP)."""
+    if not _bridge_netfilter():
+        return
+    if subprocess.run(["iptables", "-w", "5", "-C", *ROOT_FORWARD_RULE], capture_output=True).returncode != 0:
+        subprocess.run(["iptables", "-w", "5", "-I", *ROOT_FORWARD_RULE], capture_output=True, check=True)
+
+
+def _remove_root_forward() -> None:
+    if shutil.which("iptables") is None:
+        return
+    for _ in range(10):
+        done = subprocess.run(["iptables", "-w", "5", "-D", *ROOT_FORWARD_RULE], capture_output=True)
+        if done.returncode != 0:
+            break
