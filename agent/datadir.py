@@ -29,12 +29,12 @@ class DataDir:
     @classmethod
     def open(cls, path: Path) -> DataDir:
         """Create (0700), check, lock and read the node id; raise DataDirError with the reason."""
+        if path.exists() and not path.is_dir():
+            raise DataDirError(f"data dir {path} is not a directory")
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(f"cannot create data dir {path}: {exc.strerror or exc}") from exc
-        if not path.is_dir():
-            raise DataDirError(f"data dir {path} is not a directory")
         probe = path / ".write-probe"
         try:
             probe.write_bytes(b"ok")

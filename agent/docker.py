@@ -36,6 +36,20 @@ INFO_FIELDS = (
 )
 
 
+# aiodocker reports a failed connection as a DockerError with this pseudo HTTP status.
+CONNECT_FAILED = 900
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason (ECONNREFUSED, ENOENT …), not aiodocker's nested restatements."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror
+        inner = inner.__cause__ or inner.__context__
+    return str(exc)
+
+
 class DockerEngine:
     """A connected engine. Create it with :meth:`connect`; close it with :meth:`close`."""
 
@@ -72,7 +86,9 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
         except aiodocker.DockerError as exc:
-            raise EngineUnreachable(f"Docker Engine at {self.url} refused {what}: {exc}") from exc
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise EngineUnreachable(f"Docker Engine at {self.url} refused {what}: {exc.message}") from exc
 
     async def version(self) -> dict[str, Any]:
         """``GET /version``: ``Version``, ``ApiVersion``, ``Os``, ``Arch``, ``KernelVersion``…"""

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything Corral needs on a Debian 12 machine, as root: the system packages (Docker
+# Engine, busybox-static for the base image, iproute2, iptables, the benchmark references) and the
+# corral package with its test tools into ./.venv. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/install.sh: run as root (it installs Debian packages and the lab needs root)" >&2
+  exit 1
+fi
+
+packages=(docker.io busybox-static iproute2 iptables util-linux procps ca-certificates
+          iperf3 wireguard-go etcd-server)
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  packages+=(python3-venv)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "installed: $(.venv/bin/corral --version)"

@@ -1,0 +1,94 @@
+"""Bad input to the CLI: one clear line, a non-zero exit, nothing half-made. No lab needed."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli import corral
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _netns() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def _one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.parametrize("hosts", ["0", "-1", "33"])
+def test_lab_up_rejects_host_counts_out_of_range(hosts: str, tmp_path: Path) -> None:
+    before = _netns()
+    done = corral("lab", "up", "--hosts", hosts, env={"CORRAL_LAB_ROOT": str(tmp_path / "lab")})
+    assert done.returncode != 0
+    assert "--hosts must be between 1 and 32" in _one_line(done.stderr)
+    assert _netns() == before
+    assert not (tmp_path / "lab").exists()
+
+
+def test_lab_verbs_before_up_say_no_lab(tmp_path: Path) -> None:
+    env = {"CORRAL_LAB_ROOT": str(tmp_path / "nolab")}
+    for args in (["exec", "h1", "--", "true"], ["kill-agent", "h1"], ["status"], ["heal"]):
+        done = corral("lab", *args, env=env)
+        assert done.returncode == 1, args
+        assert "no lab is up: run `corral lab up` first" in _one_line(done.stderr)
+    assert not (tmp_path / "nolab").exists()
+
+
+def test_lab_down_with_nothing_to_remove_succeeds(tmp_path: Path) -> None:
+    if Path("/var/run/netns").exists() and any(n.startswith("corral-") for n in _netns().split()):
+        pytest.skip("a lab is up on this machine")
+    done = corral("lab", "down", env={"CORRAL_LAB_ROOT": str(tmp_path / "nolab")})
+    assert done.returncode == 0, done.stderr
+    assert "nothing to remove" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "docker_host, reason",
+    [
+        ("unix:///nonexistent/docker.sock", "cannot reach Docker Engine at unix:///nonexistent/docker.sock"),
+        ("tcp://127.0.0.1:1", "cannot reach Docker Engine at tcp://127.0.0.1:1"),
+    ],
+)
+def test_agent_with_unreachable_engine_exits_with_one_line(docker_host: str, reason: str, tmp_path: Path) -> None:
+    done = corral(
+        "agent", "--bind", "127.0.0.1", "--api-port", str(_free_port()),
+        "--data-dir", str(tmp_path / "data"), "--docker-host", docker_host, timeout=30,
+    )
+    assert done.returncode == 2
+    assert reason in _last_line(done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_agent_with_unwritable_data_dir_exits_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(blocker / "data"), timeout=30)
+    assert done.returncode == 2
+    assert f"cannot create data dir {blocker / 'data'}" in _last_line(done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_agent_rejects_a_bind_that_is_not_an_address(tmp_path: Path) -> None:
+    done = corral("agent", "--bind", "not-an-ip", "--data-dir", str(tmp_path), timeout=30)
+    assert done.returncode == 2
+    assert "'not-an-ip' is not an IP address" in done.stderr
+
+
+def _last_line(text: str) -> str:
+    """The agent logs a line per event before it fails; the error is the last line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert lines, "no output"
+    return lines[-1]
