@@ -33,21 +33,23 @@ def _check_address(_ctx: click.Context, _param: click.Parameter, value: str) -> 
 @cli.command()
 @click.option("--bind", required=True, callback=_check_address, help="this host's underlay address")
 @click.option("--join", multiple=True, help="address of any member to join (repeatable)")
+@click.option("--bootstrap", is_flag=True, help="start a new cluster: make its secret and print a join token")
+@click.option("--token", envvar="CORRAL_JOIN_TOKEN", default=None, help="join token of the cluster to join")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--docker-host", default=DEFAULT_DOCKER_HOST, show_default=True, help="the Docker Engine's API URL")
 @click.option("--name", default=None, help="host name in the cluster (default: the OS hostname)")
 @click.option("--api-port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
 @click.option("--access-log", is_flag=True, help="log one line per HTTP request")
 def agent(
-    bind: str, join: tuple[str, ...], data_dir: Path, docker_host: str, name: str | None, api_port: int,
-    access_log: bool,
+    bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
+    name: str | None, api_port: int, access_log: bool,
 ) -> None:
     """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
     from agent import log, main
 
     log.setup()
-    config = AgentConfig(bind=bind, join=join, data_dir=data_dir, docker_host=docker_host, api_port=api_port,
-                         access_log=access_log)
+    config = AgentConfig(bind=bind, join=join, bootstrap=bootstrap, token=token, data_dir=data_dir,
+                         docker_host=docker_host, api_port=api_port, access_log=access_log)
     if name:
         config = dataclasses.replace(config, name=name)
     if join:

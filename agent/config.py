@@ -23,6 +23,8 @@ class AgentConfig:
     name: str = dataclasses.field(default_factory=socket.gethostname)
     api_port: int = DEFAULT_API_PORT
     join: tuple[str, ...] = ()
+    bootstrap: bool = False
+    token: str | None = dataclasses.field(default=None, repr=False)
     data_dir: Path = DEFAULT_DATA_DIR
     docker_host: str = DEFAULT_DOCKER_HOST
     docker_timeout: float = 5.0

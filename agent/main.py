@@ -13,7 +13,7 @@ import signal
 import uvloop
 from aiohttp import web
 
-from agent import __version__
+from agent import __version__, credentials
 from agent.api import AgentDeps, create_app
 from agent.config import AgentConfig
 from agent.datadir import DataDir
@@ -27,6 +27,11 @@ async def serve(config: AgentConfig) -> None:
     data_dir = DataDir.open(config.data_dir)
     log.info("data dir %s opened (node id %s)", config.data_dir, data_dir.node_id)
     try:
+        had_secret = credentials.load_secret(config.data_dir) is not None
+        credentials.establish_secret(config.data_dir, config.bootstrap, config.token)
+        if config.bootstrap and not had_secret:
+            token = (config.data_dir / credentials.TOKEN_FILE).read_text().strip()
+            log.info("new cluster: join other hosts with --join %s --token %s", config.bind, token)
         engine = await DockerEngine.connect(config.docker_host, config.docker_timeout)
         try:
             version = await engine.version()

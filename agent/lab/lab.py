@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from agent import credentials
 from agent.docker import DockerEngine
 from agent.errors import EngineUnreachable
 from agent.lab import faults, image, plumbing, procs
@@ -164,8 +165,15 @@ class Lab:
         """Daemons: every dockerd, the image into each, then every agent, waiting on all at once."""
         pids = [_start_dockerd(host) for host in hosts]
         await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
-        for host in hosts:
-            _start_agent(host, join=hosts[0].address if host is not hosts[0] else None)
+        first, rest = hosts[0], hosts[1:]
+        _start_agent(first, join=None, bootstrap=True)
+        token = await _wait_token(first, AGENT_TIMEOUT)
+        state = self._state()
+        state["token"] = token
+        self._write_state(state)
+        self.progress(first.name, "new cluster bootstrapped; join token saved in the lab state")
+        for host in rest:
+            _start_agent(host, join=first.address, token=token)
         await asyncio.gather(*(self._agent_ready(h) for h in hosts))
 
     async def _engine_ready(self, host: HostSpec, pid: int, tarball: bytes) -> None:
@@ -288,7 +296,7 @@ class Lab:
             raise LabError(f"the agent on {name} is already running (pid {running})")
         if not procs.alive(procs.read_pid(host.dockerd_pidfile)):
             raise LabError(f"{name} is stopped (no dockerd): use `corral lab start-host {name}`")
-        pid = _start_agent(host, join=self._join_for(host))
+        pid = _start_agent(host, join=self._join_for(host), token=self.token())
         asyncio.run(wait_health(host, AGENT_TIMEOUT))
         return pid
 
@@ -310,7 +318,7 @@ class Lab:
         async def ready() -> None:
             engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
             await engine.close()
-            _start_agent(host, join=self._join_for(host))
+            _start_agent(host, join=self._join_for(host), token=self.token())
             await wait_health(host, AGENT_TIMEOUT)
 
         asyncio.run(ready())
@@ -377,6 +385,11 @@ class Lab:
         except faults.FaultError as exc:
             raise LabError(str(exc)) from exc
 
+    def token(self) -> str | None:
+        """The cluster's join token (every agent but the bootstrapping one is started with it)."""
+        token = self._state().get("token")
+        return str(token) if token else None
+
     def _join_for(self, host: HostSpec) -> str | None:
         others = [h for h in self.hosts() if h.name != host.name]
         return others[0].address if others else None
@@ -405,14 +418,14 @@ def _host_order(name: str) -> tuple[int, str]:
     return (int(digits), name) if digits.isdigit() else (sys.maxsize, name)
 
 
-def _spawn(argv: list[str], log_path: Path) -> int:
+def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         return os.posix_spawnp(
             argv[0],
             argv,
-            dict(os.environ, PYTHONUNBUFFERED="1"),
+            dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -443,7 +456,7 @@ def _start_dockerd(host: HostSpec) -> int:
     return _spawn(argv, host.dockerd_log)
 
 
-def _start_agent(host: HostSpec, join: str | None) -> int:
+def _start_agent(host: HostSpec, join: str | None, token: str | None = None, bootstrap: bool = False) -> int:
     argv = [
         "nsenter", f"--net={host.netns_path}", sys.executable, "-m", "agent", "agent",
         "--bind", host.address, "--name", host.name,
@@ -451,7 +464,11 @@ def _start_agent(host: HostSpec, join: str | None) -> int:
     ]
     if join:
         argv += ["--join", join]
-    pid = _spawn(argv, host.agent_log)
+    if bootstrap:
+        argv.append("--bootstrap")
+    # The token travels by environment, not argv: argv is world-readable in /proc.
+    env = {"CORRAL_JOIN_TOKEN": token} if token else {}
+    pid = _spawn(argv, host.agent_log, env)
     host.agent_pidfile.write_text(f"{pid}\n")
     return pid
 
@@ -491,6 +508,20 @@ async def _wait_engine(host: HostSpec, pid: int, timeout: float) -> DockerEngine
             if not procs.alive(pid):
                 raise LabError(f"{host.name}: dockerd exited: {_tail(host.dockerd_log)}") from exc
         await asyncio.sleep(0.1)
+
+
+async def _wait_token(host: HostSpec, timeout: float) -> str:
+    """The join token a bootstrapping agent writes into its data dir (0600) before it serves."""
+    path = host.agent_data / credentials.TOKEN_FILE
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        pid = procs.read_pid(host.agent_pidfile)
+        if pid is not None and not procs.alive(pid):
+            raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{host.name}: no join token after {timeout:g} s; see {host.agent_log}")
+        await asyncio.sleep(0.05)
+    return path.read_text().strip()
 
 
 async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:

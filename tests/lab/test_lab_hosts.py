@@ -213,11 +213,12 @@ def test_agent_stops_cleanly_on_a_signal(lab3: Lab, sig: signal.Signals, tmp_pat
     proc = subprocess.Popen(
         ["nsenter", f"--net={h1.netns_path}", sys.executable, "-m", "agent", "agent", "--bind", h1.address,
          "--api-port", "8181", "--name", "extra", "--data-dir", str(tmp_path / "d"), "--docker-host", h1.docker_host],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, CORRAL_JOIN_TOKEN=lab3.token() or ""),
     )
     try:
         wait_until(lambda: answers(f"http://{h1.address}:8181/v1/health"), 20, "the extra agent answers")
-        locked = corral("agent", "--bind", h1.address, "--data-dir", str(tmp_path / "d"), timeout=30)
+        locked = corral("agent", "--bind", h1.address, "--data-dir", str(tmp_path / "d"), "--bootstrap", timeout=30)
         assert locked.returncode == 2 and "is in use by agent pid" in locked.stderr
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)

@@ -65,7 +65,7 @@ def test_lab_down_with_nothing_to_remove_succeeds(tmp_path: Path) -> None:
 def test_agent_with_unreachable_engine_exits_with_one_line(docker_host: str, reason: str, tmp_path: Path) -> None:
     done = corral(
         "agent", "--bind", "127.0.0.1", "--api-port", str(_free_port()),
-        "--data-dir", str(tmp_path / "data"), "--docker-host", docker_host, timeout=30,
+        "--data-dir", str(tmp_path / "data"), "--docker-host", docker_host, "--bootstrap", timeout=30,
     )
     assert done.returncode == 2
     assert reason in _last_line(done.stderr)
@@ -79,6 +79,16 @@ def test_agent_with_unwritable_data_dir_exits_with_one_line(tmp_path: Path) -> N
     assert done.returncode == 2
     assert f"cannot create data dir {blocker / 'data'}" in _last_line(done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_agent_without_a_cluster_secret_says_how_to_get_one(tmp_path: Path) -> None:
+    done = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), timeout=30)
+    assert done.returncode == 2
+    assert "start it with --bootstrap or with --join ADDR --token TOKEN" in _last_line(done.stderr)
+    bad = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), "--token", "corral1.abc",
+                 timeout=30)
+    assert bad.returncode == 2 and "cut short" in _last_line(bad.stderr)
+    assert not (tmp_path / "d" / "cluster-secret").exists(), "a refused token leaves no secret behind"
 
 
 def test_agent_rejects_a_bind_that_is_not_an_address(tmp_path: Path) -> None:
