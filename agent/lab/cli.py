@@ -22,7 +22,7 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"corral lab: {message}", markup=False)
+    err_console.print(f"corral lab: {message}", markup=False, soft_wrap=True)
     sys.exit(1)
 
 

@@ -102,3 +102,15 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     assert lines, "no output"
     return lines[-1]
+
+
+def test_lab_up_without_docker_says_how_to_install_it(tmp_path: Path) -> None:
+    """With no dockerd on PATH, up explains and installs nothing (it never runs apt behind your back)."""
+    (tmp_path / "bin").mkdir()
+    for tool in ("nsenter", "iptables", "ip"):  # everything but dockerd
+        (tmp_path / "bin" / tool).symlink_to("/bin/true")
+    done = corral("lab", "up", env={"PATH": str(tmp_path / "bin"), "CORRAL_LAB_ROOT": str(tmp_path / "lab")})
+    assert done.returncode == 1
+    line = _one_line(done.stderr)
+    assert "Docker Engine is not installed" in line and "apt-get install docker.io" in line
+    assert not (tmp_path / "lab").exists()
