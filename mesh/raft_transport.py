@@ -1,0 +1,153 @@
+"""Raft's transport: sealed, length-prefixed msgpack frames over TCP (port 7947).
+
+Each node dials every peer it has messages for and keeps that connection for its outbound
+messages; what it receives arrives on the connections its peers dialled. A frame is a 4-byte
+big-endian length and a sealed blob (the keyring seals; a frame that does not open, or does not
+decode, is dropped and counted, and the connection is kept). A peer's queue is bounded: when a peer
+is away, the oldest messages go first. Raft tolerates loss, so that is safe; it must never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Protocol
+
+from mesh.raft_messages import DecodeFailure, Message, NodeId, decode_message, encode_message
+
+log = logging.getLogger("corral.raft")
+
+FRAME = struct.Struct(">I")
+MAX_FRAME = 64 * 2**20  # a snapshot travels in one frame
+QUEUE_LIMIT = 4096
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+DEFAULT_PORT = 7947
+
+
+class Sealer(Protocol):
+    def seal(self, plaintext: bytes) -> bytes: ...
+
+    def open(self, sealed: bytes) -> bytes | None: ...
+
+
+class _Peer:
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.queue: deque[bytes] = deque(maxlen=QUEUE_LIMIT)
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.connected = False
+
+
+class RaftTransport:
+    def __init__(self, bind: tuple[str, int], sealer: Sealer, on_message: Callable[[Message], None]) -> None:
+        self.bind = bind
+        self._sealer = sealer
+        self._on_message = on_message
+        self._peers: dict[NodeId, _Peer] = {}
+        self._server: asyncio.Server | None = None
+        self._readers: set[asyncio.Task[None]] = set()
+        self.drops: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.bind[0], self.bind[1], reuse_address=True)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [p.task for p in self._peers.values() if p.task] + list(self._readers)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def set_peer(self, node: NodeId, address: tuple[str, int]) -> None:
+        """Add a peer or move it to a new address (its connection is redialled)."""
+        peer = self._peers.get(node)
+        if peer is not None and peer.address == address:
+            return
+        if peer is not None and peer.task is not None:
+            peer.task.cancel()
+        fresh = _Peer(address)
+        if peer is not None:
+            fresh.queue.extend(peer.queue)
+        self._peers[node] = fresh
+        fresh.task = asyncio.get_running_loop().create_task(self._send_loop(node, fresh))
+
+    def peers(self) -> dict[NodeId, dict[str, object]]:
+        return {n: {"address": f"{p.address[0]}:{p.address[1]}", "connected": p.connected,
+                    "queued": len(p.queue)} for n, p in self._peers.items()}
+
+    def send(self, msg: Message) -> None:
+        peer = self._peers.get(msg.to)
+        if peer is None:
+            self.drops["unknown_peer"] += 1
+            return
+        if len(peer.queue) == peer.queue.maxlen:
+            self.drops["queue_full"] += 1
+        sealed = self._sealer.seal(encode_message(msg))
+        peer.queue.append(FRAME.pack(len(sealed)) + sealed)
+        peer.wakeup.set()
+
+    async def _send_loop(self, node: NodeId, peer: _Peer) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(*peer.address), 1.0)
+            except (OSError, TimeoutError):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_MIN
+            peer.connected = True
+            try:
+                while True:
+                    while peer.queue:
+                        writer.write(peer.queue.popleft())
+                    await writer.drain()
+                    peer.wakeup.clear()
+                    if not peer.queue:
+                        await peer.wakeup.wait()
+            except (OSError, ConnectionError):
+                log.debug("raft connection to %s lost", node)
+            finally:
+                peer.connected = False
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._readers.add(task)
+        try:
+            while True:
+                header = await reader.readexactly(FRAME.size)
+                (size,) = FRAME.unpack(header)
+                if size > MAX_FRAME:
+                    self.drops["oversized"] += 1
+                    return  # the stream cannot be resynchronised: drop the connection
+                blob = await reader.readexactly(size)
+                plain = self._sealer.open(blob)
+                if plain is None:
+                    self.drops["unsealed"] += 1
+                    continue
+                msg = decode_message(plain)
+                if isinstance(msg, DecodeFailure):
+                    self.drops["malformed"] += 1
+                    continue
+                self._on_message(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            if task is not None:
+                self._readers.discard(task)
+            writer.close()
