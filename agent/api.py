@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import __version__, hostinfo
+from agent import __version__, api_kv, hostinfo
+from agent.cluster import Cluster
 from agent.config import AgentConfig
 from agent.datadir import DataDir
 from agent.docker import DockerEngine
@@ -103,10 +104,12 @@ async def host(request: web.Request) -> web.Response:
     )
 
 
-def create_app(config: AgentConfig, deps: AgentDeps) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+def create_app(config: AgentConfig, deps: AgentDeps, cluster: Cluster | None = None) -> web.Application:
+    app = web.Application(middlewares=[api_kv.index_header, error_middleware])
     app[CONFIG_KEY] = config
     app[DEPS_KEY] = deps
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/host", host)
+    if cluster is not None:
+        api_kv.add_routes(app, cluster)
     return app
