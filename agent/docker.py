@@ -7,6 +7,8 @@ plain dicts and Corral's own errors, never aiodocker's types.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
@@ -104,7 +106,99 @@ class DockerEngine:
         """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
         await self._call("an image load", self._client.images.import_image(data=tarball))
 
+    @property
+    def containers(self) -> Containers:
+        return Containers(self)
+
     async def image_ids(self) -> dict[str, str]:
         """Every local tag mapped to its image id."""
         images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
         return {tag: img["Id"] for img in images for tag in (img.get("RepoTags") or ())}
+
+
+# ---------------------------------------------------------------------- containers
+
+LABEL_PREFIX = "corral."
+
+
+def _summary(raw: dict[str, Any]) -> dict[str, Any]:
+    """A container from ``GET /containers/json`` as Corral sees it."""
+    names = raw.get("Names") or [""]
+    status = raw.get("Status") or ""
+    exit_code = None
+    if status.startswith("Exited ("):
+        code = status[len("Exited ("):].split(")", 1)[0]
+        exit_code = int(code) if code.lstrip("-").isdigit() else None
+    return {
+        "id": raw.get("Id", ""),
+        "name": names[0].lstrip("/"),
+        "image": raw.get("Image", ""),
+        "labels": raw.get("Labels") or {},
+        "state": raw.get("State", ""),
+        "exit_code": exit_code,
+    }
+
+
+class Containers:
+    """The engine's containers that carry Corral's labels; everything returned is a plain dict."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self._engine = engine
+        self._client = engine._client
+
+    async def list(self, label: str = LABEL_PREFIX + "instance") -> list[dict[str, Any]]:
+        filters = json.dumps({"label": [label]})
+        found = await self._engine._call("a container list", self._client.containers.list(all=True, filters=filters))
+        return [_summary(c._container) for c in found]
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        container = await self._engine._call("an inspect", self._client.containers.get(container_id))
+        return dict(container._container)
+
+    async def create(self, name: str, config: dict[str, Any]) -> str:
+        container = await self._engine._call("a container create", self._client.containers.create(config, name=name))
+        return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        container = self._client.containers.container(container_id)
+        await self._engine._call("a container start", container.start())
+
+    async def stop(self, container_id: str, grace: int = 10) -> None:
+        container = self._client.containers.container(container_id)
+        await self._engine._call("a container stop", container.stop(t=grace))
+
+    async def remove(self, container_id: str) -> None:
+        container = self._client.containers.container(container_id)
+        try:
+            await self._engine._call("a container remove", container.delete(force=True, v=True))
+        except EngineUnreachable as exc:
+            if "No such container" not in str(exc) and "404" not in str(exc):
+                raise
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Container events (die, destroy, oom, start …) of Corral's containers, as they happen."""
+        subscriber = self._client.events.subscribe(  # type: ignore[no-untyped-call]
+            filters=json.dumps({"type": ["container"], "label": [LABEL_PREFIX + "instance"]})
+        )
+        while True:
+            event = await subscriber.get()
+            if event is None:
+                return
+            yield event
+
+    async def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
+        container = self._client.containers.container(container_id)
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if follow:
+            async for line in container.log(**params):
+                yield line
+        else:
+            for line in await self._engine._call("a log read", container.log(**params)):
+                yield line
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        container = self._client.containers.container(container_id)
+        result = await self._engine._call("a stats read", container.stats(stream=False))
+        return dict(result[0] if isinstance(result, list) else result)

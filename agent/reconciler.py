@@ -1,0 +1,245 @@
+"""Make this host's Docker Engine match what the cluster assigned to it.
+
+Theory of operation. The desired side is the replicated state: every instance whose ``host`` is
+this host. The observed side is the engine's containers that carry Corral's labels. :func:`plan`
+(pure) compares them and says what to do; :class:`Reconciler` does it, then reports each instance's
+status (running, exited with code, OOM) back to the leader when it changed.
+
+A pass runs when the applied state changes, when Docker reports an event on one of Corral's
+containers (die, destroy, oom…: a ``docker rm -f`` by hand is seen at once), and every few seconds
+regardless. Every container carries ``corral.instance``, ``corral.generation`` and
+``corral.spec``: a container whose instance is no longer assigned here (say, left behind while this
+host was cut off and its work moved) is removed; one whose generation or spec changed is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from agent.docker import LABEL_PREFIX, DockerEngine
+from agent.errors import EngineUnreachable
+from agent.state import ClusterState
+
+log = logging.getLogger("corral.reconciler")
+
+PERIOD = 5.0
+RESTART_POLICY = {"always": "always", "on-failure": "on-failure", "no": "no"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    instance: str
+    name: str
+    running: bool
+    restart: str
+    config: Mapping[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.config["Labels"][LABEL_PREFIX + "spec"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: str  # create, start, stop, remove
+    instance: str
+    reason: str
+    container: str | None = None
+    desired: Desired | None = None
+
+
+def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's create request for an instance: image, command, env, ports and labels."""
+    service = state.services[instance["service"]]
+    stack = state.stacks[service["stack"]]
+    spec = service["spec"]
+    name = state.container_name(dict(instance))
+    exposed = {f"{p['target']}/{p['protocol']}": {} for p in spec["ports"]}
+    bindings = {f"{p['target']}/{p['protocol']}": [{"HostPort": str(p["published"])}]
+                for p in spec["ports"] if p["published"]}
+    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    labels = {
+        **spec["labels"],
+        LABEL_PREFIX + "instance": instance["id"],
+        LABEL_PREFIX + "service": service["id"],
+        LABEL_PREFIX + "stack": stack["name"],
+        LABEL_PREFIX + "slot": str(instance["slot"]),
+        LABEL_PREFIX + "generation": str(instance["generation"]),
+        LABEL_PREFIX + "spec": f"{fingerprint}-{instance['generation']}",
+    }
+    config: dict[str, Any] = {
+        "Image": spec["image"],
+        "Hostname": name,
+        "Env": [f"{k}={v}" for k, v in sorted(spec["environment"].items())]
+        + [f"CORRAL_CONTAINER={name}", f"CORRAL_SERVICE={service['name']}", f"CORRAL_STACK={stack['name']}"],
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "HostConfig": {
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": RESTART_POLICY[spec["restart"]]},
+            "MemoryReservation": spec["memory"],
+        },
+    }
+    if spec["command"]:
+        config["Cmd"] = list(spec["command"])
+    return config
+
+
+def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:
+    out = {}
+    for inst in state.instances.values():
+        if inst["host"] != host or inst["service"] not in state.services:
+            continue
+        spec = state.services[inst["service"]]["spec"]
+        out[inst["id"]] = Desired(inst["id"], state.container_name(inst), inst["desired"] == "running",
+                                  spec["restart"], container_config(state, inst))
+    return out
+
+
+def plan(desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) -> list[Action]:
+    """What to do so that the engine holds exactly the desired containers, in the desired states."""
+    actions: list[Action] = []
+    by_instance: dict[str, list[Mapping[str, Any]]] = {}
+    for container in observed:
+        by_instance.setdefault(container["labels"].get(LABEL_PREFIX + "instance", ""), []).append(container)
+    for instance, containers in sorted(by_instance.items()):
+        want = desired.get(instance)
+        if want is None:
+            actions += [Action("remove", instance, "not assigned to this host", c["id"]) for c in containers]
+            continue
+        # Keep the one that matches (running first); remove duplicates and stale generations.
+        fingerprint = want.fingerprint
+        containers = sorted(containers, key=lambda c: (c["labels"].get(LABEL_PREFIX + "spec") != fingerprint,
+                                                       c["state"] != "running", c["id"]))
+        keep, extra = containers[0], containers[1:]
+        actions += [Action("remove", instance, "duplicate", c["id"]) for c in extra]
+        if keep["labels"].get(LABEL_PREFIX + "spec") != want.fingerprint:
+            actions.append(Action("remove", instance, "spec or generation changed", keep["id"]))
+            actions.append(Action("create", instance, "replace", desired=want))
+        elif want.running and keep["state"] in ("created", "exited", "dead"):
+            if want.restart == "always" or (want.restart == "on-failure" and keep["exit_code"] not in (0, None)) \
+                    or keep["state"] == "created":
+                actions.append(Action("start", instance, f"it is {keep['state']}", keep["id"]))
+        elif not want.running and keep["state"] in ("running", "restarting"):
+            actions.append(Action("stop", instance, "service stopped", keep["id"]))
+    for instance, want in sorted(desired.items()):
+        if instance not in by_instance:
+            actions.append(Action("create", instance, "missing", desired=want))
+    return actions
+
+
+def observed_status(container: Mapping[str, Any] | None, inspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    if container is None:
+        return {"status": "missing", "exit_code": None, "container_id": None}
+    state = container["state"]
+    status = state if state in ("running", "restarting", "paused", "created") else "exited"
+    oom = bool(inspect and inspect.get("State", {}).get("OOMKilled"))
+    return {"status": "oom" if oom else status, "exit_code": container["exit_code"], "container_id": container["id"]}
+
+
+Reporter = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Reconciler:
+    def __init__(self, host: str, state: ClusterState, engine: DockerEngine, report: Reporter) -> None:
+        self.host = host
+        self.state = state
+        self.engine = engine
+        self._report = report
+        self._kick = asyncio.Event()
+        self._reported: dict[str, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.passes = 0
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop()), loop.create_task(self._watch_events())]
+        self.kick()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), PERIOD)
+            self._kick.clear()
+            try:
+                await self.reconcile_once()
+            except EngineUnreachable as exc:
+                log.warning("reconcile pass failed: %s", exc.message)
+            except Exception:
+                log.exception("reconcile pass failed")
+
+    async def _watch_events(self) -> None:
+        while True:
+            try:
+                async for event in self.engine.containers.events():
+                    if event.get("Action") in ("die", "destroy", "oom", "stop", "kill"):
+                        self.kick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the engine restarted: subscribe again
+                log.warning("docker event stream ended (%s); resubscribing", exc)
+            await asyncio.sleep(1.0)
+
+    async def reconcile_once(self) -> list[Action]:
+        containers = self.engine.containers
+        desired = desired_here(self.state, self.host)
+        actions = plan(desired, await containers.list())
+        for action in actions:
+            log.info("%s %s: %s", action.kind, desired[action.instance].name if action.instance in desired
+                     else action.instance, action.reason)
+            if action.kind == "remove" and action.container:
+                await containers.remove(action.container)
+            elif action.kind == "stop" and action.container:
+                await containers.stop(action.container)
+            elif action.kind == "start" and action.container:
+                await containers.start(action.container)
+            elif action.kind == "create" and action.desired is not None:
+                await self._create(action.desired)
+        self.passes += 1
+        await self._report_statuses(desired, await containers.list() if actions else None)
+        return actions
+
+    async def _create(self, want: Desired) -> None:
+        containers = self.engine.containers
+        for stale in [c for c in await containers.list() if c["name"] == want.name]:
+            await containers.remove(stale["id"])  # a name left by a removed instance
+        container_id = await containers.create(want.name, dict(want.config))
+        if want.running:
+            await containers.start(container_id)
+
+    async def _report_statuses(self, desired: Mapping[str, Desired],
+                               observed: Sequence[Mapping[str, Any]] | None) -> None:
+        if observed is None:
+            observed = await self.engine.containers.list()
+        by_instance = {c["labels"].get(LABEL_PREFIX + "instance"): c for c in observed}
+        for instance in desired:
+            container = by_instance.get(instance)
+            inspect = None
+            if container is not None and container["state"] == "exited":
+                inspect = await self.engine.containers.inspect(container["id"])
+            status = observed_status(container, inspect)
+            recorded = self.state.instances.get(instance, {})
+            if self._reported.get(instance) == status and recorded.get("status") == status["status"]:
+                continue
+            try:
+                await self._report(instance, status)
+                self._reported[instance] = status
+            except Exception as exc:
+                log.debug("status report for %s failed: %s", instance, exc)
