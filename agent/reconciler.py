@@ -61,7 +61,7 @@ def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[s
     stack = state.stacks[service["stack"]]
     spec = service["spec"]
     name = state.container_name(dict(instance))
-    exposed = {f"{p['target']}/{p['protocol']}": {} for p in spec["ports"]}
+    exposed: dict[str, dict[str, Any]] = {f"{p['target']}/{p['protocol']}": {} for p in spec["ports"]}
     bindings = {f"{p['target']}/{p['protocol']}": [{"HostPort": str(p["published"])}]
                 for p in spec["ports"] if p["published"]}
     fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

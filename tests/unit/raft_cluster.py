@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from mesh.raft import RaftNode, ReadState, Role
 from mesh.raft_config import RaftConfig, local
-from mesh.raft_messages import Entry, Message, NodeId
+from mesh.raft_messages import Entry, Message, NodeId, TimeoutNow
 from mesh.raft_sim import KVStateMachine
 from mesh.raft_storage import MemoryStorage
 
@@ -24,7 +24,7 @@ def cfg(**kw: object) -> RaftConfig:
 
 class Cluster:
     def __init__(self, n: int, *, learners: int = 0, config: RaftConfig | None = None, seed: int = 0,
-                 extra: int = 0) -> None:
+                 extra: int = 0, storage_factory: Callable[[], MemoryStorage] = MemoryStorage) -> None:
         """``n`` voters, ``learners`` nodes that start empty (added by conf change later),
         ``extra`` spare ids as well."""
         self.config = config or cfg()
@@ -43,7 +43,7 @@ class Cluster:
         self.queue: list[Message] = []
         self.auto_compact = True
         for nid in self.ids:
-            self.storage[nid] = MemoryStorage()
+            self.storage[nid] = storage_factory()
             self.sm[nid] = KVStateMachine()
             self.applied[nid] = []
             self.reads[nid] = []
@@ -89,13 +89,11 @@ class Cluster:
             self.stabilize()
 
     def elect(self, nid: NodeId) -> None:
-        """Let ``nid``'s election timer run out first."""
-        for _ in range(3 * self.config.election_ticks):
-            self.tick(only=[nid])
-            if self.nodes[nid].role == Role.LEADER:
-                self.stabilize()
-                return
-        raise AssertionError(f"{nid} did not become leader: {self.nodes[nid].status()}")
+        """Make ``nid`` campaign now, as a TimeoutNow would (skipping PreVote and leader leases)."""
+        node = self.nodes[nid]
+        node.step(TimeoutNow("tester", nid, node.term))
+        self.stabilize()
+        assert node.role == Role.LEADER, f"{nid} did not become leader: {node.status()}"
 
     def leaders(self) -> list[NodeId]:
         return [nid for nid in sorted(self.alive) if self.nodes[nid].role == Role.LEADER]
