@@ -1,0 +1,410 @@
+"""Raft messages: frozen dataclasses, one wire kind each, and a msgpack codec that never raises.
+
+Every message carries ``frm``, ``to`` and ``term`` first, so the core can apply the term rules
+(step down on a higher term, answer a stale one) before it looks at the kind. The codec encodes a
+message as ``[kind, *fields]``; decoding checks every field's type and returns a
+:class:`DecodeFailure` with a reason instead of raising, because the bytes come off the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+NodeId = str
+
+
+class EntryKind(IntEnum):
+    """Kinds of log entries. Append only: values are protocol."""
+
+    NORMAL = 0
+    CONF_CHANGE = 1
+    NOOP = 2
+
+
+class ConfChangeOp(IntEnum):
+    """Single-server membership changes. Append only: values are protocol."""
+
+    BOOTSTRAP = 0  # data carries the initial voter list; only ever at index 1
+    ADD_LEARNER = 1
+    PROMOTE = 2  # learner -> voter
+    DEMOTE = 3  # voter -> learner
+    REMOVE = 4  # voter or learner -> gone
+
+
+class RaftMsgKind(IntEnum):
+    """Wire kinds. Append only: values are protocol."""
+
+    REQUEST_VOTE = 1
+    REQUEST_VOTE_RESPONSE = 2
+    PRE_VOTE = 3
+    PRE_VOTE_RESPONSE = 4
+    APPEND_ENTRIES = 5
+    APPEND_ENTRIES_RESPONSE = 6
+    INSTALL_SNAPSHOT = 7
+    INSTALL_SNAPSHOT_RESPONSE = 8
+    TIMEOUT_NOW = 9
+    HEARTBEAT = 10
+    HEARTBEAT_RESPONSE = 11
+    READ_INDEX = 12
+    READ_INDEX_RESPONSE = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. ``data`` is opaque to Raft except for conf-change entries."""
+
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """Membership as of some log index."""
+
+    voters: frozenset[NodeId] = frozenset()
+    learners: frozenset[NodeId] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int
+    term: int
+    conf: ConfState
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """State-machine image covering every entry up to ``meta.index``."""
+
+    meta: SnapshotMeta
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    op: ConfChangeOp
+    node: NodeId
+    voters: tuple[NodeId, ...] = ()  # only for BOOTSTRAP
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    frm: NodeId
+    to: NodeId
+    term: int
+    last_index: int
+    last_term: int
+    transfer: bool = False  # campaign caused by TimeoutNow: voters ignore their leader lease
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    frm: NodeId
+    to: NodeId
+    term: int
+    reject: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PreVote:
+    """Sent with ``term`` = candidate's term + 1; nobody changes term because of it."""
+
+    frm: NodeId
+    to: NodeId
+    term: int
+    last_index: int
+    last_term: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreVoteResponse:
+    frm: NodeId
+    to: NodeId
+    term: int
+    reject: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    frm: NodeId
+    to: NodeId
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """``index`` is the follower's last matching index on success, the rejected ``prev_index`` on
+    reject; then ``reject_hint``/``hint_term`` let the leader skip a whole term (fast backtracking)."""
+
+    frm: NodeId
+    to: NodeId
+    term: int
+    index: int
+    reject: bool = False
+    reject_hint: int = 0
+    hint_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    frm: NodeId
+    to: NodeId
+    term: int
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotResponse:
+    frm: NodeId
+    to: NodeId
+    term: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    frm: NodeId
+    to: NodeId
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """``commit`` is min(follower match, leader commit); ``context`` carries a ReadIndex round."""
+
+    frm: NodeId
+    to: NodeId
+    term: int
+    commit: int
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    frm: NodeId
+    to: NodeId
+    term: int
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower forwards a linearizable read to its leader."""
+
+    frm: NodeId
+    to: NodeId
+    term: int
+    context: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    frm: NodeId
+    to: NodeId
+    term: int
+    context: bytes
+    index: int
+
+
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | PreVote
+    | PreVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
+    | TimeoutNow
+    | Heartbeat
+    | HeartbeatResponse
+    | ReadIndexRequest
+    | ReadIndexResponse
+)
+
+KIND_OF: dict[type[Any], RaftMsgKind] = {
+    RequestVote: RaftMsgKind.REQUEST_VOTE,
+    RequestVoteResponse: RaftMsgKind.REQUEST_VOTE_RESPONSE,
+    PreVote: RaftMsgKind.PRE_VOTE,
+    PreVoteResponse: RaftMsgKind.PRE_VOTE_RESPONSE,
+    AppendEntries: RaftMsgKind.APPEND_ENTRIES,
+    AppendEntriesResponse: RaftMsgKind.APPEND_ENTRIES_RESPONSE,
+    InstallSnapshot: RaftMsgKind.INSTALL_SNAPSHOT,
+    InstallSnapshotResponse: RaftMsgKind.INSTALL_SNAPSHOT_RESPONSE,
+    TimeoutNow: RaftMsgKind.TIMEOUT_NOW,
+    Heartbeat: RaftMsgKind.HEARTBEAT,
+    HeartbeatResponse: RaftMsgKind.HEARTBEAT_RESPONSE,
+    ReadIndexRequest: RaftMsgKind.READ_INDEX,
+    ReadIndexResponse: RaftMsgKind.READ_INDEX_RESPONSE,
+}
+CLASS_OF: dict[RaftMsgKind, type[Any]] = {v: k for k, v in KIND_OF.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    """Why some bytes were not a message; the driver logs it and drops the frame."""
+
+    reason: str
+
+
+class _Bad(Exception):
+    pass
+
+
+# ---- plain values <-> nested lists -------------------------------------------------------------
+
+
+def entry_to_wire(e: Entry) -> list[Any]:
+    return [e.term, e.index, int(e.kind), e.data]
+
+
+def conf_to_wire(c: ConfState) -> list[Any]:
+    return [sorted(c.voters), sorted(c.learners)]
+
+
+def snapshot_to_wire(s: Snapshot) -> list[Any]:
+    return [s.meta.index, s.meta.term, conf_to_wire(s.meta.conf), s.data]
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise _Bad(f"expected a non-negative int, got {type(v).__name__}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _Bad("expected a bool")
+    return v
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise _Bad("expected bytes")
+    return v
+
+
+def _node(v: Any) -> NodeId:
+    if type(v) is not str or not v:
+        raise _Bad("expected a node id")
+    return v
+
+
+def _list(v: Any, n: int | None = None) -> list[Any]:
+    if type(v) is not list or (n is not None and len(v) != n):
+        raise _Bad(f"expected a list of {n}")
+    return v
+
+
+def entry_from_wire(v: Any) -> Entry:
+    term, index, kind, data = _list(v, 4)
+    try:
+        k = EntryKind(_int(kind))
+    except ValueError as exc:
+        raise _Bad("unknown entry kind") from exc
+    return Entry(_int(term), _int(index), k, _bytes(data))
+
+
+def conf_from_wire(v: Any) -> ConfState:
+    voters, learners = _list(v, 2)
+    return ConfState(frozenset(_node(x) for x in _list(voters)), frozenset(_node(x) for x in _list(learners)))
+
+
+def snapshot_from_wire(v: Any) -> Snapshot:
+    index, term, conf, data = _list(v, 4)
+    return Snapshot(SnapshotMeta(_int(index), _int(term), conf_from_wire(conf)), _bytes(data))
+
+
+def _entries(v: Any) -> tuple[Entry, ...]:
+    return tuple(entry_from_wire(x) for x in _list(v))
+
+
+_FIELD_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "frm": _node,
+    "to": _node,
+    "term": _int,
+    "last_index": _int,
+    "last_term": _int,
+    "transfer": _bool,
+    "reject": _bool,
+    "prev_index": _int,
+    "prev_term": _int,
+    "entries": _entries,
+    "commit": _int,
+    "index": _int,
+    "reject_hint": _int,
+    "hint_term": _int,
+    "snapshot": snapshot_from_wire,
+    "context": _bytes,
+}
+_FIELD_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "entries": lambda es: [entry_to_wire(e) for e in es],
+    "snapshot": snapshot_to_wire,
+}
+
+
+def encode_message(msg: Message) -> bytes:
+    """``[kind, *fields]`` as msgpack; the inverse of :func:`decode_message`."""
+    out: list[Any] = [int(KIND_OF[type(msg)])]
+    for f in dataclasses.fields(msg):
+        value = getattr(msg, f.name)
+        enc = _FIELD_ENCODERS.get(f.name)
+        out.append(enc(value) if enc else value)
+    return bytes(msgpack.packb(out, use_bin_type=True))
+
+
+def decode_message(data: bytes) -> Message | DecodeFailure:
+    """Parse one frame; any malformed input yields a DecodeFailure, never an exception."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        return DecodeFailure(f"not msgpack: {type(exc).__name__}")
+    try:
+        items = _list(raw)
+        if not items:
+            raise _Bad("empty frame")
+        try:
+            kind = RaftMsgKind(_int(items[0]))
+        except ValueError as exc:
+            raise _Bad(f"unknown kind {items[0]!r}") from exc
+        cls = CLASS_OF[kind]
+        fields = dataclasses.fields(cls)
+        if len(items) - 1 != len(fields):
+            raise _Bad(f"{kind.name}: expected {len(fields)} fields, got {len(items) - 1}")
+        kwargs = {f.name: _FIELD_DECODERS[f.name](v) for f, v in zip(fields, items[1:], strict=True)}
+        msg: Message = cls(**kwargs)
+        return msg
+    except _Bad as exc:
+        return DecodeFailure(str(exc))
+
+
+def encode_conf_change(cc: ConfChange) -> bytes:
+    return bytes(msgpack.packb([int(cc.op), cc.node, list(cc.voters)], use_bin_type=True))
+
+
+def decode_conf_change(data: bytes) -> ConfChange | DecodeFailure:
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        op, node, voters = _list(raw, 3)
+        try:
+            kind = ConfChangeOp(_int(op))
+        except ValueError as exc:
+            raise _Bad("unknown conf change op") from exc
+        return ConfChange(kind, str(node) if kind == ConfChangeOp.BOOTSTRAP else _node(node),
+                          tuple(_node(v) for v in _list(voters)))
+    except _Bad as exc:
+        return DecodeFailure(str(exc))
+    except Exception as exc:
+        return DecodeFailure(f"not msgpack: {type(exc).__name__}")
