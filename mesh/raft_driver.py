@@ -69,6 +69,10 @@ class RaftDriver:
 
     # ------------------------------------------------------------------ inputs
 
+    def kick(self) -> None:
+        """Something was fed to the core directly (a conf change): drain its Ready."""
+        self._kick.set()
+
     def deliver(self, msg: Message) -> None:
         if msg.to != self.core.id:
             return
