@@ -15,9 +15,10 @@ import re
 from typing import Any
 
 import aiohttp
+import msgpack
 from aiohttp import web
 
-from agent.cluster import Cluster, NoLeader
+from agent.cluster import INTERNAL_PROPOSE, Cluster, NoLeader
 from agent.errors import BadRequest, Conflict, NotFound
 from agent.state import command
 
@@ -135,6 +136,17 @@ def _result(result: dict[str, Any], key: str) -> web.Response:
     raise BadRequest(result.get("message", "refused"), field=result.get("field"))
 
 
+async def internal_propose(request: web.Request) -> web.Response:
+    """A sealed command from another member (a reconciler's status report, say), proposed here."""
+    cluster = request.app[CLUSTER_KEY]
+    body = await request.read()
+    plain = cluster.sealer.open(body) if cluster.sealer is not None else None
+    if plain is None:
+        return web.json_response({"error": "forbidden", "message": "not sealed with the cluster's key"}, status=403)
+    result = await cluster.write(plain)
+    return web.Response(body=msgpack.packb(result, use_bin_type=True), content_type="application/octet-stream")
+
+
 async def raft_status(request: web.Request) -> web.Response:
     return web.json_response(request.app[CLUSTER_KEY].raft.status())
 
@@ -142,6 +154,7 @@ async def raft_status(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, cluster: Cluster) -> None:
     app[CLUSTER_KEY] = cluster
     app.router.add_get("/v1/raft", raft_status)
+    app.router.add_post(INTERNAL_PROPOSE, internal_propose)
     app.router.add_get("/v1/kv/{key:.+}", kv_get)
     app.router.add_put("/v1/kv/{key:.+}", kv_put)
     app.router.add_delete("/v1/kv/{key:.+}", kv_delete)

@@ -11,10 +11,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+import msgpack
+
 from agent.errors import Unavailable
 from agent.state import ClusterState
 from mesh.raft import Role
 from mesh.raft_driver import NotLeaderError, ProposalDropped, RaftDriver
+from mesh.raft_transport import Sealer
+
+INTERNAL_PROPOSE = "/v1/internal/propose"
 
 
 class NoLeader(Unavailable):
@@ -27,6 +33,8 @@ class Cluster:
     raft: RaftDriver
     api_of: Callable[[str], str | None]
     """Maps a Raft node id to the API URL it advertises (from gossip metadata)."""
+    sealer: Sealer | None = None
+    """Seals commands a follower sends to the leader's internal endpoint (cluster members only)."""
 
     @property
     def applied_index(self) -> int:
@@ -60,3 +68,19 @@ class Cluster:
             raise NoLeader(f"no leader to confirm a consistent read (leader: {exc.leader or 'none known'})") from exc
         except TimeoutError as exc:
             raise NoLeader(f"a consistent read was not confirmed within {timeout:g} s (no quorum?)") from exc
+
+    async def propose_anywhere(self, cmd: bytes, timeout: float = 5.0) -> dict[str, Any]:
+        """Propose from any node: locally on the leader, else sealed to the leader's internal endpoint."""
+        if self.is_leader:
+            return await self.write(cmd, timeout)
+        url = self.leader_api()
+        if url is None or self.sealer is None:
+            raise NoLeader("no leader known to send the command to")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, session.post(
+            url + INTERNAL_PROPOSE, data=self.sealer.seal(cmd),
+            headers={"Content-Type": "application/octet-stream"},
+        ) as resp:
+            if resp.status != 200:
+                raise NoLeader(f"the leader refused the command: HTTP {resp.status} {await resp.text()}")
+            result: dict[str, Any] = msgpack.unpackb(await resp.read(), raw=False)
+            return result

@@ -24,6 +24,10 @@ class AgentConfig:
     api_port: int = DEFAULT_API_PORT
     join: tuple[str, ...] = ()
     bootstrap: bool = False
+    manager: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    host_grace: float = 5.0
+    """Seconds a host may be disconnected before the leader moves its instances elsewhere."""
     token: str | None = dataclasses.field(default=None, repr=False)
     data_dir: Path = DEFAULT_DATA_DIR
     docker_host: str = DEFAULT_DOCKER_HOST
