@@ -1,0 +1,68 @@
+"""``corral stack deploy -f FILE NAME``: the subset of a compose file Corral understands.
+
+Per service: ``image``, ``command``, ``environment``, ``ports``, ``labels``, ``deploy.replicas``,
+``deploy.placement.constraints`` (``node.labels.KEY == VALUE``, ``node.hostname == h1``),
+``deploy.restart_policy.condition`` (``any`` → always, ``on-failure``, ``none`` → no). Anything else
+is refused with its path, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from agent import spec as specs
+
+SERVICE_KEYS = {"image", "command", "environment", "ports", "labels", "deploy"}
+DEPLOY_KEYS = {"replicas", "placement", "restart_policy"}
+RESTART = {"any": "always", "on-failure": "on-failure", "none": "no"}
+
+
+class ComposeError(ValueError):
+    pass
+
+
+def load(text: str) -> dict[str, dict[str, Any]]:
+    """Service name → a spec for ``POST /v1/services`` (validated with the API's own rules)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ComposeError(f"not YAML: {exc}") from exc
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("services"), Mapping) or not doc["services"]:
+        raise ComposeError("a compose file needs a 'services' map with at least one service")
+    extra = sorted(set(doc) - {"version", "services"})
+    if extra:
+        raise ComposeError(f"top-level '{extra[0]}' is not supported")
+    out: dict[str, dict[str, Any]] = {}
+    for name, svc in doc["services"].items():
+        path = f"services.{name}"
+        try:
+            specs.name(name, path)
+        except specs.SpecError as exc:
+            raise ComposeError(str(exc)) from None
+        if not isinstance(svc, Mapping):
+            raise ComposeError(f"{path} must be a map")
+        unknown = sorted(set(svc) - SERVICE_KEYS)
+        if unknown:
+            raise ComposeError(f"{path}.{unknown[0]} is not supported")
+        deploy = svc.get("deploy") or {}
+        if not isinstance(deploy, Mapping) or set(deploy) - DEPLOY_KEYS:
+            raise ComposeError(f"{path}.deploy supports only {', '.join(sorted(DEPLOY_KEYS))}")
+        raw: dict[str, Any] = {k: svc[k] for k in ("image", "command", "environment", "ports", "labels") if k in svc}
+        raw["scale"] = deploy.get("replicas", 1)
+        placement = deploy.get("placement") or {}
+        if placement:
+            raw["placement"] = {"constraints": placement.get("constraints", [])}
+        condition = (deploy.get("restart_policy") or {}).get("condition")
+        if condition is not None:
+            if condition not in RESTART:
+                raise ComposeError(f"{path}.deploy.restart_policy.condition must be any, on-failure or none")
+            raw["restart"] = RESTART[condition]
+        try:
+            specs.service_spec(raw)
+        except specs.SpecError as exc:
+            raise ComposeError(f"{path}.{exc}") from None
+        out[str(name)] = raw
+    return out
