@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
+from agent.cli_cluster import COMMANDS
 from agent.config import DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_DOCKER_HOST, AgentConfig
 from agent.errors import CorralError
 from agent.lab.cli import lab
@@ -67,6 +68,8 @@ def agent(
 
 
 cli.add_command(lab)
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:
