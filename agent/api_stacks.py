@@ -13,12 +13,14 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from agent import spec as specs
 from agent.api_kv import CLUSTER_KEY, forward_to_leader
 from agent.cluster import Cluster
-from agent.errors import BadRequest, Conflict, NotFound
+from agent.docker import DockerEngine
+from agent.errors import BadRequest, Conflict, NotFound, Unavailable
 from agent.state import command
 
 MAX_LIMIT = 1000
@@ -295,3 +297,89 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/containers/{id}", get_container)
     r.add_delete("/v1/containers/{id}", delete_container)
     r.add_get("/v1/events", events)
+
+
+# ------------------------------------------------------------------ logs and stats, from the owning host
+
+ENGINE_KEY = web.AppKey("engine", DockerEngine)
+HOST_NAME_KEY = web.AppKey("host_name", str)
+
+
+async def _proxy_to_owner(request: web.Request, host: str) -> web.StreamResponse:
+    """Stream the same request from the agent of the host that runs the container."""
+    url = _cluster(request).api_of(host)
+    if url is None:
+        raise Unavailable(f"host {host} is not reachable (no API address known)", field="host")
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    response = web.StreamResponse()
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url + request.path_qs) as upstream:
+            response.set_status(upstream.status)
+            response.content_type = upstream.content_type
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if not response.prepared:
+            raise Unavailable(f"host {host}'s agent at {url} did not answer: {exc}", field="host") from exc
+    return response
+
+
+def _local_container(request: web.Request) -> tuple[dict[str, Any], str | None]:
+    cluster = _cluster(request)
+    inst = find_container(cluster, request.match_info["id"])
+    return inst, inst.get("container_id")
+
+
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    inst, container_id = _local_container(request)
+    if inst["host"] != request.app[HOST_NAME_KEY]:
+        return await _proxy_to_owner(request, inst["host"])
+    if not container_id:
+        raise NotFound(f"container {inst['id']} has not been created on {inst['host']} yet", field="id")
+    tail_raw = request.query.get("tail")
+    if tail_raw is not None and not tail_raw.isdigit():
+        raise BadRequest("tail must be a whole number", field="tail")
+    follow = request.query.get("follow") in ("1", "true")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    engine = request.app[ENGINE_KEY]
+    async for line in engine.containers.logs(container_id, int(tail_raw) if tail_raw else None, follow):
+        await response.write(line.encode())
+    return response
+
+
+async def container_stats(request: web.Request) -> web.StreamResponse:
+    inst, container_id = _local_container(request)
+    if inst["host"] != request.app[HOST_NAME_KEY]:
+        return await _proxy_to_owner(request, inst["host"])
+    if not container_id:
+        raise NotFound(f"container {inst['id']} has not been created yet", field="id")
+    raw = await request.app[ENGINE_KEY].containers.stats(container_id)
+    return web.json_response(summarize_stats(raw))
+
+
+def summarize_stats(raw: dict[str, Any]) -> dict[str, Any]:
+    """CPU %, memory, network and block I/O from one Docker stats sample."""
+    cpu, pre = raw.get("cpu_stats", {}), raw.get("precpu_stats", {})
+    cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0)
+    sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    ncpu = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
+    nets = raw.get("networks") or {}
+    blk = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    return {
+        "cpu_percent": round(cpu_delta / sys_delta * ncpu * 100, 2) if sys_delta > 0 else 0.0,
+        "memory": {"usage": raw.get("memory_stats", {}).get("usage", 0),
+                   "limit": raw.get("memory_stats", {}).get("limit", 0)},
+        "network": {"rx_bytes": sum(n.get("rx_bytes", 0) for n in nets.values()),
+                    "tx_bytes": sum(n.get("tx_bytes", 0) for n in nets.values())},
+        "block_io": {"read_bytes": sum(b.get("value", 0) for b in blk if b.get("op", "").lower() == "read"),
+                     "write_bytes": sum(b.get("value", 0) for b in blk if b.get("op", "").lower() == "write")},
+    }
+
+
+def add_container_io_routes(app: web.Application, engine: DockerEngine, host_name: str) -> None:
+    app[ENGINE_KEY] = engine
+    app[HOST_NAME_KEY] = host_name
+    app.router.add_get("/v1/containers/{id}/logs", container_logs)
+    app.router.add_get("/v1/containers/{id}/stats", container_stats)
