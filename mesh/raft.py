@@ -21,6 +21,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from mesh.raft_config import RaftConfig
+from mesh.raft_log import RaftLog
 from mesh.raft_messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -42,7 +43,6 @@ from mesh.raft_messages import (
     RequestVote,
     RequestVoteResponse,
     Snapshot,
-    SnapshotMeta,
     TimeoutNow,
     decode_conf_change,
     encode_conf_change,
@@ -147,11 +147,7 @@ class RaftNode:
         self.applied = 0
         self.voters: frozenset[NodeId] = frozenset()
         self.learners: frozenset[NodeId] = frozenset()
-        self._snap = SnapshotMeta(0, 0, ConfState())
-        self._snap_data: Snapshot | None = None
-        self._unstable_snapshot: Snapshot | None = None
-        self._log: list[Entry] = []
-        self._stable = 0
+        self.log = RaftLog()
         self._prev_hs = HardState()
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -174,75 +170,44 @@ class RaftNode:
             initial = tuple(sorted(set(voters)))
             if initial:
                 cc = ConfChange(ConfChangeOp.BOOTSTRAP, "-", initial)
-                self._log = [Entry(1, 1, EntryKind.CONF_CHANGE, encode_conf_change(cc))]
+                self.log.append([Entry(1, 1, EntryKind.CONF_CHANGE, encode_conf_change(cc))])
                 self.term = 1
                 self.commit = 1
         self._become_follower(self.term, None)
 
     def _load(self, st: PersistentState) -> None:
+        self.log.load(st.snapshot, st.entries)
         if st.snapshot is not None:
-            self._snap = st.snapshot.meta
-            self._snap_data = st.snapshot
             self.voters, self.learners = st.snapshot.meta.conf.voters, st.snapshot.meta.conf.learners
-        expected = self._snap.index + 1
-        for e in st.entries:
-            if e.index < expected:
-                continue
-            if e.index != expected:
-                break
-            self._log.append(e)
-            expected += 1
         hs = st.hard_state
         self.term, self.vote = hs.term, hs.vote
-        self.commit = min(max(hs.commit, self._snap.index), self.last_index)
-        self.applied = self._snap.index
-        self._stable = self.last_index
+        self.commit = min(max(hs.commit, self.log.snap.index), self.last_index)
+        self.applied = self.log.snap.index
         self._prev_hs = hs
 
     # ---- log ---------------------------------------------------------------------------------
 
     @property
     def last_index(self) -> int:
-        return self._snap.index + len(self._log)
+        return self.log.last_index
 
     @property
     def last_term(self) -> int:
-        return self._log[-1].term if self._log else self._snap.term
+        return self.log.last_term
 
     @property
     def snapshot_index(self) -> int:
-        return self._snap.index
+        return self.log.snap.index
 
     def term_at(self, index: int) -> int | None:
         """Term of the entry at ``index``; None if compacted away or beyond the log."""
-        if index == self._snap.index:
-            return self._snap.term
-        if self._snap.index < index <= self.last_index:
-            return self._log[index - self._snap.index - 1].term
-        return None
+        return self.log.term_at(index)
 
     def entries_from(self, lo: int, max_count: int) -> list[Entry]:
-        start = lo - self._snap.index - 1
-        return self._log[start:start + max_count]
-
-    def _append(self, entries: Iterable[Entry]) -> None:
-        for e in entries:
-            idx = e.index - self._snap.index - 1
-            if idx < len(self._log):
-                del self._log[idx:]
-                self._stable = min(self._stable, e.index - 1)
-            self._log.append(e)
-
-    def _find_conflict_by_term(self, index: int, term: int) -> int:
-        while index > self._snap.index:
-            t = self.term_at(index)
-            if t is not None and t <= term:
-                break
-            index -= 1
-        return index
+        return self.log.slice(lo, max_count)
 
     def _is_up_to_date(self, last_index: int, last_term: int) -> bool:
-        return last_term > self.last_term or (last_term == self.last_term and last_index >= self.last_index)
+        return self.log.is_up_to_date(last_index, last_term)
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -297,8 +262,9 @@ class RaftNode:
                 node not in self.voters or len(self.voters) > 1),
         }.get(op, False)
         if not ok:
+            hint = " (transfer leadership first)" if node == self.id else ""
             return Rejected(f"{op.name} {node} is not valid for voters={sorted(self.voters)} "
-                            f"learners={sorted(self.learners)} (transfer leadership before removing the leader)")
+                            f"learners={sorted(self.learners)}{hint}")
         result = self._propose(EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(op, node)))
         if isinstance(result, int):
             self._pending_conf_index = result
@@ -310,7 +276,7 @@ class RaftNode:
         if self._transferee is not None:
             return Rejected(f"leadership is being transferred to {self._transferee}")
         e = Entry(self.term, self.last_index + 1, kind, data)
-        self._log.append(e)
+        self.log.append([e])
         self._needs_bcast = True
         return e.index
 
@@ -342,39 +308,35 @@ class RaftNode:
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Record the state machine's image at ``index`` (== applied) and drop the log up to it.
         The driver persists the returned snapshot with ``storage.compact(snapshot)``."""
-        if index != self.applied or index <= self._snap.index:
-            raise ValueError(f"compact({index}) needs snapshot index < index == applied ({self.applied})")
-        term = self.term_at(index)
-        assert term is not None
-        meta = SnapshotMeta(index, term, ConfState(self.voters, self.learners))
-        del self._log[:index - self._snap.index]
-        self._snap = meta
-        self._snap_data = Snapshot(meta, data)
-        return self._snap_data
+        if index != self.applied:
+            raise ValueError(f"compact({index}) needs index == applied ({self.applied})")
+        return self.log.compact(index, ConfState(self.voters, self.learners), data)
 
     def wants_snapshot(self) -> bool:
-        return self.applied - self._snap.index >= self.cfg.snapshot_threshold
+        return self.applied - self.log.snap.index >= self.cfg.snapshot_threshold
 
     # ---- outputs -----------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return bool(self._msgs or self._read_states or self._needs_bcast or self._unstable_snapshot
-                    or self._stable < self.last_index or self._hard_state() != self._prev_hs
-                    or self.commit > max(self.applied, self._snap.index))
+        return bool(self._msgs or self._read_states or self._needs_bcast or self.log.unstable_snapshot
+                    or self.log.stable < self.last_index or self._hard_state() != self._prev_hs
+                    or self.commit > max(self.applied, self.log.snap.index))
 
     def ready(self) -> Ready:
-        """Everything to persist, send and apply; call once, handle it, then ``advance`` it."""
+        """Everything to persist, send and apply; call once, handle it, then ``advance`` it.
+        ``step``/``tick``/``propose`` may be called while the Ready is being persisted: whatever they
+        produce goes into the next Ready."""
         if self._needs_bcast:
             self._needs_bcast = False
             if self.role == Role.LEADER:
                 self._bcast_append()
         hs = self._hard_state()
-        start = max(self.applied, self._snap.index)
+        start = max(self.applied, self.log.snap.index)
         committed = tuple(self.entries_from(start + 1, self.commit - start)) if self.commit > start else ()
         rd = Ready(
             hard_state=hs if hs != self._prev_hs else None,
-            entries=tuple(self.entries_from(self._stable + 1, self.last_index - self._stable)),
-            snapshot=self._unstable_snapshot,
+            entries=tuple(self.log.unstable()),
+            snapshot=self.log.unstable_snapshot,
             messages=tuple(self._msgs),
             committed_entries=committed,
             read_states=tuple(self._read_states),
@@ -388,22 +350,17 @@ class RaftNode:
         if rd.hard_state is not None:
             self._prev_hs = rd.hard_state
         if rd.snapshot is not None:
-            self._stable = max(self._stable, rd.snapshot.meta.index)
             self.applied = max(self.applied, rd.snapshot.meta.index)
-            if self._unstable_snapshot is rd.snapshot:
-                self._unstable_snapshot = None
-        if rd.entries:
-            last = rd.entries[-1]
-            if self.term_at(last.index) == last.term:
-                self._stable = max(self._stable, last.index)
+        self.log.stable_to(rd.entries, rd.snapshot)
+        pending_snapshot = self.log.unstable_snapshot
         for e in rd.committed_entries:
-            if e.index <= self.applied:
-                continue
+            if e.index <= self.applied or (pending_snapshot is not None and e.index <= pending_snapshot.meta.index):
+                continue  # a snapshot installed since this Ready was made supersedes the entry
             if e.kind == EntryKind.CONF_CHANGE:
                 self._apply_conf_change(e)
             self.applied = e.index
         if self.role == Role.LEADER and self.id in self._progress:
-            self._progress[self.id].maybe_update(self._stable)
+            self._progress[self.id].maybe_update(self.log.stable)
             if self._maybe_commit():
                 self._bcast_append()
 
@@ -412,7 +369,7 @@ class RaftNode:
         return {
             "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.leader,
             "commit": self.commit, "applied": self.applied, "last_index": self.last_index,
-            "snapshot_index": self._snap.index, "voters": sorted(self.voters), "learners": sorted(self.learners),
+            "snapshot_index": self.log.snap.index, "voters": sorted(self.voters), "learners": sorted(self.learners),
             "progress": {k: {"match": p.match, "next": p.next, "state": p.state.name.lower()}
                          for k, p in sorted(self._progress.items())},
         }
@@ -466,10 +423,10 @@ class RaftNode:
         self._tick = self._tick_heartbeat
         for peer in self.voters | self.learners | {self.id}:
             self._progress[peer] = self._new_progress()
-        self._progress[self.id].match = self._stable
+        self._progress[self.id].match = self.log.stable
         self._progress[self.id].recent_active = True
         self._pending_conf_index = self.last_index
-        self._log.append(Entry(self.term, self.last_index + 1, EntryKind.NOOP, b""))
+        self.log.append([Entry(self.term, self.last_index + 1, EntryKind.NOOP, b"")])
         self._needs_bcast = True
 
     def _new_progress(self) -> Progress:
@@ -592,13 +549,14 @@ class RaftNode:
         if self.term_at(m.prev_index) == m.prev_term:
             conflict = next((e.index for e in m.entries if self.term_at(e.index) != e.term), None)
             if conflict is not None:
-                assert conflict > self.commit, "a committed entry would be overwritten"
-                self._append(e for e in m.entries if e.index >= conflict)
+                if conflict <= self.commit:
+                    raise RuntimeError(f"leader {m.frm} would overwrite committed entry {conflict}")
+                self.log.append(e for e in m.entries if e.index >= conflict)
             last_new = m.prev_index + len(m.entries)
             self.commit = max(self.commit, min(m.commit, last_new))
             self._send(AppendEntriesResponse(self.id, m.frm, self.term, last_new))
             return
-        hint = self._find_conflict_by_term(min(m.prev_index, self.last_index), m.prev_term)
+        hint = self.log.find_conflict_by_term(min(m.prev_index, self.last_index), m.prev_term)
         self._send(AppendEntriesResponse(self.id, m.frm, self.term, m.prev_index, True, hint,
                                          self.term_at(hint) or 0))
 
@@ -611,11 +569,7 @@ class RaftNode:
             self.commit = s.meta.index  # we already hold that prefix: fast-forward only
             self._send(InstallSnapshotResponse(self.id, m.frm, self.term, self.commit))
             return
-        self._log = []
-        self._snap = s.meta
-        self._snap_data = s
-        self._unstable_snapshot = s
-        self._stable = s.meta.index
+        self.log.restore(s)
         self.commit = s.meta.index
         self.voters, self.learners = s.meta.conf.voters, s.meta.conf.learners
         self._send(InstallSnapshotResponse(self.id, m.frm, self.term, s.meta.index))
@@ -652,7 +606,7 @@ class RaftNode:
         if m.reject:
             probe = m.reject_hint
             if m.hint_term > 0:
-                probe = self._find_conflict_by_term(m.reject_hint, m.hint_term)
+                probe = self.log.find_conflict_by_term(m.reject_hint, m.hint_term)
             if pr.maybe_decr_to(m.index, probe):
                 if pr.state == ProgressState.REPLICATE:
                     pr.become_probe()
@@ -663,7 +617,7 @@ class RaftNode:
             return
         if pr.state == ProgressState.PROBE:
             pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match >= self._snap.index:
+        elif pr.state == ProgressState.SNAPSHOT and pr.match >= self.log.snap.index:
             pr.become_probe()
             pr.become_replicate()
         elif pr.state == ProgressState.REPLICATE:
@@ -699,9 +653,9 @@ class RaftNode:
         prev = pr.next - 1
         prev_term = self.term_at(prev)
         if prev_term is None:
-            assert self._snap_data is not None
-            self._send(InstallSnapshot(self.id, to, self.term, self._snap_data))
-            pr.become_snapshot(self._snap.index)
+            assert self.log.snap_data is not None  # prev < snapshot index: we compacted, so we hold one
+            self._send(InstallSnapshot(self.id, to, self.term, self.log.snap_data))
+            pr.become_snapshot(self.log.snap.index)
             return True
         entries = self.entries_from(pr.next, self.cfg.max_entries_per_append)
         if not entries and not send_if_empty:
@@ -781,6 +735,11 @@ class RaftNode:
             learners.discard(cc.node)
         self.voters, self.learners = frozenset(voters), frozenset(learners)
         if self.role != Role.LEADER:
+            return
+        if self.id not in voters:
+            # Removed or demoted while leading (the change was proposed under an earlier leader):
+            # stop leading; the remaining voters elect one of themselves.
+            self._become_follower(self.term, None)
             return
         for peer in list(self._progress):
             if peer not in voters and peer not in learners and peer != self.id:

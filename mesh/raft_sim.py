@@ -1,6 +1,6 @@
 """A deterministic Raft simulator: N cores, one seeded PRNG, a virtual clock, a faulty network.
 
-Time advances in units (``UNITS_PER_TICK`` per Raft tick). Each unit delivers the messages due then,
+Time advances in units (``units_per_tick`` per Raft tick). Each unit delivers the messages due then,
 ticks every live node on tick boundaries, and drives each touched node through Ready exactly like
 the real driver: persist to its MemoryStorage, send, restore/apply to a key-value state machine,
 advance. A crash throws away the core and the state machine; a restart rebuilds them from storage
@@ -26,7 +26,7 @@ import msgpack
 from mesh.linearizability import Op, OpKind, check_history
 from mesh.raft import RaftNode, Ready, Role
 from mesh.raft_config import RaftConfig, local
-from mesh.raft_messages import Entry, EntryKind, Message, NodeId
+from mesh.raft_messages import ConfChangeOp, Entry, EntryKind, Message, NodeId
 from mesh.raft_storage import MemoryStorage
 
 UNITS_PER_TICK = 10
@@ -80,6 +80,14 @@ class SimNode:
     sm: KVStateMachine
     alive: bool = True
     seen_commit: int = 0
+    incarnation: int = 0
+    inflight: Ready | None = None  # handed to the disk, fsync not yet complete
+
+
+@dataclass(frozen=True, slots=True)
+class _DiskDone:
+    node: NodeId
+    incarnation: int
 
 
 @dataclass
@@ -110,6 +118,7 @@ class Faults:
     heal: float = 0.05
     max_dead: int | None = None  # default: a minority
     crash_mid_ready: float = 0.002  # per Ready: crash after persisting, before sending or applying
+    disk_delay: int = 0  # units an fsync takes (random 1..disk_delay); 0: Readys complete at once
 
 
 @dataclass
@@ -123,6 +132,9 @@ class Simulator:
     keys: tuple[str, ...] = ("a", "b")
     client_rate: float = 0.3  # per client per tick, when idle
     op_timeout_ticks: int = 40
+    membership_churn: float = 0.0  # per tick: the leader proposes a random single-server change
+    transfer_rate: float = 0.0  # per tick: the leader hands leadership to a random voter
+    units_per_tick: int = UNITS_PER_TICK
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -130,11 +142,14 @@ class Simulator:
         self.ids = [f"n{i + 1}" for i in range(self.n + self.learners)]
         voters = self.ids[: self.n]
         self.nodes: dict[NodeId, SimNode] = {}
+        # Each node's clock ticks at its own phase, as real timers do; faults and clients act at 0.
+        self.phase = {nid: self.rng.randrange(self.units_per_tick) for nid in self.ids}
+        self._phases = sorted(set(self.phase.values()) | {0})
         for nid in self.ids:
             core = RaftNode(nid, self.config, random.Random(self.rng.getrandbits(64)),
                             voters=voters if nid in voters else ())
             self.nodes[nid] = SimNode(nid, MemoryStorage(), core, KVStateMachine())
-        self._queue: list[tuple[int, int, Message]] = []
+        self._queue: list[tuple[int, int, Message | _DiskDone]] = []
         self._seq = 0
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.leaders: dict[int, NodeId] = {}
@@ -182,6 +197,8 @@ class Simulator:
     def crash(self, nid: NodeId) -> None:
         node = self.nodes[nid]
         node.alive = False
+        node.inflight = None
+        node.incarnation += 1
         self.stats["crashes"] += 1
         for p in [p for p in self.pending.values() if p.node == nid]:
             self._finish(p, None, indeterminate=True)
@@ -209,34 +226,48 @@ class Simulator:
         return best
 
     def run_ticks(self, ticks: int, *, random_faults: bool = False, clients: bool = False) -> None:
-        for _ in range(ticks * UNITS_PER_TICK):
-            self.step_unit(random_faults=random_faults, clients=clients)
+        end = self.now + ticks * self.units_per_tick
+        while self.now < end:
+            self.step_event(end, random_faults=random_faults, clients=clients)
 
     def _may_crash(self) -> bool:
         dead = sum(1 for n in self.nodes.values() if not n.alive)
         return dead < (self.faults.max_dead if self.faults.max_dead is not None else (self.n - 1) // 2)
 
-    def step_unit(self, *, random_faults: bool = False, clients: bool = False) -> None:
+    def step_event(self, limit: int, *, random_faults: bool = False, clients: bool = False) -> None:
+        """Jump to the next delivery or tick boundary (at most ``limit``) and handle what is due;
+        nothing happens in between, so this equals stepping every unit."""
         self._chaos = random_faults
-        self.now += 1
+        upt = self.units_per_tick
+        nxt = min(self.now + ((p - self.now) % upt or upt) for p in self._phases)
+        if self._queue and self._queue[0][0] < nxt:
+            nxt = max(self._queue[0][0], self.now + 1)
+        self.now = min(nxt, limit)
         touched: dict[NodeId, SimNode] = {}
         while self._queue and self._queue[0][0] <= self.now:
             _, _, m = heapq.heappop(self._queue)
-            node = self.nodes.get(m.to)
-            if node is None or not node.alive:
+            if isinstance(m, _DiskDone):
+                disk = self.nodes[m.node]
+                if disk.alive and disk.incarnation == m.incarnation and disk.inflight is not None:
+                    rd, disk.inflight = disk.inflight, None
+                    self._finish_ready(disk, rd)
+                    touched[disk.id] = disk
                 continue
-            node.core.step(m)
+            dest = self.nodes.get(m.to)
+            if dest is None or not dest.alive:
+                continue
+            dest.core.step(m)
             self.messages_delivered += 1
-            touched[node.id] = node
-        if self.now % UNITS_PER_TICK == 0:
-            if random_faults:
-                self._random_faults()
-            for node in self.nodes.values():
-                if node.alive:
-                    node.core.tick()
-                    touched[node.id] = node
-            if clients:
-                self._clients_act(touched)
+            touched[dest.id] = dest
+        phase = self.now % self.units_per_tick
+        if phase == 0 and random_faults:
+            self._random_faults()
+        for node in self.nodes.values():
+            if node.alive and self.phase[node.id] == phase:
+                node.core.tick()
+                touched[node.id] = node
+        if phase == 0 and clients:
+            self._clients_act(touched)
         for node in touched.values():
             if node.alive:
                 self._process(node)
@@ -249,6 +280,15 @@ class Simulator:
             self.restart(rng.choice(dead))
         elif self._may_crash() and alive and rng.random() < f.crash:
             self.crash(rng.choice(alive))
+        if self.membership_churn and rng.random() < self.membership_churn:
+            self._churn()
+        if self.transfer_rate and rng.random() < self.transfer_rate:
+            lead = self.leader()
+            if lead is not None and len(lead.core.voters) > 1:
+                to = rng.choice(sorted(lead.core.voters - {lead.id}))
+                if lead.core.transfer_leadership(to) is None:
+                    self.stats["transfers"] += 1
+                    self._process(lead)
         if self.blocked and rng.random() < f.heal:
             self.heal()
         elif not self.blocked and rng.random() < f.partition:
@@ -257,35 +297,67 @@ class Simulator:
             cut = rng.randint(1, len(ids) - 1)
             self.partition(ids[:cut], ids[cut:])
 
+    def _churn(self) -> None:
+        lead = self.leader()
+        if lead is None:
+            return
+        core, rng = lead.core, self.rng
+        others = [n for n in self.ids if n != lead.id]
+        node = rng.choice(others)
+        if node in core.learners:
+            op = ConfChangeOp.PROMOTE if rng.random() < 0.7 else ConfChangeOp.REMOVE
+        elif node in core.voters:
+            if len(core.voters) <= 2:
+                return
+            op = ConfChangeOp.DEMOTE if rng.random() < 0.5 else ConfChangeOp.REMOVE
+        else:
+            op = ConfChangeOp.ADD_LEARNER
+        if isinstance(core.propose_conf_change(op, node), int):
+            self.stats[f"conf_{op.name.lower()}"] += 1
+            self._process(lead)
+
     def _process(self, node: SimNode) -> None:
+        """Drive ``node`` through its Readys. With ``Faults.disk_delay`` a Ready's fsync takes time
+        and the node keeps stepping messages and ticks meanwhile (as the asyncio driver does);
+        a crash before the fsync completes loses that Ready."""
         core = node.core
-        while core.has_ready():
+        while node.alive and node.inflight is None and core.has_ready():
             rd = core.ready()
             self._check_ready(node, rd)
-            node.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-            if self._chaos and self.rng.random() < self.faults.crash_mid_ready and self._may_crash():
-                self.stats["crash_mid_ready"] += 1
-                self.crash(node.id)
-                return
-            for m in rd.messages:
-                self._send(m)
-            if rd.snapshot is not None:
-                node.sm.restore(rd.snapshot.data)
-                self.stats["snapshots_installed"] += 1
-            for e in rd.committed_entries:
-                result = node.sm.apply(e)
-                self._on_apply(node, e, result)
-            core.advance(rd)
-            for rs in rd.read_states:
-                for p in self.pending.values():
-                    if p.ctx == rs.context and p.node == node.id:
-                        p.read_index = rs.index
-            self._serve_reads(node)
-            if core.wants_snapshot():
-                node.storage.compact(core.compact(core.applied, node.sm.snapshot()))
-            self._check_node(node)
-        if self._started:
-            self._check_durability()
+            if self.faults.disk_delay and self._started:
+                node.inflight = rd
+                self._seq += 1
+                at = self.now + self.rng.randint(1, self.faults.disk_delay)
+                heapq.heappush(self._queue, (at, self._seq, _DiskDone(node.id, node.incarnation)))
+                break
+            self._finish_ready(node, rd)
+        if self._started and not self.membership_churn:
+            self._check_durability()  # the quorum is only fixed while membership is
+
+    def _finish_ready(self, node: SimNode, rd: Ready) -> None:
+        core = node.core
+        node.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        if self._chaos and self.rng.random() < self.faults.crash_mid_ready and self._may_crash():
+            self.stats["crash_mid_ready"] += 1
+            self.crash(node.id)
+            return
+        for m in rd.messages:
+            self._send(m)
+        if rd.snapshot is not None:
+            node.sm.restore(rd.snapshot.data)
+            self.stats["snapshots_installed"] += 1
+        for e in rd.committed_entries:
+            result = node.sm.apply(e)
+            self._on_apply(node, e, result)
+        core.advance(rd)
+        for rs in rd.read_states:
+            for p in self.pending.values():
+                if p.ctx == rs.context and p.node == node.id:
+                    p.read_index = rs.index
+        self._serve_reads(node)
+        if core.wants_snapshot():
+            node.storage.compact(core.compact(core.applied, node.sm.snapshot()))
+        self._check_node(node)
 
     # ---- invariants --------------------------------------------------------------------------
 
@@ -361,7 +433,7 @@ class Simulator:
         for c in range(self.clients):
             p = self.pending.get(c)
             if p is not None:
-                if self.now - p.invoke > self.op_timeout_ticks * UNITS_PER_TICK:
+                if self.now - p.invoke > self.op_timeout_ticks * self.units_per_tick:
                     self._finish(p, None, indeterminate=True)
                 continue
             if rng.random() >= self.client_rate:
@@ -413,9 +485,13 @@ class Simulator:
             self._fail(f"history not linearizable on key {res.key}: {res.reason}")
 
 
-def run_random(seed: int, ticks: int = 150, n: int = 3) -> Simulator:
-    """One randomized run: faults and clients throughout, then a calm tail; checks everything."""
-    sim = Simulator(seed, n=n)
+def run_random(seed: int, ticks: int = 150, n: int = 3, spares: int = 0, churn: float = 0.0,
+               disk_delay: int = 0) -> Simulator:
+    """One randomized run: faults and clients throughout, then a calm tail; checks everything.
+    ``spares`` empty nodes and ``churn`` > 0 add random membership changes; ``disk_delay`` makes
+    fsyncs slow so that nodes step messages while a Ready is being persisted."""
+    sim = Simulator(seed, n=n, learners=spares, membership_churn=churn, transfer_rate=0.01,
+                    faults=Faults(disk_delay=disk_delay))
     sim.run_ticks(ticks, random_faults=True, clients=True)
     sim.heal()
     for nid in sim.ids:

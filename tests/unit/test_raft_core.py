@@ -7,7 +7,22 @@ import random
 import pytest
 
 from mesh.raft import HardState, NotLeader, RaftNode, Rejected, Role
-from mesh.raft_messages import AppendEntries, AppendEntriesResponse, EntryKind, Heartbeat, PreVote, RequestVote
+from mesh.raft_messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    InstallSnapshot,
+    PreVote,
+    RequestVote,
+    Snapshot,
+    SnapshotMeta,
+    encode_conf_change,
+)
 from tests.unit.raft_cluster import Cluster, cfg
 
 
@@ -299,3 +314,54 @@ def test_split_votes_resolve(seed: int) -> None:
     c = Cluster(5, seed=seed, config=cfg(pre_vote=False))
     c.tick(6 * c.config.election_ticks)
     assert len(c.leaders()) == 1
+
+
+# ---- inputs that arrive while a Ready is being persisted (the asyncio driver does this) ---------
+
+
+def _fresh_follower() -> RaftNode:
+    n = RaftNode("n2", cfg(), random.Random(1), voters=["n1", "n2", "n3"])
+    n.advance(n.ready())
+    return n
+
+
+def test_entries_replaced_while_a_ready_is_in_flight_are_persisted_again() -> None:
+    n = _fresh_follower()
+    n.step(AppendEntries("n1", "n2", 2, 1, 1, (Entry(2, 2, EntryKind.NORMAL, b"old"),), 1))
+    rd1 = n.ready()
+    assert [e.term for e in rd1.entries] == [2]
+    n.step(AppendEntries("n3", "n2", 3, 1, 1, (Entry(3, 2, EntryKind.NORMAL, b"new"),), 1))
+    n.advance(rd1)
+    rd2 = n.ready()
+    assert rd2.entries == (Entry(3, 2, EntryKind.NORMAL, b"new"),)
+    assert [m.to for m in rd1.messages] == ["n1"] and [m.to for m in rd2.messages] == ["n3"]
+    assert rd2.hard_state is not None and rd2.hard_state.term == 3
+
+
+def test_a_snapshot_installed_while_a_ready_is_in_flight_wins_over_older_conf_changes() -> None:
+    n = _fresh_follower()
+    remove = Entry(2, 2, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ConfChangeOp.REMOVE, "n3")))
+    n.step(AppendEntries("n1", "n2", 2, 1, 1, (remove,), 2))
+    rd1 = n.ready()
+    assert rd1.committed_entries == (remove,)
+    conf = ConfState(frozenset({"n1", "n2", "n3", "n4"}), frozenset())
+    n.step(InstallSnapshot("n1", "n2", 2, Snapshot(SnapshotMeta(5, 2, conf), b"image")))
+    n.advance(rd1)
+    rd2 = n.ready()
+    assert rd2.snapshot is not None and rd2.snapshot.meta.index == 5
+    n.advance(rd2)
+    assert (n.voters, n.applied, n.commit) == (conf.voters, 5, 5)
+
+
+def test_a_committed_prefix_stays_stable_when_its_uncommitted_tail_is_replaced_in_flight() -> None:
+    n = _fresh_follower()
+    batch = (Entry(2, 2, EntryKind.NORMAL, b"a"), Entry(2, 3, EntryKind.NORMAL, b"b"))
+    n.step(AppendEntries("n1", "n2", 2, 1, 1, batch, 2))  # index 2 committed, 3 not
+    rd1 = n.ready()
+    assert rd1.entries == batch and rd1.committed_entries == batch[:1]
+    n.step(AppendEntries("n3", "n2", 3, 2, 2, (Entry(3, 3, EntryKind.NORMAL, b"c"),), 2))
+    n.advance(rd1)
+    assert n.applied == 2
+    snap = n.compact(2, b"image")  # needs index 2 to count as persisted
+    assert snap.meta.index == 2
+    assert n.ready().entries == (Entry(3, 3, EntryKind.NORMAL, b"c"),)
