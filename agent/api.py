@@ -14,12 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import __version__, api_kv, hostinfo
+from agent import __version__, api_kv, api_members, api_stacks, hostinfo, openapi
 from agent.cluster import Cluster
 from agent.config import AgentConfig
 from agent.datadir import DataDir
 from agent.docker import DockerEngine
-from agent.errors import CorralError, EngineUnreachable
+from agent.errors import BadRequest, CorralError, EngineUnreachable
+from agent.spec import SpecError
+from mesh.node import GossipNode
 
 log = logging.getLogger("corral.api")
 
@@ -53,6 +55,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except CorralError as exc:
         return web.json_response(exc.to_json(), status=exc.status)
+    except SpecError as exc:  # a request field the spec rules refuse: 400 naming it
+        bad = BadRequest(str(exc), field=exc.field)
+        return web.json_response(bad.to_json(), status=bad.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -102,6 +107,16 @@ async def host(request: web.Request) -> web.Response:
             "docker": await deps.engine.info(),
         }
     )
+
+
+def build_app(config: AgentConfig, deps: AgentDeps, cluster: Cluster, gossip: GossipNode) -> web.Application:
+    """The whole API as the agent serves it (also what the OpenAPI test checks)."""
+    app = create_app(config, deps, cluster)
+    api_stacks.add_routes(app)
+    api_stacks.add_container_io_routes(app, deps.engine, config.name)
+    api_members.add_routes(app, gossip)
+    openapi.add_routes(app)
+    return app
 
 
 def create_app(config: AgentConfig, deps: AgentDeps, cluster: Cluster | None = None) -> web.Application:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import sys
 from pathlib import Path
 
@@ -31,9 +30,31 @@ def _check_address(_ctx: click.Context, _param: click.Parameter, value: str) -> 
     return value
 
 
+def _check_join(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        host, sep, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        try:
+            ipaddress.ip_address(host)
+            if sep and not 0 < int(port) < 65536:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not ADDR or ADDR:PORT") from None
+    return value
+
+
+def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    labels = []
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        labels.append((key.strip(), val.strip()))
+    return tuple(labels)
+
+
 @cli.command()
 @click.option("--bind", required=True, callback=_check_address, help="this host's underlay address")
-@click.option("--join", multiple=True, help="address of any member to join (repeatable)")
+@click.option("--join", multiple=True, callback=_check_join, help="ADDR[:PORT] of any member to join (repeatable)")
 @click.option("--bootstrap", is_flag=True, help="start a new cluster: make its secret and print a join token")
 @click.option("--token", envvar="CORRAL_JOIN_TOKEN", default=None, help="join token of the cluster to join")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
@@ -41,22 +62,24 @@ def _check_address(_ctx: click.Context, _param: click.Parameter, value: str) -> 
 @click.option("--name", default=None, help="host name in the cluster (default: the OS hostname)")
 @click.option("--api-port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
 @click.option("--access-log", is_flag=True, help="log one line per HTTP request")
+@click.option("--manager", is_flag=True, help="prefer this host as a Raft voter (else the first three to join)")
+@click.option("--label", "labels", multiple=True, callback=_check_labels, help="host label KEY=VALUE (repeatable)")
+@click.option("--host-grace", type=click.FloatRange(0.0, 3600.0), default=5.0, show_default=True,
+              help="seconds a lost host's containers wait before they are rescheduled")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
-    name: str | None, api_port: int, access_log: bool,
+    name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
+    host_grace: float,
 ) -> None:
     """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
     from agent import log, main
 
     log.setup()
     config = AgentConfig(bind=bind, join=join, bootstrap=bootstrap, token=token, data_dir=data_dir,
-                         docker_host=docker_host, api_port=api_port, access_log=access_log)
+                         docker_host=docker_host, api_port=api_port, access_log=access_log, manager=manager,
+                         labels=labels, host_grace=host_grace)
     if name:
         config = dataclasses.replace(config, name=name)
-    if join:
-        logging.getLogger("corral.agent").info(
-            "--join %s noted; cluster membership (gossip) is not built yet", ",".join(join)
-        )
     try:
         main.run(config)
     except CorralError as exc:

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 DEFAULT_API_PORT = 8080
+DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_DATA_DIR = Path("/var/lib/corral")
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -22,6 +23,7 @@ class AgentConfig:
     bind: str
     name: str = dataclasses.field(default_factory=socket.gethostname)
     api_port: int = DEFAULT_API_PORT
+    gossip_port: int = DEFAULT_GOSSIP_PORT
     join: tuple[str, ...] = ()
     bootstrap: bool = False
     manager: bool = False
@@ -33,6 +35,14 @@ class AgentConfig:
     docker_host: str = DEFAULT_DOCKER_HOST
     docker_timeout: float = 5.0
     access_log: bool = False
+
+    def join_addresses(self) -> list[tuple[str, int]]:
+        """``--join`` values as gossip addresses (the default gossip port when none is given)."""
+        out = []
+        for item in self.join:
+            host, sep, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+            out.append((host, int(port) if sep else self.gossip_port))
+        return out
 
     @property
     def api_url(self) -> str:

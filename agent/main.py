@@ -1,7 +1,11 @@
-"""The agent process: open the data dir, connect to Docker, serve the API, stop cleanly on a signal.
+"""The agent process: data dir, Docker, gossip, Raft + leader + reconciler, the API; clean stop on a signal.
 
-One ``asyncio.run`` (on uvloop) runs everything; a SIGTERM or SIGINT sets an event, the runner is
-cleaned up (sockets closed, tasks cancelled and awaited), and the process exits 0 with no traceback.
+Start order (each stops in reverse): data dir (locked) → cluster secret → Docker Engine (proven
+reachable) → gossip on :7946 (joins through ``--join``) → Raft on :7947, the leader loop and the
+reconciler (:func:`agent.runtime.run_cluster`) → HTTP API on :8080. One ``asyncio.run`` (on uvloop)
+runs everything; SIGTERM or SIGINT sets an event and the process exits 0 with no traceback. A clean
+stop does not *leave* the cluster (as Consul servers' ``leave_on_terminate = false``): an agent
+restart must not look like a host going away for good, so others see it fail and come back.
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ import signal
 import uvloop
 from aiohttp import web
 
-from agent import __version__, credentials
-from agent.api import AgentDeps, create_app
+from agent import __version__, api_members, credentials
+from agent.api import AgentDeps, build_app
 from agent.config import AgentConfig
 from agent.datadir import DataDir
 from agent.docker import DockerEngine
+from agent.errors import DataDirError
+from agent.runtime import Runtime, local_meta, run_cluster
+from mesh.keyring import Keyring
+from mesh.node import GossipNode
+
+GOSSIP_REPLAY_WINDOW = 60.0
 
 log = logging.getLogger("corral.agent")
 
@@ -36,19 +46,32 @@ async def serve(config: AgentConfig) -> None:
         try:
             version = await engine.version()
             log.info("docker engine %s at %s", version.get("Version"), config.docker_host)
-            await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir))
+            secret = credentials.load_secret(config.data_dir)
+            if secret is None:
+                raise DataDirError(f"{config.data_dir}: no cluster secret after set-up")
+            ring = Keyring.from_secret(secret)
+            gossip = GossipNode(config.name, (config.bind, config.gossip_port), local_meta(config),
+                                ring.channel(b"gossip", replay_window=GOSSIP_REPLAY_WINDOW))
+            await gossip.start()
+            try:
+                gossip.join(config.join_addresses())
+                async with run_cluster(config, engine, ring.channel(b"raft"),
+                                       api_members.GossipMembership(gossip)) as runtime:
+                    await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir), runtime, gossip)
+            finally:
+                await gossip.stop()
         finally:
             await engine.close()
     finally:
         data_dir.close()
 
 
-async def _serve_api(config: AgentConfig, deps: AgentDeps) -> None:
+async def _serve_api(config: AgentConfig, deps: AgentDeps, runtime: Runtime, gossip: GossipNode) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    app = create_app(config, deps)
+    app = build_app(config, deps, runtime.cluster, gossip)
     runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
     await runner.setup()
     try:
