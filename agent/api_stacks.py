@@ -192,9 +192,26 @@ async def create_service(request: web.Request) -> web.Response:
         raise BadRequest("stack is required (an id or a name)", field="stack")
     stack = find_stack(cluster, stack_key)
     raw = {k: v for k, v in body.items() if k not in ("stack", "name")}
-    specs.service_spec(raw)  # 400 naming the field before anything is proposed
+    spec = specs.service_spec(raw)  # 400 naming the field before anything is proposed
+    await _check_image(request, spec["image"])
     result = await _write(request, "service.create", stack=stack["id"], name=name, spec=raw)
     return web.json_response(service_view(cluster, cluster.state.services[result["id"]]), status=201)
+
+
+async def _check_image(request: web.Request, image: str) -> None:
+    """No registry is reachable: an image this host's engine does not have is a 400, not a stuck service.
+
+    (Corral moves its images to every host itself, so this host's engine is a fair witness.)
+    """
+    engine = request.app.get(ENGINE_KEY)
+    if engine is None:
+        return
+    tags = await engine.image_ids()
+    wanted = image if ":" in image.rsplit("/", 1)[-1] else image + ":latest"
+    if wanted not in tags and image not in tags.values():
+        known = ", ".join(sorted(tags)) or "none"
+        raise BadRequest(f"unknown image {image!r}: no registry is reachable; images on the hosts: {known}",
+                         field="image")
 
 
 @writes
@@ -202,6 +219,8 @@ async def update_service(request: web.Request) -> web.Response:
     cluster = _cluster(request)
     service = find_service(cluster, request.match_info["id"])
     changes = await _body(request)
+    if "image" in changes and isinstance(changes["image"], str):
+        await _check_image(request, changes["image"])
     await _write(request, "service.update", id=service["id"], spec=changes)
     return web.json_response(service_view(cluster, cluster.state.services[service["id"]]))
 
@@ -261,7 +280,10 @@ async def delete_container(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """``?index=N`` only events after N; ``&wait=30s`` blocks for one; ``?stream=1`` streams NDJSON."""
     cluster = _cluster(request)
-    after = int(request.query.get("index", "0") or 0)
+    try:
+        after = int(request.query.get("index", "0") or 0)
+    except ValueError:
+        raise BadRequest("index must be a whole number", field="index") from None
     if request.query.get("stream"):
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -378,8 +400,32 @@ def summarize_stats(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def host_stats(request: web.Request) -> web.StreamResponse:
+    """A host's Docker-side figures: its engine's capacity and the sum over Corral's containers on it."""
+    cluster = _cluster(request)
+    host = _find(cluster.state.hosts, request.match_info["name"], "host", lambda h: h["name"])
+    if host["name"] != request.app[HOST_NAME_KEY]:
+        return await _proxy_to_owner(request, host["name"])
+    engine = request.app[ENGINE_KEY]
+    info = await engine.info()
+    containers = [c for c in await engine.containers.list() if c["state"] == "running"]
+    samples = await asyncio.gather(*(engine.containers.stats(c["id"]) for c in containers), return_exceptions=True)
+    per = [summarize_stats(s) for s in samples if isinstance(s, dict)]
+    return web.json_response({
+        "host": host["name"],
+        "cpus": info.get("NCPU"),
+        "memory_total": info.get("MemTotal"),
+        "containers": {"running": len(containers), "sampled": len(per)},
+        "cpu_percent": round(sum(p["cpu_percent"] for p in per), 2),
+        "memory": {"usage": sum(p["memory"]["usage"] for p in per)},
+        "network": {k: sum(p["network"][k] for p in per) for k in ("rx_bytes", "tx_bytes")},
+        "block_io": {k: sum(p["block_io"][k] for p in per) for k in ("read_bytes", "write_bytes")},
+    })
+
+
 def add_container_io_routes(app: web.Application, engine: DockerEngine, host_name: str) -> None:
     app[ENGINE_KEY] = engine
     app[HOST_NAME_KEY] = host_name
+    app.router.add_get("/v1/hosts/{name}/stats", host_stats)
     app.router.add_get("/v1/containers/{id}/logs", container_logs)
     app.router.add_get("/v1/containers/{id}/stats", container_stats)
