@@ -250,7 +250,7 @@ def ps(stack: str | None, service_: str | None, host: str | None, url: str) -> N
     """Containers, where they run and their state."""
     items = _run(lambda: Client(url).items("/v1/containers", stack=stack, service=service_, host=host))
     _table("containers", ["id", "name", "host", "state", "exit", "address"],
-           [[c["id"], c["name"], c["host"], c["state"], c["exit_code"], c.get("address")] for c in items])
+           [[c["id"], c["name"], c["host"], c["state"], c["exit_code"], c.get("ip")] for c in items])
 
 
 @click.command("events")

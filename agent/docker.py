@@ -106,6 +106,36 @@ class DockerEngine:
         """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
         await self._call("an image load", self._client.images.import_image(data=tarball))
 
+    async def ensure_network(self, subnet: str) -> bool:
+        """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.
+
+        An existing network with another subnet (the host's lease changed) is removed and made again;
+        Docker refuses that while containers are attached, so they are removed first by the caller's
+        reconcile pass (their config names the network). Masquerade stays on for the outside world;
+        overlay destinations are exempted by the overlay's own NAT rule.
+        """
+        client = self._client
+        try:
+            current = await self._call("a network inspect", client.networks.get(NETWORK))
+            info = await self._call("a network inspect", current.show())
+            configs = (info.get("IPAM") or {}).get("Config") or []
+            if any(c.get("Subnet") == subnet for c in configs):
+                return False
+            for cid in list((info.get("Containers") or {}).keys()):
+                await self.containers.remove(cid)
+            await self._call("a network remove", current.delete())
+        except EngineUnreachable as exc:
+            if "404" not in str(exc) and "not found" not in str(exc).lower():
+                raise
+        gateway = subnet.rsplit(".", 1)[0] + ".1"
+        await self._call("a network create", client.networks.create({
+            "Name": NETWORK, "Driver": "bridge", "CheckDuplicate": True,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet, "Gateway": gateway}]},
+            "Options": {"com.docker.network.bridge.name": BRIDGE},
+            "Labels": {LABEL_PREFIX + "network": "overlay"},
+        }))
+        return True
+
     @property
     def containers(self) -> Containers:
         return Containers(self)
@@ -119,6 +149,8 @@ class DockerEngine:
 # ---------------------------------------------------------------------- containers
 
 LABEL_PREFIX = "corral."
+NETWORK = "corral"
+BRIDGE = "corral-br"
 
 
 def _summary(raw: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +168,7 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
         "labels": raw.get("Labels") or {},
         "state": raw.get("State", ""),
         "exit_code": exit_code,
+        "ip": ((raw.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK, {}).get("IPAddress") or None,
     }
 
 

@@ -114,10 +114,11 @@ class Leader:
             host = self.state.hosts.get(name)
             labels = dict(m.meta.get("labels") or {})
             cpus, memory = float(m.meta.get("cpus") or 0), int(m.meta.get("memory") or 0)
-            if host is None or (host["address"], host["labels"], host["cpus"], host["memory"]) != (
-                    m.address, labels, cpus, memory):
+            overlay_key = m.meta.get("overlay_key") or None
+            if host is None or (host["address"], host["labels"], host["cpus"], host["memory"],
+                                host.get("overlay_key")) != (m.address, labels, cpus, memory, overlay_key):
                 await self.raft.propose(command("host.register", name=name, address=m.address, labels=labels,
-                                                cpus=cpus, memory=memory))
+                                                cpus=cpus, memory=memory, overlay_key=overlay_key))
             wanted = GOSSIP_TO_HOST.get(m.state, "disconnected")
             if self.state.hosts.get(name, {}).get("state") != wanted:
                 await self.raft.propose(command("host.state", name=name, state=wanted))

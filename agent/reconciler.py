@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from agent.docker import LABEL_PREFIX, DockerEngine
+from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine
 from agent.errors import EngineUnreachable
 from agent.state import ClusterState
 
@@ -82,6 +82,7 @@ def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[s
         "Labels": labels,
         "ExposedPorts": exposed,
         "HostConfig": {
+            "NetworkMode": NETWORK,
             "PortBindings": bindings,
             "RestartPolicy": {"Name": RESTART_POLICY[spec["restart"]]},
             "MemoryReservation": spec["memory"],
@@ -141,7 +142,8 @@ def observed_status(container: Mapping[str, Any] | None, inspect: Mapping[str, A
     state = container["state"]
     status = state if state in ("running", "restarting", "paused", "created") else "exited"
     oom = bool(inspect and inspect.get("State", {}).get("OOMKilled"))
-    return {"status": "oom" if oom else status, "exit_code": container["exit_code"], "container_id": container["id"]}
+    return {"status": "oom" if oom else status, "exit_code": container["exit_code"], "container_id": container["id"],
+            "ip": container.get("ip")}
 
 
 Reporter = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -156,6 +158,7 @@ class Reconciler:
         self._kick = asyncio.Event()
         self._reported: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._network: str | None = None
         self.passes = 0
 
     def kick(self) -> None:
@@ -199,6 +202,13 @@ class Reconciler:
 
     async def reconcile_once(self) -> list[Action]:
         containers = self.engine.containers
+        subnet = self.state.hosts.get(self.host, {}).get("subnet")
+        if subnet is None:
+            return []  # not registered yet: nothing can be assigned here either
+        if subnet != self._network:
+            if await self.engine.ensure_network(subnet):
+                log.info("docker network %s on %s", NETWORK, subnet)
+            self._network = subnet
         desired = desired_here(self.state, self.host)
         actions = plan(desired, await containers.list())
         for action in actions:

@@ -8,7 +8,9 @@ wrong (unknown id, clashing name, bad spec) changes nothing and returns an error
 field; the API turns that into a 4xx.
 
     environments  name → {name, created}
-    hosts         name → {name, address, labels, cpus, memory, state, updated}
+    hosts         name → {name, address, labels, cpus, memory, state, subnet, overlay_key, updated}
+    subnets       the overlay's /24 leases (:class:`overlay.ipam.SubnetLeases`): one per host, kept
+                  across restarts and re-registrations, freed by ``host.remove``
     stacks        id   → {id, environment, name, created}
     services      id   → {id, stack, name, spec, state: active|stopped, version, created, updated}
     instances     id   → {id, service, slot, host, desired: running|stopped, status, exit_code, …}
@@ -27,6 +29,7 @@ from typing import Any
 import msgpack
 
 from agent import spec as specs
+from overlay.ipam import PoolExhausted, SubnetLeases
 
 MAX_EVENTS = 1000
 HOST_STATES = ("active", "reconnecting", "disconnected")
@@ -58,10 +61,12 @@ class ClusterState:
         self.instances: dict[str, dict[str, Any]] = {}
         self.kv: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.subnets = SubnetLeases()
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "env.create": self._env_create,
             "host.register": self._host_register,
             "host.state": self._host_state,
+            "host.remove": self._host_remove,
             "stack.create": self._stack_create,
             "stack.remove": self._stack_remove,
             "service.create": self._service_create,
@@ -103,7 +108,7 @@ class ClusterState:
         data: bytes = msgpack.packb(
             {"applied_index": self.applied_index, "environments": self.environments, "hosts": self.hosts,
              "stacks": self.stacks, "services": self.services, "instances": self.instances, "kv": self.kv,
-             "events": self.events},
+             "events": self.events, "subnets": self.subnets.to_dict()},
             use_bin_type=True,
         )
         return data
@@ -114,6 +119,7 @@ class ClusterState:
         for key in ("environments", "hosts", "stacks", "services", "instances", "kv"):
             setattr(self, key, dict(state[key]))
         self.events = list(state["events"])
+        self.subnets = SubnetLeases.from_dict(state["subnets"]) if "subnets" in state else SubnetLeases()
 
     # -------------------------------------------------------------- helpers
 
@@ -154,11 +160,21 @@ class ClusterState:
         labels = cmd.get("labels") or {}
         if not isinstance(labels, dict):
             raise CommandError("bad_request", "labels must be a map", "labels")
+        overlay_key = cmd.get("overlay_key")
+        if overlay_key is not None and not (isinstance(overlay_key, str) and len(overlay_key) == 64
+                                            and all(c in "0123456789abcdef" for c in overlay_key)):
+            raise CommandError("bad_request", "overlay_key must be 32 bytes in lowercase hex", "overlay_key")
         old = self.hosts.get(name, {})
+        try:
+            leases, subnet = self.subnets.lease(name)
+        except PoolExhausted as exc:
+            raise CommandError("conflict", str(exc), "subnet") from None
+        self.subnets = leases
         self.hosts[name] = {
             "name": name, "address": address, "labels": {str(k): str(v) for k, v in labels.items()},
             "cpus": float(cmd.get("cpus") or 0), "memory": int(cmd.get("memory") or 0),
             "state": old.get("state", "active"), "registered": old.get("registered", index), "updated": index,
+            "subnet": str(subnet), "overlay_key": overlay_key if overlay_key is not None else old.get("overlay_key"),
         }
         if not old:
             self._event(index, "host.registered", f"host {name} ({address}) joined", host=name)
@@ -174,6 +190,23 @@ class ClusterState:
         if host["state"] != state:
             self._event(index, "host.state", f"host {name} is {state} (was {host['state']})", host=name)
             host["state"], host["updated"] = state, index
+        return {"ok": True}
+
+    def _host_remove(self, cmd: dict[str, Any], index: int) -> Result:
+        """Forget a host for good (an operator's decision): its subnet is freed, its slots are placed again."""
+        name = _need(cmd, "name")
+        if name not in self.hosts:
+            raise CommandError("not_found", f"no host {name!r}", "name")
+        if self.hosts[name]["state"] != "disconnected":
+            raise CommandError("conflict", f"host {name} is {self.hosts[name]['state']}; only a disconnected host "
+                               "can be removed", "name")
+        del self.hosts[name]
+        self.subnets = self.subnets.release(name)
+        gone = [i for i, inst in self.instances.items() if inst["host"] == name]
+        for inst_id in gone:  # the leader places their slots again
+            del self.instances[inst_id]
+        self._event(index, "host.removed", f"host {name} removed ({len(gone)} containers to place again); "
+                    "its subnet is free", host=name)
         return {"ok": True}
 
     # -------------------------------------------------------------- stacks and services
@@ -300,6 +333,7 @@ class ClusterState:
         inst["status"] = _need(cmd, "status")
         inst["exit_code"] = cmd.get("exit_code")
         inst["container_id"] = cmd.get("container_id", inst.get("container_id"))
+        inst["ip"] = cmd.get("ip", inst.get("ip"))
         inst["address"] = cmd.get("address", inst.get("address"))
         inst["updated"] = index
         return {"ok": True}

@@ -145,3 +145,41 @@ def test_replicas_applying_the_same_log_hold_the_same_state(commands: list[tuple
     restored = ClusterState()
     restored.restore(a.state.snapshot())
     assert restored.snapshot() == a.state.snapshot()
+
+
+def test_hosts_lease_an_overlay_subnet_kept_across_restarts_and_freed_on_remove() -> None:
+    log = Log()
+    key = bytes(range(32)).hex()
+    assert log("host.register", name="h1", address="10.77.0.11", overlay_key=key)["ok"]
+    assert log("host.register", name="h2", address="10.77.0.12")["ok"]
+    s1, s2 = log.state.hosts["h1"]["subnet"], log.state.hosts["h2"]["subnet"]
+    assert s1 != s2 and s1.startswith("10.42.") and s1.endswith(".0/24")
+    assert s1 != "10.42.0.0/24"  # reserved
+    assert log("host.register", name="h1", address="10.77.0.99")["ok"]  # a restart re-registers
+    assert log.state.hosts["h1"]["subnet"] == s1
+    assert log.state.hosts["h1"]["overlay_key"] == key  # kept when not re-sent
+
+    restored = ClusterState()
+    restored.restore(log.state.snapshot())
+    assert restored.subnets == log.state.subnets
+
+    refused = log("host.remove", name="h1")
+    assert refused["error"] == "conflict" and "disconnected" in refused["message"]
+    assert log("host.state", name="h1", state="disconnected")["ok"]
+    assert log("host.remove", name="h1")["ok"]
+    assert "h1" not in log.state.hosts
+    assert log("host.register", name="h3", address="10.77.0.13")["ok"]
+    assert log.state.hosts["h3"]["subnet"] not in (s2,)
+    assert log("host.remove", name="nope")["error"] == "not_found"
+    assert log("host.register", name="h4", address="10.77.0.14", overlay_key="abc")["field"] == "overlay_key"
+
+
+def test_removing_a_host_frees_its_slots_for_placement() -> None:
+    log = Log()
+    _, service = web_stack(log)
+    assert log("placements.commit", service=service, placements=[[1, "h1"], [2, "h1"], [3, "h2"]])["ok"]
+    assert len(log.state.instances) == 3
+    assert log("host.state", name="h1", state="disconnected")["ok"]
+    assert log("host.remove", name="h1")["ok"]
+    assert [i["host"] for i in log.state.instances.values()] == ["h2"]
+    assert any(e["kind"] == "host.removed" and "2 containers" in e["message"] for e in log.state.events)
