@@ -159,6 +159,7 @@ class RaftNode:
         self._progress: dict[NodeId, Progress] = {}
         self._pending_conf_index = 0
         self._transferee: NodeId | None = None
+        self.lost_log_resets = 0  # followers that came back with less log than they had acknowledged
         self._reads: dict[bytes, _PendingRead] = {}
         self._read_order: list[bytes] = []
         self._reads_awaiting_commit: list[tuple[bytes, NodeId]] = []
@@ -370,6 +371,7 @@ class RaftNode:
             "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.leader,
             "commit": self.commit, "applied": self.applied, "last_index": self.last_index,
             "snapshot_index": self.log.snap.index, "voters": sorted(self.voters), "learners": sorted(self.learners),
+            "lost_log_resets": self.lost_log_resets,
             "progress": {k: {"match": p.match, "next": p.next, "state": p.state.name.lower()}
                          for k, p in sorted(self._progress.items())},
         }
@@ -603,6 +605,17 @@ class RaftNode:
                 self._send_append(m.frm)
 
     def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        if m.reject and m.reject_hint < pr.match:
+            # The follower's log now ends before what it acknowledged: it lost its storage (a wiped
+            # data dir) or this is a late reject. Either way start over from what it has: lowering
+            # match only delays commit (the commit index never goes back), and the follower gets a
+            # snapshot when its next index is below our first. etcd would ignore this as stale and
+            # never repair such a member without a remove and re-add.
+            self.lost_log_resets += 1
+            pr.match = m.reject_hint
+            pr.become_probe()
+            self._send_append(m.frm)
+            return
         if m.reject:
             probe = m.reject_hint
             if m.hint_term > 0:

@@ -121,8 +121,8 @@ class RaftTransport:
             finally:
                 peer.connected = False
                 writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                with contextlib.suppress(Exception):  # bounded: a dead peer's close can wait forever
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
