@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,13 +52,25 @@ def lab() -> None:
 @lab.command()
 @click.option("--hosts", "count", type=int, default=3, show_default=True, help=f"number of hosts (1-{MAX_HOSTS})")
 @click.option("--subnet", default=DEFAULT_SUBNET, show_default=True, help="the underlay network")
-def up(count: int, subnet: str) -> None:
+@click.option("--example", is_flag=True,
+              help="then deploy the example stack web-server (nginx-cluster × 10) and print `corral ps`")
+@click.pass_context
+def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
     """Create hosts h1…hN and wait until every agent answers."""
     lab_ = _lab()
     started = time.monotonic()
     _run(lambda: lab_.up(count, subnet))
     console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
     _print_status(lab_)
+    if example:
+        from agent import cli_cluster
+
+        url = lab_.host("h1").api_url
+        example_file = Path(__file__).resolve().parent.parent / "examples" / "web-server.yml"
+        console.print(f"deploying {example_file.name} as stack web-server through {url}")
+        ctx.invoke(cli_cluster.stack_deploy, path=example_file, name="web-server", url=url, wait=True)
+        ctx.invoke(cli_cluster.ps, stack="web-server", service_=None, host=None, url=url)
+        console.print(f"try: CORRAL_URL={url} corral ps    |    corral lab exec h2 wget -qO- http://<address>/")
 
 
 @lab.command()

@@ -45,6 +45,7 @@ Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
 STATE_VERSION = 1
 DOCKERD_TIMEOUT = 60.0
 AGENT_TIMEOUT = 30.0
+CLUSTER_TIMEOUT = 30.0
 ROOT_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, *faults.COMMENT, "-j", "ACCEPT"]
 
 
@@ -133,6 +134,9 @@ class Lab:
             asyncio.run(self._start(hosts, tarball))
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+            if os.environ.get("CORRAL_LAB_KEEP_FAILED") == "1":  # for debugging: leave it for `lab down`
+                self.progress("lab", f"up failed ({reason}); kept as it is (CORRAL_LAB_KEEP_FAILED=1)")
+                raise LabError(f"lab up failed: {reason}") from exc
             self.progress("lab", f"up failed ({reason}); taking down what was made")
             self.down()
             if isinstance(exc, LabError):
@@ -166,15 +170,18 @@ class Lab:
         pids = [_start_dockerd(host) for host in hosts]
         await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
         first, rest = hosts[0], hosts[1:]
-        _start_agent(first, join=None, bootstrap=True)
+        _start_agent(first, join=[], bootstrap=True)
         token = await _wait_token(first, AGENT_TIMEOUT)
         state = self._state()
         state["token"] = token
         self._write_state(state)
         self.progress(first.name, "new cluster bootstrapped; join token saved in the lab state")
         for host in rest:
-            _start_agent(host, join=first.address, token=token)
+            _start_agent(host, join=[first.address], token=token)
         await asyncio.gather(*(self._agent_ready(h) for h in hosts))
+        await wait_cluster(hosts, CLUSTER_TIMEOUT)
+        self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
+                      "active in the replicated state")
 
     async def _engine_ready(self, host: HostSpec, pid: int, tarball: bytes) -> None:
         engine = await _wait_engine(host, pid, DOCKERD_TIMEOUT)
@@ -390,9 +397,9 @@ class Lab:
         token = self._state().get("token")
         return str(token) if token else None
 
-    def _join_for(self, host: HostSpec) -> str | None:
-        others = [h for h in self.hosts() if h.name != host.name]
-        return others[0].address if others else None
+    def _join_for(self, host: HostSpec) -> list[str]:
+        """Every other host: the agent joins through whichever answers (any member will do)."""
+        return [h.address for h in self.hosts() if h.name != host.name]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -456,14 +463,14 @@ def _start_dockerd(host: HostSpec) -> int:
     return _spawn(argv, host.dockerd_log)
 
 
-def _start_agent(host: HostSpec, join: str | None, token: str | None = None, bootstrap: bool = False) -> int:
+def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False) -> int:
     argv = [
         "nsenter", f"--net={host.netns_path}", sys.executable, "-m", "agent", "agent",
         "--bind", host.address, "--name", host.name,
         "--data-dir", str(host.agent_data), "--docker-host", host.docker_host,
     ]
-    if join:
-        argv += ["--join", join]
+    for address in join:
+        argv += ["--join", address]
     if bootstrap:
         argv.append("--bootstrap")
     # The token travels by environment, not argv: argv is world-readable in /proc.
@@ -479,7 +486,8 @@ def _agent_pid(host: HostSpec) -> int | None:
     if pid is None or not procs.alive(pid):
         return None
     argv = procs.cmdline(pid)
-    return pid if "agent" in argv and host.address in argv else None
+    bind = argv[argv.index("--bind") + 1] if "--bind" in argv[:-1] else None
+    return pid if "agent" in argv and bind == host.address else None
 
 
 def _kill_host_processes(host: HostSpec) -> int:
@@ -555,6 +563,40 @@ async def wait_health(host: HostSpec, timeout: float) -> dict[str, Any]:
                 raise LabError(f"{host.name}: agent did not answer at {host.api_url} within {timeout:g} s; "
                                f"see {host.agent_log}")
             await asyncio.sleep(0.1)
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    try:
+        async with session.get(url) as resp:
+            return await resp.json() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+async def wait_cluster(hosts: list[HostSpec], timeout: float) -> None:
+    """Until every agent sees every host alive by gossip and the replicated state lists all as active."""
+    names = {h.name for h in hosts}
+    deadline = time.monotonic() + timeout
+    problem = "no answer"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            problem = ""
+            for host in hosts:
+                members = await _get_json(session, host.api_url + "/v1/members")
+                alive = {m["name"] for m in (members or {}).get("items", []) if m["state"] == "alive"}
+                if not names <= alive:
+                    problem = f"{host.name} sees {sorted(alive)} alive"
+                    break
+                listed = await _get_json(session, host.api_url + "/v1/hosts")
+                active = {h["name"] for h in (listed or {}).get("items", []) if h["state"] == "active"}
+                if not names <= active:
+                    problem = f"{host.name}'s replicated state has {sorted(active)} active"
+                    break
+            if not problem:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"the cluster did not form within {timeout:g} s: {problem}")
+            await asyncio.sleep(0.2)
 
 
 def _tail(path: Path, lines: int = 3) -> str:

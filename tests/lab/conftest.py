@@ -50,7 +50,8 @@ def fresh_lab(hosts: int) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        lab.down()
+        if os.environ.get("CORRAL_LAB_KEEP_FAILED") != "1":  # debugging: keep it for a look, then `lab down`
+            lab.down()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,211 @@
+"""The running cluster on a real 3-host lab: gossip, Raft, the API on every node, services on Docker.
+
+Non-destructive checks share one lab (module scope); the ones that kill or stop things are in
+test_cluster_faults.py, each on a fresh lab.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.client import ApiError
+from agent.lab import Lab
+from tests.lab.cluster import api, containers, docker_ps, lab_sh, leader, members_seen_by, raw, service_running, until
+from tests.lab.conftest import fresh_lab
+
+HOSTS = ["h1", "h2", "h3"]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    yield from fresh_lab(3)
+
+
+@pytest.fixture(scope="module")
+def web(lab: Lab) -> dict[str, Any]:
+    """Stack web-server with nginx-cluster × 10 (the README's example), converged."""
+    client = api(lab, "h2")  # a follower: writes are forwarded to the leader
+    stack = client.post("/v1/stacks", {"name": "web-server"})
+    service = client.post("/v1/services", {
+        "stack": "web-server", "name": "nginx-cluster", "image": "corral/base", "scale": 10,
+        "command": "mkdir -p /www && echo $CORRAL_CONTAINER > /www/index.html && exec httpd -f -p 80 -h /www",
+    })
+    until("10 containers running", lambda: service_running(lab, "h3", service["id"], 10), timeout=90)
+    return {"stack": stack, "service": service}
+
+
+def test_every_agent_sees_every_member_alive_with_metadata(lab: Lab) -> None:
+    for host in HOSTS:
+        body = api(lab, host).get("/v1/members")
+        by_name = {m["name"]: m for m in body["items"]}
+        assert set(by_name) == set(HOSTS)
+        for name, m in by_name.items():
+            assert m["state"] == "alive"
+            assert m["incarnation"] >= 0 and m["changed_at"]
+            assert m["meta"]["api"] == lab.host(name).api_url
+            assert m["meta"]["raft"].endswith(":7947")
+        stats = api(lab, host).get("/v1/members/stats")
+        assert stats["sealing"]["opened"] > 0
+
+
+def test_one_leader_and_three_voters_agreed_by_all(lab: Lab) -> None:
+    chief = until("one agreed leader", lambda: leader(lab))
+    statuses = [api(lab, h).get("/v1/raft") for h in HOSTS]
+    assert {s["term"] for s in statuses} == {statuses[0]["term"]}
+    voters = until("three voters", lambda: sorted(api(lab, chief).get("/v1/raft")["voters"])
+                   if len(api(lab, chief).get("/v1/raft")["voters"]) == 3 else None)
+    assert voters == HOSTS
+    assert [s["role"] for s in statuses].count("leader") == 1
+
+
+def test_kv_written_on_a_follower_is_read_on_every_node(lab: Lab) -> None:
+    chief = until("leader", lambda: leader(lab))
+    follower = next(h for h in HOSTS if h != chief)
+    status, headers, body = raw(lab.host(follower).api_url + "/v1/kv/drill/one", "PUT", b"hello")
+    assert status == 200, body
+    index = int(headers["X-Corral-Index"])
+    for host in HOSTS:
+        status, headers, got = raw(lab.host(host).api_url + f"/v1/kv/drill/one?index={index - 1}&wait=5s")
+        assert status == 200 and got["value"] == "hello", (host, got)
+        assert int(headers["X-Corral-Index"]) >= index
+        status, _, got = raw(lab.host(host).api_url + "/v1/kv/drill/one?consistent=1")
+        assert status == 200 and got["value"] == "hello"
+    status, _, body = raw(lab.host(follower).api_url + "/v1/kv/drill/one?cas=1", "PUT", b"lost race")
+    assert status == 409, body
+
+
+def test_service_of_ten_spreads_over_hosts_and_serves_its_name(lab: Lab, web: dict[str, Any]) -> None:
+    items = containers(lab, "h1", service=web["service"]["id"])
+    per_host = Counter(c["host"] for c in items)
+    assert sorted(per_host.values()) == [3, 3, 4], per_host
+    for c in items:
+        assert c["ip"] and c["ip"].startswith("10.42."), c
+        host = api(lab, c["host"]).get(f"/v1/hosts/{c['host']}")
+        prefix = host["subnet"].rsplit(".", 1)[0] + "."
+        assert c["ip"].startswith(prefix), (c, host["subnet"])
+    sample = items[0]
+    page = lab_sh(lab, sample["host"], f"timeout 3 wget -qO- http://{sample['ip']}/")
+    assert page.stdout.strip() == sample["name"], page
+    on_engines = sum(len(docker_ps(lab, h)) for h in HOSTS)
+    assert on_engines == 10
+
+
+def test_every_node_answers_the_same_once_applied_indexes_match(lab: Lab, web: dict[str, Any]) -> None:
+    def views() -> list[str] | None:
+        seen = []
+        for host in HOSTS:
+            _status, headers, body = raw(lab.host(host).api_url + f"/v1/services/{web['service']['id']}")
+            seen.append((headers["X-Corral-Index"], json.dumps(body, sort_keys=True)))
+        return [v for _, v in seen] if len({i for i, _ in seen}) == 1 else None
+
+    agreed = until("equal applied indexes", views)
+    assert len(set(agreed)) == 1
+
+
+def test_docker_rm_f_on_a_host_is_recreated_there(lab: Lab, web: dict[str, Any]) -> None:
+    victim = next(c for c in containers(lab, "h1", service=web["service"]["id"]) if c["host"] == "h2")
+    assert lab_sh(lab, "h2", f"docker rm -f {victim['container_id']}").returncode == 0
+    started = time.monotonic()
+
+    def replaced() -> dict[str, Any] | None:
+        now = {c["id"]: c for c in containers(lab, "h2", service=web["service"]["id"])}
+        c = now.get(victim["id"])
+        return c if c and c["state"] == "running" and c["container_id"] != victim["container_id"] else None
+
+    again = until("the container recreated", replaced, timeout=15)
+    assert again["host"] == "h2" and again["name"] == victim["name"]
+    print(f"recreated after docker rm -f in {time.monotonic() - started:.2f} s")
+    until("10 running", lambda: service_running(lab, "h1", web["service"]["id"], 10))
+
+
+def test_container_deleted_through_the_api_is_replaced(lab: Lab, web: dict[str, Any]) -> None:
+    victim = containers(lab, "h3", service=web["service"]["id"])[0]
+    api(lab, "h3").delete(f"/v1/containers/{victim['id']}")
+    items = until("a replacement", lambda: (lambda cs: cs if victim["id"] not in {c["id"] for c in cs}
+                                            and len([c for c in cs if c["state"] == "running"]) == 10 else None)(
+        containers(lab, "h1", service=web["service"]["id"])))
+    assert len(items) == 10
+    until("the old container gone from its engine",
+          lambda: all(d["ID"] not in (victim["container_id"] or "") for d in docker_ps(lab, victim["host"])))
+
+
+def test_scale_down_and_up(lab: Lab, web: dict[str, Any]) -> None:
+    sid = web["service"]["id"]
+    api(lab, "h1").post(f"/v1/services/{sid}/scale", {"scale": 4})
+    until("4 running and 6 removed from the engines",
+          lambda: service_running(lab, "h2", sid, 4) and sum(len(docker_ps(lab, h)) for h in HOSTS) == 4)
+    api(lab, "h3").post(f"/v1/services/{sid}/scale", {"scale": 10})
+    until("10 running again", lambda: service_running(lab, "h1", sid, 10), timeout=60)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
+    ("POST", "/v1/services", {"stack": "web-server", "name": "ghost", "image": "no/such-image"}, 400, "image"),
+    ("POST", "/v1/services", {"stack": "web-server", "name": "neg", "image": "corral/base", "scale": -1}, 400,
+     "scale"),
+    ("POST", "/v1/services", {"stack": "web-server", "name": "huge", "image": "corral/base", "scale": 10**9}, 400,
+     "scale"),
+    ("POST", "/v1/services", {"stack": "web-server", "image": "corral/base"}, 400, "name"),
+    ("POST", "/v1/services", {"stack": "nope", "name": "x", "image": "corral/base"}, 404, "stack"),
+    ("POST", "/v1/services", {"stack": "web-server", "name": "nginx-cluster", "image": "corral/base"}, 409, "name"),
+    ("POST", "/v1/stacks", {"name": "web-server"}, 409, "name"),
+    ("POST", "/v1/stacks", {"name": "Bad Name!"}, 400, "name"),
+    ("GET", "/v1/services/does-not-exist", None, 404, "service"),
+    ("DELETE", "/v1/containers/does-not-exist", None, 404, "container"),
+    ("POST", "/v1/services/nginx-cluster/scale", {"scale": "ten"}, 400, "scale"),
+])
+def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
+        lab: Lab, web: dict[str, Any], method: str, path: str, body: Any, status: int, field: str) -> None:
+    before = api(lab, "h1").get("/v1/raft")["applied"]
+    before_services = api(lab, "h1").get("/v1/services")["total"]
+    code, _, answer = raw(lab.host("h2").api_url + path, method, json.dumps(body).encode() if body else None)
+    assert code == status, answer
+    assert answer["error"] and answer["message"] and answer.get("details", {}).get("field") == field, answer
+    assert api(lab, "h1").get("/v1/services")["total"] == before_services
+    assert api(lab, "h1").get("/v1/raft")["applied"] >= before
+
+
+def test_a_service_no_host_satisfies_is_kept_with_the_reason(lab: Lab, web: dict[str, Any]) -> None:
+    made = api(lab, "h1").post("/v1/services", {
+        "stack": "web-server", "name": "picky", "image": "corral/base", "scale": 2, "command": "sleep 3600",
+        "placement": {"constraints": ["disk==ssd"]},
+    })
+    svc = until("a reason", lambda: (lambda s: s if s.get("unplaced") else None)(
+        api(lab, "h2").get(f"/v1/services/{made['id']}")))
+    assert "disk==ssd" in json.dumps(svc["unplaced"])
+    events = api(lab, "h3").get("/v1/events", kind="service.unplaced")["items"]
+    assert any(made["id"] == e["refs"].get("service") for e in events), events
+    api(lab, "h1").delete(f"/v1/services/{made['id']}")
+
+
+def test_documented_collections_answer_on_every_node(lab: Lab) -> None:
+    doc = api(lab, "h1").get("/v1/openapi.json")
+    gets = [p for p, ops in doc["paths"].items() if "get" in ops and "{" not in p and "internal" not in p]
+    assert "/v1/services" in gets and "/v1/members" in gets
+    for host in HOSTS:
+        for path in gets:
+            if path == "/v1/events":
+                path += "?limit=5"
+            status, _, body = raw(lab.host(host).api_url + path)
+            assert status == 200, (host, path, body)
+
+
+def test_logs_and_stats_through_any_node(lab: Lab, web: dict[str, Any]) -> None:
+    c = next(c for c in containers(lab, "h1", service=web["service"]["id"]) if c["host"] == "h3")
+    status, _, stats = raw(lab.host("h1").api_url + f"/v1/containers/{c['id']}/stats")
+    assert status == 200 and stats["memory"]["usage"] > 0, stats
+    status, _, host_stats = raw(lab.host("h2").api_url + "/v1/hosts/h3/stats")
+    assert status == 200 and host_stats["containers"]["running"] >= 1 and host_stats["cpus"] >= 1, host_stats
+    with pytest.raises(ApiError) as err:
+        api(lab, "h1").get(f"/v1/containers/{c['id']}/logs", tail="x")
+    assert err.value.status == 400
+
+
+def test_members_are_alive_after_all_that(lab: Lab) -> None:
+    for host in HOSTS:
+        assert set(members_seen_by(lab, host).values()) == {"alive"}
