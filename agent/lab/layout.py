@@ -1,7 +1,9 @@
 """Where the lab puts things and what it names them, in one place so that ``down`` can find all of it.
 
-Names are fixed (one lab per machine) and carry a ``corral``/``crl`` prefix, so that ``down`` can
-also find what a crashed ``up`` made before it wrote any state.
+Names carry a ``corral``/``crl`` prefix, so that ``down`` can also find what a crashed ``up`` made
+before it wrote any state. One lab per machine by default; ``CORRAL_LAB_ID=N`` (1-9) names a second,
+independent lab (``corralN-hM`` namespaces, bridge ``corralN``, underlay ``10.77.N.0/24``, root
+``/var/lib/corral-labN``), so a benchmark can run beside the test suite's lab.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import ipaddress
 import os
 from pathlib import Path
 
-NETNS_PREFIX = "corral-"
-BRIDGE = "corral0"
-VETH_PREFIX = "crl-"  # root side of each host's veth: crl-h1 (IFNAMSIZ is 16)
+LAB_ID = os.environ.get("CORRAL_LAB_ID", "")
+if LAB_ID not in ("", *"123456789"):
+    raise SystemExit(f"CORRAL_LAB_ID must be one digit 1-9, not {LAB_ID!r}")
+NETNS_PREFIX = f"corral{LAB_ID}-"
+BRIDGE = f"corral{LAB_ID or 0}"
+VETH_PREFIX = f"crl{LAB_ID}-"  # root side of each host's veth: crl-h1 (IFNAMSIZ is 16)
 HOST_IFNAME = "eth0"  # the host side, inside its namespace
-CGROUP_PREFIX = "corral-lab-"
-DEFAULT_SUBNET = "10.77.0.0/24"  # the underlay: not 10.42/16 (overlay), not 172.17/16 (Docker)
+CGROUP_PREFIX = f"corral-lab{LAB_ID}-"
+DEFAULT_SUBNET = f"10.77.{LAB_ID or 0}.0/24"  # the underlay: not 10.42/16 (overlay), not 172.17/16 (Docker)
 HOST_OFFSET = 10  # h1 = .11, h2 = .12, …; .1 is the bridge in the root namespace
 MAX_HOSTS = 32
 API_PORT = 8080
@@ -24,7 +29,7 @@ BASE_IMAGE = "corral/base:latest"
 
 
 def lab_root() -> Path:
-    return Path(os.environ.get("CORRAL_LAB_ROOT", "/var/lib/corral-lab"))
+    return Path(os.environ.get("CORRAL_LAB_ROOT", f"/var/lib/corral-lab{LAB_ID}"))
 
 
 @dataclasses.dataclass(frozen=True)
