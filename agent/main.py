@@ -11,20 +11,22 @@ restart must not look like a host going away for good, so others see it fail and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from typing import Any
 
 import uvloop
 from aiohttp import web
 
-from agent import __version__, api_members, credentials
+from agent import __version__, api_members, credentials, keys
 from agent.api import AgentDeps, build_app
 from agent.config import AgentConfig
 from agent.datadir import DataDir
 from agent.docker import DockerEngine
 from agent.errors import DataDirError
 from agent.runtime import Runtime, local_meta, run_cluster
-from mesh.keyring import Keyring
+from mesh.keyring import Keyring, KeyringError
 from mesh.node import GossipNode
 
 GOSSIP_REPLAY_WINDOW = 60.0
@@ -49,15 +51,22 @@ async def serve(config: AgentConfig) -> None:
             secret = credentials.load_secret(config.data_dir)
             if secret is None:
                 raise DataDirError(f"{config.data_dir}: no cluster secret after set-up")
-            ring = Keyring.from_secret(secret)
-            gossip = GossipNode(config.name, (config.bind, config.gossip_port), local_meta(config),
+            ring = keys.load(config.data_dir, secret)
+            meta = {**local_meta(config), "key_ids": keys.ids(ring)}
+            gossip = GossipNode(config.name, (config.bind, config.gossip_port), meta,
                                 ring.channel(b"gossip", replay_window=GOSSIP_REPLAY_WINDOW))
             await gossip.start()
             try:
                 gossip.join(config.join_addresses())
                 async with run_cluster(config, engine, ring.channel(b"raft"),
                                        api_members.GossipMembership(gossip)) as runtime:
-                    await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir), runtime, gossip)
+                    watcher = asyncio.create_task(_follow_keyring(runtime, ring, gossip, meta, config))
+                    try:
+                        await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir), runtime, gossip, ring)
+                    finally:
+                        watcher.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await watcher
             finally:
                 await gossip.stop()
         finally:
@@ -66,12 +75,27 @@ async def serve(config: AgentConfig) -> None:
         data_dir.close()
 
 
-async def _serve_api(config: AgentConfig, deps: AgentDeps, runtime: Runtime, gossip: GossipNode) -> None:
+async def _follow_keyring(runtime: Runtime, ring: Keyring, gossip: GossipNode, meta: dict[str, Any],
+                          config: AgentConfig) -> None:
+    """Apply each replicated keyring change to the live ring, save it, and say so in gossip metadata."""
+    state, raft = runtime.cluster.state, runtime.cluster.raft
+    while True:
+        await raft.wait_applied(raft.applied + 1, 5.0)
+        try:
+            if keys.sync(ring, state.keyring, config.data_dir):
+                meta["key_ids"] = keys.ids(ring)
+                gossip.update_meta(dict(meta))
+        except (KeyringError, ValueError, OSError) as exc:
+            log.error("could not apply the replicated keyring: %s", exc)
+
+
+async def _serve_api(config: AgentConfig, deps: AgentDeps, runtime: Runtime, gossip: GossipNode,
+                     ring: Keyring) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    app = build_app(config, deps, runtime.cluster, gossip)
+    app = build_app(config, deps, runtime.cluster, gossip, ring)
     runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
     await runner.setup()
     try:

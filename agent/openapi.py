@@ -48,6 +48,9 @@ SCHEMAS: dict[str, Any] = {
     "ServiceCreate": {"allOf": [{"$ref": "#/components/schemas/ServiceSpec"},
                                 {"type": "object", "required": ["name", "stack"],
                                  "properties": {"name": STR, "stack": STR}}]},
+    "KeyChange": {"type": "object", "required": ["action", "key"], "properties": {
+        "action": {"enum": ["install", "use", "remove"]},
+        "key": {"type": "string", "description": "32 bytes, base64"}}},
     "Scale": {"type": "object", "required": ["scale"], "properties": {"scale": INT}},
 }
 
@@ -74,6 +77,8 @@ DOCS: dict[tuple[str, str], tuple[str, str, list[str], str | None]] = {
     ("GET", "/v1/host"): ("node", "This host: name, address, CPUs, memory, engine", [], None),
     ("GET", "/v1/members"): ("cluster", "Gossip members as this node sees them", ["state"], None),
     ("GET", "/v1/members/stats"): ("cluster", "Gossip counters, drops by reason", [], None),
+    ("GET", "/v1/keys"): ("cluster", "Key ids, the primary, how many live members hold each", [], None),
+    ("POST", "/v1/keys"): ("cluster", "Install, use (make primary) or remove a key", [], "KeyChange"),
     ("GET", "/v1/raft"): ("cluster", "Raft role, term, leader, indexes, peers", [], None),
     ("POST", "/v1/internal/propose"): ("internal", "Sealed Raft command from a member (not for users)", [], None),
     ("GET", "/v1/kv/{key}"): ("kv", "Read a key", ["consistent", "index", "wait"], None),

@@ -23,6 +23,7 @@ state may have moved on since the decision was made) and the parts that no longe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from agent import spec as specs
 from overlay.ipam import PoolExhausted, SubnetLeases
 
 MAX_EVENTS = 1000
+MAX_KEYS = 16
 HOST_STATES = ("active", "reconnecting", "disconnected")
 Result = dict[str, Any]
 
@@ -62,6 +64,7 @@ class ClusterState:
         self.kv: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.subnets = SubnetLeases()
+        self.keyring: dict[str, Any] = {}  # {"keys": [hex, …], "primary": hex, "index": N}; empty: the derived key only
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "env.create": self._env_create,
             "host.register": self._host_register,
@@ -77,6 +80,7 @@ class ClusterState:
             "placements.commit": self._placements_commit,
             "instance.status": self._instance_status,
             "instance.remove": self._instance_remove,
+            "keys.set": self._keys_set,
             "kv.put": self._kv_put,
             "kv.delete": self._kv_delete,
         }
@@ -108,7 +112,7 @@ class ClusterState:
         data: bytes = msgpack.packb(
             {"applied_index": self.applied_index, "environments": self.environments, "hosts": self.hosts,
              "stacks": self.stacks, "services": self.services, "instances": self.instances, "kv": self.kv,
-             "events": self.events, "subnets": self.subnets.to_dict()},
+             "events": self.events, "subnets": self.subnets.to_dict(), "keyring": self.keyring},
             use_bin_type=True,
         )
         return data
@@ -120,6 +124,7 @@ class ClusterState:
             setattr(self, key, dict(state[key]))
         self.events = list(state["events"])
         self.subnets = SubnetLeases.from_dict(state["subnets"]) if "subnets" in state else SubnetLeases()
+        self.keyring = dict(state.get("keyring") or {})
 
     # -------------------------------------------------------------- helpers
 
@@ -345,6 +350,24 @@ class ClusterState:
             raise CommandError("not_found", f"no container {instance_id!r}", "id")
         self._event(index, "instance.removed", f"container {instance_id} removed", instance=instance_id)
         return {"ok": True}
+
+    # -------------------------------------------------------------- the gossip/Raft keyring
+
+    def _keys_set(self, cmd: dict[str, Any], index: int) -> Result:
+        """The whole keyring after an install, use or remove (computed and checked by the API on the leader)."""
+        keys, primary = cmd.get("keys"), cmd.get("primary")
+        hexdigits = set("0123456789abcdef")
+        if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS or not all(
+                isinstance(k, str) and len(k) == 64 and set(k) <= hexdigits for k in keys):
+            raise CommandError("bad_request", f"keys must be 1-{MAX_KEYS} keys of 32 bytes in lowercase hex", "keys")
+        if len(set(keys)) != len(keys):
+            raise CommandError("bad_request", "a key is listed twice", "keys")
+        if primary not in keys:
+            raise CommandError("bad_request", "the primary key must be one of the keys", "primary")
+        self.keyring = {"keys": list(keys), "primary": primary, "index": index}
+        primary_id = hashlib.sha256(bytes.fromhex(str(primary))).hexdigest()[:8]
+        self._event(index, "keys.changed", f"keyring: {len(keys)} key(s), primary key id {primary_id}")
+        return {"ok": True, "index": index}
 
     # -------------------------------------------------------------- kv
 

@@ -87,7 +87,7 @@ class Keyring:
         self._keys[kid] = AESGCM(key)
         self._raw[kid] = key
 
-    def keys(self) -> list[bytes]:
+    def installed(self) -> list[bytes]:
         """Installed keys, primary first."""
         return [self._raw[self._primary]] + [k for kid, k in self._raw.items() if kid != self._primary]
 

@@ -7,10 +7,12 @@ unknown key), and garbage at the gossip port is counted, never crashes anything,
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +92,48 @@ def test_garbage_at_the_gossip_port_is_counted_and_harmless(lab: Lab) -> None:
     dropped = sum(after["drops"].values()) - sum(before["drops"].values())
     assert dropped >= 200, (before["drops"], after["drops"])
     assert set(members_seen_by(lab, "h2").values()) == {"alive"} and len(members_seen_by(lab, "h2")) == 5
+
+
+def test_key_rotation_loses_no_member_and_survives_a_restart(lab: Lab) -> None:
+    import base64
+    import stat
+
+    client = api(lab, "h3")
+    old_id = client.get("/v1/keys")["keys"][0]["id"]
+    new_key = base64.b64encode(os.urandom(32)).decode()
+
+    def held_by_all(kid: str) -> bool:
+        body = client.get("/v1/keys")
+        return any(k["id"] == kid and k["members"] == 5 for k in body["keys"])
+
+    new_id = client.post("/v1/keys", {"action": "install", "key": new_key})["key_id"]
+    until("the new key on every member", lambda: held_by_all(new_id), timeout=20)
+    client.post("/v1/keys", {"action": "use", "key": new_key})
+    bad = raw_post(lab, "h2", {"action": "remove", "key": new_key})
+    assert bad[0] == 400 and "primary" in bad[1]["message"]
+    old_key = base64.b64encode(
+        bytes.fromhex(json_load(lab.host("h1").agent_data / "keyring.json")["keys"][-1])).decode()
+    client.post("/v1/keys", {"action": "remove", "key": old_key})
+    until("one key left everywhere", lambda: [k["id"] for k in client.get("/v1/keys")["keys"]] == [new_id]
+          and held_by_all(new_id), timeout=20)
+    assert old_id != new_id
+    time.sleep(2.0)  # several probe rounds sealed with the new key only
+    for h in HOSTS:
+        assert set(members_seen_by(lab, h).values()) == {"alive"} and len(members_seen_by(lab, h)) == 5
+    saved = lab.host("h5").agent_data / "keyring.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    lab.kill_agent("h5")
+    lab.start_agent("h5")  # it must come back with the saved ring: the derived key is gone everywhere
+    until("h5 alive again everywhere", lambda: seen_as(lab, "h5", "alive", HOSTS), timeout=20)
+
+
+def raw_post(lab: Lab, host: str, body: dict[str, str]) -> tuple[int, dict[str, str]]:
+    from tests.lab.cluster import raw
+
+    status, _, answer = raw(lab.host(host).api_url + "/v1/keys", "POST", json.dumps(body).encode())
+    return status, answer
+
+
+def json_load(path: Path) -> dict[str, list[str]]:
+    data: dict[str, list[str]] = json.loads(path.read_text())
+    return data

@@ -62,7 +62,7 @@ def test_rotation_install_use_remove_loses_nothing() -> None:
     a.remove(old)
     b.remove(old)
     assert cb.open(ca.seal(b"3")) == b"3"
-    assert a.keys() == [new]
+    assert a.installed() == [new]
 
 
 def test_key_errors() -> None:
