@@ -213,7 +213,8 @@ class GossipNode:
                 self.core.stream_failed(dst, self._clock())
             else:
                 self.core.handle_stream_reply(dst, reply, self._clock())
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError) as exc:
+            # RuntimeError: uvloop's write on a transport closed under us
             log.debug("push-pull with %s:%d failed: %s", dst[0], dst[1], exc)
             self.core.stream_failed(dst, self._clock())
         finally:
@@ -235,7 +236,7 @@ class GossipNode:
                 if reply is not None:
                     writer.write(self._frame(reply))
                     await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError):
             self.io_errors["stream_aborted"] += 1
         except Exception:
             log.exception("gossip core raised on a stream from %s:%d", *src)

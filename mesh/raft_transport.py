@@ -25,6 +25,7 @@ FRAME = struct.Struct(">I")
 MAX_FRAME = 64 * 2**20  # a snapshot travels in one frame
 QUEUE_LIMIT = 4096
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+DRAIN_TIMEOUT = 5.0  # a peer that takes no bytes for this long is redialled
 DEFAULT_PORT = 7947
 
 
@@ -84,7 +85,8 @@ class RaftTransport:
 
     def peers(self) -> dict[NodeId, dict[str, object]]:
         return {n: {"address": f"{p.address[0]}:{p.address[1]}", "connected": p.connected,
-                    "queued": len(p.queue)} for n, p in self._peers.items()}
+                    "queued": len(p.queue), "sender_alive": p.task is not None and not p.task.done()}
+                for n, p in self._peers.items()}
 
     def send(self, msg: Message) -> None:
         peer = self._peers.get(msg.to)
@@ -96,33 +98,44 @@ class RaftTransport:
         sealed = self._sealer.seal(encode_message(msg))
         peer.queue.append(FRAME.pack(len(sealed)) + sealed)
         peer.wakeup.set()
+        if peer.task is not None and peer.task.done() and not peer.task.cancelled():
+            self.drops["sender_restarted"] += 1  # a bug if it ever counts: the sender must not die
+            log.error("raft sender to %s had stopped (%r); restarting it", msg.to, peer.task.exception())
+            peer.task = asyncio.get_running_loop().create_task(self._send_loop(msg.to, peer))
 
     async def _send_loop(self, node: NodeId, peer: _Peer) -> None:
+        """Dial, drain the queue, redial on any failure: this task must outlive every error but cancellation."""
         backoff = BACKOFF_MIN
         while True:
+            writer: asyncio.StreamWriter | None = None
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(*peer.address), 1.0)
-            except (OSError, TimeoutError):
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            backoff = BACKOFF_MIN
-            peer.connected = True
-            try:
+                _, connected = await asyncio.wait_for(asyncio.open_connection(*peer.address), 1.0)
+                writer = connected
+                backoff = BACKOFF_MIN
+                peer.connected = True
                 while True:
                     while peer.queue:
-                        writer.write(peer.queue.popleft())
-                    await writer.drain()
+                        connected.write(peer.queue.popleft())
+                    await asyncio.wait_for(connected.drain(), DRAIN_TIMEOUT)
                     peer.wakeup.clear()
                     if not peer.queue:
                         await peer.wakeup.wait()
-            except (OSError, ConnectionError):
-                log.debug("raft connection to %s lost", node)
+                    if connected.is_closing():
+                        raise ConnectionResetError("connection closed")
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError) as exc:
+                log.debug("raft connection to %s: %s", node, exc)
+            except Exception:  # never let the peer's sender die: its queue would grow unseen
+                log.exception("raft sender to %s failed; redialling", node)
             finally:
                 peer.connected = False
-                writer.close()
-                with contextlib.suppress(Exception):  # bounded: a dead peer's close can wait forever
-                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+                if writer is not None:
+                    writer.close()
+                    with contextlib.suppress(Exception):  # bounded: a dead peer's close can wait forever
+                        await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -1,0 +1,59 @@
+"""The Raft transport on real loopback sockets under uvloop: a peer that dies and comes back gets the queue.
+
+uvloop raises RuntimeError (not OSError) when writing to a transport that closed under the writer;
+a sender task that died of it once left its peer's queue growing forever (seen in the lab).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+
+from mesh.keyring import Keyring
+from mesh.raft_messages import Message, RequestVote
+from mesh.raft_transport import RaftTransport
+
+PORT_A, PORT_B = 27971, 27972
+
+
+def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
+    async def scenario() -> tuple[list[int], dict[str, object]]:
+        ring = Keyring.from_secret(b"t" * 32)
+        got: list[int] = []
+
+        def on_b(msg: Message) -> None:
+            assert isinstance(msg, RequestVote)
+            got.append(msg.term)
+
+        a = RaftTransport(("127.0.0.1", PORT_A), ring.channel(b"raft"), lambda m: None)
+        b = RaftTransport(("127.0.0.1", PORT_B), ring.channel(b"raft"), on_b)
+        await a.start()
+        await b.start()
+        a.set_peer("b", ("127.0.0.1", PORT_B))
+        for term in range(1, 4):
+            a.send(RequestVote("a", "b", term, 0, 0))
+        await _until(lambda: len(got) == 3)
+        await b.close()  # the peer dies: its accepted connections go with it
+        for term in range(4, 40):  # some writes hit the dead connection, the rest queue up
+            a.send(RequestVote("a", "b", term, 0, 0))
+            await asyncio.sleep(0.005)
+        b = RaftTransport(("127.0.0.1", PORT_B), ring.channel(b"raft"), on_b)
+        await b.start()
+        a.send(RequestVote("a", "b", 99, 0, 0))
+        await _until(lambda: 99 in got)
+        status = a.peers()["b"]
+        await a.close()
+        await b.close()
+        return got, status
+
+    got, status = uvloop.run(scenario())
+    assert got[:3] == [1, 2, 3] and got[-1] == 99
+    assert status["sender_alive"] is True and status["connected"] is True and status["queued"] == 0
+
+
+async def _until(cond: object, timeout: float = 10.0) -> None:
+    assert callable(cond)
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - polling a plain predicate
+            await asyncio.sleep(0.01)
