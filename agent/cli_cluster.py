@@ -251,8 +251,9 @@ def service_rm(ref: str, url: str) -> None:
 def ps(stack: str | None, service_: str | None, host: str | None, url: str) -> None:
     """Containers, where they run and their state."""
     items = _run(lambda: Client(url).items("/v1/containers", stack=stack, service=service_, host=host))
-    _table("containers", ["id", "name", "host", "state", "exit", "address"],
-           [[c["id"], c["name"], c["host"], c["state"], c["exit_code"], c.get("ip")] for c in items])
+    _table("containers", ["id", "name", "host", "state", "exit", "address", "published"],
+           [[c["id"], c["name"], c["host"], c["state"], c["exit_code"], c.get("ip"),
+             " ".join(c.get("ports") or []) or None] for c in items])
 
 
 @click.command("events")

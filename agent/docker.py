@@ -169,6 +169,8 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
         "state": raw.get("State", ""),
         "exit_code": exit_code,
         "ip": ((raw.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK, {}).get("IPAddress") or None,
+        "ports": sorted({f"{p['PublicPort']}:{p['PrivatePort']}/{p.get('Type', 'tcp')}"
+                         for p in raw.get("Ports") or () if p.get("PublicPort")}),
     }
 
 

@@ -143,7 +143,7 @@ def observed_status(container: Mapping[str, Any] | None, inspect: Mapping[str, A
     status = state if state in ("running", "restarting", "paused", "created") else "exited"
     oom = bool(inspect and inspect.get("State", {}).get("OOMKilled"))
     return {"status": "oom" if oom else status, "exit_code": container["exit_code"], "container_id": container["id"],
-            "ip": container.get("ip")}
+            "ip": container.get("ip"), "ports": list(container.get("ports") or [])}
 
 
 Reporter = Callable[[str, dict[str, Any]], Awaitable[None]]

@@ -339,6 +339,8 @@ class ClusterState:
         inst["exit_code"] = cmd.get("exit_code")
         inst["container_id"] = cmd.get("container_id", inst.get("container_id"))
         inst["ip"] = cmd.get("ip", inst.get("ip"))
+        ports = cmd.get("ports", inst.get("ports") or [])
+        inst["ports"] = [str(p) for p in ports] if isinstance(ports, list) else []
         inst["address"] = cmd.get("address", inst.get("address"))
         inst["updated"] = index
         return {"ok": True}

@@ -256,6 +256,7 @@ _STAT_KEYS = (
     "stream_replies",
     "stream_failures",
     "join_retries",
+    "reconnects",
     *DROP_REASONS,
 )
 
@@ -304,6 +305,10 @@ class Swim:
         self._events: list[Event] = []
         self._next_probe = now + rng.uniform(0.0, profile.probe_interval)
         self._next_gossip = now + rng.uniform(0.0, profile.gossip_interval)
+        self._failed: dict[str, None] = {}  # members in state DEAD (not LEFT), for reconnects
+        self._next_reconnect = (
+            now + rng.uniform(0.5, 1.0) * profile.reconnect_interval if profile.reconnect_interval > 0 else _INF
+        )
         self._next_push_pull = (
             now + rng.uniform(0.5, 1.0) * profile.push_pull_interval if profile.push_pull_interval > 0 else _INF
         )
@@ -324,6 +329,12 @@ class Swim:
     def health_score(self) -> int:
         """Lifeguard local health multiplier (0 = healthy); timers are stretched by ``score + 1``."""
         return self._health
+
+    @property
+    def pending_broadcasts(self) -> int:
+        """News not yet sent its full retransmit count; after ``leave`` the driver can wait for 0
+        (memberlist's Leave waits for its leave broadcast likewise), with a timeout."""
+        return len(self._broadcasts)
 
     @property
     def joined(self) -> bool:
@@ -408,7 +419,7 @@ class Swim:
             t = min(t, self._timers[0][0])
         if len(self._broadcasts):
             t = min(t, self._next_gossip)
-        return min(t, self._next_push_pull, self._join_retry_at)
+        return min(t, self._next_push_pull, self._join_retry_at, self._next_reconnect)
 
     # ------------------------------------------------------------------------------------------ timers
 
@@ -444,6 +455,9 @@ class Swim:
             self._next_gossip += interval * max(1, math.ceil((now - self._next_gossip) / interval))
             if len(self._broadcasts):
                 self._gossip(now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.profile.reconnect_interval
+            self._reconnect()
         if now >= self._next_push_pull:
             self._next_push_pull = now + push_pull_scale(self.profile.push_pull_interval, self.num_alive())
             self._periodic_push_pull()
@@ -582,12 +596,25 @@ class Swim:
             self.stats["stream_requests"] += 1
             self._streams.append((seed, body))
 
+    def _reconnect(self) -> None:
+        """Serf ``reconnect``: push-pull with a random dead member, with probability
+        ``dead / alive`` so that the cluster tries each dead member about once per interval. This
+        is what merges the two halves of a healed partition (SWIM itself never probes the dead)."""
+        if not self._failed or self._left:
+            return
+        if self._rng.random() >= len(self._failed) / self.num_alive():
+            return
+        node = self._nodes[self._rng.choice(list(self._failed))]
+        self.stats["reconnects"] += 1
+        self._streams.append((node.address, encode_stream(self._local_state(reply=False, join=False))))
+
     def _reap(self, now: float) -> None:
         horizon = now - self.profile.dead_reap_time
         for name in [n.name for n in self._nodes.values() if (n.state is _DEAD or n.state is _LEFT)]:
             node = self._nodes[name]
             if node.changed_at < horizon and node is not self._self:
                 del self._nodes[name]
+                self._failed.pop(name, None)
 
     # ------------------------------------------------------------------------------------------ packets
 
@@ -700,6 +727,9 @@ class Swim:
             self._refute(m.incarnation)
             return
         node = self._nodes.get(m.node)
+        if m.meta and len(encode_meta(m.meta)) > self.profile.meta_max_bytes:
+            self.stats["oversized"] += 1  # would not fit in our packets; memberlist's MetaMaxSize
+            return
         meta = types.MappingProxyType(dict(m.meta))
         if node is None:
             node = _Node(m.node, m.address, _ALIVE, m.incarnation, meta, now)
@@ -722,6 +752,7 @@ class Swim:
         self._broadcast(m.node, m)
         if old_state is _DEAD or old_state is _LEFT:
             self._recent_dead.pop(m.node, None)
+            self._failed.pop(m.node, None)
             self._add_peer(node.name)
             self._emit_event("joined", node)
         elif old_state is _SUSPECT:
@@ -792,6 +823,8 @@ class Swim:
         node.changed_at = now
         self._remove_peer(m.node)
         self._recent_dead[m.node] = now
+        if node.state is _DEAD:
+            self._failed[m.node] = None
         self._emit_event("left" if node.state is _LEFT else "dead", node)
 
     def _refute(self, accused: int) -> None:
@@ -819,9 +852,10 @@ class Swim:
             self.stats["unexpected"] += 1
             return None
         self.stats["streams_handled"] += 1
-        reply = encode_stream(self._local_state(reply=True, join=msg.join))
+        # Merge first (memberlist replies first): a member that learns from the request that it is
+        # thought dead refutes at once, and the reply carries the refutation back (healing partitions).
         self._merge(msg.members, now)
-        return reply
+        return encode_stream(self._local_state(reply=True, join=msg.join))
 
     def handle_stream_reply(self, src: Address, data: bytes, now: float) -> None:
         self._now = now

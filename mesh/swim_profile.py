@@ -46,6 +46,9 @@ class Profile:
     ``util.go pushPullScale``); 0 disables it."""
     awareness_max_multiplier: int
     """Health score ranges over ``[0, awareness_max_multiplier − 1]`` (``AwarenessMaxMultiplier``)."""
+    reconnect_interval: float = 30.0
+    """Push-pull with a random dead member, with probability dead/alive, this often (Serf's
+    ``ReconnectInterval`` = 30 s; memberlist alone never contacts the dead); 0 disables it."""
     refutation_repair: bool = False
     """Two refinements over memberlist (False = memberlist exactly), both for members that missed a
     refutation while the news about that member kept changing (high loss, flapping): (1) a suspect
@@ -101,7 +104,10 @@ class Profile:
         after the pause starts, so the refutation has ~0.7 s to spread), and it is also most of the
         detection time: shorter would detect faster but make a 2 s pause fatal. Confirmations
         (k = 2) and a max of only 2× min keep the dogpile gain for free in small clusters. Gossip
-        runs twice as often (100 ms) to 4 members, which only costs traffic while there is news.
+        runs twice as often (100 ms) to 4 members, which only costs traffic while there is news, and
+        each piece of news is sent 6 × ceil(log10(n + 1)) times (memberlist: 4×), which with
+        ``refutation_repair`` is what keeps 20 % loss free of false dead verdicts in the simulator.
+        Metadata may be 1024 bytes encoded (memberlist: 512): an agent's labels and addresses.
         """
         return dataclasses.replace(
             cls.memberlist_lan(),
@@ -113,8 +119,10 @@ class Profile:
             suspicion_confirmations=2,
             retransmit_mult=6,
             refutation_repair=True,
+            reconnect_interval=10.0,
             gossip_interval=0.1,
             gossip_nodes=4,
+            meta_max_bytes=1024,
         )
 
     @classmethod
