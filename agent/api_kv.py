@@ -52,6 +52,10 @@ async def index_header(request: web.Request, handler: Any) -> web.StreamResponse
     cluster = request.app.get(CLUSTER_KEY)
     if cluster is not None and not response.prepared:
         response.headers["X-Corral-Index"] = str(cluster.applied_index)
+        leader = cluster.raft.core.leader
+        response.headers["X-Corral-Leader"] = leader or ""
+        if leader is None:  # a read answered now may miss writes: say so on every response
+            response.headers["X-Corral-Stale"] = "no leader known: this node's replica may be behind"
     return response
 
 

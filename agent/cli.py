@@ -12,6 +12,7 @@ import click
 from agent import __version__
 from agent.cli_cluster import COMMANDS
 from agent.config import DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_DOCKER_HOST, AgentConfig
+from agent.drill.cli import drill
 from agent.errors import CorralError
 from agent.lab.cli import lab
 
@@ -91,6 +92,7 @@ def agent(
 
 
 cli.add_command(lab)
+cli.add_command(drill)
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -62,8 +62,8 @@ def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[s
     spec = service["spec"]
     name = state.container_name(dict(instance))
     exposed: dict[str, dict[str, Any]] = {f"{p['target']}/{p['protocol']}": {} for p in spec["ports"]}
-    bindings = {f"{p['target']}/{p['protocol']}": [{"HostPort": str(p["published"])}]
-                for p in spec["ports"] if p["published"]}
+    # "80" publishes on an ephemeral host port (as compose does); "8080:80" on 8080.
+    bindings = {f"{p['target']}/{p['protocol']}": [{"HostPort": str(p["published"] or "")}] for p in spec["ports"]}
     fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     labels = {
         **spec["labels"],

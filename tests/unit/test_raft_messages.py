@@ -108,12 +108,14 @@ def test_conf_change_round_trip_and_garbage() -> None:
     assert isinstance(decode_conf_change(msgpack.packb([42, "a", []])), DecodeFailure)
 
 
-def test_config_election_is_ten_heartbeats_and_presets_differ_only_in_tick() -> None:
+def test_config_presets() -> None:
     for preset in (lan(), wan(), local(), etcd_defaults()):
-        assert preset.election_ticks == 10 * preset.heartbeat_ticks
+        assert preset.election_ticks > preset.heartbeat_ticks
         assert preset.check_quorum and preset.pre_vote
+    assert etcd_defaults().election_ticks == 10 * etcd_defaults().heartbeat_ticks
     assert etcd_defaults().election_timeout_seconds == pytest.approx(1.0)
-    assert lan().election_timeout_seconds == pytest.approx(0.5)
+    assert lan().election_timeout_seconds == pytest.approx(0.3)
+    assert lan().heartbeat_ticks * lan().tick_seconds == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize("kw", [{"heartbeat_ticks": 0}, {"election_ticks": 1}, {"max_inflight_appends": 0}])

@@ -1,0 +1,1 @@
+"""``corral drill``: destructive tests on the lab, run as a feature, reported as measurements."""

@@ -1,0 +1,122 @@
+"""``corral drill [NAME…] [--hosts N] [--json FILE] [--seed S]``: run drills on the lab and report."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent import compose
+from agent.client import ApiError, Client
+from agent.drill.drills import ALL, SERVICE, STACK, Drills, Result
+from agent.drill.probe import BusinessProbe
+from agent.lab import Lab, LabError
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "web-server.yml"
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"corral drill: {message}", err=True)
+    sys.exit(2)
+
+
+def ensure_workload(url: str) -> tuple[str, int]:
+    """The reference workload (stack web-server: nginx-cluster × 10, published port 80), converged."""
+    client = Client(url)
+    spec = compose.load(EXAMPLE.read_text())["nginx-cluster"]
+    stacks = {s["name"]: s for s in client.items("/v1/stacks")}
+    if STACK not in stacks:
+        stacks[STACK] = client.post("/v1/stacks", {"name": STACK})
+    services = {s["name"]: s for s in client.items("/v1/services", stack=stacks[STACK]["id"])}
+    service = services.get(SERVICE) or client.post("/v1/services", {"stack": STACK, "name": SERVICE, **spec})
+    deadline = time.monotonic() + 120
+    while True:
+        svc = client.get(f"/v1/services/{service['id']}")
+        if svc["running"] == svc["scale"] == spec["scale"]:
+            return str(service["id"]), int(svc["scale"])
+        if time.monotonic() > deadline:
+            raise LabError(f"the reference workload did not converge: {svc['running']}/{svc['scale']} running")
+        time.sleep(0.5)
+
+
+def _report(r: Result) -> None:
+    colour = "green" if r.verdict == "PASS" else "red"
+    console.print(f"\n[bold]{r.name}[/bold]  [{colour}]{r.verdict}[/{colour}]" + (f"  {r.reason}" if r.reason else ""))
+    console.print(f"  action:   {r.action}")
+    console.print(f"  expected: {' '.join(r.expect.split())}")
+    for line in r.happened:
+        console.print(f"  happened: {line}")
+    figures = {k: v for k, v in r.figures.items() if k not in ("business_errors", "sent")}
+    console.print("  figures:  " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    console.print(f"  business: {r.figures.get('business_failed', '?')} failed / {r.figures.get('business_sent', '?')} "
+                  "sent" + (f"  ({r.figures['business_errors']})" if r.figures.get("business_errors") else ""))
+
+
+@click.command("drill")
+@click.argument("names", nargs=-1)
+@click.option("--hosts", "count", type=click.IntRange(3, 16), default=4, show_default=True,
+              help="lab hosts (3 managers + workers); reused when a lab of that size is up")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write every figure to this file")
+@click.option("--seed", type=int, default=None, help="seed for the drills' random choices")
+@click.option("--lossy-seconds", type=click.FloatRange(4, 600), default=60.0, show_default=True,
+              help="how long the lossy-network drill keeps the loss on")
+@click.option("--fresh", is_flag=True, help="take down any lab and build a new one")
+def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int | None, lossy_seconds: float,
+          fresh: bool) -> None:
+    """Run failure drills on the lab (all eleven when no NAME is given) and report what the cluster did."""
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        _fail(f"unknown drill {unknown[0]!r}; drills: {', '.join(ALL)}")
+    chosen = list(names) or ALL
+    seed = seed if seed is not None else random.randrange(2**31)
+    lab = Lab(progress=lambda who, what: console.print(f"  {who:>4}  {what}"))
+    try:
+        current = lab.read_state()
+        if fresh or current is None or current.get("status") != "up" or len(current.get("hosts", [])) != count:
+            if lab.leftovers():
+                lab.down()
+            console.print(f"bringing up a {count}-host lab")
+            lab.up(count)
+        url = lab.host("h1").api_url
+        service_id, scale = ensure_workload(url)
+    except (LabError, ApiError) as exc:
+        _fail(str(exc))
+    console.print(f"reference workload {STACK}/{SERVICE}: {scale} containers running; drills {', '.join(chosen)}; "
+                  f"seed {seed}")
+    probe = BusinessProbe(lambda: [h.api_url for h in lab.hosts()], service_id,
+                          lambda name: lab.host(name).address)
+    probe.start()
+    drills = Drills(lab, probe, service_id, random.Random(seed), lossy_seconds=lossy_seconds)
+    drills.scale = scale
+    results = []
+    try:
+        for name in chosen:
+            console.print(f"\n── {name} ──")
+            result = drills.run(name)
+            results.append(result)
+            _report(result)
+    finally:
+        probe.stop()
+    table = Table(title=f"drills (seed {seed})")
+    for col in ("drill", "verdict", "key figures", "business failed/sent", "reason"):
+        table.add_column(col)
+    for r in results:
+        keys = [k for k in r.figures if k.endswith("_s") and k != "duration_s"][:3]
+        table.add_row(r.name, r.verdict, ", ".join(f"{k}={r.figures[k]}" for k in keys),
+                      f"{r.figures.get('business_failed')}/{r.figures.get('business_sent')}", r.reason or "")
+    console.print()
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"seed": seed, "hosts": count, "drills": [r.to_json() for r in results]},
+                                        indent=2))
+        console.print(f"figures written to {json_path}")
+    sys.exit(0 if all(r.verdict == "PASS" for r in results) else 1)

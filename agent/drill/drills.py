@@ -1,0 +1,668 @@
+"""The drills: inject a failure on the lab, observe what the cluster does, restore, verify, measure.
+
+Every drill starts from a healthy cluster (all members alive, one leader with three voters, the
+reference service fully running) and must leave one behind. Each returns a :class:`Result` with
+what a user expects, what happened, the measured times, the business probe's sent/failed requests
+during the drill, and a verdict with the reason. Thresholds are the issues' targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agent.client import ApiError, Client
+from agent.drill.probe import BusinessProbe, Counts
+from agent.lab import Lab
+from mesh.keyring import Keyring
+
+T = TypeVar("T")
+
+RAFT_FAILOVER_TARGET = 1.0
+RECREATE_TARGET = 2.0
+REPLACE_TARGET = 5.0
+HOST_LOSS_TARGET = 10.0
+STACK, SERVICE = "web-server", "nginx-cluster"
+
+
+class DrillFailed(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    action: str
+    expect: str
+    happened: list[str] = dataclasses.field(default_factory=list)
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    verdict: str = "PASS"
+    reason: str = ""
+
+    def fail(self, reason: str) -> None:
+        if self.verdict == "PASS":
+            self.verdict, self.reason = "FAIL", reason
+        else:
+            self.reason += f"; {reason}"
+
+    def check(self, ok: bool, reason: str) -> None:
+        if not ok:
+            self.fail(reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "verdict": self.verdict, "reason": self.reason or None, "action": self.action,
+                "expect": self.expect, "happened": self.happened, "figures": self.figures}
+
+
+class Drills:
+    def __init__(self, lab: Lab, probe: BusinessProbe, service_id: str, rng: random.Random,
+                 say: Callable[[str], None] = lambda _m: None, lossy_seconds: float = 60.0) -> None:
+        self.lab = lab
+        self.probe = probe
+        self.service_id = service_id
+        self.rng = rng
+        self.say = say
+        self.lossy_seconds = lossy_seconds
+        self.hosts = [h.name for h in lab.hosts()]
+        self.scale = 0
+
+    # ------------------------------------------------------------------ reading the cluster
+
+    def api(self, host: str, timeout: float = 5.0) -> Client:
+        return Client(self.lab.host(host).api_url, timeout=timeout)
+
+    def urls(self) -> list[str]:
+        return [self.lab.host(h).api_url for h in self.hosts]
+
+    def answering(self) -> list[str]:
+        out = []
+        for h in self.hosts:
+            try:
+                self.api(h, 1.0).get("/v1/health")
+                out.append(h)
+            except ApiError:
+                pass
+        return out
+
+    def leader(self, among: list[str] | None = None) -> str | None:
+        among = among or self.hosts
+        seen = set()
+        for h in among:
+            try:
+                seen.add(self.api(h, 1.0).get("/v1/raft").get("leader"))
+            except ApiError:
+                continue
+        chief = seen.pop() if len(seen) == 1 else None
+        return chief if chief in among else None
+
+    def members(self, host: str) -> dict[str, str]:
+        return {m["name"]: m["state"] for m in self.api(host, 2.0).get("/v1/members")["items"]}
+
+    def containers(self, via: str | None = None) -> list[dict[str, Any]]:
+        for h in ([via] if via else []) + self.answering():
+            try:
+                return self.api(h).items("/v1/containers", service=self.service_id)
+            except ApiError:
+                continue
+        raise DrillFailed("no agent answers the API")
+
+    def running_exactly(self, via: str | None = None, avoid: str | None = None) -> bool:
+        items = self.containers(via)
+        return (len(items) == self.scale and all(c["state"] == "running" for c in items)
+                and (avoid is None or all(c["host"] != avoid for c in items)))
+
+    def engine_containers(self, host: str) -> list[dict[str, str]]:
+        argv, env = self.lab.exec_argv(host, ["docker", "ps", "-a", "--filter", "label=corral.instance",
+                                              "--format", "{{json .}}"])
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            return []
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def engines(self) -> Counter[str]:
+        """Running copies of each instance across every engine (an instance twice is a duplicate)."""
+        copies: Counter[str] = Counter()
+        for h in self.hosts:
+            for c in self.engine_containers(h):
+                if c.get("State") == "running":
+                    labels = dict(kv.split("=", 1) for kv in c.get("Labels", "").split(",") if "=" in kv)
+                    copies[labels.get("corral.instance", "?")] += 1
+        return copies
+
+    def until(self, what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.05) -> float:
+        started = time.monotonic()
+        last: Any = None
+        while True:
+            try:
+                if probe():
+                    return time.monotonic() - started
+            except (ApiError, OSError, KeyError) as exc:
+                last = exc
+            if time.monotonic() - started > timeout:
+                raise DrillFailed(f"{what}: not within {timeout:g} s" + (f" (last error: {last})" if last else ""))
+            time.sleep(every)
+
+    def healthy(self, timeout: float = 60.0) -> str:
+        """Wait for the whole cluster healthy; the leader."""
+        n = len(self.hosts)
+        self.until("every member alive on every agent", lambda: all(
+            list(self.members(h).values()).count("alive") == n for h in self.hosts), timeout)
+        self.until("one leader", lambda: self.leader(), timeout)
+        chief = self.leader() or ""
+        self.until("three voters", lambda: len(self.api(chief).get("/v1/raft")["voters"]) == min(3, n), timeout)
+        self.until(f"{self.scale} containers running", lambda: self.running_exactly(chief), timeout)
+        self.until("no duplicates on the engines",
+                   lambda: (lambda e: len(e) == self.scale and set(e.values()) == {1})(self.engines()), timeout)
+        return chief
+
+    def voters(self) -> list[str]:
+        chief = self.leader() or self.hosts[0]
+        return list(self.api(chief).get("/v1/raft")["voters"])
+
+    def workers(self, chief: str) -> list[str]:
+        """Hosts that are not Raft voters (else: not the leader), with containers first."""
+        voters = set(self.voters())
+        per_host = Counter(c["host"] for c in self.containers())
+        pool = [h for h in self.hosts if h not in voters] or [h for h in self.hosts if h != chief]
+        return sorted(pool, key=lambda h: -per_host[h])
+
+    def put(self, host: str, key: str, value: str, timeout: float = 10.0) -> tuple[int, Any]:
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.lab.host(host).api_url + f"/v1/kv/{key}", data=value.encode(), method="PUT")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(exc)
+
+    def sh(self, host: str, command: str) -> subprocess.CompletedProcess[str]:
+        argv, env = self.lab.exec_argv(host, ["sh", "-c", command])
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    # ------------------------------------------------------------------ running one drill
+
+    def run(self, name: str) -> Result:
+        method = getattr(self, "drill_" + name.replace("-", "_"))
+        doc = (method.__doc__ or "").strip().split("\n\n")
+        result = Result(name, doc[0], doc[1] if len(doc) > 1 else "")
+        try:
+            self.healthy()
+        except DrillFailed as exc:
+            result.fail(f"the cluster was not healthy before the drill: {exc}")
+            return result
+        before = self.probe.snapshot()
+        started = time.monotonic()
+        try:
+            method(result)
+        except DrillFailed as exc:
+            result.fail(str(exc))
+        except Exception as exc:  # a drill that crashes is a failed drill, with the reason
+            result.fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                self.lab.heal()
+            self._restore_all(result)
+        try:
+            self.healthy(90)
+        except DrillFailed as exc:
+            result.fail(f"not healthy again after the drill: {exc}")
+        counts = self.probe.snapshot().minus(before)
+        result.figures.update(duration_s=round(time.monotonic() - started, 2), business_sent=counts.sent,
+                              business_failed=counts.failed)
+        if counts.errors:
+            result.figures["business_errors"] = counts.errors
+        return result
+
+    def _restore_all(self, result: Result) -> None:
+        """Whatever a drill left down comes back up (a failed drill must not break the next one)."""
+        for row in self.lab.status():
+            h = row["host"]
+            try:
+                if row["dockerd"] != "running":
+                    self.lab.start_host(h)
+                    result.happened.append(f"restored host {h}")
+                elif row["agent"] == "paused":
+                    self.lab.resume(h)
+                    result.happened.append(f"resumed agent {h}")
+                elif row["agent"] != "running":
+                    self.lab.start_agent(h)
+                    result.happened.append(f"restored agent {h}")
+            except Exception as exc:
+                result.fail(f"could not restore {h}: {exc}")
+
+    def agent_pids(self) -> dict[str, Any]:
+        return {row["host"]: row["agent_pid"] for row in self.lab.status()}
+
+    def business(self, since: Counts) -> Counts:
+        return self.probe.snapshot().minus(since)
+
+    # ------------------------------------------------------------------ the drills
+
+    def drill_leader_kill(self, r: Result) -> None:
+        """SIGKILL the leader's agent.
+
+        Containers keep serving (no business request lost); a new leader within the Raft target
+        (1 s); writes resume; the old agent restarts and rejoins as a follower."""
+        old = self.healthy()
+        others = [h for h in self.hosts if h != old]
+        mark = self.probe.snapshot()
+        self.lab.kill_agent(old)
+        killed = time.monotonic()
+        r.happened.append(f"killed the agent of leader {old}")
+        failover = self.until("a new leader", lambda: self.leader(others), 15, every=0.02)
+        new = self.leader(others)
+        resumed = self.until("a write accepted", lambda: self.put(others[0], "drill/leader-kill", "1", 3)[0] == 200,
+                             15, every=0.02) + failover
+        r.figures.update(leader_failover_s=round(failover, 3), writes_resumed_s=round(resumed, 3))
+        r.happened.append(f"{new} leads after {failover:.2f} s; a write committed after {resumed:.2f} s")
+        time.sleep(1.0)
+        lost = self.business(mark).failed
+        self.lab.start_agent(old)
+        rejoin = self.until(f"{old} follows", lambda: self.api(old).get("/v1/raft")["role"] == "follower"
+                            and self.api(old).get("/v1/raft")["leader"] == new, 30)
+        r.figures["rejoined_s"] = round(rejoin, 2)
+        r.happened.append(f"{old} restarted and follows {new} after {rejoin:.2f} s")
+        r.check(failover <= RAFT_FAILOVER_TARGET, f"new leader after {failover:.2f} s > {RAFT_FAILOVER_TARGET} s")
+        r.check(lost == 0, f"{lost} business requests failed while the leader was down")
+        r.check(time.monotonic() - killed < 60, "took too long")
+
+    def drill_leader_wipe(self, r: Result) -> None:
+        """Stop the leader's agent, delete its data directory, start it again.
+
+        No stack, service, name or container mapping is lost; it catches up from the others."""
+        old = self.healthy()
+        view = self._view(old)
+        self.lab.kill_agent(old)
+        shutil.rmtree(self.lab.host(old).agent_data)
+        r.happened.append(f"killed leader {old} and deleted {self.lab.host(old).agent_data}")
+        self.lab.start_agent(old)
+        started = time.monotonic()
+        target = max(self.api(h).get("/v1/raft")["applied"] for h in self.hosts if h != old)
+        self.until(f"{old} caught up", lambda: self.api(old).get("/v1/raft")["applied"] >= target, 60)
+        r.figures["caught_up_s"] = round(time.monotonic() - started, 2)
+        after = self._view(old)
+        r.figures["snapshot_index"] = self.api(old).get("/v1/raft")["snapshot_index"]
+        r.happened.append(f"{old} came back empty and caught up in {r.figures['caught_up_s']} s "
+                          f"(snapshot index {r.figures['snapshot_index']})")
+        r.check(after == view, "the wiped node's view differs from the cluster's before the wipe")
+
+    def _view(self, host: str) -> dict[str, Any]:
+        c = self.api(host)
+        return {
+            "stacks": sorted((s["id"], s["name"]) for s in c.items("/v1/stacks")),
+            "services": sorted((s["id"], s["name"], s["scale"]) for s in c.items("/v1/services")),
+            "containers": sorted((i["id"], i["name"], i["host"]) for i in c.items("/v1/containers")),
+        }
+
+    def drill_manager_majority_loss(self, r: Result) -> None:
+        """Stop 2 of 3 managers.
+
+        Reads still answered (stale, flagged), writes refused with a clear 503, containers keep
+        serving; restore one and writes resume with nothing lost."""
+        chief = self.healthy()
+        assert self.put(chief, "drill/majority", "before")[0] == 200
+        voters = self.voters()
+        down = [chief, *[v for v in voters if v != chief][:1]]
+        survivor = next(v for v in voters if v not in down)
+        mark = self.probe.snapshot()
+        for h in down:
+            self.lab.kill_agent(h)
+        r.happened.append(f"killed managers {', '.join(down)}; {survivor} is the last manager")
+        time.sleep(2.0)  # past an election timeout: the survivor knows it has no leader
+        import urllib.request
+
+        with urllib.request.urlopen(self.lab.host(survivor).api_url + "/v1/services", timeout=5) as resp:
+            stale = resp.headers.get("X-Corral-Stale")
+            read_ok = resp.status == 200
+        started = time.monotonic()
+        status, body = self.put(survivor, "drill/majority", "during", timeout=15)
+        refused_in = time.monotonic() - started
+        r.figures.update(read_status=200 if read_ok else "failed", stale_flag=bool(stale),
+                         write_status=status, write_refused_in_s=round(refused_in, 2))
+        r.happened.append(f"read on {survivor}: {'answered' if read_ok else 'failed'}, stale flag: {stale!r}; "
+                          f"write: HTTP {status} {body.get('message') if isinstance(body, dict) else body} "
+                          f"after {refused_in:.2f} s")
+        r.check(read_ok and bool(stale), "the read was not answered and flagged stale")
+        r.check(status == 503 and isinstance(body, dict) and bool(body.get("message")), "the write was not a 503")
+        serving_lost = self.business(mark).failed
+        self.lab.start_agent(down[1])
+        back = self.until("writes resume", lambda: self.put(survivor, "drill/majority", "after", 3)[0] == 200, 30)
+        r.figures["writes_resumed_after_restore_s"] = round(back, 2)
+        self.lab.start_agent(down[0])
+        got = self.api(survivor).get("/v1/kv/drill/majority")
+        r.check(got.get("value") == "after", f"the kv key reads {got.get('value')!r}, not 'after'")
+        r.check(serving_lost == 0, f"{serving_lost} business requests failed while the majority was down")
+
+    def drill_agent_kill(self, r: Result) -> None:
+        """SIGKILL a worker's agent.
+
+        Its containers keep serving; the host shows reconnecting then disconnected in the API; after
+        restart it reconciles without duplicates."""
+        chief = self.healthy()
+        worker = self.workers(chief)[0]
+        mark = self.probe.snapshot()
+        self.lab.kill_agent(worker)
+        r.happened.append(f"killed the agent of {worker}")
+        states: list[str] = []
+
+        def seen() -> bool:
+            st = str(self.api(chief).get(f"/v1/hosts/{worker}")["state"])
+            if not states or states[-1] != st:
+                states.append(st)
+            return st == "disconnected"
+
+        took = self.until(f"{worker} disconnected", seen, 30, every=0.05)
+        r.figures["disconnected_after_s"] = round(took, 2)
+        r.happened.append(f"host states: {' → '.join(states)}")
+        lost = self.business(mark).failed
+        self.lab.start_agent(worker)
+        self.until("exactly one running copy of every instance",
+                   lambda: (lambda e: len(e) == self.scale and set(e.values()) == {1})(self.engines()), 30)
+        r.check("reconnecting" in states or len(states) > 1, f"states seen: {states}")
+        r.check(states[-1] == "disconnected", f"states seen: {states}")
+        r.check(lost == 0, f"{lost} business requests failed while the agent was down")
+
+    def drill_api_delete(self, r: Result) -> None:
+        """Delete a business container through the API.
+
+        A replacement runs within seconds."""
+        chief = self.healthy()
+        victim = self.rng.choice(self.containers(chief))
+        self.api(chief).delete(f"/v1/containers/{victim['id']}")
+        took = self.until("a replacement running", lambda: victim["id"] not in {
+            c["id"] for c in self.containers(chief)} and self.running_exactly(chief), 30)
+        r.figures["replacement_running_s"] = round(took, 2)
+        r.happened.append(f"deleted {victim['name']} on {victim['host']}; {self.scale} running again after "
+                          f"{took:.2f} s")
+        r.check(took <= REPLACE_TARGET, f"replacement after {took:.2f} s > {REPLACE_TARGET} s")
+
+    def drill_host_rm(self, r: Result) -> None:
+        """`docker rm -f` a business container on its host.
+
+        Recreated on the same host within 2 s."""
+        chief = self.healthy()
+        victim = self.rng.choice(self.containers(chief))
+        took = self._rm_and_wait(victim, chief)
+        r.figures["recreated_s"] = round(took, 2)
+        r.happened.append(f"docker rm -f {victim['name']} on {victim['host']}: running again after {took:.2f} s")
+        r.check(took <= RECREATE_TARGET, f"recreated after {took:.2f} s > {RECREATE_TARGET} s")
+
+    def _rm_and_wait(self, victim: dict[str, Any], via: str, start: Callable[[], None] | None = None) -> float:
+        out = self.sh(victim["host"], f"docker rm -f {victim['container_id']}")
+        if out.returncode != 0:
+            raise DrillFailed(f"docker rm -f failed: {out.stderr.strip()}")
+        if start is not None:
+            start()
+        return self.until("recreated on the same host", lambda: any(
+            c["id"] == victim["id"] and c["state"] == "running" and c["container_id"] != victim["container_id"]
+            and c["host"] == victim["host"] for c in self.containers(via)), 30, every=0.02)
+
+    def drill_agent_down_then_rm(self, r: Result) -> None:
+        """Kill the agent, `docker rm -f` one of its containers, restart the agent.
+
+        It recreates the container at once (Rancher 1.x could not notice this)."""
+        chief = self.healthy()
+        worker = self.workers(chief)[0]
+        victim = next(c for c in self.containers(chief) if c["host"] == worker)
+        self.lab.kill_agent(worker)
+        r.happened.append(f"killed the agent of {worker}, then docker rm -f {victim['name']}")
+        restarted: list[float] = []
+
+        def start() -> None:
+            self.lab.start_agent(worker)
+            restarted.append(time.monotonic())
+
+        total = self._rm_and_wait(victim, chief, start)
+        after_start = time.monotonic() - restarted[0]
+        r.figures["recreated_after_agent_start_s"] = round(after_start, 2)
+        r.happened.append(f"agent restarted; {victim['name']} recreated {after_start:.2f} s after the agent answered")
+        r.check(after_start <= RECREATE_TARGET, f"recreated {after_start:.2f} s after restart > {RECREATE_TARGET} s")
+        r.check(total < 30, "took too long")
+
+    def drill_host_loss(self, r: Result) -> None:
+        """`stop-host` a worker, later `start-host` it.
+
+        Its containers are rescheduled to other hosts within 10 s; when it is back its stale copies
+        are removed and the count is exact."""
+        chief = self.healthy()
+        victim = self.workers(chief)[0]
+        on_it = sum(1 for c in self.containers(chief) if c["host"] == victim)
+        self.lab.stop_host(victim)
+        r.happened.append(f"stopped host {victim} ({on_it} containers)")
+        took = self.until("its containers running elsewhere", lambda: self.running_exactly(chief, avoid=victim), 60)
+        r.figures["rescheduled_s"] = round(took, 2)
+        r.happened.append(f"all {self.scale} running without {victim} after {took:.2f} s")
+        self.lab.start_host(victim)
+        back = self.until("stale copies removed, count exact",
+                          lambda: (lambda e: len(e) == self.scale and set(e.values()) == {1})(self.engines()), 60)
+        r.figures["stale_removed_after_start_s"] = round(back, 2)
+        r.check(took <= HOST_LOSS_TARGET, f"rescheduled after {took:.2f} s > {HOST_LOSS_TARGET} s")
+
+    def drill_partition(self, r: Result) -> None:
+        """Cut one worker from the rest.
+
+        The majority reschedules its work; after `heal` the cut host drops its stale copies; no
+        instance runs twice after convergence."""
+        chief = self.healthy()
+        cut = self.workers(chief)[0]
+        rest = [h for h in self.hosts if h != cut]
+        self.lab.partition([[cut], rest])
+        r.happened.append(f"partitioned {cut} from {', '.join(rest)}")
+        took = self.until("the majority runs everything", lambda: self.running_exactly(chief, avoid=cut), 60)
+        r.figures["rescheduled_s"] = round(took, 2)
+        self.lab.heal()
+        healed = time.monotonic()
+        self.until("one copy of each instance",
+                   lambda: (lambda e: len(e) == self.scale and set(e.values()) == {1})(self.engines()), 60)
+        r.figures["stale_removed_after_heal_s"] = round(time.monotonic() - healed, 2)
+        r.happened.append(f"rescheduled after {took:.2f} s; after heal, stale copies gone in "
+                          f"{r.figures['stale_removed_after_heal_s']} s")
+        r.check(took <= HOST_LOSS_TARGET, f"rescheduled after {took:.2f} s > {HOST_LOSS_TARGET} s")
+
+    def drill_lossy_network(self, r: Result) -> None:
+        """10 % loss on every link, and one agent paused for 2 s.
+
+        No host is declared dead, no container is moved, the business probe's failure rate stays
+        below the loss-induced floor (a plain container outside Corral, probed the same way)."""
+        chief = self.healthy()
+        placement = {c["id"]: c["host"] for c in self.containers(chief)}
+        control_host = self.hosts[0]
+        self.sh(control_host, "docker rm -f corral-drill-control >/dev/null 2>&1; docker run -d --name "
+                "corral-drill-control -p 18080:80 corral/base sh -c 'mkdir -p /w && echo corral-drill-control > "
+                "/w/index.html && exec httpd -f -p 80 -h /w'")
+        control = ControlProbe(self.lab.host(control_host).address, 18080)
+        control.start()
+        deaths: list[str] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                for h in self.hosts:
+                    with contextlib.suppress(ApiError, OSError, KeyError):
+                        deaths.extend(f"{h} saw {n} {s}" for n, s in self.members(h).items() if s in ("dead", "left"))
+                stop.wait(0.5)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        mark = self.probe.snapshot()
+        try:
+            for h in self.hosts:
+                self.lab.degrade(h, 10)
+            r.happened.append(f"10 % loss on every host's link for {self.lossy_seconds:g} s")
+            time.sleep(self.lossy_seconds / 2)
+            paused = self.workers(chief)[0]
+            self.lab.pause(paused)
+            time.sleep(2.0)
+            self.lab.resume(paused)
+            r.happened.append(f"paused the agent of {paused} for 2 s")
+            time.sleep(max(0.0, self.lossy_seconds / 2 - 2.0))
+        finally:
+            self.lab.heal()
+            stop.set()
+            watcher.join(5)
+            control.stop()
+            self.sh(control_host, "docker rm -f corral-drill-control")
+        counts = self.business(mark)
+        rate = counts.failed / counts.sent if counts.sent else 1.0
+        floor = control.failed / control.sent if control.sent else 1.0
+        moved = {i: h for i, h in placement.items() if {c["id"]: c["host"] for c in self.containers(chief)}.get(i) != h}
+        r.figures.update(failure_rate=round(rate, 4), control_failure_rate=round(floor, 4),
+                         control_sent=control.sent, deaths_seen=len(deaths), containers_moved=len(moved))
+        r.happened.append(f"business failure rate {rate:.2%} vs {floor:.2%} for a plain container; "
+                          f"{len(deaths)} dead verdicts, {len(moved)} containers moved")
+        r.check(not deaths, f"declared dead: {deaths[:3]}")
+        r.check(not moved, f"containers moved: {list(moved)[:3]}")
+        r.check(rate <= floor + 0.02, f"failure rate {rate:.2%} above the floor {floor:.2%} + 2 points")
+
+    def drill_garbage(self, r: Result) -> None:
+        """Random, truncated, replayed and wrong-key packets at every host's gossip, Raft and overlay ports; bad HTTP.
+
+        Nothing crashes, counters rise, membership and data path unchanged."""
+        self.healthy()
+        pids = self.agent_pids()
+        before = {h: self.api(h).get("/v1/members/stats") for h in self.hosts}
+        raft_before = {h: self.api(h).get("/v1/raft").get("drops", {}) for h in self.hosts}
+        captured = capture_gossip(self.lab, seconds=1.5)
+        rogue = Keyring.from_secret(os.urandom(32)).channel(b"gossip")
+        sent = Counter[str]()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for spec in self.lab.hosts():
+                for i in range(100):
+                    udp.sendto(os.urandom(self.rng.randrange(0, 1400)), (spec.address, 7946))
+                    udp.sendto(rogue.seal(os.urandom(40)), (spec.address, 7946))
+                    udp.sendto(os.urandom(i % 60), (spec.address, 4500))
+                    sent.update(["gossip random", "gossip wrong key", "overlay random"])
+                    time.sleep(0.002)  # paced: a burst would only measure the kernel's socket buffer
+                for payload in captured.get(spec.address, [])[:50]:
+                    udp.sendto(payload, (spec.address, 7946))
+                    udp.sendto(payload[: len(payload) // 2], (spec.address, 7946))
+                    sent.update(["gossip replayed", "gossip truncated"])
+                for blob in (os.urandom(64), struct.pack(">I", 2**31) + os.urandom(8),
+                             struct.pack(">I", 48) + rogue.seal(b"x" * 4)):
+                    with contextlib.suppress(OSError), socket.create_connection((spec.address, 7947), timeout=2) as s:
+                        s.sendall(blob)
+                        sent["raft frames"] += 1
+                for req in (b"GARBAGE / HTTP/1.1\r\n\r\n",
+                            b"POST /v1/services HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad",
+                            b"PUT /v1/kv/%ff%fe HTTP/1.1\r\nContent-Length: 2\r\n\r\nxx", os.urandom(300)):
+                    with contextlib.suppress(OSError), socket.create_connection((spec.address, 8080), timeout=2) as s:
+                        s.sendall(req)
+                        with contextlib.suppress(OSError):
+                            s.recv(4096)
+                        sent["http requests"] += 1
+        finally:
+            udp.close()
+        time.sleep(1.5)
+        r.figures["sent"] = dict(sent)
+        after = {h: self.api(h).get("/v1/members/stats") for h in self.hosts}
+        raft_after = {h: self.api(h).get("/v1/raft").get("drops", {}) for h in self.hosts}
+        gossip_dropped = {h: sum(after[h]["drops"].values()) - sum(before[h]["drops"].values()) for h in self.hosts}
+        raft_dropped = {h: sum(raft_after[h].values()) - sum(raft_before[h].values()) for h in self.hosts}
+        replayed = sum(after[h]["sealing"]["drops"].get("replayed", 0) - before[h]["sealing"]["drops"].get(
+            "replayed", 0) for h in self.hosts)
+        r.figures.update(gossip_dropped=gossip_dropped, raft_dropped=raft_dropped, replays_dropped=replayed)
+        same_pids = self.agent_pids() == pids
+        r.happened.append(f"sent {sum(sent.values())} bad packets/requests; gossip drops {gossip_dropped}, "
+                          f"raft drops {raft_dropped}, replays dropped {replayed}; agents "
+                          f"{'all still running' if same_pids else 'RESTARTED'}")
+        r.check(same_pids, "an agent process changed (crashed?)")
+        expected = 200 + min(50, len(captured.get(self.lab.host(self.hosts[0]).address, [])))
+        r.check(all(v >= 0.8 * expected for v in gossip_dropped.values()),
+                f"gossip drop counters rose by less than 80 % of what was sent: {gossip_dropped}")
+        r.check(all(v >= 1 for v in raft_dropped.values()), f"raft drop counters did not rise: {raft_dropped}")
+        r.check(bool(captured), "no gossip packet was captured to replay")
+        r.check(replayed > 0, "replayed packets were not dropped as replays")
+        for h in self.hosts:
+            r.check(set(self.members(h).values()) == {"alive"}, f"membership changed on {h}")
+
+
+class ControlProbe(threading.Thread):
+    """The same kind of request, to a plain container outside Corral: the loss-induced floor."""
+
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.address, self.port = address, port
+        self.sent = self.failed = 0
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+    def run(self) -> None:
+        import http.client
+
+        while not self._stop_event.is_set():
+            conn = http.client.HTTPConnection(self.address, self.port, timeout=3.0)
+            try:
+                conn.request("GET", "/")
+                ok = b"corral-drill-control" in conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                ok = False
+            finally:
+                conn.close()
+            self.sent += 1
+            self.failed += 0 if ok else 1
+            self._stop_event.wait(0.1)
+
+
+def capture_gossip(lab: Lab, seconds: float) -> dict[str, list[bytes]]:
+    """Sealed gossip datagrams seen on the hosts' links, by destination address (for the replay test).
+
+    Read with AF_PACKET on the root side of each host's veth (``crl-hN``): every frame to or from
+    that host crosses it.
+    """
+    out: dict[str, list[bytes]] = {}
+    socks = []
+    for host in lab.hosts():
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+            sock.bind((host.veth, 0))
+            sock.setblocking(False)
+            socks.append(sock)
+        except OSError:
+            continue
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            idle = True
+            for sock in socks:
+                try:
+                    frame = sock.recv(65535)
+                except BlockingIOError:
+                    continue
+                idle = False
+                ip = frame[14:]
+                if frame[12:14] != b"\x08\x00" or len(ip) < 28 or ip[9] != 17:
+                    continue
+                ihl = (ip[0] & 0x0F) * 4
+                dport = struct.unpack(">H", ip[ihl + 2: ihl + 4])[0]
+                if dport == 7946:
+                    out.setdefault(socket.inet_ntoa(ip[16:20]), []).append(bytes(ip[ihl + 8:]))
+            if idle:
+                time.sleep(0.01)
+    finally:
+        for sock in socks:
+            sock.close()
+    return out
+
+
+ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "garbage"]
