@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import __version__, api_kv, api_members, api_stacks, hostinfo, keys, openapi
+from agent import __version__, api_kv, api_members, api_stacks, hostinfo, keys, openapi, overlay_runtime
 from agent.cluster import Cluster
 from agent.config import AgentConfig
 from agent.datadir import DataDir
@@ -111,13 +111,14 @@ async def host(request: web.Request) -> web.Response:
 
 
 def build_app(config: AgentConfig, deps: AgentDeps, cluster: Cluster, gossip: GossipNode,
-              ring: Keyring) -> web.Application:
+              ring: Keyring, overlay: overlay_runtime.OverlayRuntime) -> web.Application:
     """The whole API as the agent serves it (also what the OpenAPI test checks)."""
     app = create_app(config, deps, cluster)
     api_stacks.add_routes(app)
     api_stacks.add_container_io_routes(app, deps.engine, config.name)
     api_members.add_routes(app, gossip)
     keys.add_routes(app, ring)
+    overlay_runtime.add_routes(app, overlay)
     openapi.add_routes(app)
     return app
 

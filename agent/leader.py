@@ -68,8 +68,12 @@ class Leader:
 
     async def _loop(self) -> None:
         while True:
+            wait = PERIOD
+            if self._down_since:  # wake when the first grace period runs out, not up to PERIOD later
+                expiry = min(self._down_since.values()) + self.grace - self._clock()
+                wait = min(PERIOD, max(0.01, expiry)) if expiry > 0 else PERIOD
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), PERIOD)
+                await asyncio.wait_for(self._kick.wait(), wait)
             self._kick.clear()
             if self.raft.core.role != Role.LEADER:
                 self._down_since.clear()

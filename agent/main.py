@@ -19,7 +19,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from agent import __version__, api_members, credentials, keys
+from agent import __version__, api_members, credentials, keys, overlay_runtime
 from agent.api import AgentDeps, build_app
 from agent.config import AgentConfig
 from agent.datadir import DataDir
@@ -52,7 +52,8 @@ async def serve(config: AgentConfig) -> None:
             if secret is None:
                 raise DataDirError(f"{config.data_dir}: no cluster secret after set-up")
             ring = keys.load(config.data_dir, secret)
-            meta = {**local_meta(config), "key_ids": keys.ids(ring)}
+            overlay_private, overlay_public = overlay_runtime.load_or_make_key(config.data_dir)
+            meta = {**local_meta(config), "key_ids": keys.ids(ring), "overlay_key": overlay_public.hex()}
             gossip = GossipNode(config.name, (config.bind, config.gossip_port), meta,
                                 ring.channel(b"gossip", replay_window=GOSSIP_REPLAY_WINDOW))
             await gossip.start()
@@ -61,9 +62,13 @@ async def serve(config: AgentConfig) -> None:
                 async with run_cluster(config, engine, ring.channel(b"raft"),
                                        api_members.GossipMembership(gossip)) as runtime:
                     watcher = asyncio.create_task(_follow_keyring(runtime, ring, gossip, meta, config))
+                    overlay = overlay_runtime.OverlayRuntime(config, runtime.cluster, overlay_private, secret)
+                    await overlay.start()
                     try:
-                        await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir), runtime, gossip, ring)
+                        await _serve_api(config, AgentDeps(engine=engine, data_dir=data_dir), runtime, gossip, ring,
+                                         overlay)
                     finally:
+                        await overlay.stop()
                         watcher.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await watcher
@@ -90,12 +95,12 @@ async def _follow_keyring(runtime: Runtime, ring: Keyring, gossip: GossipNode, m
 
 
 async def _serve_api(config: AgentConfig, deps: AgentDeps, runtime: Runtime, gossip: GossipNode,
-                     ring: Keyring) -> None:
+                     ring: Keyring, overlay: overlay_runtime.OverlayRuntime) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    app = build_app(config, deps, runtime.cluster, gossip, ring)
+    app = build_app(config, deps, runtime.cluster, gossip, ring, overlay)
     runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
     await runner.setup()
     try:

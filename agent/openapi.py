@@ -79,6 +79,7 @@ DOCS: dict[tuple[str, str], tuple[str, str, list[str], str | None]] = {
     ("GET", "/v1/members/stats"): ("cluster", "Gossip counters, drops by reason", [], None),
     ("GET", "/v1/keys"): ("cluster", "Key ids, the primary, how many live members hold each", [], None),
     ("POST", "/v1/keys"): ("cluster", "Install, use (make primary) or remove a key", [], "KeyChange"),
+    ("GET", "/v1/overlay"): ("overlay", "Overlay peers, sessions, RTT, traffic and drops by reason", [], None),
     ("GET", "/v1/raft"): ("cluster", "Raft role, term, leader, indexes, peers", [], None),
     ("POST", "/v1/internal/propose"): ("internal", "Sealed Raft command from a member (not for users)", [], None),
     ("GET", "/v1/kv/{key}"): ("kv", "Read a key", ["consistent", "index", "wait"], None),

@@ -13,6 +13,7 @@ from agent import openapi
 from agent.api import AgentDeps, build_app
 from agent.cluster import Cluster
 from agent.config import AgentConfig
+from agent.overlay_runtime import OverlayRuntime
 from mesh.keyring import Keyring
 from mesh.node import GossipNode
 
@@ -20,7 +21,8 @@ from mesh.node import GossipNode
 def _app() -> web.Application:
     deps = AgentDeps(engine=cast(Any, object()), data_dir=cast(Any, object()))
     return build_app(AgentConfig(bind="127.0.0.1", data_dir=Path("/nonexistent")), deps,
-                     cast(Cluster, object()), cast(GossipNode, object()), Keyring.from_secret(b"k" * 32))
+                     cast(Cluster, object()), cast(GossipNode, object()), Keyring.from_secret(b"k" * 32),
+                     cast(OverlayRuntime, object()))
 
 
 def test_every_served_route_is_documented_and_nothing_else() -> None:
