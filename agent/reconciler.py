@@ -30,6 +30,7 @@ from agent.state import ClusterState
 log = logging.getLogger("corral.reconciler")
 
 PERIOD = 5.0
+CONCURRENCY = 8  # engine calls in flight per reconcile pass
 RESTART_POLICY = {"always": "always", "on-failure": "on-failure", "no": "no"}
 
 
@@ -211,20 +212,39 @@ class Reconciler:
             self._network = subnet
         desired = desired_here(self.state, self.host)
         actions = plan(desired, await containers.list())
+        # Actions on different instances are independent: run them together (bounded), so 30 new
+        # containers take about as long as a few, not thirty create+start round trips in a row.
+        # The plan lists an instance's remove before its create; one instance's actions stay in order.
+        by_instance: dict[str, list[Action]] = {}
         for action in actions:
-            log.info("%s %s: %s", action.kind, desired[action.instance].name if action.instance in desired
-                     else action.instance, action.reason)
-            if action.kind == "remove" and action.container:
-                await containers.remove(action.container)
-            elif action.kind == "stop" and action.container:
-                await containers.stop(action.container)
-            elif action.kind == "start" and action.container:
-                await containers.start(action.container)
-            elif action.kind == "create" and action.desired is not None:
-                await self._create(action.desired)
+            by_instance.setdefault(action.instance, []).append(action)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def run(steps: list[Action]) -> None:
+            async with gate:
+                for action in steps:
+                    await self._do(action, desired)
+
+        results = await asyncio.gather(*(run(steps) for steps in by_instance.values()), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
         self.passes += 1
         await self._report_statuses(desired, await containers.list() if actions else None)
+        if failures:  # what did succeed is reported above; the next pass retries the rest
+            raise failures[0]
         return actions
+
+    async def _do(self, action: Action, desired: Mapping[str, Desired]) -> None:
+        containers = self.engine.containers
+        log.info("%s %s: %s", action.kind, desired[action.instance].name if action.instance in desired
+                 else action.instance, action.reason)
+        if action.kind == "remove" and action.container:
+            await containers.remove(action.container)
+        elif action.kind == "stop" and action.container:
+            await containers.stop(action.container)
+        elif action.kind == "start" and action.container:
+            await containers.start(action.container)
+        elif action.kind == "create" and action.desired is not None:
+            await self._create(action.desired)
 
     async def _create(self, want: Desired) -> None:
         containers = self.engine.containers
