@@ -30,6 +30,8 @@ class AgentConfig:
     labels: tuple[tuple[str, str], ...] = ()
     host_grace: float = 5.0
     """Seconds a host may be disconnected before the leader moves its instances elsewhere."""
+    replace_dead_managers_after: float | None = None
+    """Off (None) by default: else a Raft voter dead this long is replaced by a healthy learner."""
     token: str | None = dataclasses.field(default=None, repr=False)
     data_dir: Path = DEFAULT_DATA_DIR
     docker_host: str = DEFAULT_DOCKER_HOST

@@ -44,7 +44,9 @@ class MemberInfo:
 
 class Leader:
     def __init__(self, raft: RaftDriver, state: ClusterState, members: Callable[[], list[MemberInfo]],
-                 grace: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 grace: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 replace_dead_managers_after: float | None = None) -> None:
+        self.replace_dead_managers_after = replace_dead_managers_after
         self.raft = raft
         self.state = state
         self._members = members
@@ -69,9 +71,10 @@ class Leader:
     async def _loop(self) -> None:
         while True:
             wait = PERIOD
-            if self._down_since:  # wake when the first grace period runs out, not up to PERIOD later
-                expiry = min(self._down_since.values()) + self.grace - self._clock()
-                wait = min(PERIOD, max(0.01, expiry)) if expiry > 0 else PERIOD
+            now = self._clock()
+            pending = [t + self.grace - now for t in self._down_since.values() if t + self.grace > now]
+            if pending:  # wake when the next grace period runs out, not up to PERIOD later
+                wait = min(PERIOD, max(0.01, min(pending)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), wait)
             self._kick.clear()
@@ -100,12 +103,16 @@ class Leader:
         core = self.raft.core
         progress = core.status().get("progress", {})
         assert isinstance(progress, dict)
+        now = self._clock()
         candidates = {
             name: Candidate(alive=m.state == "alive", manager=bool(m.meta.get("manager")),
-                            match=int(progress.get(name, {}).get("match", 0)))
+                            match=int(progress.get(name, {}).get("match", 0)),
+                            dead_for=now - self._down_since[name]
+                            if m.state in ("dead", "left") and name in self._down_since else 0.0)
             for name, m in members.items()
         }
-        change = next_change(core.voters, core.learners, candidates, core.commit)
+        change = next_change(core.voters, core.learners, candidates, core.commit,
+                             replace_dead_after=self.replace_dead_managers_after)
         if change is not None:
             op, node = change
             outcome = core.propose_conf_change(op, node)

@@ -91,7 +91,8 @@ async def run_cluster(config: AgentConfig, engine: DockerEngine, sealer: Sealer,
         return None
 
     cluster = Cluster(state, driver, api_of, sealer)
-    leader = Leader(driver, state, membership.members, grace=config.host_grace)
+    leader = Leader(driver, state, membership.members, grace=config.host_grace,
+                    replace_dead_managers_after=config.replace_dead_managers_after)
 
     async def report(instance: str, status: dict[str, Any]) -> None:
         await cluster.propose_anywhere(command("instance.status", id=instance, host=config.name, **status))
