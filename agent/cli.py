@@ -67,12 +67,16 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
 @click.option("--label", "labels", multiple=True, callback=_check_labels, help="host label KEY=VALUE (repeatable)")
 @click.option("--host-grace", type=click.FloatRange(0.0, 3600.0), default=5.0, show_default=True,
               help="seconds a lost host's containers wait before they are rescheduled")
+@click.option("--gossip-port", type=click.IntRange(1, 65535), default=7946, show_default=True)
+@click.option("--raft-port", type=click.IntRange(1, 65535), default=7947, show_default=True)
+@click.option("--overlay/--no-overlay", "overlay", default=True, show_default=True,
+              help="run the encrypted container overlay on this host")
 @click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
               help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
-    host_grace: float, replace_after: float | None,
+    host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
 ) -> None:
     """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
     from agent import log, main
@@ -80,7 +84,8 @@ def agent(
     log.setup()
     config = AgentConfig(bind=bind, join=join, bootstrap=bootstrap, token=token, data_dir=data_dir,
                          docker_host=docker_host, api_port=api_port, access_log=access_log, manager=manager,
-                         labels=labels, host_grace=host_grace, replace_dead_managers_after=replace_after)
+                         labels=labels, host_grace=host_grace, replace_dead_managers_after=replace_after,
+                         gossip_port=gossip_port, raft_port=raft_port, overlay=overlay)
     if name:
         config = dataclasses.replace(config, name=name)
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_API_PORT = 8080
 DEFAULT_GOSSIP_PORT = 7946
+DEFAULT_RAFT_PORT = 7947
 DEFAULT_DATA_DIR = Path("/var/lib/corral")
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -24,6 +25,9 @@ class AgentConfig:
     name: str = dataclasses.field(default_factory=socket.gethostname)
     api_port: int = DEFAULT_API_PORT
     gossip_port: int = DEFAULT_GOSSIP_PORT
+    raft_port: int = DEFAULT_RAFT_PORT
+    overlay: bool = True
+    """Run the overlay (TUN, routes, data path); off for a host that only manages, or a second agent."""
     join: tuple[str, ...] = ()
     bootstrap: bool = False
     manager: bool = False

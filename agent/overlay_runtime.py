@@ -63,6 +63,9 @@ class OverlayRuntime:
         self._peers_seen: Any = None
 
     async def start(self) -> None:
+        if not self.config.overlay:
+            self.error = "the overlay is off on this host (--no-overlay)"
+            return
         self._task = asyncio.create_task(self._run(), name="overlay")
 
     async def stop(self) -> None:
@@ -114,7 +117,8 @@ class OverlayRuntime:
 
     def status(self) -> dict[str, Any]:
         if self.service is None:
-            return {"state": "starting" if self.error is None else "failed", "error": self.error}
+            state = "off" if not self.config.overlay else "starting" if self.error is None else "failed"
+            return {"state": state, "error": self.error}
         body: dict[str, Any] = self.service.status()
         return body
 

@@ -31,6 +31,7 @@ log = logging.getLogger("corral.reconciler")
 
 PERIOD = 5.0
 CONCURRENCY = 8  # engine calls in flight per reconcile pass
+CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory")
 RESTART_POLICY = {"always": "always", "on-failure": "on-failure", "no": "no"}
 
 
@@ -65,7 +66,9 @@ def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[s
     exposed: dict[str, dict[str, Any]] = {f"{p['target']}/{p['protocol']}": {} for p in spec["ports"]}
     # "80" publishes on an ephemeral host port (as compose does); "8080:80" on 8080.
     bindings = {f"{p['target']}/{p['protocol']}": [{"HostPort": str(p["published"] or "")}] for p in spec["ports"]}
-    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    # Only what shapes the container: a new scale or placement rule must not restart the ones that stay.
+    shape = {k: spec.get(k) for k in CONTAINER_FIELDS}
+    fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
     labels = {
         **spec["labels"],
         LABEL_PREFIX + "instance": instance["id"],

@@ -28,7 +28,6 @@ from mesh import raft_config
 from mesh.raft import RaftNode
 from mesh.raft_driver import RaftDriver
 from mesh.raft_storage import SqliteStorage
-from mesh.raft_transport import DEFAULT_PORT as RAFT_PORT
 from mesh.raft_transport import RaftTransport, Sealer
 
 log = logging.getLogger("corral.agent")
@@ -46,7 +45,7 @@ def local_meta(config: AgentConfig) -> dict[str, Any]:
     mem = hostinfo.meminfo()
     return {
         "api": config.api_url,
-        "raft": f"{config.bind}:{RAFT_PORT}",
+        "raft": f"{config.bind}:{config.raft_port}",
         "manager": config.manager,
         "labels": dict(config.labels),
         "cpus": hostinfo.cpu_count(),
@@ -78,7 +77,7 @@ async def run_cluster(config: AgentConfig, engine: DockerEngine, sealer: Sealer,
                     voters=(config.name,) if config.bootstrap and fresh else ())
     state = ClusterState()
     deliver: list[Callable[[Any], None]] = []
-    transport = RaftTransport((config.bind, RAFT_PORT), sealer, lambda m: deliver[0](m))
+    transport = RaftTransport((config.bind, config.raft_port), sealer, lambda m: deliver[0](m))
     reconciler_ref: list[Reconciler] = []
     driver = RaftDriver(core, storage, state, transport, cfg.tick_seconds,
                         on_applied=lambda _i: reconciler_ref[0].kick() if reconciler_ref else None)

@@ -212,7 +212,8 @@ def test_agent_stops_cleanly_on_a_signal(lab3: Lab, sig: signal.Signals, tmp_pat
     h1 = lab3.hosts()[0]
     proc = subprocess.Popen(
         ["nsenter", f"--net={h1.netns_path}", sys.executable, "-m", "agent", "agent", "--bind", h1.address,
-         "--api-port", "8181", "--name", "extra", "--data-dir", str(tmp_path / "d"), "--docker-host", h1.docker_host],
+         "--api-port", "8181", "--gossip-port", "17946", "--raft-port", "17947", "--no-overlay",
+         "--name", "extra", "--data-dir", str(tmp_path / "d"), "--docker-host", h1.docker_host],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, CORRAL_JOIN_TOKEN=lab3.token() or ""),
     )

@@ -177,6 +177,11 @@ def test_peers_removed_and_readded() -> None:
         assert set(a.dp.status()["peers"]) == {"b"}
         a.dp.set_peers([])
         assert a.dp.status()["peers"] == {}
+        bad = PeerRoute("c", IPv4Network("10.42.3.0/24"), ("127.0.0.1", 9), a.dp.session.public_key)  # our own key
+        a.dp.set_peers([b.route(), bad])
+        st = a.dp.status()
+        assert set(st["peers"]) == {"b"} and "c" in st["peer_errors"]
+        a.dp.set_peers([])
         a.kernel.send(EMPTY_VNET_HDR + ipv4("10.42.1.2", "10.42.2.2", b"x"))
         pump([a], lambda: a.dp.drops.get("no_route"))
     finally:

@@ -53,3 +53,20 @@ def test_exited_containers_restart_as_their_policy_says() -> None:
 def test_stopped_services_stop_their_containers() -> None:
     assert kinds(plan({"i1": want("i1", running=False)}, [seen("c1", "i1")])) == [("stop", "i1", "c1")]
     assert plan({"i1": want("i1", running=False)}, [seen("c1", "i1", "exited")]) == []
+
+
+def test_scaling_or_new_placement_rules_do_not_change_the_containers_that_stay() -> None:
+    from agent.reconciler import container_config
+    from tests.unit.test_state import Log, web_stack
+
+    log = Log()
+    _, service = web_stack(log, scale=3)
+    assert log("placements.commit", service=service, placements=[[1, "h1"]])["ok"]
+    inst = next(iter(log.state.instances.values()))
+    before = container_config(log.state, inst)["Labels"][SPEC]
+    assert log("service.scale", id=service, scale=50)["ok"]
+    assert log("service.update", id=service, spec={"placement": {"strategy": "pack"}})["ok"]
+    assert container_config(log.state, inst)["Labels"][SPEC] == before
+    assert log("service.update", id=service, spec={"environment": {"MODE": "new"}})["ok"]
+    changed = log.state.instances.get(inst["id"], inst)
+    assert container_config(log.state, changed)["Labels"][SPEC] != before
