@@ -36,7 +36,15 @@ WG_PORT = 51820
 
 
 def iperf(client_ns: str, server_ns: str, dst: str, seconds: float, streams: int) -> float:
-    """Gbit/s received, iperf3 TCP."""
+    """Gbit/s received, iperf3 TCP (one retry: on a loaded machine iperf3 sometimes fails to start)."""
+    try:
+        return _iperf_once(client_ns, server_ns, dst, seconds, streams)
+    except (RuntimeError, ValueError) as e:
+        print(f"iperf3 {client_ns} → {dst} failed ({e}); retrying once", flush=True)
+        return _iperf_once(client_ns, server_ns, dst, seconds, streams)
+
+
+def _iperf_once(client_ns: str, server_ns: str, dst: str, seconds: float, streams: int) -> float:
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", "5201"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -46,6 +54,8 @@ def iperf(client_ns: str, server_ns: str, dst: str, seconds: float, streams: int
         wait_for(listening, 5, "iperf3 server")
         out = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", dst, "-p", "5201", "-J", "-t",
                               str(seconds), "-P", str(streams)], capture_output=True, text=True, timeout=seconds + 30)
+        if not out.stdout.strip():
+            raise RuntimeError(f"no output, exit {out.returncode}: {out.stderr.strip()[:200]}")
         data = json.loads(out.stdout)
         if "error" in data:
             raise RuntimeError(data["error"])

@@ -36,7 +36,10 @@ class Link:
     loss: float = 0.0
     delay: float = 0.0005
     jitter: float = 0.0002
+    """Uniform extra delay in ``[0, jitter)``: packets sent close together may swap."""
     duplicate: float = 0.0
+    reorder: float = 0.0
+    """Probability that a packet is held back by up to ``10 × delay`` more, so later ones overtake it."""
 
 
 class SimNode:
@@ -355,6 +358,8 @@ class Sim:
                     self.packets_dropped += 1
                     continue
                 delay = link.delay + (net.random() * link.jitter if link.jitter else 0.0)
+                if link.reorder and net.random() < link.reorder:
+                    delay += net.random() * 10 * link.delay
                 self._push(self.now + delay, _PACKET, (dst, dst.instance, node.address, data))
         for dst_addr, data in swim.take_stream_requests():
             dst = self._by_addr.get(dst_addr)

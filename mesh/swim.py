@@ -852,6 +852,7 @@ class Swim:
         """memberlist ``refute``: beat the accusation's incarnation and count it against our health."""
         me = self._self
         me.incarnation = max(me.incarnation, accused) + 1
+        me.changed_at = self._now
         self.stats["refutations"] += 1
         self._apply_health(1)
         self._broadcast_self_alive()

@@ -111,6 +111,8 @@ class Datapath:
         self._under_load_until = 0.0
         self._offload_fallback = False
         self.rehandshakes = 0
+        #: Peers set_peers() could not add, and why.
+        self.peer_errors: dict[str, str] = {}
 
     # ------------------------------------------------------------------ peers
     def set_peers(self, peers: Iterable[PeerRoute]) -> None:
@@ -124,8 +126,13 @@ class Datapath:
                 self.session.remove_peer(pid)
                 del self.peers[pid]
                 self.health.pop(pid, None)
+        self.peer_errors = {}
         for pid, p in wanted.items():
-            self.session.add_peer(pid, p.public_key, p.addr, now)
+            try:
+                self.session.add_peer(pid, p.public_key, p.addr, now)
+            except ValueError as e:  # a bad or duplicated key in a host record: skip that host, say why
+                self.peer_errors[pid] = str(e)
+                continue
             if pid not in self.health:
                 self.health[pid] = PeerHealth(self.cfg.probe, now)
             self.peers[pid] = p
@@ -404,7 +411,8 @@ class Datapath:
         tun = self.tun.describe()
         return {"peers": peers, "drops": drops, "counters": dict(self.counters), "tun": tun,
                 "offload_fallback": self._offload_fallback, "max_message": self.max_message,
-                "udp_gro": self._gro, "chunk_size": self._chunk, "forced_rehandshakes": self.rehandshakes}
+                "udp_gro": self._gro, "chunk_size": self._chunk, "forced_rehandshakes": self.rehandshakes,
+                "peer_errors": dict(self.peer_errors)}
 
 
 __all__ = ["MESSAGE_STEPS", "Datapath", "DatapathConfig", "PeerRoute", "route_keys"]
