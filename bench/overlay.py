@@ -158,6 +158,8 @@ def measure_overlay(lab: OverlayLab, mode: str, seconds: float, under_rtt: float
     one = iperf("ovt-ac", "ovt-bc", dst, seconds, 1)
     wall = time.monotonic() - t0
     cpu = {n: (cpu_seconds(pids[n]) - c0[n]) / wall * 100 for n in "ab"}
+    time.sleep(0.3)  # one more status write, so the lag window is the iperf run's
+    lag = {n: float(lab.status(n).get("agent_loop_lag_ms", {}).get("p99", float("nan"))) for n in "ab"}
     four = iperf("ovt-ac", "ovt-bc", dst, seconds, 4)
     rtt = ping_ms("ovt-ac", dst)
     st = lab.status("a")
@@ -166,7 +168,7 @@ def measure_overlay(lab: OverlayLab, mode: str, seconds: float, under_rtt: float
         lab.stop(n)
     print(f"[{mode}] 1 stream {one:.2f}, 4 streams {four:.2f} Gbit/s; drops a {st.get('drops')} b {stb.get('drops')};"
           f" udp a {udp_errors('ovt-a')} b {udp_errors('ovt-b')}", flush=True)
-    return {"mode": mode, "one": one, "four": four, "rtt": rtt, "added": rtt - under_rtt, "cpu": cpu,
+    return {"mode": mode, "one": one, "four": four, "rtt": rtt, "added": rtt - under_rtt, "cpu": cpu, "lag": lag,
             "drops": st.get("drops", {}), "offloads": st.get("tun", {}).get("offloads"),
             "chunk": st.get("chunk_size"), "tun_mtu": st.get("tun_mtu")}
 
@@ -177,7 +179,9 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return float(statistics.median(r[key] for r in runs))
     mid = sorted(runs, key=lambda r: float(r["one"]))[len(runs) // 2]
     cpu = {n: float(statistics.median(r["cpu"][n] for r in runs)) for n in "ab"}
+    lag = {n: float(statistics.median(r["lag"][n] for r in runs)) for n in "ab"}
     return {**mid, "one": med("one"), "four": med("four"), "rtt": med("rtt"), "added": med("added"), "cpu": cpu,
+            "lag": lag,
             "all_one": [round(float(r["one"]), 2) for r in runs]}
 
 
@@ -234,11 +238,12 @@ def main() -> None:
         print(f"{'corral overlay, ' + r['mode'] + ' (container→container)':44} {r['one']:9.2f} {r['four']:10.2f} "
               f"{r['one'] / under_one:10.3f} {r['one'] / wg_one:7.2f} {r['rtt']:7.3f} {r['added']:8.3f}  "
               f"{r['cpu']['a']:.0f}% / {r['cpu']['b']:.0f}%  ({(r['cpu']['a'] + r['cpu']['b']) / r['one']:.0f}%/Gbit)  "
-              f"runs {r['all_one']}")
+              f"agent lag p99 {r['lag']['a']:.1f}/{r['lag']['b']:.1f} ms  runs {r['all_one']}")
     print("Gbit/s received; ratios on single-stream TCP; +RTT = median ping RTT minus the underlay's;")
     print(f"overlay rows: medians of {args.repeat} interleaved run(s); tunnel CPU in the 1-stream run, % of a core:")
     print("  the process running the data path: the worker (process mode), the agent stand-in with its own")
-    print(f"  {args.agent_load:.0%} load (thread, loop modes), the wireguard-go process")
+    print(f"  {args.agent_load:.0%} load (thread, loop modes), the wireguard-go process; agent lag p99 = how late the")
+    print("  agent's event loop ran a 10 ms sleep in the 1-stream run (its API, gossip and Raft would be that late)")
     print("targets: 1 stream ≥ 5 × wireguard-go and ≥ 0.15 × underlay; +RTT ≤ 0.3 ms")
     first = results[0]
     print(f"overlay facts: tun mtu {first['tun_mtu']}, offloads {first['offloads']}, chunk {first['chunk']} B, "

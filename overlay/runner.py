@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import ipaddress
@@ -54,6 +55,28 @@ async def simulated_agent_load(fraction: float, slice_s: float = 0.002) -> None:
         await asyncio.sleep(idle)
 
 
+class LoopLag:
+    """How late this loop runs a 10 ms sleep: what the data path (or anything else) costs the agent's own work."""
+
+    def __init__(self, period: float = 0.01, window: int = 500) -> None:
+        self.period = period
+        self.lags: collections.deque[float] = collections.deque(maxlen=window)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.period)
+            self.lags.append(loop.time() - t - self.period)
+
+    def summary(self) -> dict[str, float]:
+        if not self.lags:
+            return {}
+        xs = sorted(self.lags)
+        return {"p50": round(xs[len(xs) // 2] * 1000, 3), "p99": round(xs[int(len(xs) * 0.99)] * 1000, 3),
+                "max": round(xs[-1] * 1000, 3)}
+
+
 async def run(cfg: dict[str, Any], status_every: float) -> None:
     dp_cfg = DatapathConfig(**cfg.get("datapath", {}))
     svc = OverlayService(host=cfg["host"], underlay=cfg["underlay"], subnet=ipaddress.IPv4Network(cfg["subnet"]),
@@ -68,6 +91,8 @@ async def run(cfg: dict[str, Any], status_every: float) -> None:
         loop.add_signal_handler(sig, stop.set)
     await svc.start()
     load = asyncio.create_task(simulated_agent_load(float(cfg.get("agent_load", 0.0))))
+    lag = LoopLag()
+    lag_task = asyncio.create_task(lag.run())
     peers_file = cfg["peers_file"]
     seen: float | None = None
     try:
@@ -77,11 +102,13 @@ async def run(cfg: dict[str, Any], status_every: float) -> None:
                 if mtime != seen:
                     seen = mtime
                     svc.set_peers(read_peers(peers_file))
-            write_json(cfg["status_file"], {**svc.status(), "runner_pid": os.getpid()})
+            write_json(cfg["status_file"], {**svc.status(), "runner_pid": os.getpid(),
+                                            "agent_loop_lag_ms": lag.summary()})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), status_every)
     finally:
         load.cancel()
+        lag_task.cancel()
         await svc.stop()
         write_json(cfg["status_file"], {"stopped": True})
 
