@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mesh.raft import NotLeader, RaftNode, Rejected, Role, StateMachine
+from mesh.raft import HardState, NotLeader, RaftNode, Rejected, Role, StateMachine
 from mesh.raft_messages import EntryKind, Message, NodeId
 from mesh.raft_storage import AsyncStorage
 from mesh.raft_transport import RaftTransport
@@ -51,6 +51,8 @@ class RaftDriver:
         self._applied_waits: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.failed: BaseException | None = None
+        self._durable_term_vote: tuple[int, str | None] | None = None
+        self._unsaved_commit: HardState | None = None
 
     async def start(self, snapshot_data: bytes | None = None) -> None:
         """Start ticking; ``snapshot_data`` is the stored snapshot the state machine starts from."""
@@ -150,7 +152,20 @@ class RaftDriver:
 
     async def _handle_ready(self) -> None:
         rd = self.core.ready()
-        await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        hard_state = rd.hard_state
+        if hard_state is not None and (hard_state.term, hard_state.vote) == self._durable_term_vote:
+            # Only the commit index moved. Raft needs term and vote durable, not commit (a restarted
+            # node learns it again from the leader), so no fsync for it on the write path: it is
+            # kept and saved with the next entries or term/vote change.
+            self._unsaved_commit = hard_state
+            hard_state = None
+        if hard_state is None and self._unsaved_commit is not None and (rd.entries or rd.snapshot is not None):
+            hard_state = self._unsaved_commit
+        await self.storage.save(hard_state, rd.entries, rd.snapshot)
+        if hard_state is not None:
+            self._durable_term_vote = (hard_state.term, hard_state.vote)
+            if self._unsaved_commit is not None and hard_state.commit >= self._unsaved_commit.commit:
+                self._unsaved_commit = None
         for msg in rd.messages:
             self.transport.send(msg)
         if rd.snapshot is not None:

@@ -24,7 +24,7 @@ from mesh.linearizability import Op, check_history
 from tests.lab.cluster import leader, until
 from tests.lab.conftest import fresh_lab
 
-KEYS = ["lin/a", "lin/b"]
+KEYS = [f"lin/{k}" for k in "abcdefgh"]  # short per-key histories keep the search tractable
 CLIENTS = 6
 DURATION = 16.0
 
