@@ -172,11 +172,13 @@ class Drills:
         return list(self.api(chief).get("/v1/raft")["voters"])
 
     def workers(self, chief: str) -> list[str]:
-        """Hosts that are not Raft voters (else: not the leader), with containers first."""
+        """Hosts to hurt, best first: never the leader; a non-voter that runs containers before a
+        voter, and more containers before fewer (earlier drills move work around, and a drill on
+        an empty host would measure nothing)."""
         voters = set(self.voters())
         per_host = Counter(c["host"] for c in self.containers())
-        pool = [h for h in self.hosts if h not in voters] or [h for h in self.hosts if h != chief]
-        return sorted(pool, key=lambda h: -per_host[h])
+        pool = [h for h in self.hosts if h != chief]
+        return sorted(pool, key=lambda h: (per_host[h] == 0, h in voters, -per_host[h], h))
 
     def put(self, host: str, key: str, value: str, timeout: float = 10.0) -> tuple[int, Any]:
         import urllib.error
@@ -356,9 +358,12 @@ class Drills:
         restart it reconciles without duplicates."""
         chief = self.healthy()
         worker = self.workers(chief)[0]
+        on_it = sum(1 for c in self.containers(chief) if c["host"] == worker)
+        if on_it == 0:
+            raise DrillFailed(f"no container runs on {worker}: the drill would measure nothing")
         mark = self.probe.snapshot()
         self.lab.kill_agent(worker)
-        r.happened.append(f"killed the agent of {worker}")
+        r.happened.append(f"killed the agent of {worker} ({on_it} containers)")
         states: list[str] = []
 
         def seen() -> bool:
@@ -419,7 +424,9 @@ class Drills:
         It recreates the container at once (Rancher 1.x could not notice this)."""
         chief = self.healthy()
         worker = self.workers(chief)[0]
-        victim = next(c for c in self.containers(chief) if c["host"] == worker)
+        victim = next((c for c in self.containers(chief) if c["host"] == worker), None)
+        if victim is None:
+            raise DrillFailed(f"no container runs on {worker}: the drill would measure nothing")
         self.lab.kill_agent(worker)
         r.happened.append(f"killed the agent of {worker}, then docker rm -f {victim['name']}")
         restarted: list[float] = []
@@ -443,6 +450,8 @@ class Drills:
         chief = self.healthy()
         victim = self.workers(chief)[0]
         on_it = sum(1 for c in self.containers(chief) if c["host"] == victim)
+        if on_it == 0:
+            raise DrillFailed(f"no container runs on {victim}: the drill would measure nothing")
         self.lab.stop_host(victim)
         r.happened.append(f"stopped host {victim} ({on_it} containers)")
         took = self.until("its containers running elsewhere", lambda: self.running_exactly(chief, avoid=victim), 60)
@@ -462,8 +471,11 @@ class Drills:
         chief = self.healthy()
         cut = self.workers(chief)[0]
         rest = [h for h in self.hosts if h != cut]
+        on_it = sum(1 for c in self.containers(chief) if c["host"] == cut)
+        if on_it == 0:
+            raise DrillFailed(f"no container runs on {cut}: the drill would measure nothing")
         self.lab.partition([[cut], rest])
-        r.happened.append(f"partitioned {cut} from {', '.join(rest)}")
+        r.happened.append(f"partitioned {cut} ({on_it} containers) from {', '.join(rest)}")
         took = self.until("the majority runs everything", lambda: self.running_exactly(chief, avoid=cut), 60)
         r.figures["rescheduled_s"] = round(took, 2)
         self.lab.heal()
