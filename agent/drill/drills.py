@@ -174,11 +174,12 @@ class Drills:
     def workers(self, chief: str) -> list[str]:
         """Hosts to hurt, best first: never the leader; a non-voter that runs containers before a
         voter, and more containers before fewer (earlier drills move work around, and a drill on
-        an empty host would measure nothing)."""
+        an empty host would measure nothing); the overlay probe's host last."""
         voters = set(self.voters())
         per_host = Counter(c["host"] for c in self.containers())
         pool = [h for h in self.hosts if h != chief]
-        return sorted(pool, key=lambda h: (per_host[h] == 0, h in voters, -per_host[h], h))
+        probe_host = self.probe.overlay_host  # hurting it would blind the overlay probe
+        return sorted(pool, key=lambda h: (per_host[h] == 0, h == probe_host, h in voters, -per_host[h], h))
 
     def put(self, host: str, key: str, value: str, timeout: float = 10.0) -> tuple[int, Any]:
         import urllib.error
