@@ -89,7 +89,8 @@ class OverlayRuntime:
         assert isinstance(subnet, ipaddress.IPv4Network)
         try:
             service = OverlayService(host=self.config.name, underlay=self.config.bind, subnet=subnet,
-                                     private_key=self._private_key, cluster_secret=self._secret, bridge=BRIDGE)
+                                     private_key=self._private_key, cluster_secret=self._secret, bridge=BRIDGE,
+                                     state_dir=str(self.config.data_dir))
             await service.start()
         except Exception as exc:
             self.error = f"overlay did not start: {exc}"

@@ -28,6 +28,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,15 @@ CHECK_EVERY = 10.0
 RESTART_DELAY = 1.0
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's parent is gone, and init may reap it late)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @dataclasses.dataclass(frozen=True)
 class PeerInfo:
     name: str
@@ -66,7 +76,11 @@ class OverlayService:
     def __init__(self, *, host: str, underlay: str, subnet: ipaddress.IPv4Network, private_key: bytes,
                  cluster_secret: bytes, bridge: str | None, port: int = 4500, tun_name: str = "corral-tun",
                  mode: Mode = "process", config: OverlayConfig | None = None,
-                 datapath_config: DatapathConfig | None = None) -> None:
+                 datapath_config: DatapathConfig | None = None, state_dir: str | None = None) -> None:
+        """``state_dir``: where the worker's pid file lives (the agent's data dir). With it, a worker
+        left running by an agent that died is found and replaced at the next start, and workers
+        outlive a dead agent (containers stay reachable meanwhile); without it, they die with it."""
+        self.state_dir = state_dir
         self.host = host
         self.underlay = underlay
         self.subnet = subnet
@@ -100,7 +114,37 @@ class OverlayService:
         self.worker_restarts = 0
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def _pidfile(self) -> str | None:
+        return os.path.join(self.state_dir, "overlay-worker.pid") if self.state_dir else None
+
+    def _replace_orphan(self) -> None:
+        """Stop a worker that outlived the previous agent (it holds the TUN and port 4500)."""
+        path = self._pidfile
+        if path is None:
+            return
+        try:
+            with open(path) as pf:
+                pid = int(pf.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                is_worker = b"overlay.worker" in f.read()
+        except (OSError, ValueError):
+            return
+        if not is_worker:
+            return
+        log.info("stopping the data path worker (pid %d) left by the previous agent", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.1)
+
     async def start(self) -> None:
+        await asyncio.to_thread(self._replace_orphan)
         await asyncio.to_thread(self._setup)
         assert self._tun is not None and self._sock is not None
         init = self._init_message()
@@ -266,7 +310,10 @@ class OverlayService:
              "--ctl-fd", str(fds[2])], pass_fds=fds, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         child.close()
         self._ctl = parent
-        parent.send(json.dumps(init).encode())
+        if self._pidfile is not None:
+            with open(self._pidfile, "w") as f:
+                f.write(f"{self._proc.pid}\n")
+        parent.send(json.dumps({**init, "outlive_parent": self.state_dir is not None}).encode())
         if self._peers:
             self._send_ctl({"op": "set_peers", "peers": peers_to_wire(self._peers)})
         parent.setblocking(False)

@@ -6,8 +6,11 @@ the worker needs no privileges of its own. Control is JSON over a SOCK_SEQPACKET
 * parent → worker: ``init`` (keys, subnet, TUN facts; must come first), ``set_peers``, ``stop``;
 * worker → parent: ``status`` snapshots, pushed every ``SNAPSHOT_EVERY`` seconds and after each command.
 
-The worker exits when the control socket closes (the agent died) or on ``stop``; it also asks the
-kernel for SIGTERM when its parent dies.
+The worker exits on ``stop`` or SIGTERM. When the control socket closes because the agent died
+(SIGKILL, a crash), it keeps forwarding with the sessions it has, so containers on this host stay
+reachable while the agent is down; the next agent finds it by the pid file its service wrote and
+replaces it (``OverlayService.start``). With ``"outlive_parent": false`` in ``init`` it exits
+instead and asks the kernel for SIGTERM when its parent dies (the older behaviour, for tests).
 """
 
 from __future__ import annotations
@@ -58,14 +61,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--udp-fd", type=int, required=True)
     ap.add_argument("--ctl-fd", type=int, required=True)
     args = ap.parse_args(argv)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     ctl = socket.socket(fileno=args.ctl_fd)
     sock = socket.socket(fileno=args.udp_fd)
     sock.setblocking(False)
     init = json.loads(ctl.recv(1 << 20))
     if init.get("op") != "init":
         raise SystemExit("first control message must be init")
+    outlive = bool(init.get("outlive_parent", True))
+    if not outlive:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    orphan = [False]
+    quiet_r, _quiet_w = os.pipe()  # never readable (write end kept open): stands in for the gone control fd
     t = init["tun"]
     os.set_blocking(args.tun_fd, False)
     tun = Tun(args.tun_fd, t["name"], t["vnet_hdr"], t["offloads"], t["multi_queue"])
@@ -74,13 +81,23 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     last = [0.0]
 
+    def orphaned() -> None:
+        """The agent is gone: keep forwarding, stop talking to it, wait for its successor's SIGTERM."""
+        orphan[0] = True
+        os.dup2(quiet_r, ctl.fileno())
+
     def publish(now: float, force: bool = False) -> None:
+        if orphan[0]:
+            return
         if force or now - last[0] >= SNAPSHOT_EVERY:
             last[0] = now
             try:
                 ctl.send(json.dumps({"op": "status", "status": dp.status()}).encode())
             except OSError:
-                stop[0] = True
+                if outlive:
+                    orphaned()
+                else:
+                    stop[0] = True
 
     def on_ctl() -> None:
         try:
@@ -88,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             raw = b""
         if not raw:
-            stop[0] = True
+            if outlive:
+                orphaned()
+            else:
+                stop[0] = True
             return
         msg = json.loads(raw)
         if msg["op"] == "set_peers":

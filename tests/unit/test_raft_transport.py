@@ -7,18 +7,31 @@ a sender task that died of it once left its peer's queue growing forever (seen i
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
 import uvloop
 
 from mesh.keyring import Keyring
 from mesh.raft_messages import Message, RequestVote
 from mesh.raft_transport import RaftTransport
 
-PORT_A, PORT_B = 27971, 27972
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
+@pytest.mark.timeout(60)
 def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
+    port_a, port_b = _free_port(), _free_port()
+
     async def scenario() -> tuple[list[int], dict[str, object]]:
+        async with asyncio.timeout(40):  # a hang is a failure with a traceback, never a stuck suite
+            return await steps()
+
+    async def steps() -> tuple[list[int], dict[str, object]]:
         ring = Keyring.from_secret(b"t" * 32)
         got: list[int] = []
 
@@ -26,11 +39,11 @@ def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
             assert isinstance(msg, RequestVote)
             got.append(msg.term)
 
-        a = RaftTransport(("127.0.0.1", PORT_A), ring.channel(b"raft"), lambda m: None)
-        b = RaftTransport(("127.0.0.1", PORT_B), ring.channel(b"raft"), on_b)
+        a = RaftTransport(("127.0.0.1", port_a), ring.channel(b"raft"), lambda m: None)
+        b = RaftTransport(("127.0.0.1", port_b), ring.channel(b"raft"), on_b)
         await a.start()
         await b.start()
-        a.set_peer("b", ("127.0.0.1", PORT_B))
+        a.set_peer("b", ("127.0.0.1", port_b))
         for term in range(1, 4):
             a.send(RequestVote("a", "b", term, 0, 0))
         await _until(lambda: len(got) == 3)
@@ -38,7 +51,7 @@ def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
         for term in range(4, 40):  # some writes hit the dead connection, the rest queue up
             a.send(RequestVote("a", "b", term, 0, 0))
             await asyncio.sleep(0.005)
-        b = RaftTransport(("127.0.0.1", PORT_B), ring.channel(b"raft"), on_b)
+        b = RaftTransport(("127.0.0.1", port_b), ring.channel(b"raft"), on_b)
         await b.start()
         a.send(RequestVote("a", "b", 99, 0, 0))
         await _until(lambda: 99 in got)
