@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.api_kv import CLUSTER_KEY, forward_to_leader
+from agent.api_members import GOSSIP_KEY
 from agent.errors import BadRequest
 from agent.state import command
 from mesh.keyring import Keyring, KeyringError, key_id
@@ -99,8 +100,6 @@ async def list_keys(request: web.Request) -> web.Response:
     """The replicated ring (ids only, never key material) and how many live members hold each key."""
     ring = request.app[RING_KEY]
     cluster = request.app[CLUSTER_KEY]
-    from agent.api_members import GOSSIP_KEY
-
     holders: dict[str, int] = {}
     members = [m for m in request.app[GOSSIP_KEY].members() if m.state.value == "alive"]
     for m in members:

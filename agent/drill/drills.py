@@ -19,6 +19,8 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -182,9 +184,6 @@ class Drills:
         return sorted(pool, key=lambda h: (per_host[h] == 0, h == probe_host, h in voters, -per_host[h], h))
 
     def put(self, host: str, key: str, value: str, timeout: float = 10.0) -> tuple[int, Any]:
-        import urllib.error
-        import urllib.request
-
         req = urllib.request.Request(self.lab.host(host).api_url + f"/v1/kv/{key}", data=value.encode(), method="PUT")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -328,8 +327,6 @@ class Drills:
             self.lab.kill_agent(h)
         r.happened.append(f"killed managers {', '.join(down)}; {survivor} is the last manager")
         time.sleep(2.0)  # past an election timeout: the survivor knows it has no leader
-        import urllib.request
-
         with urllib.request.urlopen(self.lab.host(survivor).api_url + "/v1/services", timeout=5) as resp:
             stale = resp.headers.get("X-Corral-Stale")
             read_ok = resp.status == 200
