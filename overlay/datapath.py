@@ -45,7 +45,7 @@ from overlay.udp import MAX_UDP_PAYLOAD, SOL_UDP, UDP_SEGMENT, enable_gro, gro_s
 _U16 = struct.Struct("=H")
 _SEAL_OVERHEAD = 32  # transport header + AEAD tag
 #: Message size steps the loss adaptation moves along (bytes of one sealed inner message).
-MESSAGE_STEPS = (MAX_UDP_PAYLOAD - _SEAL_OVERHEAD, 32768, 16384, 8192)
+MESSAGE_STEPS = (MAX_UDP_PAYLOAD - _SEAL_OVERHEAD, 32768, 16384, 8192, 4096, 2048)
 
 
 @dataclass(frozen=True, slots=True)
