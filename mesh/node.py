@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mesh.keyring import Channel
-from mesh.swim import Address, Event, Member, MemberState, Profile, Swim
+from mesh.swim import Address, Event, Member, Profile, Swim
 
 log = logging.getLogger("corral.gossip")
 
@@ -113,9 +113,6 @@ class GossipNode:
 
     def members(self) -> list[Member]:
         return self.core.members()
-
-    def alive_members(self) -> list[Member]:
-        return [m for m in self.core.members() if m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:
         self.core.update_meta(meta, self._clock())
