@@ -65,8 +65,15 @@ def _iperf_once(client_ns: str, server_ns: str, dst: str, seconds: float, stream
         server.wait()
 
 
-def ping_ms(ns: str, dst: str, count: int = 60) -> float:
-    rtts = tool(ns, "ping", dst, "-c", str(count), "-i", "0.01")["rtt_ms"]
+#: Ping intervals: "idle" (10 ms apart: every hop starts from cold caches and a sleeping process) and
+#: "busy" (back to back: the next request leaves as soon as the answer is in, as in an RPC chain).
+PING_IDLE, PING_BUSY = 0.01, 0.0
+
+
+def ping_ms(ns: str, dst: str, count: int = 60, interval: float = PING_IDLE) -> float:
+    """Median ICMP echo RTT in ms."""
+    count = count if interval else count * 5
+    rtts = tool(ns, "ping", dst, "-c", str(count), "-i", str(interval))["rtt_ms"]
     if len(rtts) < count // 2:
         raise RuntimeError(f"ping {dst} from {ns}: {len(rtts)}/{count} answered")
     return float(statistics.median(rtts))
@@ -145,7 +152,7 @@ def wireguard_down(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 # ---------------------------------------------------------------------- the run
-def measure_overlay(lab: OverlayLab, mode: str, seconds: float, under_rtt: float) -> dict[str, Any]:
+def measure_overlay(lab: OverlayLab, mode: str, seconds: float, under_rtt: float, under_busy: float) -> dict[str, Any]:
     lab.mode = mode
     for n in "ab":
         lab.start(n)
@@ -162,13 +169,15 @@ def measure_overlay(lab: OverlayLab, mode: str, seconds: float, under_rtt: float
     lag = {n: float(lab.status(n).get("agent_loop_lag_ms", {}).get("p99", float("nan"))) for n in "ab"}
     four = iperf("ovt-ac", "ovt-bc", dst, seconds, 4)
     rtt = ping_ms("ovt-ac", dst)
+    busy = ping_ms("ovt-ac", dst, interval=PING_BUSY)
     st = lab.status("a")
     stb = lab.status("b")
     for n in "ab":
         lab.stop(n)
     print(f"[{mode}] 1 stream {one:.2f}, 4 streams {four:.2f} Gbit/s; drops a {st.get('drops')} b {stb.get('drops')};"
           f" udp a {udp_errors('ovt-a')} b {udp_errors('ovt-b')}", flush=True)
-    return {"mode": mode, "one": one, "four": four, "rtt": rtt, "added": rtt - under_rtt, "cpu": cpu, "lag": lag,
+    return {"mode": mode, "one": one, "four": four, "rtt": rtt, "added": rtt - under_rtt,
+            "added_busy": busy - under_busy, "cpu": cpu, "lag": lag,
             "drops": st.get("drops", {}), "offloads": st.get("tun", {}).get("offloads"),
             "chunk": st.get("chunk_size"), "tun_mtu": st.get("tun_mtu")}
 
@@ -180,7 +189,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     mid = sorted(runs, key=lambda r: float(r["one"]))[len(runs) // 2]
     cpu = {n: float(statistics.median(r["cpu"][n] for r in runs)) for n in "ab"}
     lag = {n: float(statistics.median(r["lag"][n] for r in runs)) for n in "ab"}
-    return {**mid, "one": med("one"), "four": med("four"), "rtt": med("rtt"), "added": med("added"), "cpu": cpu,
+    return {**mid, "one": med("one"), "four": med("four"), "rtt": med("rtt"), "added": med("added"),
+            "added_busy": med("added_busy"), "cpu": cpu,
             "lag": lag,
             "all_one": [round(float(r["one"]), 2) for r in runs]}
 
@@ -203,11 +213,12 @@ def main() -> None:
         under_one = iperf("ovt-a", "ovt-b", b.underlay, args.seconds, 1)
         under_four = iperf("ovt-a", "ovt-b", b.underlay, args.seconds, 4)
         under_rtt = ping_ms("ovt-a", b.underlay)
+        under_busy = ping_ms("ovt-a", b.underlay, interval=PING_BUSY)
         modes = args.modes.split(",")
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
         for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every mode alike
             for m in modes:
-                runs[m].append(measure_overlay(lab, m, args.seconds, under_rtt))
+                runs[m].append(measure_overlay(lab, m, args.seconds, under_rtt, under_busy))
         results = [median_run(runs[m]) for m in modes]
         procs = wireguard_up(lab)
         try:
@@ -221,6 +232,7 @@ def main() -> None:
             wg_cpu = [(cpu_seconds([p.pid]) - c) / wall * 100 for p, c in zip(procs, c0, strict=True)]
             wg_four = iperf("ovt-ac", "ovt-bc", b.container_ip, args.seconds, 4)
             wg_rtt = ping_ms("ovt-ac", b.container_ip)
+            wg_busy = ping_ms("ovt-ac", b.container_ip, interval=PING_BUSY) - under_busy
         finally:
             wireguard_down(procs)
     finally:
@@ -228,23 +240,28 @@ def main() -> None:
     print(f"\noverlay benchmark, {os.cpu_count()} CPUs, iperf3 TCP {args.seconds:g} s per figure, "
           f"agent loop {args.agent_load:.0%} busy (stand-in work), load average before {load_before}")
     print(f"{'path':44} {'1 stream':>9} {'4 streams':>10} {'×underlay':>10} {'×wg-go':>7} {'RTT ms':>7} "
-          f"{'+RTT ms':>8}  tunnel CPU a / b (both per Gbit/s)")
+          f"{'+RTT ms':>8} {'+busy':>6}  tunnel CPU a / b (both per Gbit/s)")
     print(f"{'raw underlay (veth+bridge, host→host)':44} {under_one:9.2f} {under_four:10.2f} {1.0:10.2f} "
-          f"{under_one / wg_one:7.2f} {under_rtt:7.3f} {0.0:8.3f}")
+          f"{under_one / wg_one:7.2f} {under_rtt:7.3f} {0.0:8.3f} {0.0:6.3f}  (busy RTT {under_busy:.3f})")
     print(f"{'wireguard-go (container→container)':44} {wg_one:9.2f} {wg_four:10.2f} {wg_one / under_one:10.3f} "
-          f"{1.0:7.2f} {wg_rtt:7.3f} {wg_rtt - under_rtt:8.3f}  {wg_cpu[0]:.0f}% / {wg_cpu[1]:.0f}%  "
+          f"{1.0:7.2f} {wg_rtt:7.3f} {wg_rtt - under_rtt:8.3f} {wg_busy:6.3f}  {wg_cpu[0]:.0f}% / {wg_cpu[1]:.0f}%  "
           f"({sum(wg_cpu) / wg_one:.0f}%/Gbit)")
     for r in results:
         print(f"{'corral overlay, ' + r['mode'] + ' (container→container)':44} {r['one']:9.2f} {r['four']:10.2f} "
-              f"{r['one'] / under_one:10.3f} {r['one'] / wg_one:7.2f} {r['rtt']:7.3f} {r['added']:8.3f}  "
+              f"{r['one'] / under_one:10.3f} {r['one'] / wg_one:7.2f} {r['rtt']:7.3f} {r['added']:8.3f} "
+              f"{r['added_busy']:6.3f}  "
               f"{r['cpu']['a']:.0f}% / {r['cpu']['b']:.0f}%  ({(r['cpu']['a'] + r['cpu']['b']) / r['one']:.0f}%/Gbit)  "
               f"agent lag p99 {r['lag']['a']:.1f}/{r['lag']['b']:.1f} ms  runs {r['all_one']}")
-    print("Gbit/s received; ratios on single-stream TCP; +RTT = median ping RTT minus the underlay's;")
+    print("Gbit/s received; ratios on single-stream TCP; +RTT = median ping RTT minus the underlay's, pings 10 ms")
+    print("apart (idle: cold caches, sleeping processes); +busy = the same with pings back to back (RPC-like);")
     print(f"overlay rows: medians of {args.repeat} interleaved run(s); tunnel CPU in the 1-stream run, % of a core:")
     print("  the process running the data path: the worker (process mode), the agent stand-in with its own")
     print(f"  {args.agent_load:.0%} load (thread, loop modes), the wireguard-go process; agent lag p99 = how late the")
     print("  agent's event loop ran a 10 ms sleep in the 1-stream run (its API, gossip and Raft would be that late)")
     print("targets: 1 stream ≥ 5 × wireguard-go and ≥ 0.15 × underlay; +RTT ≤ 0.3 ms")
+    best = min(results, key=lambda r: float(r["added"]))
+    print(f"added RTT against wireguard-go's: idle {best['added'] / (wg_rtt - under_rtt):.2f}×, "
+          f"busy {best['added_busy'] / wg_busy:.2f}× ({best['mode']} mode)")
     first = results[0]
     print(f"overlay facts: tun mtu {first['tun_mtu']}, offloads {first['offloads']}, chunk {first['chunk']} B, "
           f"drops on a {first['drops']}")

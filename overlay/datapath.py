@@ -44,7 +44,8 @@ from overlay.udp import MAX_UDP_PAYLOAD, SOL_UDP, UDP_SEGMENT, enable_gro, gro_s
 
 _U16 = struct.Struct("=H")
 _SEAL_OVERHEAD = 32  # transport header + AEAD tag
-#: Message size steps the loss adaptation moves along (bytes of one sealed inner message).
+#: Message size steps the loss adaptation moves along (bytes of one inner message before sealing);
+#: the last step, added per data path, is what one underlay datagram holds (``Datapath.steps``).
 MESSAGE_STEPS = (MAX_UDP_PAYLOAD - _SEAL_OVERHEAD, 32768, 16384, 8192, 4096, 2048)
 
 
@@ -52,6 +53,8 @@ MESSAGE_STEPS = (MAX_UDP_PAYLOAD - _SEAL_OVERHEAD, 32768, 16384, 8192, 4096, 204
 class DatapathConfig:
     #: Packets taken from one fd per wake-up before the others get a turn.
     batch: int = 64
+    #: The worker process polls this long (µs) after a wake-up before it sleeps (``run_blocking``).
+    spin_us: int = 1000
     #: Largest inner message sealed as one datagram (≤ 65507 − 32). Bigger TSO segments are cut.
     max_message: int = MESSAGE_STEPS[0]
     #: Loss above this (probe estimate) halves the message size; below ``loss_low`` it grows back.
@@ -106,6 +109,10 @@ class Datapath:
         self._gro = enable_gro(sock)
         self._gso = udp_segment_works(sock)
         self._chunk = self.cfg.chunk_size if self._gso else 0
+        #: Under heavy loss the message shrinks to one underlay datagram: then an inner packet is lost
+        #: exactly when its one datagram is, never more often than on the underlay itself.
+        single = (self.cfg.chunk_size or 1472) - _SEAL_OVERHEAD
+        self.steps = (*(m for m in MESSAGE_STEPS if m > single), single)
         self._msg_id = 0
         self.reassembler = Reassembler()
         self._under_load_until = 0.0
@@ -376,7 +383,7 @@ class Datapath:
         if not losses:
             return
         worst = max(losses)
-        steps = MESSAGE_STEPS
+        steps = self.steps
         idx = min(range(len(steps)), key=lambda k: abs(steps[k] - self.max_message))
         if worst > self.cfg.loss_high and idx + 1 < len(steps):
             self.max_message = steps[idx + 1]

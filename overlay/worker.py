@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             stop[0] = True
         publish(time.monotonic(), force=True)
 
-    run_blocking(dp, {ctl.fileno(): on_ctl}, lambda: stop[0], publish)
+    run_blocking(dp, {ctl.fileno(): on_ctl}, lambda: stop[0], publish, dp.cfg.spin_us)
 
 
 if __name__ == "__main__":

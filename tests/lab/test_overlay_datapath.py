@@ -80,7 +80,7 @@ def test_containers_reach_each_other_and_the_underlay_carries_only_ciphertext(la
     assert not seen["marker_seen"], seen  # … and the payload never appeared in clear
     st = lab.status("a")
     assert st["tun"]["vnet_hdr"] and "tso4" in st["tun"]["offloads"]
-    assert st["tun_mtu"] == 1500 - 20 - 8 - 32
+    assert st["tun_mtu"] == 1500 - 20 - 8 - 32 - 10
     assert st["peers"]["b"]["rtt_ms"] is not None and st["peers"]["b"]["bytes_in"] > 500_000
 
 

@@ -280,3 +280,67 @@ def test_loss_shrinks_messages_and_blocked_large_messages_switch_offload_off(pai
     a.dp.health["b"].large_ok = True
     a.dp.on_timer()
     assert calls == [0x01, 0x07]
+
+
+def test_sustained_loss_shrinks_messages_down_to_one_underlay_datagram(pair: tuple[Host, Host]) -> None:
+    a, _b = pair
+    a.dp.health["b"].loss = 0.10
+    sizes = []
+    for _ in range(len(a.dp.steps) + 2):
+        a.dp.on_timer()
+        sizes.append(a.dp.max_message)
+    one = a.dp.cfg.chunk_size - 32
+    assert a.dp.steps[-1] == one and sizes[-1] == sizes[-2] == one  # stops there: nothing smaller helps
+    assert sizes == sorted(sizes, reverse=True) and 2048 in sizes
+
+
+def test_spin_policy_keeps_the_window_for_request_response_and_shrinks_it_for_sparse_traffic() -> None:
+    from overlay.driver import SpinPolicy
+
+    p = SpinPolicy(0.0005)
+    for _ in range(10):  # probes once a second: every spin wasted, the next event far off
+        p.after_spin(False)
+        p.after_sleep(1.0)
+    assert p.window == pytest.approx(0.0005 / 16)
+    p.after_sleep(0.0002)  # the answer came just after polling gave up: poll longer
+    assert p.window == pytest.approx(0.0005 / 8)
+    for _ in range(5):  # answers caught while polling
+        p.after_spin(True)
+    assert p.window == pytest.approx(0.0005) and p.caught == 5
+    p.after_sleep(0.002)  # a middling gap changes nothing
+    assert p.window == pytest.approx(0.0005)
+
+
+def test_worker_loop_spins_and_still_runs_timers(pair: tuple[Host, Host]) -> None:
+    """run_blocking with spinning on: packets cross both ways and probe timers still fire."""
+    import threading
+
+    from overlay.driver import run_blocking
+
+    a, b = pair
+    answered = a.dp.health["b"].answered
+    stop = [False]
+    threads = [threading.Thread(target=run_blocking, args=(h.dp, {}, lambda: stop[0], None, 500), daemon=True)
+               for h in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        b.kernel.setblocking(True)
+        b.kernel.settimeout(5)
+        a.kernel.setblocking(True)
+        a.kernel.settimeout(5)
+        for i in range(20):  # request/response: each answer arrives while a's worker is still polling
+            pkt = EMPTY_VNET_HDR + ipv4("10.42.1.2", "10.42.2.2", b"ping %d" % i)
+            a.kernel.send(pkt)
+            assert b.kernel.recv(70000) == pkt
+            reply = EMPTY_VNET_HDR + ipv4("10.42.2.2", "10.42.1.2", b"pong %d" % i)
+            b.kernel.send(reply)
+            assert a.kernel.recv(70000) == reply
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and a.dp.health["b"].answered < answered + 3:
+            time.sleep(0.05)
+        assert a.dp.health["b"].answered >= answered + 3  # probe timers fire between the spins
+    finally:
+        stop[0] = True
+        for t in threads:
+            t.join(5)

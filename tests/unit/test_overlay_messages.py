@@ -98,9 +98,9 @@ def test_tun_mtu_subtracts_every_header() -> None:
     from overlay.config import OverlayConfig
 
     cfg = OverlayConfig()
-    assert cfg.tun_mtu(1500) == 1500 - 20 - 8 - 16 - 16 == 1440
-    assert cfg.tun_mtu(1500, ipv6_underlay=True) == 1420
-    assert cfg.tun_mtu(9000) == 8940
+    assert cfg.tun_mtu(1500) == 1500 - 20 - 8 - 16 - 16 - 10 == 1430
+    assert cfg.tun_mtu(1500, ipv6_underlay=True) == 1410
+    assert cfg.tun_mtu(9000) == 8930
     with pytest.raises(ValueError):
         cfg.tun_mtu(600)
     with pytest.raises(ValueError):

@@ -59,7 +59,7 @@ def test_offload_names() -> None:
     assert offload_names(0) == []
 
 
-@pytest.mark.parametrize(("underlay", "v6", "tun"), [(1500, False, 1440), (1500, True, 1420), (9000, False, 8940)])
+@pytest.mark.parametrize(("underlay", "v6", "tun"), [(1500, False, 1430), (1500, True, 1410), (9000, False, 8930)])
 def test_tun_mtu_from_underlay(underlay: int, v6: bool, tun: int) -> None:
     assert OverlayConfig().tun_mtu(underlay, v6) == tun
 
@@ -121,3 +121,22 @@ def test_split_refuses_what_it_cannot_cut() -> None:
     pkt[0] = 0  # no partial checksum
     assert segment.split(bytes(pkt), 8192) is None
     assert segment.split(b"\x01" * 5, 2) is None
+
+
+def test_a_full_sized_inner_packet_sealed_fits_one_underlay_datagram() -> None:
+    """TUN MTU + virtio-net header + transport header + tag = the UDP payload one underlay packet holds."""
+    for underlay, v6 in ((1500, False), (1500, True), (9000, False)):
+        mtu = OverlayConfig().tun_mtu(underlay, v6)
+        udp_payload = underlay - (40 if v6 else 20) - 8
+        assert mtu + 10 + 16 + 16 == udp_payload
+
+
+def test_pieces_at_the_one_datagram_step_carry_one_full_segment_each() -> None:
+    """Heavy loss shrinks messages to one datagram (1440 B before sealing): a TSO segment of
+    full-MSS packets (TUN MTU 1430 − IP 20 − TCP 20) is cut into one-segment pieces that fit it."""
+    mss = 1430 - 40
+    pkt = _gso_packet(bytes(range(256)) * 40, mss)  # 10240 bytes: 8 segments
+    pieces = segment.split(pkt, 1472 - 32)
+    assert pieces is not None and len(pieces) == -(-10240 // mss)
+    assert all(len(p) <= 1440 for p in pieces)
+    assert b"".join(p[10 + 40:] for p in pieces) == bytes(range(256)) * 40
