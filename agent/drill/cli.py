@@ -71,9 +71,8 @@ def _report(r: Result) -> None:
 @click.option("--lossy-seconds", type=click.FloatRange(4, 600), default=60.0, show_default=True,
               help="how long the lossy-network drill keeps the loss on")
 @click.option("--fresh", is_flag=True, help="take down any lab and build a new one")
-@click.option("--overlay-probe/--no-overlay-probe", default=False, show_default=True,
-              help="also fetch every container's page over the overlay from a container on h1 (off by default "
-                   "until the overlay holds up under loss: with it, lossy-network fails, see issue 6)")
+@click.option("--overlay-probe/--no-overlay-probe", default=True, show_default=True,
+              help="also fetch every container's page over the overlay from a container on h1")
 def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int | None, lossy_seconds: float,
           fresh: bool, overlay_probe: bool) -> None:
     """Run failure drills on the lab (all eleven when no NAME is given) and report what the cluster did."""

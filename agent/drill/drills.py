@@ -227,6 +227,8 @@ class Drills:
         counts = self.probe.snapshot().minus(before)
         result.figures.update(duration_s=round(time.monotonic() - started, 2), business_sent=counts.sent,
                               business_failed=counts.failed)
+        if counts.overlay_sent:
+            result.figures.update(overlay_sent=counts.overlay_sent, overlay_failed=counts.overlay_failed)
         if counts.errors:
             result.figures["business_errors"] = counts.errors
         return result
@@ -492,11 +494,16 @@ class Drills:
         below the loss-induced floor (a plain container outside Corral, probed the same way)."""
         chief = self.healthy()
         placement = {c["id"]: c["host"] for c in self.containers(chief)}
-        control_host = self.hosts[0]
+        # The floor: a plain container on a host other than the overlay probe's, requested over the
+        # same links as each kind of business request. From the root namespace a published port is
+        # one lossy link away; from the probe container on h1 another host is two (h1's and its own),
+        # exactly as an overlay request from there is.
+        control_host = next(h for h in self.hosts if h != self.probe.overlay_host)
+        control_address = self.lab.host(control_host).address
         self.sh(control_host, "docker rm -f corral-drill-control >/dev/null 2>&1; docker run -d --name "
                 "corral-drill-control -p 18080:80 corral/base sh -c 'mkdir -p /w && echo corral-drill-control > "
                 "/w/index.html && exec httpd -f -p 80 -h /w'")
-        control = ControlProbe(self.lab.host(control_host).address, 18080)
+        control = ControlProbe(control_address, 18080)
         control.start()
         deaths: list[str] = []
         stop = threading.Event()
@@ -514,6 +521,7 @@ class Drills:
         try:
             for h in self.hosts:
                 self.lab.degrade(h, 10)
+            self.probe.floor_url = f"http://{control_address}:18080/"
             r.happened.append(f"10 % loss on every host's link for {self.lossy_seconds:g} s")
             time.sleep(self.lossy_seconds / 2)
             paused = self.workers(chief)[0]
@@ -523,22 +531,36 @@ class Drills:
             r.happened.append(f"paused the agent of {paused} for 2 s")
             time.sleep(max(0.0, self.lossy_seconds / 2 - 2.0))
         finally:
+            self.probe.floor_url = None
+            counts = self.business(mark)
             self.lab.heal()
             stop.set()
             watcher.join(5)
             control.stop()
             self.sh(control_host, "docker rm -f corral-drill-control")
-        counts = self.business(mark)
-        rate = counts.failed / counts.sent if counts.sent else 1.0
+        published_sent = counts.sent - counts.overlay_sent
+        published_failed = counts.failed - counts.overlay_failed
+        rate = published_failed / published_sent if published_sent else 1.0
         floor = control.failed / control.sent if control.sent else 1.0
         moved = {i: h for i, h in placement.items() if {c["id"]: c["host"] for c in self.containers(chief)}.get(i) != h}
         r.figures.update(failure_rate=round(rate, 4), control_failure_rate=round(floor, 4),
                          control_sent=control.sent, deaths_seen=len(deaths), containers_moved=len(moved))
-        r.happened.append(f"business failure rate {rate:.2%} vs {floor:.2%} for a plain container; "
+        r.happened.append(f"published ports: failure rate {rate:.2%} of {published_sent} vs {floor:.2%} of "
+                          f"{control.sent} for a plain container (one lossy link); "
                           f"{len(deaths)} dead verdicts, {len(moved)} containers moved")
         r.check(not deaths, f"declared dead: {deaths[:3]}")
         r.check(not moved, f"containers moved: {list(moved)[:3]}")
-        r.check(rate <= floor + 0.02, f"failure rate {rate:.2%} above the floor {floor:.2%} + 2 points")
+        r.check(rate <= floor + 0.02, f"published-port failure rate {rate:.2%} above the floor {floor:.2%} + 2 points")
+        if self.probe.overlay_host is not None:
+            ov_rate = counts.overlay_failed / counts.overlay_sent if counts.overlay_sent else 1.0
+            ov_floor = counts.floor_failed / counts.floor_sent if counts.floor_sent else 1.0
+            r.figures.update(overlay_failure_rate=round(ov_rate, 4), overlay_sent=counts.overlay_sent,
+                             overlay_floor_rate=round(ov_floor, 4), overlay_floor_sent=counts.floor_sent)
+            r.happened.append(f"overlay: failure rate {ov_rate:.2%} of {counts.overlay_sent} vs {ov_floor:.2%} of "
+                              f"{counts.floor_sent} for a plain container over the underlay (two lossy links)")
+            r.check(counts.overlay_sent > 0 and counts.floor_sent > 0, "the overlay probe sent nothing")
+            r.check(ov_rate <= ov_floor + 0.02,
+                    f"overlay failure rate {ov_rate:.2%} above its floor {ov_floor:.2%} + 2 points")
 
     def drill_garbage(self, r: Result) -> None:
         """Random, truncated, replayed and wrong-key packets at every host's gossip, Raft and overlay ports; bad HTTP.

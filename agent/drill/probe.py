@@ -4,9 +4,12 @@ It runs in a thread of the drill process, two ways each round:
 
 * from outside: the root namespace (which reaches every lab host over the underlay) requests each
   running container of the reference service through its host's published port;
-* over the overlay: a plain container on the probe host (``corral-drill-probe``, started with
-  ``docker run`` on the ``corral`` network, not managed by Corral) fetches the page of every
-  container on *other* hosts by its 10.42 address, in parallel, in one ``docker exec`` per round.
+* over the overlay, in a thread of its own: a plain container on the probe host
+  (``corral-drill-probe``, started with ``docker run`` on the ``corral`` network, not managed by
+  Corral) fetches the page of every container on *other* hosts by its 10.42 address, in parallel,
+  in one ``docker exec`` per round. A drill may also give it a ``floor_url``: a plain container on
+  another host reached over the underlay, fetched the same way in the same rounds, so it crosses
+  the same links as the overlay requests without the overlay (``lossy-network``'s floor).
 
 Targets come from the cluster's API (any host that answers), refreshed every second. A request fails
 when it does not connect, times out, or the page does not name the container it should. Drills read
@@ -28,6 +31,8 @@ from agent.client import ApiError, Client
 TIMEOUT = 3.0
 ROUND_PAUSE = 0.1
 REFRESH = 1.0
+#: Floor requests per overlay round: enough samples for a floor that is not mostly noise.
+FLOOR_PER_ROUND = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +45,25 @@ class Target:
 
 @dataclasses.dataclass
 class Counts:
+    """Requests so far. ``sent``/``failed`` are all business requests; ``overlay_*`` the part of them
+    sent over the overlay; ``floor_*`` the control requests of the overlay rounds (not business)."""
+
     sent: int = 0
     failed: int = 0
     errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    overlay_sent: int = 0
+    overlay_failed: int = 0
+    floor_sent: int = 0
+    floor_failed: int = 0
 
     def minus(self, other: Counts) -> Counts:
         errors = {k: v - other.errors.get(k, 0) for k, v in self.errors.items() if v - other.errors.get(k, 0)}
-        return Counts(self.sent - other.sent, self.failed - other.failed, errors)
+        return Counts(self.sent - other.sent, self.failed - other.failed, errors,
+                      self.overlay_sent - other.overlay_sent, self.overlay_failed - other.overlay_failed,
+                      self.floor_sent - other.floor_sent, self.floor_failed - other.floor_failed)
+
+    def copy(self) -> Counts:
+        return dataclasses.replace(self, errors=dict(self.errors))
 
 
 PROBE_CONTAINER = "corral-drill-probe"
@@ -68,14 +85,24 @@ class BusinessProbe(threading.Thread):
         self.counts = Counts()
         self.targets: list[Target] = []
         self._refreshed = 0.0
+        #: A URL outside the overlay fetched from the probe container in every overlay round (or None).
+        self.floor_url: str | None = None
+        self._overlay_thread = threading.Thread(target=self._overlay_loop, name="overlay-probe", daemon=True)
+
+    def start(self) -> None:
+        super().start()
+        if self.overlay_host is not None and self._docker is not None:
+            self._overlay_thread.start()
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
+        if self._overlay_thread.is_alive():
+            self._overlay_thread.join(timeout=10)
 
     def snapshot(self) -> Counts:
         with self._lock:
-            return Counts(self.counts.sent, self.counts.failed, dict(self.counts.errors))
+            return self.counts.copy()
 
     def _refresh(self) -> None:
         for url in self._urls():
@@ -128,24 +155,39 @@ class BusinessProbe(threading.Thread):
         targets = list(self.overlay_targets)
         if self._docker is None or self.overlay_host is None or not targets:
             return
+        floor_url = self.floor_url
         lines = []
-        for _, ip, name in targets:
-            page = shlex.quote(f">{name}<")
-            lines.append(f'(o=$(timeout 3 wget -qO- http://{ip}/ 2>/dev/null); case "$o" in *{page}*) '
-                         f"echo ok {ip};; *) echo fail {ip};; esac) &")
+        for key, url, marker in [*((f"t{i}", f"http://{ip}/", f">{name}<") for i, (_, ip, name) in enumerate(targets)),
+                                 *((f"f{i}", floor_url, "corral-drill-control") for i in range(FLOOR_PER_ROUND)
+                                   if floor_url)]:
+            lines.append(f'(o=$(timeout {TIMEOUT:g} wget -qO- {shlex.quote(url)} 2>/dev/null); '
+                         f'case "$o" in *{shlex.quote(marker)}*) echo ok {key};; *) echo fail {key};; esac) &')
         script = "\n".join([*lines, "wait"])
         try:
             out = self._docker(["exec", PROBE_CONTAINER, "sh", "-c", script]).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
+        if self._stop_event.is_set() and not out:
+            return  # the exec was cut short by the end of the run: no verdict
         ok = {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
         with self._lock:
-            for host, ip, _ in targets:
-                self.counts.sent += 1
-                if ip not in ok:
-                    self.counts.failed += 1
+            c = self.counts
+            for i, (host, _ip, _) in enumerate(targets):
+                c.sent += 1
+                c.overlay_sent += 1
+                if f"t{i}" not in ok:
+                    c.failed += 1
+                    c.overlay_failed += 1
                     key = f"overlay {self.overlay_host}→{host}"
-                    self.counts.errors[key] = self.counts.errors.get(key, 0) + 1
+                    c.errors[key] = c.errors.get(key, 0) + 1
+            if floor_url:
+                c.floor_sent += FLOOR_PER_ROUND
+                c.floor_failed += sum(f"f{i}" not in ok for i in range(FLOOR_PER_ROUND))
+
+    def _overlay_loop(self) -> None:
+        while not self._stop_event.is_set():
+            self._overlay_round()
+            self._stop_event.wait(ROUND_PAUSE)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -161,6 +203,4 @@ class BusinessProbe(threading.Thread):
                         self.counts.failed += 1
                         key = f"{target.host}: {error}"
                         self.counts.errors[key] = self.counts.errors.get(key, 0) + 1
-            if not self._stop_event.is_set():
-                self._overlay_round()
             self._stop_event.wait(ROUND_PAUSE)

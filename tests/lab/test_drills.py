@@ -45,6 +45,7 @@ def test_drill_passes(report: dict[str, Any], name: str) -> None:
     result = next(d for d in report["drills"] if d["name"] == name)
     assert result["verdict"] == "PASS", f"{name}: {result['reason']}\n{json.dumps(result, indent=1)}"
     assert result["figures"]["business_sent"] > 0, "the business probe sent nothing: it measured nothing"
+    assert result["figures"].get("overlay_sent", 0) > 0, "the overlay probe (on by default) sent nothing"
 
 
 def test_exit_code_says_whether_all_passed(report: dict[str, Any]) -> None:
