@@ -87,15 +87,20 @@ class OverlayRuntime:
             await raft.wait_applied(raft.applied + 1, 1.0)
         subnet = ipaddress.ip_network(me["subnet"])
         assert isinstance(subnet, ipaddress.IPv4Network)
-        try:
-            service = OverlayService(host=self.config.name, underlay=self.config.bind, subnet=subnet,
-                                     private_key=self._private_key, cluster_secret=self._secret, bridge=BRIDGE,
-                                     state_dir=str(self.config.data_dir))
-            await service.start()
-        except Exception as exc:
-            self.error = f"overlay did not start: {exc}"
-            log.exception("overlay did not start")
-            return
+        delay = 1.0
+        while True:  # a busy TUN or port (something still holding them) may free up: keep trying, say why
+            try:
+                service = OverlayService(host=self.config.name, underlay=self.config.bind, subnet=subnet,
+                                         private_key=self._private_key, cluster_secret=self._secret, bridge=BRIDGE,
+                                         state_dir=str(self.config.data_dir))
+                await service.start()
+                break
+            except Exception as exc:
+                self.error = f"overlay did not start (retrying in {delay:g} s): {exc}"
+                log.exception("overlay did not start; retrying in %g s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self.error = None
         self.service = service
         log.info("overlay up: %s via %s:4500", subnet, self.config.bind)
         while True:
@@ -118,7 +123,7 @@ class OverlayRuntime:
 
     def status(self) -> dict[str, Any]:
         if self.service is None:
-            state = "off" if not self.config.overlay else "starting" if self.error is None else "failed"
+            state = "off" if not self.config.overlay else "starting" if self.error is None else "retrying"
             return {"state": state, "error": self.error}
         body: dict[str, Any] = self.service.status()
         return body

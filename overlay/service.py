@@ -118,30 +118,51 @@ class OverlayService:
     def _pidfile(self) -> str | None:
         return os.path.join(self.state_dir, "overlay-worker.pid") if self.state_dir else None
 
-    def _replace_orphan(self) -> None:
-        """Stop a worker that outlived the previous agent (it holds the TUN and port 4500)."""
+    def _orphans(self) -> list[int]:
+        """Workers left by an earlier agent of this host: the one its pid file names, and any worker
+        for this TUN in this network namespace (the pid file is gone with a wiped data directory)."""
+        found: list[int] = []
         path = self._pidfile
-        if path is None:
-            return
+        if path is not None:
+            try:
+                with open(path) as pf:
+                    pid = int(pf.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"overlay.worker" in f.read():
+                        found.append(pid)
+            except (OSError, ValueError):
+                pass
         try:
-            with open(path) as pf:
-                pid = int(pf.read().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                is_worker = b"overlay.worker" in f.read()
-        except (OSError, ValueError):
-            return
-        if not is_worker:
-            return
-        log.info("stopping the data path worker (pid %d) left by the previous agent", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        while _running(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            if _running(pid):
-                os.kill(pid, signal.SIGKILL)
-                time.sleep(0.1)
+            my_ns = os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return found
+        tun_arg = b"\0--tun-name\0" + self.tun_name.encode() + b"\0"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in found or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                if b"overlay.worker" in cmdline and tun_arg in cmdline + b"\0" \
+                        and os.stat(f"/proc/{entry}/ns/net").st_ino == my_ns:
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
+    def _replace_orphan(self) -> None:
+        """Stop workers that outlived a previous agent (they hold the TUN and port 4500)."""
+        for pid in self._orphans():
+            log.info("stopping the data path worker (pid %d) left by a previous agent", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 3.0
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with contextlib.suppress(ProcessLookupError):
+                if _running(pid):
+                    os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.1)
 
     async def start(self) -> None:
         await asyncio.to_thread(self._replace_orphan)
@@ -307,7 +328,8 @@ class OverlayService:
         fds = (self._tun.fd, self._sock.fileno(), child.fileno())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "overlay.worker", "--tun-fd", str(fds[0]), "--udp-fd", str(fds[1]),
-             "--ctl-fd", str(fds[2])], pass_fds=fds, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+             "--ctl-fd", str(fds[2]), "--tun-name", self._tun.name], pass_fds=fds,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         child.close()
         self._ctl = parent
         if self._pidfile is not None:

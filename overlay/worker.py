@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tun-fd", type=int, required=True)
     ap.add_argument("--udp-fd", type=int, required=True)
     ap.add_argument("--ctl-fd", type=int, required=True)
+    ap.add_argument("--tun-name", default="", help="the TUN's name: lets a later agent find this worker")
     args = ap.parse_args(argv)
     ctl = socket.socket(fileno=args.ctl_fd)
     sock = socket.socket(fileno=args.udp_fd)

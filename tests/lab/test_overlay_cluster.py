@@ -140,3 +140,33 @@ def test_an_agent_restart_re_establishes_its_sessions_and_others_keep_theirs(
     assert after["handshakes"] == before["handshakes"], "h1-h2 re-handshook because h3 restarted"
     page = lab_sh(lab, "h2", f"timeout 3 wget -qO- http://{pods['h2']['ip']}/")
     assert page.stdout.strip() == pods["h2"]["name"]
+
+
+def test_an_agent_whose_data_dir_was_wiped_replaces_the_old_worker_and_rejoins_the_overlay(
+        lab: Lab, pods: dict[str, dict[str, Any]]) -> None:
+    """The worker outlives a killed agent; with the data dir (and its pid file) gone, the next agent
+    still finds it (same network namespace, same TUN) and replaces it, instead of failing on a busy TUN."""
+    import shutil
+
+    def workers() -> list[int]:
+        """overlay.worker processes in h3's network namespace (pids are not namespaced here)."""
+        ns = os.stat(lab.host("h3").netns_path).st_ino
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"overlay.worker" in f.read() and os.stat(f"/proc/{pid}/ns/net").st_ino == ns:
+                    found.append(int(pid))
+        return found
+
+    lab.kill_agent("h3")
+    old = workers()
+    assert old, "no data path worker outlived the killed agent"
+    shutil.rmtree(lab.host("h3").agent_data)
+    lab.start_agent("h3")
+    body = until("h3's overlay up with both peers", lambda: (lambda b: b if len(b.get("peers", {})) == 2 and all(
+        p["state"] == "up" for p in b["peers"].values()) else None)(api(lab, "h3").get("/v1/overlay")), timeout=60)
+    assert "error" not in body or not body["error"]
+    now = workers()
+    assert len(now) == 1 and now[0] not in old, f"workers before {old}, after {now}"
+    until("h1 reaches h3's container over the overlay", lambda: dexec(
+        lab, "h1", pods["h1"]["name"], f"ping -c 1 -W 1 {pods['h3']['ip']}").returncode == 0, timeout=30)
