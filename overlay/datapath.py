@@ -354,6 +354,7 @@ class Datapath:
             self.session.handle_timer(now)
         for pid, health in self.health.items():
             st = self.session.peer_status(pid, now)
+            health.heard(now, st.rx_packets)
             if st.state == "established":
                 health.mark_established(now)
                 for probe, size in health.due(now, st.tx_packets, 1 if self.tun.vnet_hdr else 0):

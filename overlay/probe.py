@@ -72,6 +72,9 @@ def decode_probe(data: bytes | bytearray | memoryview) -> Probe | None:
 class ProbeConfig:
     #: A request to every peer this often (s).
     interval: float = 1.0
+    #: While a request is unanswered, the next one goes after this long instead (s): on a lossy path
+    #: a few lost probes in a row must not look like a dead tunnel.
+    retry_interval: float = 0.25
     #: Every n-th request is also sent large (past the underlay MTU) to test that large messages cross.
     large_every: int = 5
     #: Size of a large request's inner message: > one 1500-byte underlay packet.
@@ -94,6 +97,9 @@ class PeerHealth:
         self.seq = 0
         self.next_at = now
         self.last_reply: float | None = None
+        #: Last time any authenticated packet came from the peer (probes aside): proof of life too.
+        self.last_heard: float | None = None
+        self._rx_seen = -1
         self.rtt: float | None = None
         self.rtt_min: float | None = None
         self.sent = 0
@@ -113,7 +119,7 @@ class PeerHealth:
         """Requests to send now (probe, inner size); empty if none is due. ``flags``: what we accept."""
         if now < self.next_at:
             return []
-        self.next_at = now + self.cfg.interval
+        self.next_at = now + self.cfg.retry_interval  # moved to a full interval when it is answered
         self.seq += 1
         self.sent += 1
         self._tx_at_seq[self.seq] = tx_packets
@@ -140,6 +146,7 @@ class PeerHealth:
             return
         self.answered += 1
         self.last_reply = now
+        self.next_at = max(self.next_at, probe.echo + self.cfg.interval)
         self.ever_up = True
         rtt = now - probe.echo
         self.rtt = rtt
@@ -154,15 +161,25 @@ class PeerHealth:
             if self._loss_mark is None or tx - self._loss_mark[0] >= self.cfg.loss_min_packets:
                 self._loss_mark = (tx, probe.rx_packets)
 
+    def heard(self, now: float, rx_packets: int) -> None:
+        """The session's count of authenticated packets from the peer: if it moved, the peer is alive
+        and its packets reach us (the other direction is the peer's own probes' business)."""
+        if rx_packets != self._rx_seen:
+            if self._rx_seen >= 0:
+                self.last_heard = now
+            self._rx_seen = rx_packets
+
     def silent(self, now: float) -> bool:
-        """Probes have gone unanswered for ``timeout`` (counted from the last answer or the last reset)."""
-        last = self.since if self.last_reply is None or self.last_reply < self.since else self.last_reply
+        """Nothing came back for ``timeout``: no probe answered and no other packet from the peer,
+        counted from the last of those or the last reset."""
+        last = max(self.since, self.last_reply or self.since, self.last_heard or self.since)
         return now - last >= self.cfg.timeout
 
     def reset(self, now: float) -> None:
         """A re-handshake was forced: give the new session ``timeout`` to answer."""
         self.since = now
         self.next_at = now
+        self._rx_seen = -1
 
     def mark_established(self, now: float) -> None:
         """The session core has a working keypair (a handshake round trip crossed the path)."""
