@@ -4,12 +4,13 @@ It runs in a thread of the drill process, two ways each round:
 
 * from outside: the root namespace (which reaches every lab host over the underlay) requests each
   running container of the reference service through its host's published port;
-* over the overlay, in a thread of its own: a plain container on the probe host
+* over the overlay, in threads of their own: a plain container on the probe host
   (``corral-drill-probe``, started with ``docker run`` on the ``corral`` network, not managed by
   Corral) fetches the page of every container on *other* hosts by its 10.42 address, in parallel,
-  in one ``docker exec`` per round. A drill may also give it a ``floor_url``: a plain container on
-  another host reached over the underlay, fetched the same way in the same rounds, so it crosses
-  the same links as the overlay requests without the overlay (``lossy-network``'s floor).
+  in one ``docker exec`` per round, several rounds in flight. A drill may also give it a
+  ``floor_url``: a plain container on another host reached over the underlay, fetched the same way
+  in the same rounds, so it crosses the same links as the overlay requests without the overlay
+  (``lossy-network``'s floor).
 
 Targets come from the cluster's API (any host that answers), refreshed every second. A request fails
 when it does not connect, times out, or the page does not name the container it should. Drills read
@@ -33,6 +34,9 @@ ROUND_PAUSE = 0.1
 REFRESH = 1.0
 #: Floor requests per overlay round: enough samples for a floor that is not mostly noise.
 FLOOR_PER_ROUND = 3
+#: Overlay rounds in flight at once: a round lasts as long as its slowest request (up to TIMEOUT
+#: under loss), so one loop alone would sample every container only every few seconds.
+OVERLAY_LOOPS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,18 +91,23 @@ class BusinessProbe(threading.Thread):
         self._refreshed = 0.0
         #: A URL outside the overlay fetched from the probe container in every overlay round (or None).
         self.floor_url: str | None = None
-        self._overlay_thread = threading.Thread(target=self._overlay_loop, name="overlay-probe", daemon=True)
+        self._overlay_threads = [threading.Thread(target=self._overlay_loop, name=f"overlay-probe-{i}", daemon=True)
+                                 for i in range(OVERLAY_LOOPS)]
 
     def start(self) -> None:
         super().start()
         if self.overlay_host is not None and self._docker is not None:
-            self._overlay_thread.start()
+            for i, t in enumerate(self._overlay_threads):
+                if i:
+                    time.sleep(ROUND_PAUSE)  # staggered, so rounds do not start in lockstep
+                t.start()
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
-        if self._overlay_thread.is_alive():
-            self._overlay_thread.join(timeout=10)
+        for t in self._overlay_threads:
+            if t.is_alive():
+                t.join(timeout=10)
 
     def snapshot(self) -> Counts:
         with self._lock:
