@@ -559,7 +559,7 @@ class Drills:
         if self.probe.overlay_host is not None:
             ov_rate = counts.overlay_failed / counts.overlay_sent if counts.overlay_sent else 1.0
             ov_floor = counts.floor_failed / counts.floor_sent if counts.floor_sent else 1.0
-            r.figures.update(overlay_failure_rate=round(ov_rate, 4), overlay_sent=counts.overlay_sent,
+            r.figures.update(overlay_failure_rate=round(ov_rate, 4), overlay_lossy_sent=counts.overlay_sent,
                              overlay_floor_rate=round(ov_floor, 4), overlay_floor_sent=counts.floor_sent)
             r.happened.append(f"overlay: failure rate {ov_rate:.2%} of {counts.overlay_sent} vs {ov_floor:.2%} of "
                               f"{counts.floor_sent} for a plain container over the underlay (two lossy links)")
