@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,9 +203,18 @@ class SqliteStorage:
                     (hard_state.term, hard_state.vote, hard_state.commit))
             await self._db.execute("COMMIT")
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await self._rollback()
             raise
         await self._remove_old_snapshot(old_file, snapshot)
+
+    async def _rollback(self) -> None:
+        """Undo the open transaction, if there still is one. A task cancelled while it awaited
+        ``COMMIT`` (the driver stopping) leaves the COMMIT queued on aiosqlite's thread, which runs it
+        anyway: then there is nothing to roll back, and the original exception is what matters."""
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            log.debug("nothing to roll back: %s", exc)
 
     async def compact(self, snapshot: Snapshot) -> None:
         old_file = await self._write_snapshot_file(snapshot)
@@ -214,7 +224,7 @@ class SqliteStorage:
             await self._db.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.meta.index,))
             await self._db.execute("COMMIT")
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await self._rollback()
             raise
         await self._remove_old_snapshot(old_file, snapshot)
 

@@ -224,3 +224,34 @@ async def test_single_node_driver_on_sqlite_survives_restart_with_compaction(tmp
     await _drive(again, store, sm2)
     assert sm2.data == sm.data and again.applied == node.applied and again.term == node.term
     await store.close()
+
+
+async def test_a_save_cancelled_while_its_commit_is_queued_raises_cancelled_and_keeps_the_commit(
+        tmp_path: Path) -> None:
+    """The driver stopping cancels a save awaiting COMMIT; aiosqlite's thread still runs the COMMIT.
+    The save must end in CancelledError (not a failed ROLLBACK's OperationalError, which made the
+    driver's stop raise) and the store must hold the whole write."""
+    import asyncio
+
+    s = await SqliteStorage.open(tmp_path)
+    real = s._db.execute
+
+    async def execute(sql: str, *args: object) -> object:
+        if sql == "COMMIT":
+            queued = asyncio.ensure_future(real(sql, *args))
+            await asyncio.sleep(0)  # the COMMIT is on the thread's queue now
+            queued.cancel()  # as the driver's stop would: the await is cancelled, the COMMIT is not
+            raise asyncio.CancelledError
+        return await real(sql, *args)
+
+    s._db.execute = execute  # type: ignore[assignment,method-assign]
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await s.save(HardState(2, "n1", 0), [E(1, 1), E(2, 2)], None)
+    finally:
+        s._db.execute = real  # type: ignore[method-assign]
+        await s.close()  # aiosqlite's thread would otherwise keep the test process alive
+    s = await SqliteStorage.open(tmp_path)
+    st = await s.load()
+    assert st.hard_state == HardState(2, "n1", 0) and st.entries == (E(1, 1), E(2, 2))
+    await s.close()
