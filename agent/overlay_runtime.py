@@ -98,6 +98,10 @@ class OverlayRuntime:
             except Exception as exc:
                 self.error = f"overlay did not start (retrying in {delay:g} s): {exc}"
                 log.exception("overlay did not start; retrying in %g s", delay)
+                try:  # whatever it did open (TUN, socket, worker) must not block the next try
+                    await service.stop()
+                except Exception:
+                    log.exception("cleaning up after a failed overlay start")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         self.error = None

@@ -119,35 +119,35 @@ class OverlayService:
         return os.path.join(self.state_dir, "overlay-worker.pid") if self.state_dir else None
 
     def _orphans(self) -> list[int]:
-        """Workers left by an earlier agent of this host: the one its pid file names, and any worker
-        for this TUN in this network namespace (the pid file is gone with a wiped data directory)."""
-        found: list[int] = []
-        path = self._pidfile
-        if path is not None:
-            try:
-                with open(path) as pf:
-                    pid = int(pf.read().strip())
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"overlay.worker" in f.read():
-                        found.append(pid)
-            except (OSError, ValueError):
-                pass
+        """Workers left by an earlier agent of this host, in this network namespace: the one its pid
+        file names (a worker from before workers carried ``--tun-name``), and any worker of this TUN
+        (the pid file is gone with a wiped data directory). Never another namespace's worker, even
+        if a stale pid file names one."""
         try:
             my_ns = os.stat("/proc/self/ns/net").st_ino
         except OSError:
-            return found
+            return []
         tun_arg = b"\0--tun-name\0" + self.tun_name.encode() + b"\0"
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in found or int(entry) == os.getpid():
-                continue
+
+        def ours(pid: int, need_tun: bool) -> bool:
             try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                if b"overlay.worker" in cmdline and tun_arg in cmdline + b"\0" \
-                        and os.stat(f"/proc/{entry}/ns/net").st_ino == my_ns:
-                    found.append(int(entry))
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read() + b"\0"
+                return (b"overlay.worker" in cmdline and (not need_tun or tun_arg in cmdline)
+                        and os.stat(f"/proc/{pid}/ns/net").st_ino == my_ns and pid != os.getpid())
             except OSError:
-                continue
+                return False
+
+        found = []
+        if self._pidfile is not None:
+            try:
+                with open(self._pidfile) as pf:
+                    pid = int(pf.read().strip())
+                if ours(pid, need_tun=False):
+                    found.append(pid)
+            except (OSError, ValueError):
+                pass
+        found += [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) not in found and ours(int(e), True)]
         return found
 
     def _replace_orphan(self) -> None:
