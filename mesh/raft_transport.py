@@ -26,6 +26,7 @@ MAX_FRAME = 64 * 2**20  # a snapshot travels in one frame
 QUEUE_LIMIT = 4096
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 DRAIN_TIMEOUT = 5.0  # a peer that takes no bytes for this long is redialled
+CLOSE_TIMEOUT = 3.0  # close() waits this long for its tasks
 DEFAULT_PORT = 7947
 
 
@@ -63,9 +64,10 @@ class RaftTransport:
         tasks = [p.task for p in self._peers.values() if p.task] + list(self._readers)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # bounded: a task that swallowed its cancellation must not hang the close
+            _done, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in stuck:
+                log.error("raft transport task %s did not stop within %g s", task.get_name(), CLOSE_TIMEOUT)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -106,6 +108,7 @@ class RaftTransport:
     async def _send_loop(self, node: NodeId, peer: _Peer) -> None:
         """Dial, drain the queue, redial on any failure: this task must outlive every error but cancellation."""
         backoff = BACKOFF_MIN
+        me = asyncio.current_task()
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
@@ -117,6 +120,8 @@ class RaftTransport:
                     while peer.queue:
                         connected.write(peer.queue.popleft())
                     await asyncio.wait_for(connected.drain(), DRAIN_TIMEOUT)
+                    if me is not None and me.cancelling():
+                        raise asyncio.CancelledError  # swallowed by a wait_for (below)
                     peer.wakeup.clear()
                     if not peer.queue:
                         await peer.wakeup.wait()
@@ -134,6 +139,11 @@ class RaftTransport:
                     writer.close()
                     with contextlib.suppress(Exception):  # bounded: a dead peer's close can wait forever
                         await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if me is not None and me.cancelling():
+                # Python 3.11's wait_for can swallow a cancellation that lands as its inner await
+                # finishes (the dial, the drain, the close above); the request is still recorded on
+                # the task, so honour it before waiting again.
+                raise asyncio.CancelledError
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
