@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.placement import decide
 from agent.state import ClusterState, command
+from mesh.aio import wait_event
 from mesh.raft import NotLeader, Rejected, Role
 from mesh.raft_driver import NotLeaderError, ProposalDropped, RaftDriver
 from mesh.raft_membership import Candidate, next_change
@@ -75,8 +76,7 @@ class Leader:
             pending = [t + self.grace - now for t in self._down_since.values() if t + self.grace > now]
             if pending:  # wake when the next grace period runs out, not up to PERIOD later
                 wait = min(PERIOD, max(0.01, min(pending)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), wait)
+            await wait_event(self._kick, wait)
             self._kick.clear()
             if self.raft.core.role != Role.LEADER:
                 self._down_since.clear()

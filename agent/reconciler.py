@@ -26,6 +26,7 @@ from typing import Any
 from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine
 from agent.errors import EngineUnreachable
 from agent.state import ClusterState
+from mesh.aio import wait_event
 
 log = logging.getLogger("corral.reconciler")
 
@@ -182,8 +183,7 @@ class Reconciler:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), PERIOD)
+            await wait_event(self._kick, PERIOD)
             self._kick.clear()
             try:
                 await self.reconcile_once()

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mesh.aio import wait_event
 from mesh.keyring import Channel
 from mesh.swim import Address, Event, Member, Profile, Swim
 
@@ -147,8 +148,7 @@ class GossipNode:
             self._flush()
             delay = max(0.0, self.core.next_deadline() - self._clock())
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 1.0))
+            await wait_event(self._wake, min(delay, 1.0))
 
     def _flush(self) -> None:
         udp = self._udp
