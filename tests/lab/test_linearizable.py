@@ -43,6 +43,16 @@ def call(url: str, method: str = "GET", body: bytes | None = None, timeout: floa
         return exc.code, json.loads(exc.read() or b"null")
 
 
+#: 503 messages of writes refused before anything was proposed (agent/api_kv.py): such a write
+#: certainly did not happen. Any other failure may have been applied and stays indeterminate — too
+#: many of those (a leader kill makes hundreds) exhaust the checker's search.
+REFUSED = ("no leader is elected", "forwarded write reached a node that is not the leader")
+
+
+def refused(status: int, body: Any) -> bool:
+    return status == 503 and isinstance(body, dict) and str(body.get("message", "")).startswith(REFUSED)
+
+
 class Client(threading.Thread):
     def __init__(self, n: int, urls: list[str], stop: threading.Event, seed: int) -> None:
         super().__init__(daemon=True)
@@ -73,9 +83,11 @@ class Client(threading.Thread):
     def put(self, url: str, key: str) -> None:
         value, t0 = self.value(), time.monotonic()
         try:
-            status, _ = call(f"{url}/v1/kv/{key}", "PUT", value.encode())
+            status, body = call(f"{url}/v1/kv/{key}", "PUT", value.encode())
         except (OSError, TimeoutError):
-            status = 0
+            status, body = 0, None
+        if refused(status, body):
+            return  # refused before it was proposed: it did not happen
         done = time.monotonic() if status == 200 else None
         self.ops.append(Op(self.n, "put", key, t0, done, value=value))
 
@@ -103,9 +115,11 @@ class Client(threading.Thread):
             return
         value, t0 = self.value(), time.monotonic()
         try:
-            status, _ = call(f"{url}/v1/kv/{key}?cas={index}", "PUT", value.encode())
+            status, body = call(f"{url}/v1/kv/{key}?cas={index}", "PUT", value.encode())
         except (OSError, TimeoutError):
-            status = 0
+            status, body = 0, None
+        if refused(status, body):
+            return
         if status in (200, 409):
             self.ops.append(Op(self.n, "cas", key, t0, time.monotonic(), value=value, expected=current,
                                result=status == 200))
