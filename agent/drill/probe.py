@@ -62,9 +62,9 @@ class Counts:
 
     def minus(self, other: Counts) -> Counts:
         errors = {k: v - other.errors.get(k, 0) for k, v in self.errors.items() if v - other.errors.get(k, 0)}
-        return Counts(self.sent - other.sent, self.failed - other.failed, errors,
-                      self.overlay_sent - other.overlay_sent, self.overlay_failed - other.overlay_failed,
-                      self.floor_sent - other.floor_sent, self.floor_failed - other.floor_failed)
+        counters = {f.name: getattr(self, f.name) - getattr(other, f.name)
+                    for f in dataclasses.fields(self) if f.name != "errors"}
+        return Counts(errors=errors, **counters)
 
     def copy(self) -> Counts:
         return dataclasses.replace(self, errors=dict(self.errors))
