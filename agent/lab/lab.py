@@ -208,6 +208,9 @@ class Lab:
             killed = _kill_host_processes(host)
             if killed:
                 removed.append(f"{name}: {killed} processes")
+        killed = _kill_lost_namespaces(self.root)
+        if killed:
+            removed.append(f"{killed} processes in namespaces that lost their name")
         for point in procs.mounts_under(self.root):
             procs.unmount(point)
             removed.append(f"mount {point}")
@@ -496,6 +499,19 @@ def _kill_host_processes(host: HostSpec) -> int:
     for _ in range(20):
         pids = set(procs.pids_in_netns(host.netns_path)) | procs.pids_in_cgroup(host.cgroup_parent)
         pids.discard(os.getpid())
+        if not pids:
+            break
+        total |= pids
+        procs.kill(pids, signal.SIGKILL)
+        procs.wait_gone(pids, 5.0)
+    return len(total)
+
+
+def _kill_lost_namespaces(root: Path) -> int:
+    """SIGKILL the daemons of lab hosts whose namespace was deleted under them (``procs.lost_namespace_pids``)."""
+    total: set[int] = set()
+    for _ in range(20):
+        pids = procs.lost_namespace_pids(root)
         if not pids:
             break
         total |= pids

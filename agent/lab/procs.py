@@ -43,6 +43,39 @@ def pids_in_netns(netns_path: Path) -> list[int]:
     return found
 
 
+def netns_id(pid: int) -> tuple[int, int] | None:
+    """The identity (inode, device) of a process's network namespace, None if it is gone."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev
+
+
+def lost_namespace_pids(root: Path) -> set[int]:
+    """Processes in network namespaces that lost their name, found by a process naming ``root``.
+
+    A lab host's daemons (dockerd, containerd and its shims, the agent) name paths below the lab's
+    directory in their argv. When the namespace's bind mount under /var/run/netns is gone (someone
+    ran ``ip netns del``, a crashed ``down``), they still run in it and ``pids_in_netns`` cannot
+    find them; this finds every process of such a namespace (the overlay worker, which names no
+    path, included). Never the caller's own namespace: a process there that names the lab's files
+    (``tail -f`` of a log) is not a lab daemon.
+    """
+    prefix = str(root).rstrip("/") + "/"
+    own = netns_id(os.getpid())
+    lost: set[tuple[int, int]] = set()
+    members: dict[tuple[int, int], set[int]] = {}
+    for pid in _all_pids():
+        ns = netns_id(pid)
+        if ns is None or ns == own or pid == os.getpid():
+            continue
+        members.setdefault(ns, set()).add(pid)
+        if any(prefix in arg for arg in cmdline(pid)):
+            lost.add(ns)
+    return {pid for ns in lost for pid in members[ns]}
+
+
 def cgroup_dirs(name: str) -> list[Path]:
     """Every cgroup directory called ``name`` at the top of any mounted hierarchy (v1 or v2)."""
     dirs: list[Path] = []

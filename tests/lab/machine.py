@@ -10,7 +10,7 @@ from pathlib import Path
 from agent.lab import procs
 from agent.lab.layout import CGROUP_PREFIX, lab_root
 
-DAEMONS = ("dockerd", "containerd", "containerd-shim", "-m agent agent")
+DAEMONS = ("dockerd", "containerd", "containerd-shim", "-m agent agent", "-m overlay.worker")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,23 @@ def test_down_cleans_up_after_an_up_that_was_killed_halfway(no_lab: None) -> Non
     assert snapshot() == before
 
 
+def test_down_finds_the_daemons_of_a_host_whose_namespace_was_deleted(no_lab: None) -> None:
+    before = snapshot()
+    up = corral("lab", "up", "--hosts", "2", timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        subprocess.run(["ip", "netns", "del", "corral-h2"], check=True)  # its daemons run on, unnamed
+        during = snapshot()
+        assert "corral-h2" not in during.netns
+        h2 = f"{lab_root()}/hosts/h2/"
+        assert any(h2 in p and "dockerd" in p for p in during.processes), "h2's dockerd still runs"
+        assert any("overlay.worker" in p for p in during.processes - before.processes), "so do the overlay workers"
+    finally:
+        down = corral("lab", "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert snapshot() == before
+
+
 def test_interrupted_up_takes_itself_down(no_lab: None) -> None:
     before = snapshot()
     up = subprocess.Popen([sys.executable, "-m", "agent", "lab", "up", "--hosts", "2"],
