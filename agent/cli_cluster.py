@@ -252,7 +252,8 @@ def ps(stack: str | None, service_: str | None, host: str | None, url: str) -> N
     """Containers, where they run and their state."""
     items = _run(lambda: Client(url).items("/v1/containers", stack=stack, service=service_, host=host))
     _table("containers", ["id", "name", "host", "state", "exit", "address", "published"],
-           [[c["id"], c["name"], c["host"], c["state"], c["exit_code"], c.get("ip"),
+           [[c["id"], c["name"], c["host"], f"{c['state']}: {c['error']}" if c.get("error") else c["state"],
+             c["exit_code"], c.get("ip"),
              " ".join(c.get("ports") or []) or None] for c in items])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiodocker
 import aiohttp
 
-from agent.errors import EngineUnreachable
+from agent.errors import Conflict, EngineUnreachable
 
 # What /v1/host shows of `docker info`: enough to tell engines apart and size them, no secrets.
 INFO_FIELDS = (
@@ -50,6 +50,10 @@ def _cause(exc: BaseException) -> str:
             return inner.strerror
         inner = inner.__cause__ or inner.__context__
     return str(exc)
+
+
+class NameInUse(Conflict):
+    """A container create found the name taken (by a container Corral left behind, or somebody's own)."""
 
 
 class DockerEngine:
@@ -191,7 +195,15 @@ class Containers:
         return dict(container._container)
 
     async def create(self, name: str, config: dict[str, Any]) -> str:
-        container = await self._engine._call("a container create", self._client.containers.create(config, name=name))
+        """Create a container; ``NameInUse`` if another container already has ``name``."""
+        try:
+            container = await self._engine._call("a container create",
+                                                 self._client.containers.create(config, name=name))
+        except EngineUnreachable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.DockerError) and cause.status == 409:
+                raise NameInUse(f"the container name {name} is taken: {cause.message}", name=name) from exc
+            raise
         return str(container.id)
 
     async def start(self, container_id: str) -> None:

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine
-from agent.errors import EngineUnreachable
-from agent.state import ClusterState
+from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine, NameInUse
+from agent.errors import Conflict, CorralError, EngineUnreachable
+from agent.state import MAX_ERROR, ClusterState
 from mesh.aio import wait_event
 
 log = logging.getLogger("corral.reconciler")
@@ -151,6 +151,12 @@ def observed_status(container: Mapping[str, Any] | None, inspect: Mapping[str, A
             "ip": container.get("ip"), "ports": list(container.get("ports") or [])}
 
 
+def _reason(exc: BaseException) -> str:
+    """A failed action's reason as a user reads it (a Corral error's message, else the exception)."""
+    text = exc.message if isinstance(exc, CorralError) else f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR]
+
+
 Reporter = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -164,6 +170,9 @@ class Reconciler:
         self._reported: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._network: str | None = None
+        #: Why the last pass could not act on an instance (a create Docker refused…): reported with its
+        #: status, so ``corral ps`` says why a container is missing instead of only that it is.
+        self.errors: dict[str, str] = {}
         self.passes = 0
 
     def kick(self) -> None:
@@ -223,13 +232,20 @@ class Reconciler:
             by_instance.setdefault(action.instance, []).append(action)
         gate = asyncio.Semaphore(CONCURRENCY)
 
+        errors: dict[str, str] = {}
+
         async def run(steps: list[Action]) -> None:
             async with gate:
                 for action in steps:
-                    await self._do(action, desired)
+                    try:
+                        await self._do(action, desired)
+                    except Exception as exc:
+                        errors[action.instance] = f"{action.kind} failed: {_reason(exc)}"
+                        raise
 
         results = await asyncio.gather(*(run(steps) for steps in by_instance.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
+        self.errors = errors  # an instance this pass did not fail on has no error (any more)
         self.passes += 1
         await self._report_statuses(desired, await containers.list() if actions else None)
         if failures:  # what did succeed is reported above; the next pass retries the rest
@@ -251,9 +267,16 @@ class Reconciler:
 
     async def _create(self, want: Desired) -> None:
         containers = self.engine.containers
-        for stale in [c for c in await containers.list() if c["name"] == want.name]:
-            await containers.remove(stale["id"])  # a name left by a removed instance
-        container_id = await containers.create(want.name, dict(want.config))
+        try:
+            container_id = await containers.create(want.name, dict(want.config))
+        except NameInUse:
+            holder = await containers.inspect(want.name)
+            labels = holder.get("Config", {}).get("Labels") or {}
+            if LABEL_PREFIX + "instance" not in labels:
+                raise Conflict(f"the name {want.name} is taken by container {str(holder.get('Id', ''))[:12]}, "
+                               "which Corral does not manage: rename or remove it") from None
+            await containers.remove(holder["Id"])  # a name left by a removed instance of ours
+            container_id = await containers.create(want.name, dict(want.config))
         if want.running:
             await containers.start(container_id)
 
@@ -268,6 +291,7 @@ class Reconciler:
             if container is not None and container["state"] == "exited":
                 inspect = await self.engine.containers.inspect(container["id"])
             status = observed_status(container, inspect)
+            status["error"] = self.errors.get(instance)
             recorded = self.state.instances.get(instance, {})
             if self._reported.get(instance) == status and recorded.get("status") == status["status"]:
                 continue

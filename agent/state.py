@@ -33,6 +33,7 @@ from agent import spec as specs
 from overlay.ipam import PoolExhausted, SubnetLeases
 
 MAX_EVENTS = 1000
+MAX_ERROR = 500  # characters of an instance's error kept in the state
 MAX_KEYS = 16
 HOST_STATES = ("active", "reconnecting", "disconnected")
 Result = dict[str, Any]
@@ -315,7 +316,8 @@ class ClusterState:
             self.instances[instance_id] = {
                 "id": instance_id, "service": service["id"], "slot": slot, "host": host,
                 "desired": "running" if service["state"] == "active" else "stopped",
-                "status": "pending", "exit_code": None, "generation": index, "created": index, "updated": index,
+                "status": "pending", "exit_code": None, "error": None, "generation": index, "created": index,
+                "updated": index,
             }
             placed.append(instance_id)
             self._event(index, "instance.placed", f"{service['name']}-{slot} placed on {host}",
@@ -342,6 +344,12 @@ class ClusterState:
         ports = cmd.get("ports", inst.get("ports") or [])
         inst["ports"] = [str(p) for p in ports] if isinstance(ports, list) else []
         inst["address"] = cmd.get("address", inst.get("address"))
+        error = cmd.get("error")
+        error = error[:MAX_ERROR] if isinstance(error, str) and error else None
+        if error is not None and error != inst.get("error"):
+            self._event(index, "instance.failed", f"container {instance_id} on {inst['host']}: {error}",
+                        instance=instance_id)
+        inst["error"] = error
         inst["updated"] = index
         return {"ok": True}
 

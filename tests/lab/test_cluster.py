@@ -7,6 +7,9 @@ test_cluster_faults.py, each on a fresh lab.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -204,6 +207,48 @@ def test_logs_and_stats_through_any_node(lab: Lab, web: dict[str, Any]) -> None:
     with pytest.raises(ApiError) as err:
         api(lab, "h1").get(f"/v1/containers/{c['id']}/logs", tail="x")
     assert err.value.status == 400
+
+
+def test_a_taken_container_name_is_reported_with_the_reason_and_a_stale_one_of_ours_replaced(lab: Lab) -> None:
+    """Docker refuses a create whose name is taken: Corral says why in the container's status (and an
+    event) when the name is somebody else's, and removes the holder when it is a leftover of its own."""
+    client = api(lab, "h1")
+    client.post("/v1/stacks", {"name": "names"})
+    for host in HOSTS:  # whichever host gets each slot: slot 1's name is a user's, slot 2's a leftover of ours
+        for cmd in ("docker create --name names-web-1 corral/base sleep 1000",
+                    "docker create --name names-web-2 --label corral.instance=gone corral/base sleep 1000"):
+            made = lab_sh(lab, host, cmd)
+            assert made.returncode == 0, made.stderr
+    service = client.post("/v1/services", {"stack": "names", "name": "web", "image": "corral/base", "scale": 2,
+                                           "command": "exec sleep 1000"})
+
+    def slot(n: int) -> dict[str, Any] | None:
+        found = [c for c in containers(lab, "h2", service=service["id"]) if c["name"] == f"names-web-{n}"]
+        return found[0] if found else None
+
+    blocked = until("slot 1 reported as blocked", lambda: (c := slot(1)) and c.get("error") and c, timeout=60)
+    assert blocked["state"] != "running"
+    assert "names-web-1" in blocked["error"] and "Corral does not manage" in blocked["error"], blocked["error"]
+    until("slot 2 running in place of our leftover", lambda: (c := slot(2)) and c["state"] == "running" and c)
+    assert slot(2)["error"] is None  # type: ignore[index]
+    events = client.items("/v1/events")
+    assert any(e["kind"] == "instance.failed" and "Corral does not manage" in e["message"] for e in events), events
+    ps = subprocess.run([sys.executable, "-m", "agent", "ps", "--stack", "names"], capture_output=True, text=True,
+                        timeout=30, env={**os.environ, "CORRAL_URL": lab.host("h3").api_url, "COLUMNS": "400"})
+    assert ps.returncode == 0 and "create failed: the name names-web-1 is taken" in ps.stdout, ps.stdout
+    blocked_on = blocked["host"]
+    user_own = lab_sh(lab, blocked_on, "docker ps -a -q --filter name=^names-web-1$ --filter label=corral.instance")
+    assert user_own.stdout.strip() == "", "the name is still held by the user's container, not one of ours"
+    assert lab_sh(lab, blocked_on, "docker ps -a -q --filter name=^names-web-1$").stdout.strip(), \
+        "Corral did not remove a container it does not manage"
+    for host in HOSTS:
+        lab_sh(lab, host, "docker rm -f names-web-1")
+    fixed = until("slot 1 running once the name is free", lambda: (c := slot(1)) and c["state"] == "running" and c)
+    assert fixed["error"] is None
+    on_2 = slot(2)["host"]  # type: ignore[index]
+    assert lab_sh(lab, on_2, "docker ps -a -q --filter label=corral.instance=gone").stdout.strip() == "", \
+        "our leftover holding slot 2's name was removed"
+    client.delete("/v1/stacks/names")
 
 
 def test_members_are_alive_after_all_that(lab: Lab) -> None:

@@ -183,3 +183,22 @@ def test_removing_a_host_frees_its_slots_for_placement() -> None:
     assert log("host.remove", name="h1")["ok"]
     assert [i["host"] for i in log.state.instances.values()] == ["h2"]
     assert any(e["kind"] == "host.removed" and "2 containers" in e["message"] for e in log.state.events)
+
+
+def test_an_instance_error_is_kept_with_its_status_announced_once_and_cleared() -> None:
+    log = Log()
+    _, service = web_stack(log, scale=1)
+    (inst,) = log("placements.commit", service=service, placements=[[1, "h2"]])["placed"]
+    assert log.state.instances[inst]["error"] is None
+    reason = "create failed: the name web-server-nginx-cluster-1 is taken"
+    for _ in range(2):  # the reconciler reports the same failure every pass: one event, not one per pass
+        assert log("instance.status", id=inst, host="h2", status="missing", error=reason)["ok"]
+    assert log.state.instances[inst]["error"] == reason
+    failed = [e for e in log.state.events if e["kind"] == "instance.failed"]
+    assert len(failed) == 1 and reason in failed[0]["message"] and "h2" in failed[0]["message"]
+    assert log("instance.status", id=inst, host="h2", status="running", error=None)["ok"]
+    assert log.state.instances[inst]["error"] is None and log.state.instances[inst]["status"] == "running"
+    log("instance.status", id=inst, host="h2", status="missing", error="x" * 10_000)
+    assert log.state.instances[inst]["error"] == "x" * 500, "bounded: a report cannot bloat the replicated state"
+    log("instance.status", id=inst, host="h2", status="missing", error={"not": "a string"})
+    assert log.state.instances[inst]["error"] is None
