@@ -91,8 +91,11 @@ def service_view(cluster: Cluster, service: dict[str, Any]) -> dict[str, Any]:
     state = cluster.state
     instances = state.instances_of(service["id"])
     running = sum(1 for i in instances if i["status"] == "running")
+    checked = bool(service["spec"].get("health_check"))
+    healthy = sum(1 for i in instances if i["status"] == "running" and i.get("health") == "healthy")
     return {**service, "stack_name": state.stacks[service["stack"]]["name"], "scale": service["spec"]["scale"],
-            "running": running, "containers": [i["id"] for i in instances]}
+            "running": running, "healthy": healthy if checked else None,
+            "containers": [i["id"] for i in instances]}
 
 
 def container_view(cluster: Cluster, inst: dict[str, Any]) -> dict[str, Any]:

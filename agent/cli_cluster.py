@@ -158,30 +158,57 @@ def service() -> None:
 @click.option("-p", "--publish", multiple=True, help="PUBLISHED:TARGET[/udp] (repeatable)")
 @click.option("-l", "--label", multiple=True, help="KEY=VALUE (repeatable)")
 @click.option("--constraint", multiple=True, help="KEY==VALUE or KEY!=VALUE (repeatable)")
+@click.option("--health", default=None, metavar="CHECK",
+              help="http:PORT[/PATH], tcp:PORT (probed by the agent) or cmd:COMMAND (run in the container)")
+@click.option("--health-interval", default=None, help="between checks, e.g. 5s (default 5s)")
+@click.option("--health-timeout", default=None, help="e.g. 2s (default 2s)")
+@click.option("--health-retries", type=int, default=None, help="failures in a row that make it unhealthy (3)")
+@click.option("--health-start-period", default=None, help="failures before the first success do not count (0s)")
+@click.option("--on-unhealthy", type=click.Choice(["recreate", "none"]), default=None,
+              help="replace an unhealthy container (default) or only report it")
 @click.option("--wait/--no-wait", default=True)
 @url_option
 def service_create(stack_name: str, name: str, image: str, scale: int, command_: str | None, env: tuple[str, ...],
-                   publish: tuple[str, ...], label: tuple[str, ...], constraint: tuple[str, ...], wait: bool,
-                   url: str) -> None:
+                   publish: tuple[str, ...], label: tuple[str, ...], constraint: tuple[str, ...], health: str | None,
+                   health_interval: str | None, health_timeout: str | None, health_retries: int | None,
+                   health_start_period: str | None, on_unhealthy: str | None, wait: bool, url: str) -> None:
     client = Client(url)
     body: dict[str, Any] = {"stack": stack_name, "name": name, "image": image, "scale": scale,
                             "environment": list(env), "ports": list(publish), "labels": list(label),
                             "placement": {"constraints": list(constraint)}}
     if command_:
         body["command"] = command_
+    extra = {"interval": health_interval, "timeout": health_timeout, "retries": health_retries,
+             "start_period": health_start_period, "on_unhealthy": on_unhealthy}
+    if health is not None:
+        body["health_check"] = {**_health_option(health), **{k: v for k, v in extra.items() if v is not None}}
+    elif any(v is not None for v in extra.values()):
+        raise click.UsageError("--health-* and --on-unhealthy need --health")
     made = _run(lambda: client.post("/v1/services", body))
     click.echo(f"service {stack_name}/{name} created ({made['id']}), scale {scale}")
     if wait:
         _converge(client, made["id"])
 
 
+def _health_option(text: str) -> dict[str, Any]:
+    """``http:80/healthz``, ``tcp:5432``, ``cmd:test -f /ready`` → the API's health_check fields."""
+    kind, _, rest = text.partition(":")
+    if kind == "cmd" and rest.strip():
+        return {"type": "command", "command": rest}
+    if kind in ("http", "tcp"):
+        port, slash, path = rest.partition("/")
+        if port.isdigit() and (kind == "http" or not slash):
+            return {"type": kind, "port": int(port), **({"path": "/" + path} if kind == "http" else {})}
+    raise click.BadParameter(f"{text!r} is not http:PORT[/PATH], tcp:PORT or cmd:COMMAND", param_hint="--health")
+
+
 @service.command("ls")
 @url_option
 def service_ls(url: str) -> None:
     items = _run(lambda: Client(url).items("/v1/services"))
-    _table("services", ["id", "stack", "name", "image", "running", "scale", "state", "unplaced"],
-           [[s["id"], s["stack_name"], s["name"], s["spec"]["image"], s["running"], s["scale"], s["state"],
-             s["unplaced"][0][1] if s.get("unplaced") else None] for s in items])
+    _table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "unplaced"],
+           [[s["id"], s["stack_name"], s["name"], s["spec"]["image"], s["running"], s.get("healthy"), s["scale"],
+             s["state"], s["unplaced"][0][1] if s.get("unplaced") else None] for s in items])
 
 
 def _service_id(client: Client, ref: str) -> str:
@@ -252,9 +279,17 @@ def ps(stack: str | None, service_: str | None, host: str | None, url: str) -> N
     """Containers, where they run and their state."""
     items = _run(lambda: Client(url).items("/v1/containers", stack=stack, service=service_, host=host))
     _table("containers", ["id", "name", "host", "state", "exit", "address", "published"],
-           [[c["id"], c["name"], c["host"], f"{c['state']}: {c['error']}" if c.get("error") else c["state"],
+           [[c["id"], c["name"], c["host"], _state_cell(c),
              c["exit_code"], c.get("ip"),
              " ".join(c.get("ports") or []) or None] for c in items])
+
+
+def _state_cell(c: dict[str, Any]) -> str:
+    """``running (healthy)``, ``missing: create failed: …``, ``running (unhealthy: GET / answered 500)``."""
+    cell = str(c["state"])
+    if c.get("health"):
+        cell += f" ({c['health']}: {c['health_detail']})" if c.get("health_detail") else f" ({c['health']})"
+    return f"{cell}: {c['error']}" if c.get("error") else cell
 
 
 @click.command("events")

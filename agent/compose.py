@@ -2,12 +2,14 @@
 
 Per service: ``image``, ``command``, ``environment``, ``ports``, ``labels``, ``deploy.replicas``,
 ``deploy.placement.constraints`` (``node.labels.KEY == VALUE``, ``node.hostname == h1``),
-``deploy.restart_policy.condition`` (``any`` → always, ``on-failure``, ``none`` → no). Anything else
-is refused with its path, rather than silently ignored.
+``deploy.restart_policy.condition`` (``any`` → always, ``on-failure``, ``none`` → no), ``healthcheck``
+(``test`` as ``CMD``/``CMD-SHELL``/a string → a command check; ``interval``, ``timeout``, ``retries``,
+``start_period``, ``disable``). Anything else is refused with its path, rather than silently ignored.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,8 @@ import yaml
 
 from agent import spec as specs
 
-SERVICE_KEYS = {"image", "command", "environment", "ports", "labels", "deploy"}
+SERVICE_KEYS = {"image", "command", "environment", "ports", "labels", "deploy", "healthcheck"}
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 DEPLOY_KEYS = {"replicas", "placement", "restart_policy"}
 RESTART = {"any": "always", "on-failure": "on-failure", "none": "no"}
 
@@ -60,9 +63,35 @@ def load(text: str) -> dict[str, dict[str, Any]]:
             if condition not in RESTART:
                 raise ComposeError(f"{path}.deploy.restart_policy.condition must be any, on-failure or none")
             raw["restart"] = RESTART[condition]
+        if svc.get("healthcheck") is not None:
+            check = _healthcheck(svc["healthcheck"], f"{path}.healthcheck")
+            if check is not None:
+                raw["health_check"] = check
         try:
             specs.service_spec(raw)
         except specs.SpecError as exc:
             raise ComposeError(f"{path}.{exc}") from None
         out[str(name)] = raw
     return out
+
+
+def _healthcheck(value: Any, path: str) -> dict[str, Any] | None:
+    """Compose's ``healthcheck`` as a command check (run by Docker in the container), None if disabled."""
+    if not isinstance(value, Mapping):
+        raise ComposeError(f"{path} must be a map")
+    unknown = sorted(set(value) - HEALTHCHECK_KEYS)
+    if unknown:
+        raise ComposeError(f"{path}.{unknown[0]} is not supported")
+    test = value.get("test")
+    if value.get("disable") is True or test == ["NONE"]:
+        return None
+    if isinstance(test, str):
+        command = test
+    elif isinstance(test, list) and len(test) >= 2 and all(isinstance(t, str) for t in test) \
+            and test[0] in ("CMD", "CMD-SHELL"):
+        command = test[1] if test[0] == "CMD-SHELL" and len(test) == 2 else shlex.join(test[1:])
+    else:
+        raise ComposeError(f"{path}.test must be a string, [CMD, …] or [CMD-SHELL, command]")
+    check: dict[str, Any] = {"type": "command", "command": command}
+    check.update({k: value[k] for k in ("interval", "timeout", "retries", "start_period") if k in value})
+    return check

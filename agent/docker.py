@@ -165,8 +165,16 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
     if status.startswith("Exited ("):
         code = status[len("Exited ("):].split(")", 1)[0]
         exit_code = int(code) if code.lstrip("-").isdigit() else None
+    health = None  # Docker's own check (a command check): "Up 3 minutes (healthy)", "(health: starting)"
+    if status.endswith("(healthy)"):
+        health = "healthy"
+    elif status.endswith("(unhealthy)"):
+        health = "unhealthy"
+    elif status.endswith("(health: starting)"):
+        health = "starting"
     return {
         "id": raw.get("Id", ""),
+        "docker_health": health,
         "name": names[0].lstrip("/"),
         "image": raw.get("Image", ""),
         "labels": raw.get("Labels") or {},

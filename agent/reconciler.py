@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine, NameInUse
 from agent.errors import Conflict, CorralError, EngineUnreachable
+from agent.health import UNHEALTHY, HealthProber
 from agent.state import MAX_ERROR, ClusterState
 from mesh.aio import wait_event
 
@@ -32,7 +33,7 @@ log = logging.getLogger("corral.reconciler")
 
 PERIOD = 5.0
 CONCURRENCY = 8  # engine calls in flight per reconcile pass
-CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory")
+CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory", "health_check")
 RESTART_POLICY = {"always": "always", "on-failure": "on-failure", "no": "no"}
 
 
@@ -43,6 +44,7 @@ class Desired:
     running: bool
     restart: str
     config: Mapping[str, Any]
+    health_check: Mapping[str, Any] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -95,7 +97,16 @@ def container_config(state: ClusterState, instance: Mapping[str, Any]) -> dict[s
     }
     if spec["command"]:
         config["Cmd"] = list(spec["command"])
+    check = spec.get("health_check")
+    if check and check["type"] == "command":  # Docker runs it in the container; http/tcp: agent/health.py
+        config["Healthcheck"] = {"Test": ["CMD-SHELL", check["command"]], "Interval": _ns(check["interval"]),
+                                 "Timeout": _ns(check["timeout"]), "Retries": check["retries"],
+                                 "StartPeriod": _ns(check["start_period"])}
     return config
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
 
 
 def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:
@@ -105,7 +116,7 @@ def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:
             continue
         spec = state.services[inst["service"]]["spec"]
         out[inst["id"]] = Desired(inst["id"], state.container_name(inst), inst["desired"] == "running",
-                                  spec["restart"], container_config(state, inst))
+                                  spec["restart"], container_config(state, inst), spec.get("health_check"))
     return out
 
 
@@ -129,6 +140,10 @@ def plan(desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) 
         if keep["labels"].get(LABEL_PREFIX + "spec") != want.fingerprint:
             actions.append(Action("remove", instance, "spec or generation changed", keep["id"]))
             actions.append(Action("create", instance, "replace", desired=want))
+        elif (want.running and keep["state"] == "running" and keep.get("health") == UNHEALTHY
+              and want.health_check and want.health_check["on_unhealthy"] == "recreate"):
+            actions.append(Action("remove", instance, "unhealthy", keep["id"]))
+            actions.append(Action("create", instance, "replace the unhealthy one", desired=want))
         elif want.running and keep["state"] in ("created", "exited", "dead"):
             if want.restart == "always" or (want.restart == "on-failure" and keep["exit_code"] not in (0, None)) \
                     or keep["state"] == "created":
@@ -143,12 +158,23 @@ def plan(desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) 
 
 def observed_status(container: Mapping[str, Any] | None, inspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if container is None:
-        return {"status": "missing", "exit_code": None, "container_id": None}
+        return {"status": "missing", "exit_code": None, "container_id": None, "health": None}
     state = container["state"]
     status = state if state in ("running", "restarting", "paused", "created") else "exited"
     oom = bool(inspect and inspect.get("State", {}).get("OOMKilled"))
     return {"status": "oom" if oom else status, "exit_code": container["exit_code"], "container_id": container["id"],
-            "ip": container.get("ip"), "ports": list(container.get("ports") or [])}
+            "ip": container.get("ip"), "ports": list(container.get("ports") or []),
+            "health": container.get("health"),
+            "health_detail": container.get("health_detail") or _check_output(inspect)}
+
+
+def _check_output(inspect: Mapping[str, Any] | None) -> str | None:
+    """What Docker's last run of a failing command check said: ``exit 1: …``."""
+    runs = ((inspect or {}).get("State", {}).get("Health") or {}).get("Log") or []
+    if not runs or runs[-1].get("ExitCode") == 0:
+        return None
+    out = str(runs[-1].get("Output") or "").strip()
+    return f"the check exited {runs[-1].get('ExitCode')}" + (f": {out[:200]}" if out else "")
 
 
 def _reason(exc: BaseException) -> str:
@@ -173,6 +199,7 @@ class Reconciler:
         #: Why the last pass could not act on an instance (a create Docker refused…): reported with its
         #: status, so ``corral ps`` says why a container is missing instead of only that it is.
         self.errors: dict[str, str] = {}
+        self.health = HealthProber(self.kick)
         self.passes = 0
 
     def kick(self) -> None:
@@ -189,6 +216,7 @@ class Reconciler:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.health.close()
 
     async def _loop(self) -> None:
         while True:
@@ -205,7 +233,8 @@ class Reconciler:
         while True:
             try:
                 async for event in self.engine.containers.events():
-                    if event.get("Action") in ("die", "destroy", "oom", "stop", "kill"):
+                    action = str(event.get("Action", ""))
+                    if action in ("die", "destroy", "oom", "stop", "kill") or action.startswith("health_status"):
                         self.kick()
             except asyncio.CancelledError:
                 raise
@@ -223,7 +252,11 @@ class Reconciler:
                 log.info("docker network %s on %s", NETWORK, subnet)
             self._network = subnet
         desired = desired_here(self.state, self.host)
-        actions = plan(desired, await containers.list())
+        seen = self._with_health(desired, await containers.list())
+        actions = plan(desired, seen)
+        doomed = {a.instance: desired[a.instance] for a in actions if a.reason == "unhealthy"}
+        if doomed:  # say so before the replacement hides it: the state keeps why, and an event
+            await self._report_statuses(doomed, seen)
         # Actions on different instances are independent: run them together (bounded), so 30 new
         # containers take about as long as a few, not thirty create+start round trips in a row.
         # The plan lists an instance's remove before its create; one instance's actions stay in order.
@@ -247,7 +280,9 @@ class Reconciler:
         failures = [r for r in results if isinstance(r, BaseException)]
         self.errors = errors  # an instance this pass did not fail on has no error (any more)
         self.passes += 1
-        await self._report_statuses(desired, await containers.list() if actions else None)
+        observed = await containers.list()
+        self._probe(desired, observed)
+        await self._report_statuses(desired, self._with_health(desired, observed))
         if failures:  # what did succeed is reported above; the next pass retries the rest
             raise failures[0]
         return actions
@@ -280,16 +315,37 @@ class Reconciler:
         if want.running:
             await containers.start(container_id)
 
-    async def _report_statuses(self, desired: Mapping[str, Desired],
-                               observed: Sequence[Mapping[str, Any]] | None) -> None:
-        if observed is None:
-            observed = await self.engine.containers.list()
+    def _with_health(self, desired: Mapping[str, Desired],
+                     observed: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The containers with ``health``: Docker's for command checks, the prober's for http/tcp."""
+        out = []
+        for c in observed:
+            want = desired.get(c["labels"].get(LABEL_PREFIX + "instance", ""))
+            check = want.health_check if want is not None else None
+            health = None
+            if check and c["state"] == "running":
+                health = c.get("docker_health") if check["type"] == "command" else self.health.health(c["id"])
+            out.append({**c, "health": health, "health_detail": self.health.detail(c["id"]) if health else None})
+        return out
+
+    def _probe(self, desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) -> None:
+        """Probe the running containers whose service has an http or tcp check (and only those)."""
+        wanted: dict[str, tuple[Mapping[str, Any], str]] = {}
+        for c in observed:
+            want = desired.get(c["labels"].get(LABEL_PREFIX + "instance", ""))
+            check = want.health_check if want is not None else None
+            if check and check["type"] != "command" and c["state"] == "running" and c.get("ip"):
+                wanted[c["id"]] = (check, c["ip"])
+        self.health.sync(wanted)
+
+    async def _report_statuses(self, desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) -> None:
         by_instance = {c["labels"].get(LABEL_PREFIX + "instance"): c for c in observed}
         for instance in desired:
             container = by_instance.get(instance)
             inspect = None
-            if container is not None and container["state"] == "exited":
-                inspect = await self.engine.containers.inspect(container["id"])
+            if container is not None and (container["state"] == "exited" or (
+                    container.get("health") == "unhealthy" and container.get("docker_health"))):
+                inspect = await self.engine.containers.inspect(container["id"])  # exit reason, check output
             status = observed_status(container, inspect)
             status["error"] = self.errors.get(instance)
             recorded = self.state.instances.get(instance, {})

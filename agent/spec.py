@@ -20,6 +20,11 @@ STRATEGIES = ("spread", "pack")
 PORT_RE = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
 MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgKMG]i?[bB]?|[bB])?$")
 MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+HEALTH_TYPES = ("http", "tcp", "command")
+ON_UNHEALTHY = ("recreate", "none")
+HEALTH_KEYS = {"type", "port", "path", "command", "interval", "timeout", "retries", "start_period", "on_unhealthy"}
 
 
 class SpecError(ValueError):
@@ -51,6 +56,72 @@ def memory_bytes(value: Any, field: str) -> int:
             unit = (match.group(2) or "").lower()[:1]
             return int(float(match.group(1)) * MEMORY_UNITS[unit])
     raise SpecError(field, f"{value!r} is not a size such as 512m")
+
+
+def seconds(value: Any, field: str, low: float, high: float) -> float:
+    """``5``, ``2.5``, ``"500ms"``, ``"5s"``, ``"1m"`` → seconds, within [low, high]."""
+    parsed: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        parsed = float(value)
+    elif isinstance(value, str):
+        match = DURATION_RE.match(value.strip())
+        if match:
+            parsed = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if parsed is None:
+        raise SpecError(field, f"{value!r} is not a duration such as 5s or 500ms")
+    if not low <= parsed <= high:
+        raise SpecError(field, f"must be from {low:g} s to {high:g} s")
+    return parsed
+
+
+def health_check(value: Any, field: str = "health_check") -> dict[str, Any] | None:
+    """A service's health check, normalised; None for none.
+
+    ``http``: a GET of ``path`` on the container's ``port`` answered 2xx/3xx; ``tcp``: the port
+    accepts a connection — both made by the agent of the container's host to its overlay address, so
+    they need nothing in the image (as Rancher's checks); ``command``: a shell command run in the
+    container by Docker (exit 0 is healthy). ``retries`` failures in a row (after ``start_period``)
+    make it unhealthy; ``on_unhealthy: recreate`` (the default) replaces such a container.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise SpecError(field, "must be a map with a type: http, tcp or command")
+    unknown = sorted(set(value) - HEALTH_KEYS)
+    if unknown:
+        raise SpecError(f"{field}.{unknown[0]}", "is not a field of a health check")
+    kind = value.get("type")
+    if kind not in HEALTH_TYPES:
+        raise SpecError(f"{field}.type", "must be http, tcp or command")
+    port = path = command = None
+    if kind in ("http", "tcp"):
+        port = value.get("port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise SpecError(f"{field}.port", "must be the container's port, 1-65535")
+        if kind == "http":
+            path = value.get("path", "/")
+            if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " \r\n"):
+                raise SpecError(f"{field}.path", "must be a URL path starting with /")
+    else:
+        command = value.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise SpecError(f"{field}.command", "is required for a command check (run with sh -c in the container)")
+    for key, ok in (("port", port is not None), ("path", path is not None), ("command", command is not None)):
+        if key in value and not ok:
+            raise SpecError(f"{field}.{key}", f"does not apply to a {kind} check")
+    interval = seconds(value.get("interval", 5), f"{field}.interval", 0.5, 3600)
+    timeout = seconds(value.get("timeout", min(2.0, interval)), f"{field}.timeout", 0.1, 3600)
+    if timeout > interval:
+        raise SpecError(f"{field}.timeout", "must not be longer than the interval")
+    retries = value.get("retries", 3)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 1 <= retries <= 100:
+        raise SpecError(f"{field}.retries", "must be a whole number from 1 to 100")
+    on_unhealthy = value.get("on_unhealthy", "recreate")
+    if on_unhealthy not in ON_UNHEALTHY:
+        raise SpecError(f"{field}.on_unhealthy", "must be recreate or none")
+    return {"type": kind, "port": port, "path": path, "command": command, "interval": interval, "timeout": timeout,
+            "retries": retries, "start_period": seconds(value.get("start_period", 0), f"{field}.start_period", 0, 3600),
+            "on_unhealthy": on_unhealthy}
 
 
 def _str_map(value: Any, field: str) -> dict[str, str]:
@@ -178,5 +249,5 @@ def service_spec(raw: Any) -> dict[str, Any]:
             "strategy": strategy,
             "one_per_host": one_per_host,
         },
-        "health_check": raw.get("health_check"),
+        "health_check": health_check(raw.get("health_check")),
     }

@@ -34,6 +34,7 @@ from overlay.ipam import PoolExhausted, SubnetLeases
 
 MAX_EVENTS = 1000
 MAX_ERROR = 500  # characters of an instance's error kept in the state
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
 MAX_KEYS = 16
 HOST_STATES = ("active", "reconnecting", "disconnected")
 Result = dict[str, Any]
@@ -316,7 +317,8 @@ class ClusterState:
             self.instances[instance_id] = {
                 "id": instance_id, "service": service["id"], "slot": slot, "host": host,
                 "desired": "running" if service["state"] == "active" else "stopped",
-                "status": "pending", "exit_code": None, "error": None, "generation": index, "created": index,
+                "status": "pending", "exit_code": None, "error": None, "health": None, "generation": index,
+                "created": index,
                 "updated": index,
             }
             placed.append(instance_id)
@@ -350,6 +352,15 @@ class ClusterState:
             self._event(index, "instance.failed", f"container {instance_id} on {inst['host']}: {error}",
                         instance=instance_id)
         inst["error"] = error
+        health = cmd.get("health")
+        health = health if health in HEALTH_STATES else None
+        detail = cmd.get("health_detail")
+        detail = detail[:MAX_ERROR] if isinstance(detail, str) and detail and health != "healthy" else None
+        if health == "unhealthy" and inst.get("health") != "unhealthy":
+            self._event(index, "instance.unhealthy", f"container {instance_id} on {inst['host']} is unhealthy"
+                        + (f": {detail}" if detail else ""), instance=instance_id)
+        inst["health"] = health
+        inst["health_detail"] = detail
         inst["updated"] = index
         return {"ok": True}
 

@@ -251,6 +251,65 @@ def test_a_taken_container_name_is_reported_with_the_reason_and_a_stale_one_of_o
     client.delete("/v1/stacks/names")
 
 
+def test_health_checks_replace_unhealthy_containers_and_say_why(lab: Lab) -> None:
+    client = api(lab, "h3")
+    client.post("/v1/stacks", {"name": "health"})
+    fast = {"interval": "1s", "timeout": "0.5s", "retries": 2}
+    web = client.post("/v1/services", {
+        "stack": "health", "name": "web", "image": "corral/base", "scale": 2,
+        "command": "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 80 -h /www",
+        "health_check": {"type": "http", "port": 80, "path": "/healthz", **fast}})
+    cmd = client.post("/v1/services", {
+        "stack": "health", "name": "cmd", "image": "corral/base", "command": "touch /tmp/ok && exec sleep 1000",
+        "health_check": {"type": "command", "command": "test -f /tmp/ok", **fast}})
+    made = subprocess.run([sys.executable, "-m", "agent", "service", "create", "health", "watch", "--image",
+                           "corral/base", "--command", "exec sleep 1000", "--health", "tcp:81", "--health-interval",
+                           "1s", "--health-timeout", "0.5s", "--health-retries", "2", "--on-unhealthy", "none",
+                           "--no-wait", "--host", lab.host("h1").api_url], capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    watch = api(lab, "h1").get("/v1/services/watch")
+    assert watch["spec"]["health_check"]["type"] == "tcp" and watch["spec"]["health_check"]["on_unhealthy"] == "none"
+
+    def healthy(service: dict[str, Any], n: int) -> list[dict[str, Any]] | None:
+        items = containers(lab, "h1", service=service["id"])
+        ok = [c for c in items if c["state"] == "running" and c["health"] == "healthy"]
+        return items if len(ok) == n == len(items) else None
+
+    first = until("web and cmd healthy", lambda: healthy(web, 2) and healthy(cmd, 1), timeout=60)
+    assert first is not None
+    assert api(lab, "h2").get(f"/v1/services/{web['id']}")["healthy"] == 2
+    before = {c["name"]: c for c in containers(lab, "h1", stack="health")}
+
+    victim = before["health-web-1"]  # its page goes: 404 → unhealthy → replaced
+    assert lab_sh(lab, victim["host"], "docker exec health-web-1 rm /www/healthz").returncode == 0
+    lab_sh(lab, before["health-cmd-1"]["host"], "docker exec health-cmd-1 rm /tmp/ok")
+
+    def replaced(name: str) -> dict[str, Any] | None:
+        now = {c["name"]: c for c in containers(lab, "h1", stack="health")}.get(name)
+        fresh = now and now["container_id"] != before[name]["container_id"] and now["health"] == "healthy"
+        return now if fresh else None
+
+    until("the unhealthy web container replaced by a healthy one", lambda: replaced("health-web-1"), timeout=60)
+    until("the unhealthy command-checked container replaced", lambda: replaced("health-cmd-1"), timeout=60)
+    after = {c["name"]: c for c in containers(lab, "h1", stack="health")}
+    assert after["health-web-2"]["container_id"] == before["health-web-2"]["container_id"], "the healthy one stays"
+    events = [e["message"] for e in client.items("/v1/events") if e["kind"] == "instance.unhealthy"]
+    assert any("GET /healthz answered 404" in m for m in events), events
+    assert any("the check exited 1" in m for m in events), events
+
+    # on_unhealthy: none — reported, with the reason, and left running
+    kept = until("the watched container reported unhealthy",
+                 lambda: (c := containers(lab, "h1", service=watch["id"])[0])["health"] == "unhealthy" and c)
+    assert kept["state"] == "running" and "cannot connect to port 81: connection refused" in kept["health_detail"]
+    time.sleep(3)
+    again = containers(lab, "h1", service=watch["id"])[0]
+    assert again["container_id"] == kept["container_id"] and again["state"] == "running"
+    ps = subprocess.run([sys.executable, "-m", "agent", "ps", "--stack", "health"], capture_output=True, text=True,
+                        timeout=30, env={**os.environ, "CORRAL_URL": lab.host("h2").api_url, "COLUMNS": "400"})
+    assert ps.returncode == 0 and "running (healthy)" in ps.stdout and "running (unhealthy" in ps.stdout, ps.stdout
+    client.delete("/v1/stacks/health")
+
+
 def test_members_are_alive_after_all_that(lab: Lab) -> None:
     for host in HOSTS:
         assert set(members_seen_by(lab, host).values()) == {"alive"}

@@ -114,3 +114,16 @@ def test_lab_up_without_docker_says_how_to_install_it(tmp_path: Path) -> None:
     line = _one_line(done.stderr)
     assert "Docker Engine is not installed" in line and "apt-get install docker.io" in line
     assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--health", "https:443"], "'https:443' is not http:PORT[/PATH], tcp:PORT or cmd:COMMAND"),
+    (["--health", "tcp:80/x"], "is not http:PORT[/PATH], tcp:PORT or cmd:COMMAND"),
+    (["--health", "cmd:"], "is not http:PORT[/PATH], tcp:PORT or cmd:COMMAND"),
+    (["--health-retries", "2"], "--health-* and --on-unhealthy need --health"),
+])
+def test_service_create_refuses_a_bad_health_option_before_asking_any_agent(args: list[str], message: str) -> None:
+    done = corral("service", "create", "web-server", "web", "--image", "corral/base", *args,
+                  "--host", f"http://127.0.0.1:{_free_port()}")
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
