@@ -768,3 +768,17 @@ class RaftNode:
 
     def _send(self, m: Message) -> None:
         self._msgs.append(m)
+
+def sends_before_persisting(core: RaftNode, rd: Ready, durable_term_vote: tuple[int, str | None] | None) -> bool:
+    """May this Ready's messages leave while its entries are still being written (Raft thesis §10.2.1)?
+
+    Only a leader's, and only when nothing in the Ready must be durable before anyone hears of it:
+    term and vote unchanged since they were last made durable, no snapshot. The leader's own copy
+    counts toward a commit only once ``advance`` reports it stable, so an entry a follower receives
+    early is committed only by a quorum of durable copies, whatever happens to the leader meanwhile.
+    A follower's acknowledgement must never leave before its entries are durable: it promises they are.
+    """
+    if core.role != Role.LEADER or rd.snapshot is not None:
+        return False
+    hs = rd.hard_state
+    return hs is None or (durable_term_vote is not None and (hs.term, hs.vote) == durable_term_vote)

@@ -2,7 +2,9 @@
 
 It feeds the core (``tick``, ``step``, ``propose``, ``read_index``) and drains every Ready in
 etcd's order: persist (hard state, entries, snapshot: one fsynced SQLite transaction), then send,
-then restore/apply, then advance. A proposal's caller waits for its entry to be applied and gets
+then restore/apply, then advance — except that a leader sends first when nothing in the Ready must be
+durable before it is heard of (``sends_before_persisting``, Raft thesis §10.2.1, as etcd's server does):
+the followers' fsyncs then overlap the leader's. A proposal's caller waits for its entry to be applied and gets
 the state machine's result; if another leader's entry took that index, the caller learns the
 proposal was dropped (never a result that is not its own).
 """
@@ -16,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mesh.raft import HardState, NotLeader, RaftNode, Rejected, Role, StateMachine
+from mesh.raft import HardState, NotLeader, RaftNode, Rejected, Role, StateMachine, sends_before_persisting
 from mesh.raft_messages import EntryKind, Message, NodeId
 from mesh.raft_storage import AsyncStorage
 from mesh.raft_transport import RaftTransport
@@ -152,6 +154,10 @@ class RaftDriver:
 
     async def _handle_ready(self) -> None:
         rd = self.core.ready()
+        early = sends_before_persisting(self.core, rd, self._durable_term_vote)
+        if early:  # a leader replicates while its own disk writes (one fsync off a write's latency)
+            for msg in rd.messages:
+                self.transport.send(msg)
         hard_state = rd.hard_state
         if hard_state is not None and (hard_state.term, hard_state.vote) == self._durable_term_vote:
             # Only the commit index moved. Raft needs term and vote durable, not commit (a restarted
@@ -166,8 +172,9 @@ class RaftDriver:
             self._durable_term_vote = (hard_state.term, hard_state.vote)
             if self._unsaved_commit is not None and hard_state.commit >= self._unsaved_commit.commit:
                 self._unsaved_commit = None
-        for msg in rd.messages:
-            self.transport.send(msg)
+        if not early:
+            for msg in rd.messages:
+                self.transport.send(msg)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self.applied = rd.snapshot.meta.index

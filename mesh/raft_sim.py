@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 from mesh.linearizability import Op, OpKind, check_history
-from mesh.raft import RaftNode, Ready, Role
+from mesh.raft import RaftNode, Ready, Role, sends_before_persisting
 from mesh.raft_config import RaftConfig, local
 from mesh.raft_messages import ConfChangeOp, Entry, EntryKind, Message, NodeId
 from mesh.raft_storage import MemoryStorage
@@ -82,6 +82,7 @@ class SimNode:
     seen_commit: int = 0
     incarnation: int = 0
     inflight: Ready | None = None  # handed to the disk, fsync not yet complete
+    inflight_sent: bool = False  # its messages already left (a leader's, sent while its disk writes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,8 @@ class Simulator:
     membership_churn: float = 0.0  # per tick: the leader proposes a random single-server change
     transfer_rate: float = 0.0  # per tick: the leader hands leadership to a random voter
     units_per_tick: int = UNITS_PER_TICK
+    #: A leader sends a Ready's messages while its disk writes the entries (as ``RaftDriver`` does).
+    leader_sends_early: bool = True
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -198,6 +201,7 @@ class Simulator:
         node = self.nodes[nid]
         node.alive = False
         node.inflight = None
+        node.inflight_sent = False
         node.incarnation += 1
         self.stats["crashes"] += 1
         for p in [p for p in self.pending.values() if p.node == nid]:
@@ -326,6 +330,12 @@ class Simulator:
             self._check_ready(node, rd)
             if self.faults.disk_delay and self._started:
                 node.inflight = rd
+                durable = (node.storage.hard_state.term, node.storage.hard_state.vote)
+                node.inflight_sent = self.leader_sends_early and sends_before_persisting(core, rd, durable)
+                if node.inflight_sent:
+                    self.stats["sent_before_persisting"] += 1
+                    for m in rd.messages:
+                        self._send(m)
                 self._seq += 1
                 at = self.now + self.rng.randint(1, self.faults.disk_delay)
                 heapq.heappush(self._queue, (at, self._seq, _DiskDone(node.id, node.incarnation)))
@@ -341,8 +351,11 @@ class Simulator:
             self.stats["crash_mid_ready"] += 1
             self.crash(node.id)
             return
-        for m in rd.messages:
-            self._send(m)
+        if node.inflight_sent:
+            node.inflight_sent = False
+        else:
+            for m in rd.messages:
+                self._send(m)
         if rd.snapshot is not None:
             node.sm.restore(rd.snapshot.data)
             self.stats["snapshots_installed"] += 1

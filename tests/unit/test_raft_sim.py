@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from mesh.raft import RaftNode
+from mesh import raft_sim
+from mesh.raft import RaftNode, Ready
 from mesh.raft_sim import Faults, InvariantViolation, Simulator, _Pending, run_random
 
 CALM = Faults(loss=0, duplicate=0, crash=0, restart=0, partition=0, heal=0, crash_mid_ready=0)
@@ -64,6 +65,7 @@ def test_one_thousand_randomized_seeds_keep_every_invariant() -> None:
     assert totals["indeterminate"] > 100
     assert totals["linearizability_unknown"] == 0
     assert totals["converged"] > 900
+    assert totals["sent_before_persisting"] > 1000, "leaders replicated while their own disk wrote"
 
 
 # ---- the checks can fail: break the core or the client on purpose ------------------------------
@@ -146,3 +148,28 @@ def test_membership_churn_under_faults_keeps_every_invariant() -> None:
     for op in ("add_learner", "promote", "demote", "remove"):
         assert totals[f"conf_{op}"] > 50, totals
     assert sizes >= {2, 3, 4}
+
+
+def test_acknowledging_before_the_entries_are_durable_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a leader may send while its disk writes: a follower that did would acknowledge entries it
+    could still lose, and the simulator's durability check must see a commit held by too few disks."""
+    def everyone_early(core: RaftNode, rd: Ready, durable: object) -> bool:
+        return rd.snapshot is None and rd.hard_state is None
+
+    monkeypatch.setattr(raft_sim, "sends_before_persisting", everyone_early)
+    msg = None
+    for seed in range(1, 200, 2):
+        try:
+            run_random(seed, ticks=120, disk_delay=6)
+        except InvariantViolation as exc:
+            msg = str(exc)
+            break
+    assert msg is not None and "disks" in msg, msg
+
+
+def test_a_leader_sending_before_persisting_keeps_every_invariant_under_slow_disks() -> None:
+    sent_early = 0
+    for seed in range(1, 120, 2):
+        sim = run_random(seed, ticks=120, disk_delay=8)
+        sent_early += sim.stats["sent_before_persisting"]
+    assert sent_early > 200
