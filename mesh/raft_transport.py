@@ -170,6 +170,11 @@ class RaftTransport:
                 self._on_message(msg)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only close() cancels a connection's reader. Ending normally instead of cancelled keeps
+            # Python 3.11's stream-server callback from calling exception() on a cancelled task and
+            # logging a CancelledError traceback at every clean stop.
+            pass
         finally:
             if task is not None:
                 self._readers.discard(task)

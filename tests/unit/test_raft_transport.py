@@ -70,3 +70,28 @@ async def _until(cond: object, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():  # noqa: ASYNC110 - polling a plain predicate
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+def test_closing_with_connections_open_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A clean stop must not leave a CancelledError traceback per accepted connection in the log."""
+    port_a, port_b = _free_port(), _free_port()
+
+    async def scenario() -> None:
+        ring = Keyring.from_secret(b"t" * 32)
+        got: list[int] = []
+        a = RaftTransport(("127.0.0.1", port_a), ring.channel(b"raft"), lambda m: None)
+        b = RaftTransport(("127.0.0.1", port_b), ring.channel(b"raft"), lambda m: got.append(1))
+        await a.start()
+        await b.start()
+        a.set_peer("b", ("127.0.0.1", port_b))
+        a.send(RequestVote("a", "b", 1, 0, 0))
+        await _until(lambda: len(got) == 1)  # b holds an accepted connection with a reader waiting
+        await b.close()
+        await a.close()
+        await asyncio.sleep(0.1)  # the stream server's done-callbacks run
+
+    with caplog.at_level("ERROR"):
+        uvloop.run(scenario())
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, [r.getMessage() for r in errors]
