@@ -130,7 +130,10 @@ class HealthProber:
         interval = float(check["interval"])
         while True:
             started = self.clock()
-            error = await probe(check, address, self._session)
+            try:
+                error = await probe(check, address, self._session)
+            except Exception as exc:  # never let one odd failure end the container's probing
+                error = f"probe failed: {type(exc).__name__}: {exc}"[:200]
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError  # the cancel landed as the probe finished: honour it
