@@ -493,31 +493,28 @@ def _agent_pid(host: HostSpec) -> int | None:
     return pid if "agent" in argv and bind == host.address else None
 
 
-def _kill_host_processes(host: HostSpec) -> int:
-    """SIGKILL every process in the host's namespace and container cgroups, until none is left."""
+def _kill_until_gone(find: Callable[[], set[int]]) -> int:
+    """SIGKILL what ``find`` names, again and again (a dying daemon may have forked), until none is left."""
     total: set[int] = set()
     for _ in range(20):
-        pids = set(procs.pids_in_netns(host.netns_path)) | procs.pids_in_cgroup(host.cgroup_parent)
-        pids.discard(os.getpid())
+        pids = find() - {os.getpid()}
         if not pids:
             break
         total |= pids
         procs.kill(pids, signal.SIGKILL)
         procs.wait_gone(pids, 5.0)
     return len(total)
+
+
+def _kill_host_processes(host: HostSpec) -> int:
+    """SIGKILL every process in the host's namespace and container cgroups, until none is left."""
+    return _kill_until_gone(
+        lambda: set(procs.pids_in_netns(host.netns_path)) | procs.pids_in_cgroup(host.cgroup_parent))
 
 
 def _kill_lost_namespaces(root: Path) -> int:
     """SIGKILL the daemons of lab hosts whose namespace was deleted under them (``procs.lost_namespace_pids``)."""
-    total: set[int] = set()
-    for _ in range(20):
-        pids = procs.lost_namespace_pids(root)
-        if not pids:
-            break
-        total |= pids
-        procs.kill(pids, signal.SIGKILL)
-        procs.wait_gone(pids, 5.0)
-    return len(total)
+    return _kill_until_gone(lambda: procs.lost_namespace_pids(root))
 
 
 async def _wait_engine(host: HostSpec, pid: int, timeout: float) -> DockerEngine:
