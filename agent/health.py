@@ -62,6 +62,42 @@ class Track:
         return self.state != before
 
 
+class ReplaceBackoff:
+    """When to replace an instance's unhealthy container again, so one that never gets healthy is not
+    recreated every few seconds forever (a Raft write and an event each time).
+
+    The first replacement is at once; each further one without the instance having been healthy in
+    between waits ``first`` × 2^(n−1) seconds, at most ``cap``. Turning healthy starts over.
+    """
+
+    def __init__(self, first: float = 10.0, cap: float = 300.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._streak: dict[str, tuple[int, float]] = {}  # instance → (replacements in a row, when the last)
+
+    def wait(self, instance: str, now: float) -> float:
+        """Seconds until ``instance`` may be replaced again (0: now)."""
+        streak = self._streak.get(instance)
+        if streak is None:
+            return 0.0
+        count, last = streak
+        return max(0.0, last + min(self.cap, self.first * 2.0 ** (count - 1)) - now)
+
+    def replaced(self, instance: str, now: float) -> None:
+        count = self._streak.get(instance, (0, 0.0))[0]
+        self._streak[instance] = (count + 1, now)
+
+    def healthy(self, instance: str) -> None:
+        self._streak.pop(instance, None)
+
+    def streak(self, instance: str) -> int:
+        return self._streak.get(instance, (0, 0.0))[0]
+
+    def forget_except(self, instances: set[str]) -> None:
+        for gone in set(self._streak) - instances:
+            del self._streak[gone]
+
+
 async def probe(check: Mapping[str, Any], address: str, session: aiohttp.ClientSession) -> str | None:
     """One probe of ``check`` against ``address``; None when healthy, else why not."""
     timeout = float(check["timeout"])
@@ -158,4 +194,4 @@ class HealthProber:
             self._session = None
 
 
-__all__ = ["HEALTHY", "STARTING", "UNHEALTHY", "HealthProber", "Track", "probe"]
+__all__ = ["HEALTHY", "STARTING", "UNHEALTHY", "HealthProber", "ReplaceBackoff", "Track", "probe"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.docker import LABEL_PREFIX, NETWORK, DockerEngine, NameInUse
 from agent.errors import Conflict, CorralError, EngineUnreachable
-from agent.health import UNHEALTHY, HealthProber
+from agent.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
 from agent.state import MAX_ERROR, ClusterState
 from mesh.aio import wait_event
 
@@ -200,6 +200,8 @@ class Reconciler:
         #: status, so ``corral ps`` says why a container is missing instead of only that it is.
         self.errors: dict[str, str] = {}
         self.health = HealthProber(self.kick)
+        self.backoff = ReplaceBackoff()
+        self._retry_at: asyncio.TimerHandle | None = None
         self.passes = 0
 
     def kick(self) -> None:
@@ -217,6 +219,8 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.close()
+        if self._retry_at is not None:
+            self._retry_at.cancel()
 
     async def _loop(self) -> None:
         while True:
@@ -253,10 +257,13 @@ class Reconciler:
             self._network = subnet
         desired = desired_here(self.state, self.host)
         seen = self._with_health(desired, await containers.list())
-        actions = plan(desired, seen)
+        actions = self._hold_back(plan(desired, seen), seen, desired)
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason == "unhealthy"}
         if doomed:  # say so before the replacement hides it: the state keeps why, and an event
             await self._report_statuses(doomed, seen)
+            now = asyncio.get_running_loop().time()
+            for instance in doomed:
+                self.backoff.replaced(instance, now)
         # Actions on different instances are independent: run them together (bounded), so 30 new
         # containers take about as long as a few, not thirty create+start round trips in a row.
         # The plan lists an instance's remove before its create; one instance's actions stay in order.
@@ -315,6 +322,28 @@ class Reconciler:
         if want.running:
             await containers.start(container_id)
 
+    def _hold_back(self, actions: list[Action], seen: Sequence[Mapping[str, Any]],
+                   desired: Mapping[str, Desired]) -> list[Action]:
+        """Drop the replacement of an unhealthy container whose instance is still backing off
+        (``ReplaceBackoff``) and wake up when it may go; an instance seen healthy starts over."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for c in seen:
+            if c.get("health") == HEALTHY:
+                self.backoff.healthy(c["labels"].get(LABEL_PREFIX + "instance", ""))
+        self.backoff.forget_except(set(desired))
+        held = {a.instance: wait for a in actions if a.reason == "unhealthy"
+                and (wait := self.backoff.wait(a.instance, now)) > 0}
+        if not held:
+            return actions
+        log.info("holding back the replacement of %d unhealthy container(s) for up to %.0f s", len(held),
+                 max(held.values()))
+        if self._retry_at is not None:
+            self._retry_at.cancel()
+        self._retry_at = loop.call_later(min(held.values()) + 0.05, self.kick)
+        replacing = ("unhealthy", "replace the unhealthy one")
+        return [a for a in actions if a.instance not in held or a.reason not in replacing]
+
     def _with_health(self, desired: Mapping[str, Desired],
                      observed: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The containers with ``health``: Docker's for command checks, the prober's for http/tcp."""
@@ -325,7 +354,11 @@ class Reconciler:
             health = None
             if check and c["state"] == "running":
                 health = c.get("docker_health") if check["type"] == "command" else self.health.health(c["id"])
-            out.append({**c, "health": health, "health_detail": self.health.detail(c["id"]) if health else None})
+            detail = self.health.detail(c["id"]) if health else None
+            streak = self.backoff.streak(want.instance) if want is not None and health == UNHEALTHY else 0
+            if streak:
+                detail = f"{detail or 'unhealthy'}; replaced {streak}× in a row without turning healthy (backing off)"
+            out.append({**c, "health": health, "health_detail": detail})
         return out
 
     def _probe(self, desired: Mapping[str, Desired], observed: Sequence[Mapping[str, Any]]) -> None:

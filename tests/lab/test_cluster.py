@@ -310,6 +310,27 @@ def test_health_checks_replace_unhealthy_containers_and_say_why(lab: Lab) -> Non
     client.delete("/v1/stacks/health")
 
 
+def test_a_container_that_never_turns_healthy_is_replaced_with_a_back_off(lab: Lab) -> None:
+    client = api(lab, "h2")
+    client.post("/v1/stacks", {"name": "sick"})
+    svc = client.post("/v1/services", {
+        "stack": "sick", "name": "never", "image": "corral/base", "command": "exec sleep 1000",
+        "health_check": {"type": "tcp", "port": 81, "interval": "0.5s", "timeout": "0.4s", "retries": 1}})
+    ids: set[str] = set()
+    seen_detail = ""
+    deadline = time.monotonic() + 14
+    while time.monotonic() < deadline:
+        for c in containers(lab, "h1", service=svc["id"]):
+            if c.get("container_id"):
+                ids.add(c["container_id"])
+            seen_detail = c.get("health_detail") or seen_detail
+        time.sleep(0.2)
+    # unhealthy ~0.5 s after each start: without a back-off that is a new container every second or so
+    assert 2 <= len(ids) <= 3, f"{len(ids)} containers in 14 s: {sorted(ids)}"
+    assert "backing off" in seen_detail, seen_detail
+    client.delete("/v1/stacks/sick")
+
+
 def test_members_are_alive_after_all_that(lab: Lab) -> None:
     for host in HOSTS:
         assert set(members_seen_by(lab, host).values()) == {"alive"}

@@ -169,3 +169,23 @@ def test_an_unhealthy_container_is_replaced_unless_the_service_says_none() -> No
     assert plan({"i1": want("i1", "none")}, [seen("c1", "i1", UNHEALTHY)]) == []
     for health in (HEALTHY, STARTING, None):
         assert plan({"i1": want("i1")}, [seen("c1", "i1", health)]) == []
+
+
+def test_replacing_an_instance_that_never_turns_healthy_backs_off() -> None:
+    from agent.health import ReplaceBackoff
+
+    b = ReplaceBackoff(first=10, cap=60)
+    assert b.wait("i1", 0) == 0, "the first replacement is at once"
+    b.replaced("i1", 0)
+    assert b.wait("i1", 3) == 7 and b.wait("i1", 10) == 0
+    b.replaced("i1", 10)
+    assert b.wait("i1", 10) == 20, "doubles"
+    for t in (30, 70, 140, 300):
+        b.replaced("i1", t)
+    assert b.wait("i1", 300) == 60 and b.streak("i1") == 6, "capped"
+    assert b.wait("i2", 300) == 0, "per instance"
+    b.healthy("i1")
+    assert b.wait("i1", 301) == 0 and b.streak("i1") == 0, "turning healthy starts over"
+    b.replaced("i1", 301)
+    b.forget_except(set())
+    assert b.streak("i1") == 0, "a removed instance is forgotten"
