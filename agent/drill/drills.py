@@ -37,6 +37,10 @@ RAFT_FAILOVER_TARGET = 1.0
 RECREATE_TARGET = 2.0
 REPLACE_TARGET = 5.0
 HOST_LOSS_TARGET = 10.0
+#: An HTTP check every 1 s, 2 failures in a row: unhealthy ~2 s after it breaks, replaced by a
+#: healthy container within this.
+UNHEALTHY_TARGET = 8.0
+HEALTH_STACK = "drill-health"
 STACK, SERVICE = "web-server", "nginx-cluster"
 
 
@@ -569,6 +573,48 @@ class Drills:
             r.check(not worse, f"overlay failure rate {ov_rate:.2%} above its floor {ov_floor:.2%} + 2 points "
                                f"(z = {z:.2f})")
 
+    def drill_unhealthy(self, r: Result) -> None:
+        """Break the health endpoint of one container of a service with an HTTP health check.
+
+        Reported unhealthy with the reason and replaced by a healthy container within 8 s; its healthy sibling stays."""
+        chief = self.healthy()
+        client = self.api(chief, timeout=10.0)
+        stack = client.post("/v1/stacks", {"name": HEALTH_STACK})
+        try:
+            svc = client.post("/v1/services", {
+                "stack": HEALTH_STACK, "name": "checked", "image": "corral/base", "scale": 2,
+                "command": "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 80 -h /www",
+                "health_check": {"type": "http", "port": 80, "path": "/healthz", "interval": "1s",
+                                 "timeout": "0.5s", "retries": 2}})
+
+            def checked() -> list[dict[str, Any]] | None:
+                items = self.api(chief).items("/v1/containers", service=svc["id"])
+                ok = [c for c in items if c["state"] == "running" and c.get("health") == "healthy"]
+                return items if len(ok) == 2 == len(items) else None
+
+            self.until("2 healthy containers", checked, 60)
+            before = checked() or []
+            victim, sibling = self.rng.sample(before, 2)
+            out = self.sh(victim["host"], f"docker exec {victim['container_id']} rm /www/healthz")
+            if out.returncode != 0:
+                raise DrillFailed(f"could not break {victim['name']}: {out.stderr.strip()}")
+            r.happened.append(f"removed /healthz in {victim['name']} on {victim['host']} (it answers 404 now)")
+            took = self.until("a healthy replacement", lambda: any(
+                c["id"] == victim["id"] and c["container_id"] != victim["container_id"]
+                and c.get("health") == "healthy" for c in (checked() or [])), 60)
+            r.figures["replaced_s"] = round(took, 2)
+            events = [e["message"] for e in self.api(chief).items("/v1/events")
+                      if e["kind"] == "instance.unhealthy" and victim["id"] in e["message"]]
+            r.happened.append(f"healthy replacement after {took:.2f} s; event: {events[-1] if events else 'none'}")
+            r.check(took <= UNHEALTHY_TARGET, f"replaced after {took:.2f} s > {UNHEALTHY_TARGET} s")
+            r.check(any("answered 404" in m for m in events), f"no instance.unhealthy event with the reason: {events}")
+            after = {c["id"]: c for c in checked() or []}
+            r.check(after.get(sibling["id"], {}).get("container_id") == sibling["container_id"],
+                    "the healthy sibling was replaced too")
+        finally:
+            with contextlib.suppress(Exception):
+                self.api(chief, timeout=10.0).delete(f"/v1/stacks/{stack['id']}")
+
     def drill_garbage(self, r: Result) -> None:
         """Random, truncated, replayed and wrong-key packets at every host's gossip, Raft and overlay ports; bad HTTP.
 
@@ -722,4 +768,4 @@ def capture_gossip(lab: Lab, seconds: float) -> dict[str, list[bytes]]:
 
 
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
-       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "garbage"]
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage"]
