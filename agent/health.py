@@ -162,7 +162,10 @@ class HealthProber:
 
     async def _run(self, cid: str, check: dict[str, Any], address: str) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # No pool limit (aiohttp's default of 100 connections would queue the probes of a host
+            # running more checked containers than that, and the queued ones would time out as
+            # unhealthy) and no keep-alive: each probe opens its own connection, as a client would.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
         interval = float(check["interval"])
         while True:
             started = self.clock()

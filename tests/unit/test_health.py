@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -189,3 +190,30 @@ def test_replacing_an_instance_that_never_turns_healthy_backs_off() -> None:
     b.replaced("i1", 301)
     b.forget_except(set())
     assert b.streak("i1") == 0, "a removed instance is forgotten"
+
+
+async def test_a_host_with_many_checked_containers_does_not_queue_its_probes_into_timeouts() -> None:
+    """150 containers answering in 0.6 s with a 1 s timeout: every probe must run at once (a pool of
+    100 connections would hold 50 back long enough to time out and call them unhealthy)."""
+    async def slow(_request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)  # one server stands in for 150 containers
+    await site.start()
+    check = specs.health_check({**HTTP, "port": runner.addresses[0][1], "interval": "3s", "timeout": "1s",
+                                "retries": 1})
+    assert check
+    prober = HealthProber(lambda: None)
+    try:
+        prober.sync({f"c{i}": (check, "127.0.0.1") for i in range(150)})
+        await asyncio.sleep(2.0)
+        states = Counter(prober.health(f"c{i}") for i in range(150))
+        assert states == Counter({HEALTHY: 150}), states
+    finally:
+        await prober.close()
+        await runner.cleanup()
