@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -133,9 +134,13 @@ def _why(exc: OSError) -> str:
 class HealthProber:
     """One probing task per (container id, check); ``sync`` says which containers to probe."""
 
-    def __init__(self, on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
+                 stagger: Callable[[float], float] | None = None) -> None:
         self.on_change = on_change
         self.clock = clock
+        #: Delay before a container's first probe, from its interval: a random phase, so the probes
+        #: of many containers (all new after an agent restart) do not fire in one burst each interval.
+        self.stagger = stagger or (lambda interval: random.uniform(0.0, interval))
         self.tracks: dict[str, Track] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -167,6 +172,7 @@ class HealthProber:
             # unhealthy) and no keep-alive: each probe opens its own connection, as a client would.
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
         interval = float(check["interval"])
+        await asyncio.sleep(self.stagger(interval))
         while True:
             started = self.clock()
             try:

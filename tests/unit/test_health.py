@@ -208,7 +208,7 @@ async def test_a_host_with_many_checked_containers_does_not_queue_its_probes_int
     check = specs.health_check({**HTTP, "port": runner.addresses[0][1], "interval": "3s", "timeout": "1s",
                                 "retries": 1})
     assert check
-    prober = HealthProber(lambda: None)
+    prober = HealthProber(lambda: None, stagger=lambda _interval: 0.0)  # the worst case: all at once
     try:
         prober.sync({f"c{i}": (check, "127.0.0.1") for i in range(150)})
         await asyncio.sleep(2.0)
@@ -217,3 +217,20 @@ async def test_a_host_with_many_checked_containers_does_not_queue_its_probes_int
     finally:
         await prober.close()
         await runner.cleanup()
+
+
+async def test_the_first_probes_of_many_containers_are_spread_over_the_interval(server: dict[str, Any]) -> None:
+    """After an agent restart every container is new to the prober: their probes must not fire together."""
+    hits: list[float] = []
+    check = specs.health_check({**HTTP, "port": server["port"], "interval": "1s", "timeout": "0.5s"})
+    assert check
+    loop = asyncio.get_running_loop()
+    prober = HealthProber(lambda: hits.append(loop.time()))  # on_change: each container's first success
+    try:
+        start = loop.time()
+        prober.sync({f"c{i}": (check, "127.0.0.1") for i in range(20)})
+        await asyncio.sleep(1.5)
+        assert len(hits) == 20, "every container probed once within its interval"
+        assert max(hits) - min(hits) > 0.3 and max(hits) - start < 1.5, [round(h - start, 2) for h in hits]
+    finally:
+        await prober.close()
