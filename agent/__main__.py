@@ -1,5 +1,5 @@
 """``python -m agent`` is the ``corral`` command (the lab starts agents this way, in each namespace)."""
 
-from agent.cli import main
+from agent.cli.main import main
 
 main()

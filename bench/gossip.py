@@ -42,9 +42,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mesh.sim import Link, Sim
-from mesh.swim import Profile
-from mesh.swim_profile import suspicion_timeout
+from mesh.gossip.profile import suspicion_timeout
+from mesh.gossip.sim import Link, Sim
+from mesh.gossip.swim import Profile
 
 PROFILES: dict[str, Callable[[], Profile]] = {"corral": Profile.lan, "memberlist": Profile.memberlist_lan}
 LOAD_WINDOW = 10.0  # virtual seconds of steady state over which load is averaged (first seed of each N)

@@ -15,7 +15,7 @@ References printed beside: memberlist's LAN defaults (hashicorp/memberlist ``con
 6; ``util.go`` ``suspicionTimeout = SuspicionMult × max(1, log10(max(1, n))) × ProbeInterval``;
 ``suspicion.go`` ``remainingSuspicionTime``: the timeout starts at ``max = SuspicionMaxTimeoutMult × min``
 and falls to ``min`` as ``log(c+1)/log(k+1)`` with c of k = SuspicionMult − 2 independent
-confirmations), as formulas and as the same failure in the deterministic simulator (``mesh.sim``) with
+confirmations), as formulas and as the same failure in the deterministic simulator (``mesh.gossip.sim``) with
 memberlist's profile and with Corral's ``lan()`` profile, which the agents run.
 """
 
@@ -32,7 +32,7 @@ import aiohttp
 
 # bench.labutil picks the lab id before agent.lab is imported: take Lab from it
 from bench.labutil import Lab, get_json, in_thread, lab_up, log, machine_load, percentile, table, until, verdict
-from mesh.swim_profile import Profile, remaining_suspicion_time, suspicion_timeout
+from mesh.gossip.profile import Profile, remaining_suspicion_time, suspicion_timeout
 
 HOSTS = 5
 LIMIT = 60.0
@@ -107,9 +107,9 @@ def memberlist_formula(n: int) -> dict[str, float]:
 
 
 def simulated(profile: Profile, n: int, seeds: int) -> list[float] | str:
-    """A crash in ``mesh.sim`` with this profile: seconds until every other member saw it dead."""
+    """A crash in ``mesh.gossip.sim`` with this profile: seconds until every other member saw it dead."""
     try:
-        from mesh.sim import Sim
+        from mesh.gossip.sim import Sim
     except ImportError as exc:
         return f"unavailable ({exc})"
     out = []

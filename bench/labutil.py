@@ -23,6 +23,7 @@ import aiohttp
 
 from agent.lab import Lab, LabError
 from agent.lab.layout import LAB_ID, HostSpec
+from mesh.waiting import until_async
 
 __all__ = [
     "HostSpec",
@@ -132,19 +133,8 @@ def verdict(ok: bool) -> str:
 
 async def until(what: str, probe: Callable[[], Awaitable[T | None]], timeout: float, every: float = POLL) -> T:
     """Await ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = await probe()
-            if value:
-                return value
-            last = value
-        except (aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g} s (last: {last!r})")
-        await asyncio.sleep(every)
+    return await until_async(what, probe, timeout, every,
+                             retry_on=(aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError))
 
 
 async def get_json(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> Any:

@@ -14,9 +14,9 @@ import random
 import sys
 import time
 
-from mesh.raft import Role
-from mesh.raft_config import RaftConfig, etcd_defaults, lan
-from mesh.raft_sim import Faults, Simulator
+from mesh.raft.config import RaftConfig, etcd_defaults, lan
+from mesh.raft.core import Role
+from mesh.raft.sim import Faults, Simulator
 
 UNIT_MS = 0.5  # simulator resolution
 

@@ -433,7 +433,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (under ~2 minutes)")
     args = parser.parse_args()
     args.create_runs, args.scale_runs, args.rmf_runs, args.host_runs = (2, 1, 5, 1) if args.quick else (5, 1, 20, 3)
-    from agent.config import AgentConfig
+    from agent.process.config import AgentConfig
 
     grace = AgentConfig.__dataclass_fields__["host_grace"].default
     started = time.monotonic()

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from mesh.aio import cancel_and_wait
 from overlay.config import OverlayConfig
 from overlay.datapath import Datapath, DatapathConfig, PeerRoute
 from overlay.driver import attach_to_loop, run_blocking
@@ -211,11 +212,8 @@ class OverlayService:
                                     for f in dataclasses.fields(self._dp_config) if f.name != "probe"}}
 
     async def stop(self) -> None:
-        if self._check_task is not None:
-            self._check_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._check_task
-            self._check_task = None
+        await cancel_and_wait(self._check_task)
+        self._check_task = None
         if self._detach is not None:
             self._detach()
             self._detach = None
@@ -258,13 +256,6 @@ class OverlayService:
                 log.warning("overlay plumbing drifted, repaired: %s", changed)
             self._last_check = {"at": time.time(), "changed": changed}
 
-    async def check_plumbing(self) -> list[str]:
-        """Check and repair now (the periodic check does the same every ``CHECK_EVERY`` s)."""
-        assert self._plumbing is not None
-        changed = await asyncio.to_thread(self._plumbing.check)
-        self._last_check = {"at": time.time(), "changed": changed}
-        return changed
-
     # ------------------------------------------------------------------ peers and status
     def set_peers(self, peers: Sequence[PeerInfo]) -> None:
         """The full desired peer set (this host's own record, if present, is skipped)."""
@@ -282,6 +273,16 @@ class OverlayService:
             self._wakeup()
         elif self._dp is not None:
             self._dp.set_peers(routes)
+
+    def problem(self) -> str | None:
+        """What is wrong with the data path now (a worker that died and is being restarted, a failed
+        plumbing check), or None."""
+        error = self._snapshot.get("error") if self.mode == "process" else None
+        if error:
+            return str(error)
+        if "error" in self._last_check:
+            return f"overlay plumbing check failed: {self._last_check['error']}"
+        return None
 
     def status(self) -> dict[str, Any]:
         """JSON for ``GET /v1/overlay``."""

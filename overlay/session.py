@@ -132,9 +132,6 @@ class OverlaySession:
         """The adapter's verdict (e.g. handshake backlog or CPU): demand cookies (MAC2) from initiators."""
         self._under_load = under_load
 
-    def peer_ids(self) -> list[str]:
-        return list(self._peers)
-
     def peer_status(self, peer_id: str, now: float) -> PeerStatus:
         p = self._peers[peer_id]
         if self._sendable(p, now) is not None and not p.stale:

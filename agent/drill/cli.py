@@ -14,11 +14,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agent import compose
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 from agent.drill.drills import ALL, SERVICE, STACK, Drills, Result
 from agent.drill.probe import BusinessProbe
 from agent.lab import Lab, LabError
+from agent.model import compose
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "web-server.yml"

@@ -26,9 +26,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 from agent.drill.probe import BusinessProbe, Counts
 from agent.lab import Lab
+from mesh import waiting
 from mesh.keyring import Keyring
 
 T = TypeVar("T")
@@ -149,17 +150,13 @@ class Drills:
         return copies
 
     def until(self, what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.05) -> float:
+        """Seconds until ``probe`` holds (:func:`mesh.waiting.until`); DrillFailed when it does not in time."""
         started = time.monotonic()
-        last: Any = None
-        while True:
-            try:
-                if probe():
-                    return time.monotonic() - started
-            except (ApiError, OSError, KeyError) as exc:
-                last = exc
-            if time.monotonic() - started > timeout:
-                raise DrillFailed(f"{what}: not within {timeout:g} s" + (f" (last error: {last})" if last else ""))
-            time.sleep(every)
+        try:
+            waiting.until(what, probe, timeout, every, retry_on=(ApiError, OSError, KeyError))
+        except TimeoutError as exc:
+            raise DrillFailed(str(exc)) from None
+        return time.monotonic() - started
 
     def healthy(self, timeout: float = 60.0) -> str:
         """Wait for the whole cluster healthy; the leader."""

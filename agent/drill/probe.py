@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 
 TIMEOUT = 3.0
 ROUND_PAUSE = 0.1

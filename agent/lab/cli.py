@@ -63,13 +63,14 @@ def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
     console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
     _print_status(lab_)
     if example:
-        from agent import cli_cluster
+        from agent.cli.containers import ps
+        from agent.cli.stacks import stack_deploy
 
         url = lab_.host("h1").api_url
         example_file = Path(__file__).resolve().parent.parent / "examples" / "web-server.yml"
         console.print(f"deploying {example_file.name} as stack web-server through {url}")
-        ctx.invoke(cli_cluster.stack_deploy, path=example_file, name="web-server", url=url, wait=True)
-        ctx.invoke(cli_cluster.ps, stack="web-server", service_=None, host=None, url=url)
+        ctx.invoke(stack_deploy, path=example_file, name="web-server", url=url, wait=True)
+        ctx.invoke(ps, stack="web-server", service_=None, host=None, url=url)
         console.print(f"try: CORRAL_URL={url} corral ps    |    corral lab exec h2 wget -qO- http://<address>/")
 
 

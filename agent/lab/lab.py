@@ -23,8 +23,6 @@ from typing import Any
 
 import aiohttp
 
-from agent import credentials
-from agent.docker import DockerEngine
 from agent.errors import EngineUnreachable
 from agent.lab import faults, image, plumbing, procs
 from agent.lab.layout import (
@@ -40,6 +38,8 @@ from agent.lab.layout import (
     host_specs,
     lab_root,
 )
+from agent.node.docker import DockerEngine
+from agent.process import credentials
 
 Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
 STATE_VERSION = 1

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.client import ApiError, Client
+from agent.cli.client import ApiError, Client
 from agent.lab import Lab
+from mesh import waiting
 
 T = TypeVar("T")
 
@@ -32,20 +32,8 @@ def raw(url: str, method: str = "GET", body: bytes | None = None,
 
 
 def until(what: str, probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.1) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last problem."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-            last = value
-        except (ApiError, OSError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
-        time.sleep(every)
+    """Poll ``probe`` until it returns something truthy (an API error or OSError counts as not yet)."""
+    return waiting.until(what, probe, timeout, every, retry_on=(ApiError, OSError))
 
 
 def leader(lab: Lab, hosts: list[str] | None = None) -> str | None:

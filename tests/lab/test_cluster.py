@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.client import ApiError
+from agent.cli.client import ApiError
 from agent.lab import Lab
 from tests.lab.cluster import api, containers, docker_ps, lab_sh, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from agent.lab import Lab
+from mesh.gossip.node import GossipNode
+from mesh.gossip.swim import Profile
 from mesh.keyring import Keyring
-from mesh.node import GossipNode
-from mesh.swim import Profile
 from tests.lab.cluster import api, members_seen_by, until
 from tests.lab.conftest import fresh_lab
 

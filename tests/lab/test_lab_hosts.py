@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from agent.lab import Lab, procs
+from mesh.waiting import until
 from tests.cli import corral
 
 
@@ -45,15 +45,6 @@ def reaches(src: str, dst_address: str) -> bool:
     """Can host ``src`` fetch the agent API at ``dst_address`` over the underlay (busybox wget)?"""
     done = lab_exec(src, "timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://{dst_address}:8080/v1/health")
     return done.returncode == 0 and '"status": "ok"' in done.stdout
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_every_agent_answers_over_its_underlay_address(lab3: Lab) -> None:
@@ -184,7 +175,8 @@ def test_stop_host_powers_it_off_and_start_host_brings_it_back(lab3: Lab) -> Non
     assert corral("lab", "start-host", "h3", timeout=120).returncode == 0
     assert get_json(h3.api_url + "/v1/health")["status"] == "ok"
     assert reaches("h1", h3.address)
-    wait_until(lambda: "survivor" in lab_exec("h3", "docker", "ps", "--format", "{{.Names}}").stdout, 20,
+    until("the user's container survives",
+          lambda: "survivor" in lab_exec("h3", "docker", "ps", "--format", "{{.Names}}").stdout, 20,
                "dockerd restarts a --restart always container after power-on")
     lab_exec("h3", "docker", "rm", "-f", "survivor")
 
@@ -218,7 +210,7 @@ def test_agent_stops_cleanly_on_a_signal(lab3: Lab, sig: signal.Signals, tmp_pat
         env=dict(os.environ, CORRAL_JOIN_TOKEN=lab3.token() or ""),
     )
     try:
-        wait_until(lambda: answers(f"http://{h1.address}:8181/v1/health"), 20, "the extra agent answers")
+        until("the extra agent answers", lambda: answers(f"http://{h1.address}:8181/v1/health"), 20)
         locked = corral("agent", "--bind", h1.address, "--data-dir", str(tmp_path / "d"), "--bootstrap", timeout=30)
         assert locked.returncode == 2 and "is in use by agent pid" in locked.stderr
         proc.send_signal(sig)

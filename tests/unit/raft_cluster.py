@@ -11,11 +11,11 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 
-from mesh.raft import RaftNode, ReadState, Role
-from mesh.raft_config import RaftConfig, local
-from mesh.raft_messages import Entry, Message, NodeId, TimeoutNow
-from mesh.raft_sim import KVStateMachine
-from mesh.raft_storage import MemoryStorage
+from mesh.raft.config import RaftConfig, local
+from mesh.raft.core import RaftNode, ReadState, Role
+from mesh.raft.messages import Entry, Message, NodeId, TimeoutNow
+from mesh.raft.sim import KVStateMachine
+from mesh.raft.storage import MemoryStorage
 
 
 def cfg(**kw: object) -> RaftConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.compose import ComposeError, load
+from agent.model.compose import ComposeError, load
 
 WEB = """
 version: "3.8"

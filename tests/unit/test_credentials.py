@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import credentials
 from agent.errors import BadRequest, DataDirError
+from agent.process import credentials
 
 
 def test_token_round_trip() -> None:

@@ -1,4 +1,4 @@
-"""Cluster scenarios in the deterministic simulator (mesh/sim.py) with Corral's LAN profile."""
+"""Cluster scenarios in the deterministic simulator (mesh/gossip/sim.py) with Corral's LAN profile."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from mesh.sim import Link, Sim
-from mesh.swim import MemberState, Profile
+from mesh.gossip.sim import Link, Sim
+from mesh.gossip.swim import MemberState, Profile
 
 
 def joined_cluster(n: int, seed: int = 1, **kw: object) -> Sim:
@@ -138,7 +138,7 @@ def test_same_seed_same_history() -> None:
 def test_history_does_not_depend_on_the_interpreter_hash_seed() -> None:
     script = (
         "from tests.unit.test_gossip_sim import joined_cluster\n"
-        "from mesh.sim import Link\n"
+        "from mesh.gossip.sim import Link\n"
         "sim = joined_cluster(6, 23, link=Link(loss=0.05, jitter=0.003))\n"
         "sim.at(sim.now + 0.5, lambda: sim.crash('n4'))\n"
         "sim.at(sim.now + 1.0, lambda: sim.partition(['n1', 'n2']))\n"

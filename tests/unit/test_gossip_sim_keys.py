@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
+from mesh.gossip.sim import Link, Sim, SimNode
+from mesh.gossip.swim import MemberState
 from mesh.keyring import Channel, Keyring
-from mesh.sim import Link, Sim, SimNode
-from mesh.swim import MemberState
 
 SECRET = b"cluster secret for the simulator"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,9 +13,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent import spec as specs
-from agent.health import HEALTHY, STARTING, UNHEALTHY, HealthProber, Track, probe
-from agent.reconciler import Desired, plan
+from agent.model import spec as specs
+from agent.model.codec import to_wire
+from agent.model.errors import SpecError
+from agent.model.spec import RestartPolicy
+from agent.node.docker import EngineContainer
+from agent.node.health import HEALTHY, STARTING, UNHEALTHY, HealthProber, Track, probe
+from agent.node.plan import Desired, plan
 
 HTTP = {"type": "http", "port": 80, "path": "/healthz", "interval": "1s", "timeout": "500ms", "retries": 2}
 
@@ -22,16 +27,17 @@ HTTP = {"type": "http", "port": 80, "path": "/healthz", "interval": "1s", "timeo
 # ---------------------------------------------------------------------- the spec
 
 def test_a_check_is_normalised_with_defaults_and_durations() -> None:
-    assert specs.health_check(HTTP) == {
+    assert to_wire(specs.health_check(HTTP)) == {
         "type": "http", "port": 80, "path": "/healthz", "command": None, "interval": 1.0, "timeout": 0.5,
         "retries": 2, "start_period": 0.0, "on_unhealthy": "recreate"}
     tcp = specs.health_check({"type": "tcp", "port": 5432})
-    assert tcp is not None and (tcp["interval"], tcp["timeout"], tcp["retries"], tcp["path"]) == (5.0, 2.0, 3, None)
+    assert tcp is not None and (tcp.interval, tcp.timeout, tcp.retries, tcp.path) == (5.0, 2.0, 3, None)
     cmd = specs.health_check({"type": "command", "command": "test -f /ready", "start_period": "1m",
                               "on_unhealthy": "none"})
-    assert cmd is not None and cmd["start_period"] == 60.0 and cmd["on_unhealthy"] == "none" and cmd["port"] is None
+    assert cmd is not None and cmd.start_period == 60.0 and cmd.on_unhealthy == "none" and cmd.port is None
     assert specs.health_check(None) is None
-    assert specs.service_spec({"image": "corral/base", "health_check": HTTP})["health_check"]["timeout"] == 0.5
+    check = specs.parse({"image": "corral/base", "health_check": HTTP}).health_check
+    assert check is not None and check.timeout == 0.5
 
 
 @pytest.mark.parametrize(("check", "field"), [
@@ -55,8 +61,8 @@ def test_a_check_is_normalised_with_defaults_and_durations() -> None:
     ({"type": "tcp", "port": 80, "grace": 5}, "health_check.grace"),
 ])
 def test_a_bad_check_is_refused_naming_the_field(check: Any, field: str) -> None:
-    with pytest.raises(specs.SpecError) as err:
-        specs.service_spec({"image": "corral/base", "health_check": check})
+    with pytest.raises(SpecError) as err:
+        specs.parse({"image": "corral/base", "health_check": check})
     assert err.value.field == field, err.value
 
 
@@ -119,9 +125,9 @@ async def test_probes_answer_none_when_healthy_and_say_why_not(server: dict[str,
         assert await probe(tcp, "127.0.0.1", session) is None
         server["status"] = 503
         assert await probe(http, "127.0.0.1", session) == "GET /healthz answered 503"
-        refused = f"cannot connect to port {closed['port']}: connection refused"
+        refused = f"cannot connect to port {closed.port}: connection refused"
         assert await probe(closed, "127.0.0.1", session) == refused
-        assert await probe({**http, "port": closed["port"]}, "127.0.0.1", session) == refused
+        assert await probe(dataclasses.replace(http, port=closed.port), "127.0.0.1", session) == refused
 
 
 async def test_the_prober_reports_a_container_turning_unhealthy_and_back(server: dict[str, Any]) -> None:
@@ -155,12 +161,12 @@ async def test_the_prober_reports_a_container_turning_unhealthy_and_back(server:
 
 def want(instance: str, on_unhealthy: str = "recreate") -> Desired:
     check = specs.health_check({**HTTP, "on_unhealthy": on_unhealthy})
-    return Desired(instance, f"web-{instance}", True, "always", {"Labels": {"corral.spec": "f1"}}, check)
+    return Desired(instance, f"web-{instance}", True, RestartPolicy.ALWAYS, {"Labels": {"corral.spec": "f1"}}, check)
 
 
-def seen(cid: str, instance: str, health: str | None) -> dict[str, Any]:
-    return {"id": cid, "name": f"web-{instance}", "state": "running", "exit_code": None, "health": health,
-            "labels": {"corral.instance": instance, "corral.spec": "f1"}}
+def seen(cid: str, instance: str, health: str | None) -> EngineContainer:
+    return EngineContainer(cid, f"web-{instance}", "corral/base", {"corral.instance": instance, "corral.spec": "f1"},
+                           "running", health=health)
 
 
 def test_an_unhealthy_container_is_replaced_unless_the_service_says_none() -> None:
@@ -173,7 +179,7 @@ def test_an_unhealthy_container_is_replaced_unless_the_service_says_none() -> No
 
 
 def test_replacing_an_instance_that_never_turns_healthy_backs_off() -> None:
-    from agent.health import ReplaceBackoff
+    from agent.node.health import ReplaceBackoff
 
     b = ReplaceBackoff(first=10, cap=60)
     assert b.wait("i1", 0) == 0, "the first replacement is at once"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import hostinfo
-from agent.datadir import DataDir
 from agent.errors import DataDirError
 from agent.lab import faults, image
 from agent.lab.layout import bridge_address, check_subnet, host_specs
+from agent.node import hostinfo
+from agent.process.datadir import DataDir
 
 
 def test_hosts_are_numbered_from_dot_eleven() -> None:

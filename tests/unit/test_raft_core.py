@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from mesh.raft import HardState, NotLeader, RaftNode, Rejected, Role
-from mesh.raft_messages import (
+from mesh.raft.core import HardState, NotLeader, RaftNode, Rejected, Role
+from mesh.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     ConfChange,

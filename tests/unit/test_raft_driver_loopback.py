@@ -12,17 +12,17 @@ import dataclasses
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from agent.state import ClusterState, command
-from mesh import raft_config
-from mesh.raft import RaftNode, Role
-from mesh.raft_driver import NotLeaderError, RaftDriver
-from mesh.raft_storage import SqliteStorage
-from mesh.raft_transport import RaftTransport
+from agent.model.commands import KvPut, Outcome, encode
+from agent.model.state import ClusterState
+from mesh.raft import config as raft_config
+from mesh.raft.core import RaftNode, Role
+from mesh.raft.driver import NotLeaderError, RaftDriver
+from mesh.raft.storage import SqliteStorage
+from mesh.raft.transport import RaftTransport
 
 BASE_PORT = 27947
 
@@ -90,9 +90,10 @@ async def leader_of(members: list[Member], timeout: float = 10.0) -> Member:
     raise AssertionError("no single leader")
 
 
-async def put(leader: Member, key: str, value: str) -> dict[str, Any]:
-    result: dict[str, Any] = await leader.driver.propose(command("kv.put", key=key, value=value))
-    return result
+async def put(leader: Member, key: str, value: str) -> bool:
+    """Whether the state machine took the write (its Outcome, not an error)."""
+    result = await leader.driver.propose(encode(KvPut(key, value)))
+    return isinstance(result, Outcome)
 
 
 async def test_elect_replicate_fail_over_and_catch_up(tmp_path: Path) -> None:
@@ -100,25 +101,25 @@ async def test_elect_replicate_fail_over_and_catch_up(tmp_path: Path) -> None:
     try:
         leader = await leader_of(members)
         for i in range(30):
-            assert (await put(leader, f"k{i}", str(i)))["ok"]
+            assert await put(leader, f"k{i}", str(i))
         follower = next(m for m in members if m is not leader)
         with pytest.raises(NotLeaderError) as err:
-            await follower.driver.propose(command("kv.put", key="x", value="y"))
+            await follower.driver.propose(encode(KvPut("x", "y")))
         assert err.value.leader == leader.name
         index = await follower.driver.read_barrier()
-        assert follower.state.kv["k29"]["value"] == "29" and index >= 30
+        assert follower.state.kv["k29"].value == "29" and index >= 30
 
         await stop_member(leader)  # the leader dies
         rest = [m for m in members if m is not leader]
         new_leader = await leader_of(rest)
         assert new_leader is not leader
-        assert (await put(new_leader, "after", "failover"))["ok"]
+        assert await put(new_leader, "after", "failover")
 
         revived = await start_member(leader.name, tmp_path, seed=9)  # restarts from its SQLite log
         members = [*rest, revived]
         assert await revived.driver.wait_applied(new_leader.driver.applied, timeout=10)
-        assert revived.state.kv["after"]["value"] == "failover"
-        assert revived.state.kv["k0"]["value"] == "0"
+        assert revived.state.kv["after"].value == "failover"
+        assert revived.state.kv["k0"].value == "0"
         assert revived.driver.core.role != Role.LEADER or new_leader.driver.core.role != Role.LEADER
         snapshots = [m.driver.core.status()["snapshot_index"] for m in members]
         assert max(snapshots) > 0, "the log was compacted into a snapshot"
@@ -139,7 +140,7 @@ async def test_frames_sealed_with_another_key_are_dropped(tmp_path: Path) -> Non
         await asyncio.sleep(0.2)
         assert members[0].transport.drops["unsealed"] == 2
         writer.close()
-        assert (await put(await leader_of(members), "still", "works"))["ok"]
+        assert await put(await leader_of(members), "still", "works")
     finally:
         for m in members:
             await stop_member(m)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mesh.raft_membership import Candidate, next_change
-from mesh.raft_messages import ConfChangeOp
+from mesh.raft.membership import Candidate, next_change
+from mesh.raft.messages import ConfChangeOp
 
 ADD, PROMOTE = ConfChangeOp.ADD_LEARNER, ConfChangeOp.PROMOTE
 
@@ -35,7 +35,7 @@ def test_nodes_started_as_managers_are_preferred() -> None:
 
 
 def test_a_dead_manager_is_replaced_only_when_asked_and_a_caught_up_learner_exists() -> None:
-    from mesh.raft_messages import ConfChangeOp
+    from mesh.raft.messages import ConfChangeOp
 
     voters, learners = frozenset({"h1", "h2", "h3"}), frozenset({"h4"})
     members = {"h1": Candidate(True, match=100), "h2": Candidate(True, match=100),

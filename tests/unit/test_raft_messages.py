@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.raft_config import RaftConfig, etcd_defaults, lan, local, wan
-from mesh.raft_messages import (
+from mesh.raft.config import RaftConfig, etcd_defaults, lan, local, wan
+from mesh.raft.messages import (
     KIND_OF,
     AppendEntries,
     AppendEntriesResponse,

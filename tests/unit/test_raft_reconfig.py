@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.raft import NotLeader, Rejected, Role
-from mesh.raft_messages import (
+from mesh.raft.core import NotLeader, Rejected, Role
+from mesh.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     ConfChangeOp,

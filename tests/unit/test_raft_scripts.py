@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.raft import NotLeader, Rejected
-from mesh.raft_messages import ConfChangeOp
+from mesh.raft.core import NotLeader, Rejected
+from mesh.raft.messages import ConfChangeOp
 from tests.unit.raft_cluster import Cluster, cfg
 
 SCRIPTS = sorted((Path(__file__).parent / "raft_scripts").glob("*.txt"))

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from mesh import raft_sim
-from mesh.raft import RaftNode, Ready
-from mesh.raft_sim import Faults, InvariantViolation, Simulator, _Pending, run_random
+from mesh.raft import sim as raft_sim
+from mesh.raft.core import RaftNode, Ready
+from mesh.raft.sim import Faults, InvariantViolation, Simulator, _Pending, run_random
 
 CALM = Faults(loss=0, duplicate=0, crash=0, restart=0, partition=0, heal=0, crash_mid_ready=0)
 

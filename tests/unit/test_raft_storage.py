@@ -12,11 +12,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from mesh.raft import HardState, RaftNode, Role
-from mesh.raft_config import local
-from mesh.raft_messages import ConfState, Entry, EntryKind, Snapshot, SnapshotMeta
-from mesh.raft_sim import KVStateMachine
-from mesh.raft_storage import MemoryStorage, SqliteStorage
+from mesh.raft.config import local
+from mesh.raft.core import HardState, RaftNode, Role
+from mesh.raft.messages import ConfState, Entry, EntryKind, Snapshot, SnapshotMeta
+from mesh.raft.sim import KVStateMachine
+from mesh.raft.storage import MemoryStorage, SqliteStorage
 from tests.unit.raft_cluster import Cluster, cfg
 
 
@@ -100,7 +100,7 @@ async def test_corrupt_tail_is_truncated_with_a_warning_and_never_returned(
     await s.close()
     await _corrupt(tmp_path, "UPDATE entries SET data = x'deadbeef' WHERE idx = 5")  # torn write: CRC fails
     s = await SqliteStorage.open(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mesh.raft_storage"):
+    with caplog.at_level(logging.WARNING, logger="mesh.raft.storage"):
         st = await s.load()
     assert [e.index for e in st.entries] == [1, 2, 3, 4]
     assert s.truncated_from == 5

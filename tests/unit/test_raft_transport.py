@@ -13,8 +13,9 @@ import pytest
 import uvloop
 
 from mesh.keyring import Keyring
-from mesh.raft_messages import Message, RequestVote
-from mesh.raft_transport import RaftTransport
+from mesh.raft.messages import Message, RequestVote
+from mesh.raft.transport import RaftTransport
+from mesh.waiting import until_async
 
 
 def _free_port() -> int:
@@ -46,7 +47,7 @@ def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
         a.set_peer("b", ("127.0.0.1", port_b))
         for term in range(1, 4):
             a.send(RequestVote("a", "b", term, 0, 0))
-        await _until(lambda: len(got) == 3)
+        await until_async("3 frames", lambda: len(got) == 3, 10)
         await b.close()  # the peer dies: its accepted connections go with it
         for term in range(4, 40):  # some writes hit the dead connection, the rest queue up
             a.send(RequestVote("a", "b", term, 0, 0))
@@ -54,7 +55,7 @@ def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
         b = RaftTransport(("127.0.0.1", port_b), ring.channel(b"raft"), on_b)
         await b.start()
         a.send(RequestVote("a", "b", 99, 0, 0))
-        await _until(lambda: 99 in got)
+        await until_async("frame 99", lambda: 99 in got, 10)
         status = a.peers()["b"]
         await a.close()
         await b.close()
@@ -63,13 +64,6 @@ def test_a_peer_that_dies_and_returns_receives_what_was_queued() -> None:
     got, status = uvloop.run(scenario())
     assert got[:3] == [1, 2, 3] and got[-1] == 99
     assert status["sender_alive"] is True and status["connected"] is True and status["queued"] == 0
-
-
-async def _until(cond: object, timeout: float = 10.0) -> None:
-    assert callable(cond)
-    async with asyncio.timeout(timeout):
-        while not cond():  # noqa: ASYNC110 - polling a plain predicate
-            await asyncio.sleep(0.01)
 
 
 @pytest.mark.timeout(60)
@@ -86,7 +80,7 @@ def test_closing_with_connections_open_logs_no_error(caplog: pytest.LogCaptureFi
         await b.start()
         a.set_peer("b", ("127.0.0.1", port_b))
         a.send(RequestVote("a", "b", 1, 0, 0))
-        await _until(lambda: len(got) == 1)  # b holds an accepted connection with a reader waiting
+        await until_async("1 frame", lambda: len(got) == 1, 10)  # b holds an accepted connection with a reader waiting
         await b.close()
         await a.close()
         await asyncio.sleep(0.1)  # the stream server's done-callbacks run

@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.scheduler import (
+from agent.model.scheduler import (
     Constraint,
     HostFacts,
     Placement,
     Request,
     Rules,
     Running,
-    scale_down,
     schedule,
 )
 
@@ -163,8 +162,3 @@ def test_hostname_constraint_pins_a_host() -> None:
 def test_bad_constraints_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not KEY==VALUE"):
         Constraint.parse(text)
-
-
-def test_scale_down_drops_the_highest_slots() -> None:
-    assert scale_down({1: "h1", 2: "h2", 3: "h3", 4: "h1"}, keep=2) == [4, 3]
-    assert scale_down({1: "h1"}, keep=5) == []

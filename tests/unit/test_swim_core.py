@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 
 import pytest
 
-from mesh import wire
-from mesh.swim import Address, Event, Member, MemberState, Profile, Swim
-from mesh.swim_profile import remaining_suspicion_time, retransmit_limit, suspicion_timeout
+from mesh.gossip import wire
+from mesh.gossip.profile import remaining_suspicion_time, retransmit_limit, suspicion_timeout
+from mesh.gossip.swim import Address, Event, Member, MemberState, Profile, Swim
 
 LOCAL = Profile.local()
+
+
+def deadline(swim: Swim) -> float:
+    """When the core wants ``handle_timer`` next (infinity: not until something arrives)."""
+    timer = swim.get_timer()
+    return math.inf if timer is None else timer
 
 
 class Net:
@@ -50,38 +57,38 @@ class Net:
             busy = False
             for name, swim in list(self.nodes.items()):
                 if name in self.down:
-                    swim.take_outgoing()
-                    swim.take_stream_requests()
+                    swim.datagrams_to_send()
+                    swim.streams_to_send()
                     continue
-                self.events[name].extend(swim.take_events())
-                for dst, data in swim.take_outgoing():
+                self.events[name].extend(iter(swim.next_event, None))
+                for data, dst in swim.datagrams_to_send():
                     busy = True
                     self.sent.append((name, dst, data))
                     peer = self.by_addr.get(dst)
                     if peer is not None and self.reachable(name, peer):
-                        self.nodes[peer].receive(swim.address, data, self.now)
-                for dst, data in swim.take_stream_requests():
+                        self.nodes[peer].receive(data, swim.address, self.now)
+                for data, dst in swim.streams_to_send():
                     busy = True
                     peer = self.by_addr.get(dst)
                     if peer is None or not self.reachable(name, peer):
                         swim.stream_failed(dst, self.now)
                         continue
-                    reply = self.nodes[peer].handle_stream(swim.address, data, self.now)
+                    reply = self.nodes[peer].handle_stream(data, swim.address, self.now)
                     if reply is None:
                         swim.stream_failed(dst, self.now)
                     else:
-                        swim.handle_stream_reply(dst, reply, self.now)
+                        swim.handle_stream_reply(reply, dst, self.now)
 
     def run_until(self, t: float) -> None:
         while True:
             live = [n for n in self.nodes if n not in self.down]
-            nxt = min((self.nodes[n].next_deadline() for n in live), default=t + 1)
+            nxt = min((deadline(self.nodes[n]) for n in live), default=t + 1)
             if nxt > t:
                 break
             self.now = max(self.now, nxt)
             for n in live:
-                if self.nodes[n].next_deadline() <= self.now:
-                    self.nodes[n].poll(self.now)
+                if deadline(self.nodes[n]) <= self.now:
+                    self.nodes[n].handle_timer(self.now)
             self.flush()
         self.now = t
 
@@ -189,32 +196,32 @@ def test_refutation_raises_incarnation_and_health() -> None:
     a = net.nodes["a"]
     inc = a.incarnation
     packet = wire.encode_packet([wire.Suspect("a", inc, "b")])
-    a.receive(net.nodes["b"].address, packet, net.now)
+    a.receive(packet, net.nodes["b"].address, net.now)
     assert a.incarnation == inc + 1
     assert a.stats["refutations"] == 1 and a.health_score == 1
     net.run_until(net.now + 0.5)
     b_view = net.nodes["b"].member("a")
     assert b_view is not None and b_view.incarnation == inc + 1 and b_view.state is MemberState.ALIVE
     # A stale accusation (older incarnation) is not refuted again.
-    a.receive(net.nodes["b"].address, packet, net.now)
+    a.receive(packet, net.nodes["b"].address, net.now)
     assert a.stats["refutations"] == 1
 
 
 def test_refutation_beats_a_higher_accused_incarnation() -> None:
     net = cluster(2)
     a = net.nodes["a"]
-    a.receive(net.nodes["b"].address, wire.encode_packet([wire.Dead("a", 41, "b")]), net.now)
+    a.receive(wire.encode_packet([wire.Dead("a", 41, "b")]), net.nodes["b"].address, net.now)
     assert a.incarnation == 42
     assert a.member("a") is not None and a.members()[0].state is MemberState.ALIVE
 
 
 def test_buddy_system_ping_carries_the_suspicion() -> None:
     swim = _lone(2)
-    swim.receive(("10.0.1.1", 7946), wire.encode_packet([wire.Suspect("p0", 0, "p1")]), 0.0)
+    swim.receive(wire.encode_packet([wire.Suspect("p0", 0, "p1")]), ("10.0.1.1", 7946), 0.0)
     probes: list[list[wire.Message]] = []
     for _ in range(20):
-        swim.poll(swim.next_deadline())
-        probes += [m for dst, d in swim.take_outgoing() if isinstance((m := messages(d))[0], wire.Ping)]
+        swim.handle_timer(deadline(swim))
+        probes += [m for d, dst in swim.datagrams_to_send() if isinstance((m := messages(d))[0], wire.Ping)]
     to_p0 = [m for m in probes if isinstance(m[0], wire.Ping) and m[0].target == "p0"]
     assert to_p0 and to_p0[0][1] == wire.Suspect("p0", 0, "me")
     to_p1 = [m for m in probes if isinstance(m[0], wire.Ping) and m[0].target == "p1"]
@@ -225,8 +232,8 @@ def test_suspect_learns_from_a_buddy_ping_and_refutes_on_the_ack() -> None:
     net = cluster(2)
     b = net.nodes["b"]
     ping = wire.encode_packet([wire.Ping(77, "b", "a"), wire.Suspect("b", b.incarnation, "a")])
-    b.receive(net.nodes["a"].address, ping, net.now)
-    (_dst, data), *_ = b.take_outgoing()
+    b.receive(ping, net.nodes["a"].address, net.now)
+    (data, _dst), *_ = b.datagrams_to_send()
     ack = messages(data)
     assert ack[0] == wire.Ack(77)
     assert wire.Alive("b", b.incarnation, b.address, {}) in ack
@@ -241,14 +248,14 @@ def _lone(n_peers: int, profile: Profile = LOCAL) -> Swim:
 
 
 def _dead_time(swim: Swim, member: str, until: float) -> float | None:
-    now = swim.next_deadline()
+    now = deadline(swim)
     while now <= until:
-        swim.poll(now)
-        swim.take_outgoing()
-        for ev in swim.take_events():
+        swim.handle_timer(now)
+        swim.datagrams_to_send()
+        for ev in iter(swim.next_event, None):
             if ev.kind == "dead" and ev.member.name == member:
                 return now
-        now = swim.next_deadline()
+        now = deadline(swim)
     return None
 
 
@@ -262,12 +269,12 @@ def test_dogpile_confirmations_shrink_the_suspicion_timeout() -> None:
     results = []
     for confirmations in range(4):
         swim = _lone(6, prof)
-        swim.receive(("10.0.1.1", 7946), wire.encode_packet([wire.Suspect("p0", 0, "p1")]), 0.0)
+        swim.receive(wire.encode_packet([wire.Suspect("p0", 0, "p1")]), ("10.0.1.1", 7946), 0.0)
         for j in range(confirmations):
-            swim.receive(("10.0.1.2", 7946), wire.encode_packet([wire.Suspect("p0", 0, f"p{j + 2}")]), 0.0)
+            swim.receive(wire.encode_packet([wire.Suspect("p0", 0, f"p{j + 2}")]), ("10.0.1.2", 7946), 0.0)
         # repeated confirmations, or one from the first accuser, do not count
         for source in ("p1", "p2")[: 1 + (confirmations > 0)]:
-            swim.receive(("10.0.1.2", 7946), wire.encode_packet([wire.Suspect("p0", 0, source)]), 0.0)
+            swim.receive(wire.encode_packet([wire.Suspect("p0", 0, source)]), ("10.0.1.2", 7946), 0.0)
         results.append(_dead_time(swim, "p0", 100 * lo))
     expected = [remaining_suspicion_time(c, 3, 0.0, lo, 6 * lo) for c in range(4)]
     assert results == pytest.approx(expected)
@@ -278,7 +285,7 @@ def test_small_cluster_uses_minimum_timeout_like_memberlist() -> None:
     # n − 2 < k ⇒ k = 0 ⇒ the timer runs for min (memberlist state.go suspectNode).
     prof = dataclasses.replace(LOCAL, probe_interval=1000.0, suspicion_mult=0.001, suspicion_confirmations=3)
     swim = _lone(3, prof)
-    swim.receive(("10.0.1.1", 7946), wire.encode_packet([wire.Suspect("p0", 0, "p1")]), 0.0)
+    swim.receive(wire.encode_packet([wire.Suspect("p0", 0, "p1")]), ("10.0.1.1", 7946), 0.0)
     assert _dead_time(swim, "p0", 1e9) == pytest.approx(1.0)
 
 
@@ -287,9 +294,9 @@ def test_health_rises_on_failed_probes_and_stretches_the_probe_interval() -> Non
     probe_times = []
     now = 0.0
     for _ in range(40):
-        now = swim.next_deadline()
-        swim.poll(now)
-        for _dst, data in swim.take_outgoing():
+        now = deadline(swim)
+        swim.handle_timer(now)
+        for data, _dst in swim.datagrams_to_send():
             if any(isinstance(m, wire.Ping) for m in messages(data)) and swim.stats["probes"] > len(probe_times):
                 probe_times.append(now)
     assert swim.health_score == LOCAL.awareness_max_multiplier - 1
@@ -302,7 +309,7 @@ def test_health_falls_on_successful_probes() -> None:
     net = cluster(3)
     a = net.nodes["a"]
     for _ in range(3):
-        a.receive(net.nodes["b"].address, wire.encode_packet([wire.Suspect("a", a.incarnation, "b")]), net.now)
+        a.receive(wire.encode_packet([wire.Suspect("a", a.incarnation, "b")]), net.nodes["b"].address, net.now)
     assert a.health_score == 3
     net.run_until(net.now + 10 * LOCAL.probe_interval)
     assert a.health_score == 0
@@ -361,9 +368,9 @@ def test_broadcast_sent_exactly_retransmit_limit_times() -> None:
     carried = 0
     now = 0.0
     for _ in range(200):
-        now = swim.next_deadline()
-        swim.poll(now)
-        for _dst, data in swim.take_outgoing():
+        now = deadline(swim)
+        swim.handle_timer(now)
+        for data, _dst in swim.datagrams_to_send():
             carried += sum(1 for m in messages(data) if isinstance(m, wire.Alive) and m.node == "me")
     assert carried == limit
 
@@ -374,13 +381,13 @@ def test_packets_never_exceed_max_packet() -> None:
     for i in range(300):
         meta = {"labels": "x" * (i % 200), "i": i}
         alive = wire.Alive(f"p{i}", 1, (f"10.0.1.{i % 250}", 7946), meta)
-        swim.receive(("10.0.1.1", 7946), wire.encode_packet([alive]), 0.0)
+        swim.receive(wire.encode_packet([alive]), ("10.0.1.1", 7946), 0.0)
     sizes = []
     now = 0.0
     for _ in range(300):
-        now = swim.next_deadline()
-        swim.poll(now)
-        sizes += [len(d) for _a, d in swim.take_outgoing()]
+        now = deadline(swim)
+        swim.handle_timer(now)
+        sizes += [len(d) for d, _a in swim.datagrams_to_send()]
     assert sizes and max(sizes) <= prof.max_packet
     assert max(sizes) > prof.max_packet - 200  # packets are actually filled
 
@@ -393,18 +400,18 @@ def test_bad_packets_are_counted_not_raised() -> None:
     a = net.nodes["a"]
     src = net.nodes["b"].address
     good = wire.encode_packet([wire.Ping(1, "a", "b")])
-    a.receive(src, good[:-2], net.now)
-    a.receive(src, b"\x02" + good[1:], net.now)
-    a.receive(src, wire.assemble_packet([b"\x92\x63\x01"]), net.now)
-    a.receive(src, wire.assemble_packet([b"\x92\x01\xa1x"]), net.now)
-    a.receive(src, b"\x01" + b"\x00" * 1500, net.now)
-    a.receive(src, wire.encode_packet([wire.Ping(1, "somebody-else", "b")]), net.now)
-    a.receive(src, b"", net.now)
+    a.receive(good[:-2], src, net.now)
+    a.receive(b"\x02" + good[1:], src, net.now)
+    a.receive(wire.assemble_packet([b"\x92\x63\x01"]), src, net.now)
+    a.receive(wire.assemble_packet([b"\x92\x01\xa1x"]), src, net.now)
+    a.receive(b"\x01" + b"\x00" * 1500, src, net.now)
+    a.receive(wire.encode_packet([wire.Ping(1, "somebody-else", "b")]), src, net.now)
+    a.receive(b"", src, net.now)
     assert (a.stats["truncated"], a.stats["bad_version"], a.stats["bad_kind"]) == (2, 1, 1)
     assert (a.stats["malformed"], a.stats["oversized"], a.stats["not_for_me"]) == (1, 1, 1)
-    assert a.handle_stream(src, b"\x01garbage", net.now) is None
-    assert a.handle_stream(src, b"\x07", net.now) is None
-    a.handle_stream_reply(src, b"", net.now)
+    assert a.handle_stream(b"\x01garbage", src, net.now) is None
+    assert a.handle_stream(b"\x07", src, net.now) is None
+    a.handle_stream_reply(b"", src, net.now)
     assert a.stats["malformed"] + a.stats["truncated"] + a.stats["bad_version"] >= 6
 
 
@@ -429,15 +436,15 @@ def test_join_retries_with_backoff_until_a_seed_answers() -> None:
 def test_remote_alive_with_oversized_meta_is_dropped() -> None:
     swim = _lone(1)
     alive = wire.Alive("big", 1, ("10.0.2.1", 7946), {"k": "x" * 1100})
-    swim.receive(("10.0.2.1", 7946), wire.encode_packet([alive]), 0.0)
+    swim.receive(wire.encode_packet([alive]), ("10.0.2.1", 7946), 0.0)
     assert swim.member("big") is None and swim.stats["oversized"] == 1
 
 
 def test_a_node_that_did_not_run_gives_indirect_probes_their_time() -> None:
     swim = _lone(3)
-    swim.poll(swim.next_deadline())  # the probe goes out …
+    swim.handle_timer(deadline(swim))  # the probe goes out …
     assert swim.stats["probes"] == 1
-    late = swim.next_deadline() + 5.0  # … and the process stalls for 5 s
-    swim.poll(late)
+    late = deadline(swim) + 5.0  # … and the process stalls for 5 s
+    swim.handle_timer(late)
     assert swim.stats["indirect_probes"] > 0 and swim.stats["probe_failures"] == 0
-    assert swim.next_deadline() > late
+    assert deadline(swim) > late

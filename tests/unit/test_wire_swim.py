@@ -8,8 +8,9 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh import wire
-from mesh.swim import MemberState, Profile, Swim
+from mesh.gossip import wire
+from mesh.gossip.swim import MemberState, Profile, Swim
+from tests.unit.test_swim_core import deadline
 
 names = st.text(min_size=1, max_size=40)
 ints = st.integers(min_value=0, max_value=2**32)
@@ -129,13 +130,13 @@ def test_core_receive_never_raises(packets: list[bytes]) -> None:
     swim = Swim("me", ("10.0.0.1", 7946), {}, Profile.local(), random.Random(1), 0.0)
     now = 0.0
     for p in packets:
-        swim.receive(("10.0.0.2", 7946), p, now)
-        swim.handle_stream(("10.0.0.2", 7946), p, now)
-        swim.handle_stream_reply(("10.0.0.2", 7946), p, now)
+        swim.receive(p, ("10.0.0.2", 7946), now)
+        swim.handle_stream(p, ("10.0.0.2", 7946), now)
+        swim.handle_stream_reply(p, ("10.0.0.2", 7946), now)
         now += 0.05
-        while swim.next_deadline() <= now:
-            swim.poll(now)
-        assert all(len(d) <= swim.profile.max_packet for _a, d in swim.take_outgoing())
+        while deadline(swim) <= now:
+            swim.handle_timer(now)
+        assert all(len(d) <= swim.profile.max_packet for d, _a in swim.datagrams_to_send())
         me = swim.member("me")
         assert me is not None and me.state is MemberState.ALIVE  # it never believes itself dead
     assert swim.stats["packets_received"] == len(packets)

@@ -1,0 +1,16 @@
+"""The HTTP API every agent serves (``/v1``).
+
+    app         create_app(deps): the app over the route table, its middlewares
+    routes      every route, in one table (what the OpenAPI document is made from)
+    params      query and path parameters: parsed and documented by the same objects
+    schemas     request and response bodies as JSON schemas
+    openapi     the OpenAPI 3.1 document
+    errors      the one error middleware
+    deps        what handlers use (ApiDeps) and the app's keys
+    forward     writes to the leader, logs and stats from a container's host
+    views       the JSON form of the model's records, pagination, lookups by id or name
+    body        request bodies
+    node, cluster, kv, hosts, stacks, services, containers, events: the handlers, by resource
+"""
+
+__all__ = ["app", "deps", "errors", "forward", "openapi", "params", "routes", "schemas", "views"]

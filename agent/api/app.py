@@ -1,0 +1,69 @@
+"""The agent's HTTP API (``/v1``): one app factory over the route table, one error path, typed app keys.
+
+Every response carries ``X-Corral-Index`` (the Raft index this node has applied) and
+``X-Corral-Leader``; while no leader is known, ``X-Corral-Stale`` says the answer may be behind.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api import forward
+from agent.api.deps import DEPS, DOCUMENT, STREAMS, ApiDeps, Streams
+from agent.api.errors import Handler, error_middleware
+from agent.api.openapi import document
+from agent.api.routes import ROUTES, Route
+
+PATH_PATTERNS = {"{key}": "{key:.+}"}  # a kv key may hold '/'
+
+
+@web.middleware
+async def index_header(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        replica = request.app[DEPS].replica
+        response.headers["X-Corral-Index"] = str(replica.applied_index)
+        leader = replica.leader
+        response.headers["X-Corral-Leader"] = leader or ""
+        if leader is None:  # a read answered now may miss writes: say so on every response
+            response.headers["X-Corral-Stale"] = "no leader known: this node's replica may be behind"
+    return response
+
+
+def _on_leader(handler: Handler) -> Handler:
+    """A write: run it here on the leader; on any other node, forward the request to the leader."""
+    async def write(request: web.Request) -> web.StreamResponse:
+        if not request.app[DEPS].replica.is_leader:
+            return await forward.to_leader(request)
+        return await handler(request)
+
+    return write
+
+
+async def _end_streams(app: web.Application) -> None:
+    """A stream never ends by itself (an events feed, a followed log): end them all when the agent stops,
+    instead of waiting out aiohttp's shutdown timeout for each."""
+    for task in list(app[STREAMS].tasks):
+        task.cancel()
+
+
+def aiohttp_path(route: Route) -> str:
+    path = route.path
+    for name, pattern in PATH_PATTERNS.items():
+        path = path.replace(name, pattern)
+    return path
+
+
+def create_app(deps: ApiDeps) -> web.Application:
+    app = web.Application(middlewares=[index_header, error_middleware])
+    app[DEPS] = deps
+    app[DOCUMENT] = document(ROUTES)
+    app[STREAMS] = Streams()
+    app.on_shutdown.append(_end_streams)
+    for route in ROUTES:
+        app.router.add_route(route.method, aiohttp_path(route), _on_leader(route.handler) if route.write
+                             else route.handler)
+    return app
+
+
+__all__ = ["create_app", "index_header"]

@@ -1,0 +1,65 @@
+"""Containers (the instances of services), and their logs and stats streamed from their host."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api import forward
+from agent.api.deps import DEPS, streaming
+from agent.api.params import FOLLOW, HOST, ID, SERVICE, STACK, STATE, TAIL
+from agent.api.views import container_view, find_container, page
+from agent.errors import NotFound
+from agent.model.commands import InstanceRemove
+from agent.model.entities import Instance
+from agent.node.stats import summarize
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    rows = (container_view(state, i) for i in sorted(state.instances.values(), key=lambda i: (i.service, i.slot)))
+    return page(request, rows, (STACK, SERVICE, HOST, STATE))
+
+
+async def get_container(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    return web.json_response(container_view(state, find_container(state, ID.get(request))))
+
+
+async def delete_container(request: web.Request) -> web.Response:
+    replica = request.app[DEPS].replica
+    inst = find_container(replica.state, ID.get(request))
+    await replica.write(InstanceRemove(inst.id))
+    return web.json_response({"removed": inst.id})
+
+
+def _created(inst: Instance) -> str:
+    if not inst.container_id:
+        raise NotFound(f"container {inst.id} has not been created on {inst.host} yet", field="id")
+    return inst.container_id
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    inst = find_container(deps.replica.state, ID.get(request))
+    tail, follow = TAIL.find(request), FOLLOW.get(request)
+    if inst.host != deps.node.name:
+        return await forward.to_owner(request, inst.host)
+    container_id = _created(inst)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    with streaming(request):
+        async for line in deps.engine.containers.logs(container_id, tail, follow):
+            await response.write(line.encode())
+    return response
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    inst = find_container(deps.replica.state, ID.get(request))
+    if inst.host != deps.node.name:
+        return await forward.to_owner(request, inst.host)
+    raw = await deps.engine.containers.stats(_created(inst))
+    return web.json_response(summarize(raw).to_json())
+
+
+__all__ = ["delete_container", "get_container", "list_containers", "logs", "stats"]

@@ -1,0 +1,62 @@
+"""Environments and hosts, as the replicated state holds them; a host's engine figures from its agent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from agent.api import forward
+from agent.api.deps import DEPS
+from agent.api.params import NAME, STATE
+from agent.api.views import find_host, host_view, page, wire
+from agent.node.stats import summarize
+
+
+async def list_environments(request: web.Request) -> web.Response:
+    return page(request, (wire(e) for e in request.app[DEPS].replica.state.environments.values()))
+
+
+def _health(request: web.Request) -> dict[str, object]:
+    """Each member's health as it advertises it in gossip (``ok``, or ``degraded: …``)."""
+    return {m.name: m.meta.get("health") for m in request.app[DEPS].gossip.members()}
+
+
+async def list_hosts(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    health = _health(request)
+    rows = [{**host_view(state, h), "health": health.get(h.name)} for h in sorted(state.hosts.values(),
+                                                                                  key=lambda h: h.name)]
+    return page(request, rows, (STATE,))
+
+
+async def get_host(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    host = find_host(state, NAME.get(request))
+    return web.json_response({**host_view(state, host), "health": _health(request).get(host.name)})
+
+
+async def host_stats(request: web.Request) -> web.StreamResponse:
+    """A host's Docker-side figures: its engine's capacity and the sum over Corral's containers on it."""
+    deps = request.app[DEPS]
+    host = find_host(deps.replica.state, NAME.get(request))
+    if host.name != deps.node.name:
+        return await forward.to_owner(request, host.name)
+    engine = deps.engine
+    info = await engine.info()
+    containers = [c for c in await engine.containers.list() if c.state == "running"]
+    samples = await asyncio.gather(*(engine.containers.stats(c.id) for c in containers), return_exceptions=True)
+    per = [summarize(s) for s in samples if isinstance(s, dict)]
+    return web.json_response({
+        "host": host.name,
+        "cpus": info.get("NCPU"),
+        "memory_total": info.get("MemTotal"),
+        "containers": {"running": len(containers), "sampled": len(per)},
+        "cpu_percent": round(sum(p.cpu_percent for p in per), 2),
+        "memory": {"usage": sum(p.memory_usage for p in per)},
+        "network": {"rx_bytes": sum(p.rx_bytes for p in per), "tx_bytes": sum(p.tx_bytes for p in per)},
+        "block_io": {"read_bytes": sum(p.read_bytes for p in per), "write_bytes": sum(p.write_bytes for p in per)},
+    })
+
+
+__all__ = ["get_host", "host_stats", "list_environments", "list_hosts"]

@@ -1,0 +1,169 @@
+"""Query and path parameters: each one declared once, with the rule the server enforces and the schema
+the OpenAPI document publishes — the same object does both, so the two cannot drift apart.
+
+A handler reads a parameter with ``PARAM.get(request)``; a value that breaks the rule is a 400 naming
+the parameter (:class:`~agent.errors.BadRequest`), never a 500 and never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from aiohttp import web
+
+from agent.errors import BadRequest
+from agent.model.spec import DURATION_PATTERN, DURATION_UNITS
+
+MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
+INT_PATTERN = r"^(0|[1-9][0-9]{0,18})$"
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    name: str
+    description: str
+    where: str = "query"
+
+    def raw(self, request: web.Request) -> str | None:
+        return request.match_info.get(self.name) if self.where == "path" else request.query.get(self.name)
+
+    def schema(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def doc(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "in": self.where, "description": self.description,
+                                  "schema": self.schema()}
+        if self.where == "path":
+            out["required"] = True
+        return out
+
+    def bad(self, raw: str, problem: str) -> BadRequest:
+        return BadRequest(f"{self.name}={raw[:100]!r} {problem}", field=self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class IntParam(Param):
+    default: int = 0
+    minimum: int = 0
+    maximum: int = MAX_INDEX
+
+    def schema(self) -> dict[str, object]:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum, "default": self.default}
+
+    def get(self, request: web.Request) -> int:
+        value = self.find(request)
+        return self.default if value is None else value
+
+    def find(self, request: web.Request) -> int | None:
+        raw = self.raw(request)
+        if raw is None:
+            return None
+        if not re.match(INT_PATTERN, raw) or not self.minimum <= int(raw) <= self.maximum:
+            raise self.bad(raw, f"is not a whole number from {self.minimum} to {self.maximum}")
+        return int(raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoolParam(Param):
+    def schema(self) -> dict[str, object]:
+        return {"type": "string", "enum": [*TRUE, *FALSE[:-1]], "description": "1/true/yes or 0/false/no"}
+
+    def get(self, request: web.Request) -> bool:
+        raw = self.raw(request)
+        if raw is None:
+            return False
+        if raw.lower() in TRUE:
+            return True
+        if raw.lower() in FALSE:
+            return False
+        raise self.bad(raw, "is not 1, true, yes, 0, false or no")
+
+
+@dataclasses.dataclass(frozen=True)
+class DurationParam(Param):
+    default: float = 30.0
+    maximum: float = 300.0
+
+    def schema(self) -> dict[str, object]:
+        return {"type": "string", "pattern": DURATION_PATTERN,
+                "description": f"a duration such as 30s, 500ms or 2m; at most {self.maximum:g} s is waited"}
+
+    def get(self, request: web.Request) -> float:
+        raw = self.raw(request)
+        if raw is None:
+            return self.default
+        match = re.match(DURATION_PATTERN, raw)
+        if not match:
+            raise self.bad(raw, "is not a duration such as 30s or 500ms")
+        return min(float(match.group(1)) * DURATION_UNITS[match.group(2)], self.maximum)
+
+
+@dataclasses.dataclass(frozen=True)
+class StrParam(Param):
+    max_length: int = 256
+    pattern: str | None = None
+
+    def schema(self) -> dict[str, object]:
+        out: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": self.max_length}
+        if self.pattern:
+            out["pattern"] = self.pattern
+        return out
+
+    def find(self, request: web.Request) -> str | None:
+        raw = self.raw(request)
+        if raw is None:
+            return None
+        if not raw or len(raw) > self.max_length or (self.pattern and not re.search(self.pattern, raw)):
+            raise self.bad(raw, f"must be 1-{self.max_length} characters" + (
+                f" matching {self.pattern}" if self.pattern else ""))
+        return raw
+
+    def get(self, request: web.Request) -> str:
+        value = self.find(request)
+        if value is None:
+            raise BadRequest(f"{self.name} is required", field=self.name)
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class EnumParam(Param):
+    values: tuple[str, ...] = ()
+
+    def schema(self) -> dict[str, object]:
+        return {"type": "string", "enum": list(self.values)}
+
+    def find(self, request: web.Request) -> str | None:
+        raw = self.raw(request)
+        if raw is not None and raw not in self.values:
+            raise self.bad(raw, "must be one of " + ", ".join(self.values))
+        return raw
+
+
+# ---------------------------------------------------------------------- the parameters the API takes
+
+LIMIT = IntParam("limit", "page size", default=100, minimum=1, maximum=1000)
+OFFSET = IntParam("offset", "items to skip", default=0, minimum=0, maximum=MAX_INDEX)
+INDEX = IntParam("index", "only what changed after this Raft index (a blocking read with wait)")
+CAS = IntParam("cas", "write only if the key's modify index is this (0: only if the key does not exist)")
+WAIT = DurationParam("wait", "block up to this long for a change", default=30.0, maximum=300.0)
+STREAM = BoolParam("stream", "stream newline-delimited JSON")
+CONSISTENT = BoolParam("consistent", "linearizable read (ReadIndex through the leader)")
+FOLLOW = BoolParam("follow", "keep streaming new lines")
+TAIL = IntParam("tail", "only the last N lines", default=0, minimum=0, maximum=100_000)
+STACK = StrParam("stack", "stack id or name")
+SERVICE = StrParam("service", "service id or name")
+HOST = StrParam("host", "host name")
+ENVIRONMENT = StrParam("environment", "environment name")
+KIND = StrParam("kind", "event kind")
+STATE = StrParam("state", "state")
+MEMBER_STATE = EnumParam("state", "member state", values=("alive", "suspect", "dead", "left"))
+
+MAX_KEY = 512
+ID = StrParam("id", "an id or a name", where="path", max_length=256)
+NAME = StrParam("name", "a name", where="path", max_length=256)
+KEY = StrParam("key", f"a key: 1-{MAX_KEY} characters, '/' allowed", where="path", max_length=MAX_KEY)
+
+__all__ = ["CAS", "CONSISTENT", "FOLLOW", "ID", "INDEX", "KEY", "LIMIT", "NAME", "OFFSET", "STREAM", "TAIL", "WAIT",
+           "BoolParam", "DurationParam", "EnumParam", "IntParam", "Param", "StrParam"]

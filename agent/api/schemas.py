@@ -1,0 +1,123 @@
+"""The JSON schemas of request and response bodies, as the OpenAPI document publishes them.
+
+They are written from the same constants the validators use (:mod:`agent.model.spec`,
+:mod:`agent.model.scheduler`): names, patterns, ranges, lengths, required fields and refused extra
+fields are declared exactly as the server enforces them. What a schema cannot say — a health check's
+timeout longer than its interval, a port published twice, a name already taken — the server answers
+with a 400 or 409 that the route declares. ``tests/unit/test_api_fuzz.py`` holds the server to it.
+"""
+
+from __future__ import annotations
+
+from agent.model.scheduler import CONSTRAINT_PATTERN
+from agent.model.spec import (
+    DURATION_PATTERN,
+    HEALTH_INTERVAL,
+    HEALTH_RETRIES,
+    HEALTH_START_PERIOD,
+    HEALTH_TIMEOUT,
+    MAX_CPUS,
+    MAX_IMAGE,
+    MAX_MEMORY,
+    MAX_SCALE,
+    MAX_STRING,
+    MEMORY_PATTERN,
+    NAME_PATTERN,
+    PORT_PATTERN,
+)
+
+Schema = dict[str, object]
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+NULL: Schema = {"type": "null"}
+OBJ: Schema = {"type": "object"}
+NAME: Schema = {"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 63}
+PORT: Schema = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, NULL]}
+
+
+def duration(low: float, high: float) -> Schema:
+    return {"anyOf": [{"type": "number", "minimum": low, "maximum": high},
+                      {"type": "string", "pattern": DURATION_PATTERN,
+                       "description": f"a duration such as 5s or 500ms, from {low:g} s to {high:g} s"}]}
+
+
+STRING_MAP: Schema = {"anyOf": [
+    {"type": "object", "propertyNames": {"minLength": 1},
+     "additionalProperties": {"anyOf": [STR, {"type": "number"}]}},
+    {"type": "array", "items": {"type": "string", "pattern": "^[^=][^=]*="}, "description": "KEY=VALUE strings"},
+    NULL,
+]}
+
+_CHECK_COMMON: dict[str, Schema] = {
+    "interval": duration(*HEALTH_INTERVAL),
+    "timeout": {**duration(*HEALTH_TIMEOUT), "description": "not longer than the interval"},
+    "retries": {"type": "integer", "minimum": HEALTH_RETRIES[0], "maximum": HEALTH_RETRIES[1]},
+    "start_period": duration(*HEALTH_START_PERIOD),
+    "on_unhealthy": {"enum": ["recreate", "none"]},
+}
+HEALTH_PATH: Schema = {"type": "string", "pattern": "^/[^ \\r\\n\\t]*$", "maxLength": MAX_STRING}
+HEALTH_CHECK: Schema = {"oneOf": [
+    {"type": "object", "additionalProperties": False, "required": ["type", "port"],
+     "properties": {"type": {"const": "http"}, "port": PORT, "path": HEALTH_PATH, **_CHECK_COMMON}},
+    {"type": "object", "additionalProperties": False, "required": ["type", "port"],
+     "properties": {"type": {"const": "tcp"}, "port": PORT, **_CHECK_COMMON}},
+    {"type": "object", "additionalProperties": False, "required": ["type", "command"],
+     "properties": {"type": {"const": "command"},
+                    "command": {"type": "string", "pattern": "\\S", "maxLength": MAX_STRING}, **_CHECK_COMMON}},
+    NULL,
+]}
+CONSTRAINTS: Schema = nullable({"type": "array", "items": {"type": "string", "pattern": CONSTRAINT_PATTERN}})
+
+SPEC_PROPERTIES: dict[str, Schema] = {
+    "image": {"type": "string", "pattern": "\\S", "maxLength": MAX_IMAGE},
+    "command": {"anyOf": [STR, {"type": "array", "items": STR}, NULL]},
+    "environment": STRING_MAP,
+    "ports": nullable({"type": "array", "description": "no published port twice", "items": {"anyOf": [
+        {"type": "string", "pattern": PORT_PATTERN, "description": "[PUBLISHED:]TARGET[/tcp|udp]"},
+        PORT,
+        {"type": "object", "additionalProperties": False, "required": ["target"],
+         "properties": {"target": PORT, "published": nullable(PORT), "protocol": {"enum": ["tcp", "udp"]}}},
+    ]}}),
+    "labels": STRING_MAP,
+    "scale": {"type": "integer", "minimum": 0, "maximum": MAX_SCALE},
+    "restart": {"enum": ["always", "on-failure", "no"]},
+    "cpus": {"type": "number", "minimum": 0, "maximum": MAX_CPUS},
+    "memory": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY},
+                         {"type": "string", "pattern": MEMORY_PATTERN, "description": "512m, 1g, 64MiB …"}]},
+    "placement": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+        "constraints": CONSTRAINTS, "preferences": CONSTRAINTS, "must": CONSTRAINTS, "should": CONSTRAINTS,
+        "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"}}}, NULL]},
+    "health_check": HEALTH_CHECK,
+}
+
+ENTITY: Schema = {"type": "object"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {"type": "object", "required": ["error", "message"], "properties": {
+        "error": STR, "message": STR, "details": OBJ}},
+    "Page": {"type": "object", "required": ["items", "total", "limit", "offset"], "properties": {
+        "items": {"type": "array", "items": OBJ}, "total": INT, "limit": INT, "offset": INT}},
+    "StackCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
+                    "properties": {"name": NAME, "environment": NAME}},
+    "ServiceSpec": {"type": "object", "required": ["image"], "additionalProperties": False,
+                    "properties": SPEC_PROPERTIES},
+    "ServiceChange": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                      "properties": SPEC_PROPERTIES,
+                      "description": "the fields to change; a placement given replaces the whole placement"},
+    "ServiceCreate": {"type": "object", "required": ["name", "stack", "image"], "additionalProperties": False,
+                      "properties": {"name": NAME, "stack": {"type": "string", "minLength": 1, "maxLength": 256},
+                                     **SPEC_PROPERTIES}},
+    "Scale": {"type": "object", "required": ["scale"], "additionalProperties": False,
+              "properties": {"scale": {"type": "integer", "minimum": 0, "maximum": MAX_SCALE}}},
+    "KeyChange": {"type": "object", "required": ["action", "key"], "additionalProperties": False, "properties": {
+        "action": {"enum": ["install", "use", "remove"]},
+        "key": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description": "32 bytes, base64"}}},
+    "Entity": ENTITY,
+}
+
+__all__ = ["SCHEMAS", "SPEC_PROPERTIES", "Schema"]

@@ -1,0 +1,106 @@
+"""Services: N containers of one spec across the hosts, and what can be done to them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api.body import json_object
+from agent.api.deps import DEPS, ApiDeps
+from agent.api.params import ID, STACK, STATE
+from agent.api.views import find_service, find_stack, page, service_view
+from agent.errors import BadRequest
+from agent.model import spec as specs
+from agent.model.commands import ServiceCreate, ServiceRemove, ServiceScale, ServiceSetState, ServiceUpdate
+from agent.model.entities import ServiceState
+from agent.model.spec import SERVICE_FIELDS
+from agent.node.docker import Engine
+
+
+async def list_services(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    return page(request, (service_view(state, s) for s in state.services.values()), (STACK, STATE))
+
+
+async def get_service(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    return web.json_response(service_view(state, find_service(state, ID.get(request))))
+
+
+async def create_service(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    body = await json_object(request, ("stack", "name", *SERVICE_FIELDS))
+    name = specs.name(body.get("name"))
+    stack_key = body.get("stack")
+    if not isinstance(stack_key, str):
+        raise BadRequest("stack is required (an id or a name)", field="stack")
+    stack = find_stack(deps.replica.state, stack_key)
+    raw = {k: v for k, v in body.items() if k not in ("stack", "name")}
+    spec = specs.parse(raw)  # 400 naming the field before anything is proposed
+    await check_image(deps.engine, spec.image)
+    outcome = await deps.replica.write(ServiceCreate(stack.id, name, raw))
+    assert outcome.id is not None
+    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[outcome.id]), status=201)
+
+
+async def check_image(engine: Engine, image: str) -> None:
+    """No registry is reachable: an image this host's engine does not have is a 400, not a stuck service.
+
+    (Corral moves its images to every host itself, so this host's engine is a fair witness.)
+    """
+    tags = await engine.image_ids()
+    wanted = image if ":" in image.rsplit("/", 1)[-1] else image + ":latest"
+    if wanted not in tags and image not in tags.values():
+        known = ", ".join(sorted(tags)) or "none"
+        raise BadRequest(f"unknown image {image!r}: no registry is reachable; images on the hosts: {known}",
+                         field="image")
+
+
+async def update_service(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    service = find_service(deps.replica.state, ID.get(request))
+    changes = await json_object(request, SERVICE_FIELDS)
+    if not changes:
+        raise BadRequest("name at least one field to change", field="body")
+    spec = service.spec.changed(changes)  # 400 naming the field before anything is proposed
+    if "image" in changes:
+        await check_image(deps.engine, spec.image)
+    await deps.replica.write(ServiceUpdate(service.id, changes))
+    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+
+
+async def scale_service(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    service = find_service(deps.replica.state, ID.get(request))
+    body = await json_object(request, ("scale",))
+    scale = service.spec.changed({"scale": body.get("scale")}).scale  # 400 for a bad scale
+    await deps.replica.write(ServiceScale(service.id, scale))
+    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+
+
+async def _set_state(deps: ApiDeps, request: web.Request, state: ServiceState, restart: bool) -> web.Response:
+    service = find_service(deps.replica.state, ID.get(request))
+    await deps.replica.write(ServiceSetState(service.id, state, restart))
+    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+
+
+async def stop_service(request: web.Request) -> web.Response:
+    return await _set_state(request.app[DEPS], request, ServiceState.STOPPED, restart=False)
+
+
+async def start_service(request: web.Request) -> web.Response:
+    return await _set_state(request.app[DEPS], request, ServiceState.ACTIVE, restart=False)
+
+
+async def restart_service(request: web.Request) -> web.Response:
+    return await _set_state(request.app[DEPS], request, ServiceState.ACTIVE, restart=True)
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    service = find_service(deps.replica.state, ID.get(request))
+    await deps.replica.write(ServiceRemove(service.id))
+    return web.json_response({"removed": service.id})
+
+
+__all__ = ["check_image", "create_service", "delete_service", "get_service", "list_services", "restart_service",
+           "scale_service", "start_service", "stop_service", "update_service"]

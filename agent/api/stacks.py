@@ -1,0 +1,42 @@
+"""Stacks: a named group of services in an environment."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api.body import json_object
+from agent.api.deps import DEPS
+from agent.api.params import ENVIRONMENT, ID
+from agent.api.views import find_stack, page, stack_view
+from agent.model import spec as specs
+from agent.model.commands import StackCreate, StackRemove
+
+
+async def list_stacks(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    return page(request, (stack_view(state, s) for s in state.stacks.values()), (ENVIRONMENT,))
+
+
+async def get_stack(request: web.Request) -> web.Response:
+    state = request.app[DEPS].replica.state
+    return web.json_response(stack_view(state, find_stack(state, ID.get(request))))
+
+
+async def create_stack(request: web.Request) -> web.Response:
+    replica = request.app[DEPS].replica
+    body = await json_object(request, ("name", "environment"))
+    name = specs.name(body.get("name"))
+    environment = specs.name(body.get("environment", "default"), "environment")
+    outcome = await replica.write(StackCreate(name, environment))
+    assert outcome.id is not None
+    return web.json_response(stack_view(replica.state, replica.state.stacks[outcome.id]), status=201)
+
+
+async def delete_stack(request: web.Request) -> web.Response:
+    replica = request.app[DEPS].replica
+    stack = find_stack(replica.state, ID.get(request))
+    await replica.write(StackRemove(stack.id))
+    return web.json_response({"removed": stack.id})
+
+
+__all__ = ["create_stack", "delete_stack", "get_stack", "list_stacks"]

@@ -1,0 +1,121 @@
+"""How the API shows the model's records: their wire form plus what a reader wants beside it
+(names next to ids, counts), and one paginated, filtered collection format.
+
+Collections answer ``{"items": […], "total": N, "limit": L, "offset": O}``; a filter matches a row
+whose field equals the value, or whose ``<field>_name`` does (``?stack=web-server`` or ``?stack=st3``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+
+from agent.api.params import LIMIT, OFFSET, StrParam
+from agent.model.codec import to_wire
+from agent.model.entities import Event, Health, Host, Instance, KvEntry, Service, Stack, Status
+from agent.model.errors import not_found
+from agent.model.state import ClusterState
+
+Row = dict[str, object]
+
+
+def wire(record: object) -> Row:
+    out = to_wire(record)
+    assert isinstance(out, dict)
+    return out
+
+
+def host_view(state: ClusterState, host: Host) -> Row:
+    return {**wire(host), "containers": state.count_on(host.name)}
+
+
+def stack_view(state: ClusterState, stack: Stack) -> Row:
+    return {**wire(stack), "services": [s.id for s in state.services_of(stack.id)]}
+
+
+def service_view(state: ClusterState, service: Service) -> Row:
+    instances = state.instances_of(service.id)
+    running = [i for i in instances if i.status == Status.RUNNING]
+    healthy = sum(1 for i in running if i.health == Health.HEALTHY)
+    return {**wire(service), "stack_name": state.stacks[service.stack].name, "scale": service.spec.scale,
+            "running": len(running), "healthy": healthy if service.spec.health_check else None,
+            "containers": [i.id for i in instances]}
+
+
+def container_view(state: ClusterState, inst: Instance) -> Row:
+    service = state.services.get(inst.service)
+    stack = state.stacks.get(service.stack) if service else None
+    return {**wire(inst), "name": state.container_name(inst) if service else inst.id,
+            "service_name": service.name if service else None, "stack": service.stack if service else None,
+            "stack_name": stack.name if stack else None, "state": inst.status.value}
+
+
+def event_view(event: Event) -> Row:
+    return wire(event)
+
+
+def kv_view(key: str, entry: KvEntry) -> Row:
+    out: Row = {"key": key, "create_index": entry.create_index, "modify_index": entry.modify_index}
+    value = entry.value
+    if isinstance(value, bytes):
+        try:
+            out["value"] = value.decode()
+        except UnicodeDecodeError:
+            out["value_base64"] = base64.b64encode(value).decode()
+    else:
+        out["value"] = value
+    return out
+
+
+def page(request: web.Request, rows: Iterable[Row], filters: Sequence[StrParam] = ()) -> web.Response:
+    """One page of ``rows``, filtered by the query's ``filters``."""
+    limit, offset = LIMIT.get(request), OFFSET.get(request)
+    wanted = [(p.name, value) for p in filters if (value := p.find(request)) is not None]
+    matching = [r for r in rows if all(str(r.get(k)) == v or r.get(f"{k}_name") == v for k, v in wanted)]
+    return web.json_response({"items": matching[offset:offset + limit], "total": len(matching), "limit": limit,
+                              "offset": offset})
+
+
+# ---------------------------------------------------------------------- finding what a path names
+
+
+def find_stack(state: ClusterState, key: str) -> Stack:
+    """By id or by name."""
+    if key in state.stacks:
+        return state.stacks[key]
+    matches = [s for s in state.stacks.values() if s.name == key]
+    if len(matches) == 1:
+        return matches[0]
+    raise not_found("stack", key)
+
+
+def find_service(state: ClusterState, key: str) -> Service:
+    """By id, ``stack/service`` or a service name that is unique."""
+    if key in state.services:
+        return state.services[key]
+    if "/" in key:
+        stack_name, _, name = key.partition("/")
+        matches = [s for s in state.services.values() if s.name == name and state.stacks[s.stack].name == stack_name]
+    else:
+        matches = [s for s in state.services.values() if s.name == key]
+    if len(matches) == 1:
+        return matches[0]
+    raise not_found("service", key)
+
+
+def find_container(state: ClusterState, key: str) -> Instance:
+    """By instance id or container name (``stack-service-slot``)."""
+    if key in state.instances:
+        return state.instances[key]
+    matches = [i for i in state.instances.values() if i.service in state.services and state.container_name(i) == key]
+    if len(matches) == 1:
+        return matches[0]
+    raise not_found("container", key)
+
+
+def find_host(state: ClusterState, key: str) -> Host:
+    if key in state.hosts:
+        return state.hosts[key]
+    raise not_found("host", key)

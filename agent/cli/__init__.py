@@ -1,0 +1,9 @@
+"""The ``corral`` command line (``agent.cli.main:main``).
+
+    main        the command group, and ``corral agent`` (the agent process)
+    output      tables, and the one error path every command shares
+    client      the API client (synchronous)
+    hosts, stacks, services, containers, keys: the user's commands, by resource
+"""
+
+__all__ = ["client", "containers", "hosts", "keys", "main", "output", "services", "stacks"]

@@ -1,0 +1,82 @@
+"""A small synchronous client of the agent's API, for the CLI, the lab tests and the drills (any node:
+``--host URL`` or CORRAL_URL). Every failure is an :class:`ApiError` with what the API said."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ApiError(Exception):
+    """What the API said was wrong (status, code, message), or that it could not be reached."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise _api_error(exc, url) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(0, "unreachable", f"cannot reach the Corral API at {self.url}: {reason}") from None
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query={k: v for k, v in query.items() if v is not None} or None)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body if body is not None else {})
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def items(self, path: str, **query: Any) -> list[dict[str, Any]]:
+        """Every item of a paginated collection."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.get(path, limit=1000, offset=len(out), **query)
+            out += page["items"]
+            if len(out) >= page["total"] or not page["items"]:
+                return out
+
+    def stream(self, path: str, **query: Any) -> Iterator[str]:
+        """Lines of a streamed response (logs -f, events --follow)."""
+        url = self.url + path + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        try:
+            with urllib.request.urlopen(url, timeout=None) as resp:
+                for line in resp:
+                    yield line.decode(errors="replace").rstrip("\n")
+        except urllib.error.HTTPError as exc:
+            raise _api_error(exc, url) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(0, "unreachable", f"cannot reach the Corral API at {self.url}: {reason}") from None
+
+
+def _api_error(exc: urllib.error.HTTPError, url: str) -> ApiError:
+    """What an error answer says: its JSON ``error`` and ``message``, or the status when it has none."""
+    try:
+        payload = json.loads(exc.read())
+    except (ValueError, OSError):
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        return ApiError(exc.code, str(payload.get("error", "error")), payload["message"])
+    return ApiError(exc.code, "http_error", f"HTTP {exc.code} from {url}")

@@ -1,0 +1,116 @@
+"""The ``corral`` command: the agent process, the user's commands, the lab and the drills.
+
+Bad input gets one line and a non-zero exit: a bad option is click's usage error (2); what the API
+refuses, or an agent that cannot be reached, is ``corral: …`` and 1 (:class:`~agent.cli.output.CorralGroup`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import sys
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.cli.containers import events, logs, ps
+from agent.cli.hosts import hosts
+from agent.cli.keys import keys
+from agent.cli.output import CorralGroup
+from agent.cli.services import service
+from agent.cli.stacks import stack
+from agent.drill.cli import drill
+from agent.errors import CorralError
+from agent.lab.cli import lab
+from agent.process.config import DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_DOCKER_HOST, AgentConfig
+
+
+@click.group(cls=CorralGroup)
+@click.version_option(__version__, prog_name="corral")
+def cli() -> None:
+    """Corral: stacks of containers across a fleet of Docker hosts, with no central server."""
+
+
+def _check_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IP address") from None
+    return value
+
+
+def _check_join(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        host, sep, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        try:
+            ipaddress.ip_address(host)
+            if sep and not 0 < int(port) < 65536:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not ADDR or ADDR:PORT") from None
+    return value
+
+
+def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    labels = []
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        labels.append((key.strip(), val.strip()))
+    return tuple(labels)
+
+
+@cli.command()
+@click.option("--bind", required=True, callback=_check_address, help="this host's underlay address")
+@click.option("--join", multiple=True, callback=_check_join, help="ADDR[:PORT] of any member to join (repeatable)")
+@click.option("--bootstrap", is_flag=True, help="start a new cluster: make its secret and print a join token")
+@click.option("--token", envvar="CORRAL_JOIN_TOKEN", default=None, help="join token of the cluster to join")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--docker-host", default=DEFAULT_DOCKER_HOST, show_default=True, help="the Docker Engine's API URL")
+@click.option("--name", default=None, help="host name in the cluster (default: the OS hostname)")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
+@click.option("--access-log", is_flag=True, help="log one line per HTTP request")
+@click.option("--manager", is_flag=True, help="prefer this host as a Raft voter (else the first three to join)")
+@click.option("--label", "labels", multiple=True, callback=_check_labels, help="host label KEY=VALUE (repeatable)")
+@click.option("--host-grace", type=click.FloatRange(0.0, 3600.0), default=5.0, show_default=True,
+              help="seconds a lost host's containers wait before they are rescheduled")
+@click.option("--gossip-port", type=click.IntRange(1, 65535), default=7946, show_default=True)
+@click.option("--raft-port", type=click.IntRange(1, 65535), default=7947, show_default=True)
+@click.option("--overlay/--no-overlay", "overlay", default=True, show_default=True,
+              help="run the encrypted container overlay on this host")
+@click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
+              help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
+def agent(
+    bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
+    name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
+    host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
+) -> None:
+    """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
+    from agent.process import agent as process
+    from agent.process import log
+
+    log.setup()
+    config = AgentConfig(bind=bind, join=join, bootstrap=bootstrap, token=token, data_dir=data_dir,
+                         docker_host=docker_host, api_port=api_port, access_log=access_log, manager=manager,
+                         labels=labels, host_grace=host_grace, replace_dead_managers_after=replace_after,
+                         gossip_port=gossip_port, raft_port=raft_port, overlay=overlay)
+    if name:
+        config = dataclasses.replace(config, name=name)
+    try:
+        process.run(config)
+    except CorralError as exc:
+        click.echo(f"corral agent: {exc.message}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"corral agent: cannot serve on {config.api_url}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+
+
+for _command in (hosts, stack, service, ps, events, logs, keys, lab, drill):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="corral")

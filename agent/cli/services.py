@@ -1,0 +1,141 @@
+"""``corral service create|ls|inspect|scale|stop|start|restart|rm``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from agent.cli.client import Client
+from agent.cli.output import fail, table, url_option
+from agent.cli.stacks import converge
+
+
+@click.group("service")
+def service() -> None:
+    """Services: N containers of one image across the hosts."""
+
+
+@service.command("create")
+@click.argument("stack_name")
+@click.argument("name")
+@click.option("--image", required=True)
+@click.option("--scale", type=int, default=1, show_default=True)
+@click.option("--command", "command_", default=None, help="shell command line")
+@click.option("-e", "--env", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("-p", "--publish", multiple=True, help="PUBLISHED:TARGET[/udp] (repeatable)")
+@click.option("-l", "--label", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--constraint", multiple=True, help="KEY==VALUE or KEY!=VALUE (repeatable)")
+@click.option("--health", default=None, metavar="CHECK",
+              help="http:PORT[/PATH], tcp:PORT (probed by the agent) or cmd:COMMAND (run in the container)")
+@click.option("--health-interval", default=None, help="between checks, e.g. 5s (default 5s)")
+@click.option("--health-timeout", default=None, help="e.g. 2s (default 2s)")
+@click.option("--health-retries", type=int, default=None, help="failures in a row that make it unhealthy (3)")
+@click.option("--health-start-period", default=None, help="failures before the first success do not count (0s)")
+@click.option("--on-unhealthy", type=click.Choice(["recreate", "none"]), default=None,
+              help="replace an unhealthy container (default) or only report it")
+@click.option("--wait/--no-wait", default=True)
+@url_option
+def service_create(stack_name: str, name: str, image: str, scale: int, command_: str | None, env: tuple[str, ...],
+                   publish: tuple[str, ...], label: tuple[str, ...], constraint: tuple[str, ...], health: str | None,
+                   health_interval: str | None, health_timeout: str | None, health_retries: int | None,
+                   health_start_period: str | None, on_unhealthy: str | None, wait: bool, url: str) -> None:
+    """Create service NAME in stack STACK_NAME."""
+    client = Client(url)
+    body: dict[str, Any] = {"stack": stack_name, "name": name, "image": image, "scale": scale,
+                            "environment": list(env), "ports": list(publish), "labels": list(label),
+                            "placement": {"constraints": list(constraint)}}
+    if command_:
+        body["command"] = command_
+    extra = {"interval": health_interval, "timeout": health_timeout, "retries": health_retries,
+             "start_period": health_start_period, "on_unhealthy": on_unhealthy}
+    if health is not None:
+        body["health_check"] = {**_health_option(health), **{k: v for k, v in extra.items() if v is not None}}
+    elif any(v is not None for v in extra.values()):
+        raise click.UsageError("--health-* and --on-unhealthy need --health")
+    made = client.post("/v1/services", body)
+    click.echo(f"service {stack_name}/{name} created ({made['id']}), scale {scale}")
+    if wait:
+        converge(client, made["id"])
+
+
+def _health_option(text: str) -> dict[str, Any]:
+    """``http:80/healthz``, ``tcp:5432``, ``cmd:test -f /ready`` → the API's health_check fields."""
+    kind, _, rest = text.partition(":")
+    if kind == "cmd" and rest.strip():
+        return {"type": "command", "command": rest}
+    if kind in ("http", "tcp"):
+        port, slash, path = rest.partition("/")
+        if port.isdigit() and (kind == "http" or not slash):
+            return {"type": kind, "port": int(port), **({"path": "/" + path} if kind == "http" else {})}
+    raise click.BadParameter(f"{text!r} is not http:PORT[/PATH], tcp:PORT or cmd:COMMAND", param_hint="--health")
+
+
+@service.command("ls")
+@url_option
+def service_ls(url: str) -> None:
+    """Every service: image, running, healthy and wanted containers, why some are not placed."""
+    table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "unplaced"],
+          [[s["id"], s["stack_name"], s["name"], s["spec"]["image"], s["running"], s.get("healthy"), s["scale"],
+            s["state"], s["unplaced"][0][1] if s.get("unplaced") else None] for s in Client(url).items("/v1/services")])
+
+
+def service_id(client: Client, ref: str) -> str:
+    """STACK/SERVICE, a service name, or an id."""
+    if "/" not in ref:
+        return ref
+    stack_name, _, name = ref.partition("/")
+    for svc in client.items("/v1/services"):
+        if svc["stack_name"] == stack_name and svc["name"] == name:
+            return str(svc["id"])
+    raise fail(f"no service {ref!r}")
+
+
+@service.command("inspect")
+@click.argument("ref")
+@url_option
+def service_inspect(ref: str, url: str) -> None:
+    """Service REF (STACK/SERVICE, a name or an id) as JSON."""
+    client = Client(url)
+    click.echo(json.dumps(client.get(f"/v1/services/{service_id(client, ref)}"), indent=2))
+
+
+@service.command("scale")
+@click.argument("ref")
+@click.argument("scale", type=int)
+@click.option("--wait/--no-wait", default=True)
+@url_option
+def service_scale(ref: str, scale: int, wait: bool, url: str) -> None:
+    """Run SCALE containers of service REF."""
+    client = Client(url)
+    sid = service_id(client, ref)
+    client.post(f"/v1/services/{sid}/scale", {"scale": scale})
+    click.echo(f"{ref} scaled to {scale}")
+    if wait:
+        converge(client, sid)
+
+
+def _action(verb: str, doc: str) -> None:
+    @service.command(verb, help=doc)
+    @click.argument("ref")
+    @url_option
+    def cmd(ref: str, url: str) -> None:
+        client = Client(url)
+        client.post(f"/v1/services/{service_id(client, ref)}/{verb}")
+        click.echo(f"{ref}: {verb}")
+
+
+_action("stop", "Stop every container of service REF.")
+_action("start", "Start service REF again.")
+_action("restart", "Replace every container of service REF.")
+
+
+@service.command("rm")
+@click.argument("ref")
+@url_option
+def service_rm(ref: str, url: str) -> None:
+    """Remove service REF and its containers."""
+    client = Client(url)
+    client.delete(f"/v1/services/{service_id(client, ref)}")
+    click.echo(f"{ref} removed")

@@ -1,0 +1,262 @@
+"""Every change to the desired state is one of these commands, proposed to Raft and applied in log order.
+
+One frozen dataclass per operation; :data:`OP_OF` / :data:`CLASS_OF` map it to the operation name it
+carries on the wire, and :func:`encode` / :func:`decode` are the codec: a msgpack map
+``{"op": NAME, FIELD: VALUE, …}``, the form the agent has always written into its Raft log, so a log
+written by an earlier version is read unchanged. :func:`decode` never raises anything but
+:class:`~agent.model.errors.CommandError`: a malformed entry is refused with the reason.
+
+The state machine answers every command with an :class:`Outcome` or a ``CommandError``; both travel
+back to a node that proposed through the leader (:func:`encode_result` / :func:`decode_result`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+
+import msgpack
+
+from agent.model.codec import WireError, from_wire, to_wire
+from agent.model.entities import Health, HostState, ServiceState, Status
+from agent.model.errors import CommandError, ErrorCode, bad_request
+
+
+class Op(enum.StrEnum):
+    """Append only: the values are written into every Raft log."""
+
+    ENV_CREATE = "env.create"
+    HOST_REGISTER = "host.register"
+    HOST_STATE = "host.state"
+    HOST_REMOVE = "host.remove"
+    STACK_CREATE = "stack.create"
+    STACK_REMOVE = "stack.remove"
+    SERVICE_CREATE = "service.create"
+    SERVICE_UPDATE = "service.update"
+    SERVICE_SCALE = "service.scale"
+    SERVICE_SET_STATE = "service.set_state"
+    SERVICE_REMOVE = "service.remove"
+    PLACEMENTS_COMMIT = "placements.commit"
+    INSTANCE_STATUS = "instance.status"
+    INSTANCE_REMOVE = "instance.remove"
+    KEYS_SET = "keys.set"
+    KV_PUT = "kv.put"
+    KV_DELETE = "kv.delete"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvCreate:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HostRegister:
+    """The leader registers a gossip member (or updates what it advertises)."""
+
+    name: str
+    address: str
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cpus: float = 0.0
+    memory: int = 0
+    overlay_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSetState:
+    name: str
+    state: HostState
+
+
+@dataclasses.dataclass(frozen=True)
+class HostRemove:
+    """An operator forgets a disconnected host: its subnet is freed, its slots are placed again."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StackCreate:
+    name: str
+    environment: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class StackRemove:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceCreate:
+    stack: str
+    name: str
+    spec: Mapping[str, object]
+    """The request form (``agent.model.spec.parse`` validates it when applied)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceUpdate:
+    id: str
+    spec: Mapping[str, object]
+    """The fields to change, in request form."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceScale:
+    id: str
+    scale: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSetState:
+    id: str
+    state: ServiceState
+    restart: bool = False
+    """Also give every instance a new generation, so its host replaces the container."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceRemove:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementsCommit:
+    """The leader's scheduler decision for one service; re-checked when applied."""
+
+    service: str
+    placements: tuple[tuple[int, str], ...] = ()
+    """(slot, host) pairs."""
+    unplaced: tuple[tuple[int, str], ...] | None = None
+    """(slot, reason) pairs for the slots no host fits; None when every slot is placed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceStatus:
+    """A host reports what its engine shows of an instance's container."""
+
+    id: str
+    host: str
+    status: Status
+    exit_code: int | None = None
+    container_id: str | None = None
+    ip: str | None = None
+    ports: tuple[str, ...] = ()
+    error: str | None = None
+    health: Health | None = None
+    health_detail: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRemove:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KeysSet:
+    """The whole gossip/Raft keyring after an install, use or remove (hex keys)."""
+
+    keys: tuple[str, ...]
+    primary: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KvPut:
+    key: str
+    value: bytes | str
+    cas: int | None = None
+    """Write only if the key's modify index is this (0: only if it does not exist)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KvDelete:
+    key: str
+    cas: int | None = None
+
+
+Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | StackRemove | ServiceCreate
+           | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
+           | InstanceRemove | KeysSet | KvPut | KvDelete)
+
+CLASS_OF: dict[Op, type[Command]] = {
+    Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
+    Op.HOST_REMOVE: HostRemove, Op.STACK_CREATE: StackCreate, Op.STACK_REMOVE: StackRemove,
+    Op.SERVICE_CREATE: ServiceCreate, Op.SERVICE_UPDATE: ServiceUpdate, Op.SERVICE_SCALE: ServiceScale,
+    Op.SERVICE_SET_STATE: ServiceSetState, Op.SERVICE_REMOVE: ServiceRemove,
+    Op.PLACEMENTS_COMMIT: PlacementsCommit, Op.INSTANCE_STATUS: InstanceStatus, Op.INSTANCE_REMOVE: InstanceRemove,
+    Op.KEYS_SET: KeysSet, Op.KV_PUT: KvPut, Op.KV_DELETE: KvDelete,
+}
+OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
+
+
+def encode(command: Command) -> bytes:
+    """A command as a Raft entry's data."""
+    wire = to_wire(command)
+    assert isinstance(wire, dict)
+    return bytes(msgpack.packb({"op": OP_OF[type(command)].value, **wire}, use_bin_type=True))
+
+
+def decode(data: bytes) -> Command:
+    """The command a Raft entry carries; CommandError (bad_request) naming what is wrong otherwise."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise bad_request(f"malformed command: not msgpack ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
+        raise bad_request("a command is a map with an op", "op")
+    try:
+        op = Op(raw["op"])
+    except ValueError:
+        raise bad_request(f"unknown op {raw['op']!r}", "op") from None
+    fields = {k: v for k, v in raw.items() if k != "op"}
+    try:
+        return from_wire(CLASS_OF[op], fields)
+    except WireError as exc:
+        raise bad_request(f"malformed {op.value} command: {exc}", exc.path or None) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What applying a command did: the log index, and what it made, placed, removed or found stale."""
+
+    index: int
+    id: str | None = None
+    placed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    deleted: bool | None = None
+    stale: bool = False
+    """The instance a status report is about was removed meanwhile: a late report, not an error."""
+
+
+Result = Outcome | CommandError
+
+
+def encode_result(result: Result) -> bytes:
+    if isinstance(result, CommandError):
+        wire: object = {"error": result.code.value, "message": result.message, "field": result.field}
+    else:
+        wire = {"outcome": to_wire(result)}
+    return bytes(msgpack.packb(wire, use_bin_type=True))
+
+
+def decode_result(data: bytes) -> Result:
+    """The result another node's state machine gave; a CommandError if it cannot be read at all."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        if isinstance(raw, dict) and "outcome" in raw:
+            return from_wire(Outcome, raw["outcome"])
+        if isinstance(raw, dict) and isinstance(raw.get("error"), str):
+            field = raw.get("field")
+            return CommandError(ErrorCode(raw["error"]), str(raw.get("message", "")),
+                                field if isinstance(field, str) else None)
+    except (WireError, ValueError, TypeError, msgpack.UnpackException):
+        pass
+    return bad_request("the leader's answer could not be read")
+
+
+__all__ = [
+    "CLASS_OF", "OP_OF", "Command", "EnvCreate", "HostRegister", "HostRemove", "HostSetState",
+    "InstanceRemove", "InstanceStatus", "KeysSet", "KvDelete", "KvPut", "Op", "Outcome", "PlacementsCommit",
+    "Result", "ServiceCreate", "ServiceRemove", "ServiceScale", "ServiceSetState", "ServiceUpdate", "StackCreate",
+    "StackRemove", "decode", "decode_result", "encode", "encode_result",
+]

@@ -1,0 +1,175 @@
+"""What the cluster's desired state is made of: frozen records, replaced whole when they change.
+
+Each record's wire form (:func:`agent.model.codec.to_wire`) is the map the agent has always kept in
+its snapshots and shown in its API, field for field; enums are their string values.
+
+    Environment   name → the default one, and those ``env.create`` made
+    Host          name → address, labels, capacity, state (as gossip sees it, agreed by the leader),
+                  its overlay /24 and overlay public key
+    Stack         id → environment, name
+    Service       id → stack, name, spec, state (active or stopped), why slots are unplaced
+    Instance      id → one slot of a service on one host: what is desired of it, and what its host
+                  last reported (status, exit code, error, health, container id, address, ports)
+    KvEntry       key → value, create and modify index
+    Event         what happened at a log index, in words, with the ids it concerns
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+
+from agent.model.spec import ServiceSpec
+
+
+class HostState(enum.StrEnum):
+    ACTIVE = "active"
+    RECONNECTING = "reconnecting"
+    DISCONNECTED = "disconnected"
+
+
+class ServiceState(enum.StrEnum):
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+class Desired(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Status(enum.StrEnum):
+    """An instance's container as its host last saw it (``pending`` until the first report)."""
+
+    PENDING = "pending"
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    OOM = "oom"
+    MISSING = "missing"
+
+
+class Health(enum.StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class EventKind(enum.StrEnum):
+    """Append only: kinds are stored in snapshots and filtered on by users (``/v1/events?kind=``)."""
+
+    HOST_REGISTERED = "host.registered"
+    HOST_STATE = "host.state"
+    HOST_REMOVED = "host.removed"
+    STACK_CREATED = "stack.created"
+    STACK_REMOVED = "stack.removed"
+    SERVICE_CREATED = "service.created"
+    SERVICE_UPDATED = "service.updated"
+    SERVICE_SCALED = "service.scaled"
+    SERVICE_ACTIVE = "service.active"
+    SERVICE_STOPPED = "service.stopped"
+    SERVICE_REMOVED = "service.removed"
+    SERVICE_UNPLACED = "service.unplaced"
+    INSTANCE_PLACED = "instance.placed"
+    INSTANCE_FAILED = "instance.failed"
+    INSTANCE_UNHEALTHY = "instance.unhealthy"
+    INSTANCE_REMOVED = "instance.removed"
+    KEYS_CHANGED = "keys.changed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    name: str
+    created: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    labels: Mapping[str, str]
+    cpus: float
+    memory: int
+    state: HostState
+    registered: int
+    updated: int
+    subnet: str
+    overlay_key: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    id: str
+    environment: str
+    name: str
+    created: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    id: str
+    stack: str
+    name: str
+    spec: ServiceSpec
+    state: ServiceState
+    version: int
+    """The log index of the last change to the spec (not to the scale or state)."""
+    created: int
+    updated: int
+    unplaced: tuple[tuple[int, str], ...] | None = None
+    """(slot, reason) for each slot the scheduler could not place; None when every slot is placed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    id: str
+    service: str
+    slot: int
+    host: str
+    desired: Desired
+    status: Status
+    exit_code: int | None
+    error: str | None
+    """Why the host could not act on it (a create Docker refused…), as reported; None when it can."""
+    health: Health | None
+    generation: int
+    """A new generation (``service restart``) makes the host replace the container."""
+    created: int
+    updated: int
+    health_detail: str | None = None
+    container_id: str | None = None
+    ip: str | None = None
+    ports: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class KvEntry:
+    value: bytes | str
+    create_index: int
+    modify_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    index: int
+    kind: EventKind
+    message: str
+    refs: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyring:
+    """The gossip/Raft keyring every node should hold (hex keys), the primary first to seal with."""
+
+    keys: tuple[str, ...]
+    primary: str
+    index: int
+
+
+__all__ = [
+    "Desired", "Environment", "Event", "EventKind", "Health", "Host", "HostState", "Instance", "Keyring", "KvEntry",
+    "Service", "ServiceState", "Stack", "Status",
+]

@@ -1,0 +1,566 @@
+"""The desired state of the cluster: the Raft state machine every agent applies the log to.
+
+Theory of operation. Every change is a command (:mod:`agent.model.commands`) proposed to Raft. Once
+committed it is applied here, on every node, in log order. Applying is deterministic: it reads
+nothing but the command, the entry's index and the state (no clock, no randomness; ids come from the
+log index), so every node that applied index N holds the same state. A command that is wrong
+(unknown id, clashing name, bad spec) changes nothing: :meth:`ClusterState.execute` raises a
+:class:`~agent.model.errors.CommandError` naming the field before it touches anything, and
+:meth:`ClusterState.apply` (the Raft ``StateMachine`` protocol) hands that error back as the result.
+
+Records are frozen (:mod:`agent.model.entities`) and replaced whole. Every insert, replacement and
+removal goes through one of the ``_put_*`` / ``_drop_*`` helpers, which keep the secondary indexes
+(instances by service and by host) and fill the change outbox (:meth:`take_changes`).
+
+``placements.commit`` carries the leader's scheduler decision; it is re-checked when applied (the
+state may have moved on since the decision was made) and the parts that no longer fit are dropped.
+
+Snapshots are msgpack maps with a ``format``; format 1 (no ``format`` key) is what agents wrote before
+the typed model, and is still read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from typing import Protocol
+
+import msgpack
+
+from agent.model import spec as specs
+from agent.model.changes import Change, Topic
+from agent.model.codec import WireError, from_wire, to_wire
+from agent.model.commands import (
+    Command,
+    EnvCreate,
+    HostRegister,
+    HostRemove,
+    HostSetState,
+    InstanceRemove,
+    InstanceStatus,
+    KeysSet,
+    KvDelete,
+    KvPut,
+    Outcome,
+    PlacementsCommit,
+    Result,
+    ServiceCreate,
+    ServiceRemove,
+    ServiceScale,
+    ServiceSetState,
+    ServiceUpdate,
+    StackCreate,
+    StackRemove,
+    decode,
+)
+from agent.model.entities import (
+    Desired,
+    Environment,
+    Event,
+    EventKind,
+    Health,
+    Host,
+    HostState,
+    Instance,
+    Keyring,
+    KvEntry,
+    Service,
+    ServiceState,
+    Stack,
+    Status,
+)
+from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, not_found
+from overlay.ipam import PoolExhausted, SubnetLeases
+
+SNAPSHOT_FORMAT = 2
+MAX_EVENTS = 1000
+MAX_ERROR = 500  # characters of an instance's error (or health detail) kept in the state
+MAX_KEYS = 16
+HEX = frozenset("0123456789abcdef")
+
+
+class Entry(Protocol):
+    """A committed Raft entry, as the state machine sees it."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class ClusterState:
+    """Implements the Raft ``StateMachine`` protocol: ``apply``, ``snapshot``, ``restore``."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.environments: dict[str, Environment] = {"default": Environment("default", 0)}
+        self.hosts: dict[str, Host] = {}
+        self.stacks: dict[str, Stack] = {}
+        self.services: dict[str, Service] = {}
+        self.instances: dict[str, Instance] = {}
+        self.kv: dict[str, KvEntry] = {}
+        self.events: list[Event] = []
+        self.subnets = SubnetLeases()
+        self.keyring: Keyring | None = None  # None: only the key derived from the cluster secret
+        self._by_service: dict[str, set[str]] = {}
+        self._by_host: dict[str, set[str]] = {}
+        self._changes: list[Change] = []
+
+    # -------------------------------------------------------------- the StateMachine protocol
+
+    def apply(self, entry: Entry) -> Result:
+        """Apply one committed entry; never raises: a refused command is returned as its error."""
+        index = int(entry.index)
+        self.applied_index = max(self.applied_index, index)
+        if not entry.data:
+            return Outcome(index)
+        try:
+            return self.execute(decode(entry.data), index)
+        except CommandError as exc:
+            return exc
+
+    def execute(self, cmd: Command, index: int) -> Outcome:
+        """Apply ``cmd`` as log entry ``index``; CommandError (and no change at all) if it is refused."""
+        match cmd:
+            case EnvCreate():
+                return self._env_create(cmd, index)
+            case HostRegister():
+                return self._host_register(cmd, index)
+            case HostSetState():
+                return self._host_state(cmd, index)
+            case HostRemove():
+                return self._host_remove(cmd, index)
+            case StackCreate():
+                return self._stack_create(cmd, index)
+            case StackRemove():
+                return self._stack_remove(cmd, index)
+            case ServiceCreate():
+                return self._service_create(cmd, index)
+            case ServiceUpdate():
+                return self._service_update(cmd, index)
+            case ServiceScale():
+                return self._service_scale(cmd, index)
+            case ServiceSetState():
+                return self._service_set_state(cmd, index)
+            case ServiceRemove():
+                return self._service_remove(cmd.id, index)
+            case PlacementsCommit():
+                return self._placements_commit(cmd, index)
+            case InstanceStatus():
+                return self._instance_status(cmd, index)
+            case InstanceRemove():
+                return self._instance_remove(cmd, index)
+            case KeysSet():
+                return self._keys_set(cmd, index)
+            case KvPut():
+                return self._kv_put(cmd, index)
+            case KvDelete():
+                return self._kv_delete(cmd, index)
+
+    def snapshot(self) -> bytes:
+        body = {
+            "format": SNAPSHOT_FORMAT, "applied_index": self.applied_index,
+            "environments": [to_wire(e) for e in self.environments.values()],
+            "hosts": [to_wire(h) for h in self.hosts.values()],
+            "stacks": [to_wire(s) for s in self.stacks.values()],
+            "services": [to_wire(s) for s in self.services.values()],
+            "instances": [to_wire(i) for i in self.instances.values()],
+            "kv": {k: to_wire(v) for k, v in self.kv.items()},
+            "events": [to_wire(e) for e in self.events],
+            "subnets": self.subnets.to_dict(),
+            "keyring": to_wire(self.keyring) if self.keyring else None,
+        }
+        return bytes(msgpack.packb(body, use_bin_type=True))
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's (format 1 or 2); ValueError if it cannot be read."""
+        raw = msgpack.unpackb(data, raw=False)
+        if not isinstance(raw, dict):
+            raise ValueError("a snapshot is a map")
+        body = raw if raw.get("format") == SNAPSHOT_FORMAT else _upgrade_v1(raw)
+        if body.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"snapshot format {raw.get('format')!r} is newer than this agent reads")
+        try:
+            environments = [from_wire(Environment, e, "environments") for e in _rows(body, "environments")]
+            hosts = [from_wire(Host, h, "hosts") for h in _rows(body, "hosts")]
+            stacks = [from_wire(Stack, s, "stacks") for s in _rows(body, "stacks")]
+            services = [from_wire(Service, s, "services") for s in _rows(body, "services")]
+            instances = [from_wire(Instance, i, "instances") for i in _rows(body, "instances")]
+            raw_kv = body.get("kv")
+            if not isinstance(raw_kv, dict):
+                raise WireError("kv", "must be a map")
+            kv = {str(k): from_wire(KvEntry, v, f"kv.{k}") for k, v in raw_kv.items()}
+            events = [from_wire(Event, e, "events") for e in _rows(body, "events")]
+            keyring = from_wire(Keyring, body["keyring"], "keyring") if body.get("keyring") else None
+            applied = body.get("applied_index")
+            if not isinstance(applied, int):
+                raise WireError("applied_index", "must be a whole number")
+            subnets = body.get("subnets")
+            leases = SubnetLeases.from_dict(subnets) if isinstance(subnets, dict) and subnets else SubnetLeases()
+        except (WireError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"snapshot cannot be read: {exc}") from exc
+        self.applied_index = applied
+        self.environments = {e.name: e for e in environments}
+        self.hosts = {h.name: h for h in hosts}
+        self.stacks = {s.id: s for s in stacks}
+        self.services = {s.id: s for s in services}
+        self.instances = {}
+        self._by_service, self._by_host = {}, {}
+        for inst in instances:
+            self._index(inst)
+        self.kv = kv
+        self.events = events
+        self.subnets = leases
+        self.keyring = keyring
+        self._changes = [Change(self.applied_index, Topic.ALL)]
+
+    # -------------------------------------------------------------- reading
+
+    def take_changes(self) -> list[Change]:
+        """What was changed since the last call (the outbox), oldest first."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def instances_of(self, service_id: str) -> list[Instance]:
+        """A service's instances, by slot."""
+        return sorted((self.instances[i] for i in self._by_service.get(service_id, ())), key=lambda i: i.slot)
+
+    def instances_on(self, host: str) -> list[Instance]:
+        return sorted((self.instances[i] for i in self._by_host.get(host, ())), key=lambda i: (i.service, i.slot))
+
+    def count_on(self, host: str) -> int:
+        return len(self._by_host.get(host, ()))
+
+    def services_of(self, stack_id: str) -> list[Service]:
+        return [s for s in self.services.values() if s.stack == stack_id]
+
+    def container_name(self, instance: Instance) -> str:
+        """``stack-service-slot``, as Rancher named them."""
+        service = self.services[instance.service]
+        return f"{self.stacks[service.stack].name}-{service.name}-{instance.slot}"
+
+    def stack(self, stack_id: str) -> Stack:
+        if stack_id not in self.stacks:
+            raise not_found("stack", stack_id)
+        return self.stacks[stack_id]
+
+    def service(self, service_id: str) -> Service:
+        if service_id not in self.services:
+            raise not_found("service", service_id)
+        return self.services[service_id]
+
+    # -------------------------------------------------------------- writing: the only mutators
+
+    def _change(self, index: int, topic: Topic, key: str, removed: bool = False) -> None:
+        self._changes.append(Change(index, topic, key, removed))
+
+    def _event(self, index: int, kind: EventKind, message: str, **refs: str) -> None:
+        self.events.append(Event(index, kind, message, refs))
+        del self.events[:-MAX_EVENTS]
+        self._change(index, Topic.EVENT, str(index))
+
+    def _index(self, inst: Instance) -> None:
+        self.instances[inst.id] = inst
+        self._by_service.setdefault(inst.service, set()).add(inst.id)
+        self._by_host.setdefault(inst.host, set()).add(inst.id)
+
+    def _put_instance(self, inst: Instance, index: int) -> None:
+        self._index(inst)
+        self._changes.append(Change(index, Topic.INSTANCE, inst.id, host=inst.host, service=inst.service))
+
+    def _drop_instance(self, inst: Instance, index: int) -> None:
+        del self.instances[inst.id]
+        self._by_service[inst.service].discard(inst.id)
+        if not self._by_service[inst.service]:
+            del self._by_service[inst.service]
+        self._by_host[inst.host].discard(inst.id)
+        if not self._by_host[inst.host]:
+            del self._by_host[inst.host]
+        self._changes.append(Change(index, Topic.INSTANCE, inst.id, removed=True, host=inst.host,
+                                    service=inst.service))
+
+    def _put_service(self, service: Service, index: int) -> None:
+        self.services[service.id] = service
+        self._change(index, Topic.SERVICE, service.id)
+
+    def _put_host(self, host: Host, index: int) -> None:
+        self.hosts[host.name] = host
+        self._change(index, Topic.HOST, host.name)
+
+    # -------------------------------------------------------------- environments and hosts
+
+    def _env_create(self, cmd: EnvCreate, index: int) -> Outcome:
+        name = specs.name(cmd.name)
+        if name in self.environments:
+            raise conflict(f"environment {name!r} exists", "name")
+        self.environments[name] = Environment(name, index)
+        self._change(index, Topic.ENVIRONMENT, name)
+        return Outcome(index, id=name)
+
+    def _host_register(self, cmd: HostRegister, index: int) -> Outcome:
+        if not cmd.name or not cmd.address:
+            raise bad_request("name and address are required", "name" if not cmd.name else "address")
+        if cmd.overlay_key is not None and not (len(cmd.overlay_key) == 64 and set(cmd.overlay_key) <= HEX):
+            raise bad_request("overlay_key must be 32 bytes in lowercase hex", "overlay_key")
+        old = self.hosts.get(cmd.name)
+        try:
+            leases, subnet = self.subnets.lease(cmd.name)
+        except PoolExhausted as exc:
+            raise conflict(str(exc), "subnet") from None
+        self.subnets = leases
+        self._put_host(Host(
+            name=cmd.name, address=cmd.address, labels=dict(cmd.labels), cpus=float(cmd.cpus), memory=cmd.memory,
+            state=old.state if old else HostState.ACTIVE, registered=old.registered if old else index, updated=index,
+            subnet=str(subnet), overlay_key=cmd.overlay_key if cmd.overlay_key is not None
+            else (old.overlay_key if old else None),
+        ), index)
+        if old is None:
+            self._event(index, EventKind.HOST_REGISTERED, f"host {cmd.name} ({cmd.address}) joined", host=cmd.name)
+        return Outcome(index, id=cmd.name)
+
+    def _host_state(self, cmd: HostSetState, index: int) -> Outcome:
+        host = self.hosts.get(cmd.name)
+        if host is None:
+            raise not_found("host", cmd.name, "name")
+        if host.state != cmd.state:
+            self._event(index, EventKind.HOST_STATE, f"host {host.name} is {cmd.state} (was {host.state})",
+                        host=host.name)
+            self._put_host(dataclasses.replace(host, state=cmd.state, updated=index), index)
+        return Outcome(index)
+
+    def _host_remove(self, cmd: HostRemove, index: int) -> Outcome:
+        host = self.hosts.get(cmd.name)
+        if host is None:
+            raise not_found("host", cmd.name, "name")
+        if host.state != HostState.DISCONNECTED:
+            raise conflict(f"host {host.name} is {host.state}; only a disconnected host can be removed", "name")
+        del self.hosts[host.name]
+        self._change(index, Topic.HOST, host.name, removed=True)
+        self.subnets = self.subnets.release(host.name)
+        gone = self.instances_on(host.name)
+        for inst in gone:  # the leader places their slots again
+            self._drop_instance(inst, index)
+        self._event(index, EventKind.HOST_REMOVED, f"host {host.name} removed ({len(gone)} containers to place "
+                    "again); its subnet is free", host=host.name)
+        return Outcome(index, removed=tuple(i.id for i in gone))
+
+    # -------------------------------------------------------------- stacks and services
+
+    def _stack_create(self, cmd: StackCreate, index: int) -> Outcome:
+        if cmd.environment not in self.environments:
+            raise not_found("environment", cmd.environment)
+        name = specs.name(cmd.name)
+        if any(s.name == name and s.environment == cmd.environment for s in self.stacks.values()):
+            raise conflict(f"stack {name!r} exists in environment {cmd.environment!r}", "name")
+        stack = Stack(f"st{index}", cmd.environment, name, index)
+        self.stacks[stack.id] = stack
+        self._change(index, Topic.STACK, stack.id)
+        self._event(index, EventKind.STACK_CREATED, f"stack {name} created", stack=stack.id)
+        return Outcome(index, id=stack.id)
+
+    def _stack_remove(self, cmd: StackRemove, index: int) -> Outcome:
+        stack = self.stack(cmd.id)
+        removed: list[str] = []
+        for service in self.services_of(stack.id):
+            removed += self._service_remove(service.id, index).removed
+        del self.stacks[stack.id]
+        self._change(index, Topic.STACK, stack.id, removed=True)
+        self._event(index, EventKind.STACK_REMOVED, f"stack {stack.name} removed", stack=stack.id)
+        return Outcome(index, removed=tuple(removed))
+
+    def _service_create(self, cmd: ServiceCreate, index: int) -> Outcome:
+        stack = self.stack(cmd.stack)
+        name = specs.name(cmd.name)
+        if any(s.name == name and s.stack == stack.id for s in self.services.values()):
+            raise conflict(f"service {name!r} exists in stack {stack.name!r}", "name")
+        spec = specs.parse(cmd.spec)
+        service = Service(f"sv{index}", stack.id, name, spec, ServiceState.ACTIVE, version=index, created=index,
+                          updated=index)
+        self._put_service(service, index)
+        self._event(index, EventKind.SERVICE_CREATED, f"service {stack.name}/{name} created, scale {spec.scale}",
+                    service=service.id)
+        return Outcome(index, id=service.id)
+
+    def _service_update(self, cmd: ServiceUpdate, index: int) -> Outcome:
+        service = self.service(cmd.id)
+        spec = service.spec.changed(cmd.spec)
+        self._put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
+        self._event(index, EventKind.SERVICE_UPDATED, f"service {service.name} updated", service=service.id)
+        return Outcome(index)
+
+    def _service_scale(self, cmd: ServiceScale, index: int) -> Outcome:
+        service = self.service(cmd.id)
+        spec = service.spec.changed({"scale": cmd.scale})
+        removed = [i for i in self.instances_of(service.id) if i.slot > spec.scale]
+        for inst in removed:
+            self._drop_instance(inst, index)
+        self._put_service(dataclasses.replace(service, spec=spec, updated=index), index)
+        self._event(index, EventKind.SERVICE_SCALED, f"service {service.name} scaled to {spec.scale}",
+                    service=service.id)
+        return Outcome(index, removed=tuple(i.id for i in removed))
+
+    def _service_set_state(self, cmd: ServiceSetState, index: int) -> Outcome:
+        service = self.service(cmd.id)
+        self._put_service(dataclasses.replace(service, state=cmd.state, updated=index), index)
+        desired = Desired.RUNNING if cmd.state == ServiceState.ACTIVE else Desired.STOPPED
+        for inst in self.instances_of(service.id):
+            # a new generation makes the host recreate the container
+            self._put_instance(dataclasses.replace(inst, desired=desired,
+                                                   generation=index if cmd.restart else inst.generation), index)
+        kind = EventKind.SERVICE_ACTIVE if cmd.state == ServiceState.ACTIVE else EventKind.SERVICE_STOPPED
+        self._event(index, kind, f"service {service.name} {cmd.state}", service=service.id)
+        return Outcome(index)
+
+    def _service_remove(self, service_id: str, index: int) -> Outcome:
+        service = self.service(service_id)
+        gone = self.instances_of(service.id)
+        for inst in gone:
+            self._drop_instance(inst, index)
+        del self.services[service.id]
+        self._change(index, Topic.SERVICE, service.id, removed=True)
+        self._event(index, EventKind.SERVICE_REMOVED, f"service {service.name} removed", service=service.id)
+        return Outcome(index, removed=tuple(i.id for i in gone))
+
+    # -------------------------------------------------------------- instances
+
+    def _placements_commit(self, cmd: PlacementsCommit, index: int) -> Outcome:
+        """The leader's decision for one service: re-checked here, since the state may have moved on."""
+        service = self.service(cmd.service)
+        taken = {i.slot: i for i in self.instances_of(service.id)}
+        placed = []
+        for slot, host in cmd.placements:
+            if not 1 <= slot <= service.spec.scale or host not in self.hosts:
+                continue
+            old = taken.get(slot)
+            if old is not None and old.host == host:
+                continue
+            if old is not None:
+                self._drop_instance(old, index)
+            inst = Instance(
+                id=f"c{index}-{slot}", service=service.id, slot=slot, host=host,
+                desired=Desired.RUNNING if service.state == ServiceState.ACTIVE else Desired.STOPPED,
+                status=Status.PENDING, exit_code=None, error=None, health=None, health_detail=None,
+                generation=index, created=index, updated=index,
+            )
+            taken[slot] = inst
+            self._put_instance(inst, index)
+            placed.append(inst.id)
+            self._event(index, EventKind.INSTANCE_PLACED, f"{service.name}-{slot} placed on {host}",
+                        service=service.id, instance=inst.id, host=host)
+        unplaced = cmd.unplaced or None
+        if unplaced != service.unplaced:
+            self._put_service(dataclasses.replace(service, unplaced=unplaced), index)
+            if unplaced:
+                self._event(index, EventKind.SERVICE_UNPLACED, f"service {service.name}: {unplaced[0][1]}",
+                            service=service.id)
+        return Outcome(index, placed=tuple(placed))
+
+    def _instance_status(self, cmd: InstanceStatus, index: int) -> Outcome:
+        inst = self.instances.get(cmd.id)
+        if inst is None:
+            return Outcome(index, stale=True)  # removed meanwhile: a late report is not an error
+        if cmd.host != inst.host:
+            raise conflict(f"instance {inst.id} is assigned to {inst.host}", "host")
+        error = cmd.error[:MAX_ERROR] if cmd.error else None
+        health = cmd.health
+        detail = cmd.health_detail[:MAX_ERROR] if cmd.health_detail and health != Health.HEALTHY else None
+        if error is not None and error != inst.error:
+            self._event(index, EventKind.INSTANCE_FAILED, f"container {inst.id} on {inst.host}: {error}",
+                        instance=inst.id)
+        if health == Health.UNHEALTHY and inst.health != Health.UNHEALTHY:
+            self._event(index, EventKind.INSTANCE_UNHEALTHY, f"container {inst.id} on {inst.host} is unhealthy"
+                        + (f": {detail}" if detail else ""), instance=inst.id)
+        self._put_instance(dataclasses.replace(
+            inst, status=cmd.status, exit_code=cmd.exit_code, container_id=cmd.container_id, ip=cmd.ip,
+            ports=cmd.ports, error=error, health=health, health_detail=detail, updated=index), index)
+        return Outcome(index)
+
+    def _instance_remove(self, cmd: InstanceRemove, index: int) -> Outcome:
+        inst = self.instances.get(cmd.id)
+        if inst is None:
+            raise not_found("container", cmd.id, "id")
+        self._drop_instance(inst, index)
+        self._event(index, EventKind.INSTANCE_REMOVED, f"container {inst.id} removed", instance=inst.id)
+        return Outcome(index, removed=(inst.id,))
+
+    # -------------------------------------------------------------- the gossip/Raft keyring
+
+    def _keys_set(self, cmd: KeysSet, index: int) -> Outcome:
+        """The whole keyring after an install, use or remove (computed and checked by the API on the leader)."""
+        keys = cmd.keys
+        if not 1 <= len(keys) <= MAX_KEYS or not all(len(k) == 64 and set(k) <= HEX for k in keys):
+            raise bad_request(f"keys must be 1-{MAX_KEYS} keys of 32 bytes in lowercase hex", "keys")
+        if len(set(keys)) != len(keys):
+            raise bad_request("a key is listed twice", "keys")
+        if cmd.primary not in keys:
+            raise bad_request("the primary key must be one of the keys", "primary")
+        self.keyring = Keyring(keys, cmd.primary, index)
+        self._change(index, Topic.KEYRING, "")
+        primary_id = hashlib.sha256(bytes.fromhex(cmd.primary)).hexdigest()[:8]
+        self._event(index, EventKind.KEYS_CHANGED, f"keyring: {len(keys)} key(s), primary key id {primary_id}")
+        return Outcome(index)
+
+    # -------------------------------------------------------------- kv
+
+    def _check_cas(self, key: str, cas: int | None) -> KvEntry | None:
+        old = self.kv.get(key)
+        if cas is not None and (old.modify_index if old else 0) != cas:
+            raise CommandError(ErrorCode.CAS_FAILED, f"{key} is at index {old.modify_index if old else 0}, "
+                               f"not {cas}", "cas")
+        return old
+
+    def _kv_put(self, cmd: KvPut, index: int) -> Outcome:
+        old = self._check_cas(cmd.key, cmd.cas)
+        self.kv[cmd.key] = KvEntry(cmd.value, old.create_index if old else index, index)
+        self._change(index, Topic.KV, cmd.key)
+        return Outcome(index)
+
+    def _kv_delete(self, cmd: KvDelete, index: int) -> Outcome:
+        old = self._check_cas(cmd.key, cmd.cas)
+        if old is None:
+            return Outcome(index, deleted=False)
+        del self.kv[cmd.key]
+        self._change(index, Topic.KV, cmd.key, removed=True)
+        return Outcome(index, deleted=True)
+
+
+# ------------------------------------------------------------------ format 1 snapshots
+
+def _upgrade_v1(raw: dict[object, object]) -> dict[str, object]:
+    """A format 1 snapshot (maps of plain maps, as agents wrote before the typed model) in format 2.
+
+    Field names are the same; format 1 kept an instance ``address`` that nothing ever set (dropped),
+    and instances not yet reported had no ``container_id``, ``ip`` or ``ports`` (their defaults).
+    """
+    def rows(key: str) -> list[object]:
+        value = raw.get(key) or {}
+        return list(value.values()) if isinstance(value, dict) else []
+
+    instances = []
+    for inst in rows("instances"):
+        if isinstance(inst, dict):
+            inst = {k: v for k, v in inst.items() if k != "address"}
+        instances.append(inst)
+    keyring = raw.get("keyring") or None
+    return {
+        "format": SNAPSHOT_FORMAT, "applied_index": raw.get("applied_index", 0),
+        "environments": rows("environments"), "hosts": rows("hosts"), "stacks": rows("stacks"),
+        "services": rows("services"), "instances": instances, "kv": raw.get("kv") or {},
+        "events": list(_iter(raw.get("events"))), "subnets": raw.get("subnets"), "keyring": keyring,
+    }
+
+
+def _iter(value: object) -> Iterable[object]:
+    return value if isinstance(value, list) else ()
+
+
+def _rows(body: dict[str, object], key: str) -> list[object]:
+    value = body.get(key)
+    if not isinstance(value, list):
+        raise WireError(key, "must be a list")
+    return value
+
+
+__all__ = ["MAX_ERROR", "MAX_EVENTS", "SNAPSHOT_FORMAT", "ClusterState", "Entry"]

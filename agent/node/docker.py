@@ -1,0 +1,332 @@
+"""The host's Docker Engine, through its API. The only module of Corral that imports aiodocker.
+
+Everything else speaks to the engine through :class:`DockerEngine`, so the rest of the agent sees
+Corral's own types (:class:`EngineContainer`) and errors, never aiodocker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol, cast
+
+import aiodocker
+import aiohttp
+
+from agent.errors import Conflict, EngineUnreachable
+
+# What /v1/host shows of `docker info`: enough to tell engines apart and size them, no secrets.
+INFO_FIELDS = (
+    "ID",
+    "Name",
+    "ServerVersion",
+    "Containers",
+    "ContainersRunning",
+    "ContainersPaused",
+    "ContainersStopped",
+    "Images",
+    "Driver",
+    "CgroupDriver",
+    "CgroupVersion",
+    "KernelVersion",
+    "OperatingSystem",
+    "Architecture",
+    "NCPU",
+    "MemTotal",
+    "DockerRootDir",
+)
+
+
+# aiodocker reports a failed connection as a DockerError with this pseudo HTTP status.
+CONNECT_FAILED = 900
+NOT_FOUND, CONFLICT = 404, 409
+
+
+class EngineRefused(EngineUnreachable):
+    """The engine answered, with an error status (``status``: 404 no such container, 409 a conflict…)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason (ECONNREFUSED, ENOENT …), not aiodocker's nested restatements."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror
+        inner = inner.__cause__ or inner.__context__
+    return str(exc)
+
+
+class NameInUse(Conflict):
+    """A container create found the name taken (by a container Corral left behind, or somebody's own)."""
+
+
+class ContainerOps(Protocol):
+    """What the agent does with containers (:class:`Containers`; a fake one in unit tests)."""
+
+    async def list(self, label: str = ...) -> list[EngineContainer]: ...
+
+    async def inspect(self, container_id: str) -> dict[str, Any]: ...
+
+    async def create(self, name: str, config: Mapping[str, object]) -> str: ...
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str, grace: int = ...) -> None: ...
+
+    async def remove(self, container_id: str) -> None: ...
+
+    def events(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]: ...
+
+    async def stats(self, container_id: str) -> dict[str, Any]: ...
+
+
+class Engine(Protocol):
+    """What the agent asks of its host's engine (:class:`DockerEngine`; a fake one in unit tests)."""
+
+    url: str
+
+    async def version(self) -> dict[str, Any]: ...
+
+    async def info(self) -> dict[str, Any]: ...
+
+    async def image_ids(self) -> dict[str, str]: ...
+
+    async def ensure_network(self, subnet: str) -> bool: ...
+
+    @property
+    def containers(self) -> ContainerOps: ...
+
+
+class DockerEngine:
+    """A connected engine. Create it with :meth:`connect`; close it with :meth:`close`."""
+
+    def __init__(self, url: str, client: aiodocker.Docker, timeout: float) -> None:
+        self.url = url
+        self._client = client
+        self._timeout = timeout
+
+    @classmethod
+    async def connect(cls, url: str, timeout: float = 5.0) -> DockerEngine:
+        """Connect and prove the engine answers; raise EngineUnreachable with the reason if not."""
+        try:
+            client = aiodocker.Docker(url=url)
+        except (ValueError, OSError, aiodocker.DockerError) as exc:
+            raise EngineUnreachable(f"cannot use Docker Engine at {url}: {exc}") from exc
+        engine = cls(url, client, timeout)
+        try:
+            await engine.version()
+        except EngineUnreachable:
+            await client.close()
+            raise
+        return engine
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self._timeout)
+        except TimeoutError as exc:
+            raise EngineUnreachable(
+                f"Docker Engine at {self.url} did not answer {what} within {self._timeout:g} s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise EngineRefused(exc.status, f"Docker Engine at {self.url} refused {what}: {exc.message}") from exc
+
+    async def version(self) -> dict[str, Any]:
+        """``GET /version``: ``Version``, ``ApiVersion``, ``Os``, ``Arch``, ``KernelVersion``…"""
+        result: dict[str, Any] = await self._call("version", self._client.version())
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /info``, cut down to :data:`INFO_FIELDS`."""
+        info: dict[str, Any] = await self._call("info", self._client.system.info())
+        return {key: info.get(key) for key in INFO_FIELDS}
+
+    async def load_image(self, tarball: bytes) -> None:
+        """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
+        await self._call("an image load", self._client.images.import_image(data=tarball))
+
+    async def ensure_network(self, subnet: str) -> bool:
+        """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.
+
+        An existing network with another subnet (the host's lease changed) is removed and made again;
+        Docker refuses that while containers are attached, so they are removed first by the caller's
+        reconcile pass (their config names the network). Masquerade stays on for the outside world;
+        overlay destinations are exempted by the overlay's own NAT rule.
+        """
+        client = self._client
+        try:
+            current = await self._call("a network inspect", client.networks.get(NETWORK))
+            info = await self._call("a network inspect", current.show())
+            configs = (info.get("IPAM") or {}).get("Config") or []
+            if any(c.get("Subnet") == subnet for c in configs):
+                return False
+            for cid in list((info.get("Containers") or {}).keys()):
+                await self.containers.remove(cid)
+            await self._call("a network remove", current.delete())
+        except EngineRefused as exc:
+            if exc.status != NOT_FOUND:
+                raise
+        gateway = subnet.rsplit(".", 1)[0] + ".1"
+        await self._call("a network create", client.networks.create({
+            "Name": NETWORK, "Driver": "bridge", "CheckDuplicate": True,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet, "Gateway": gateway}]},
+            "Options": {"com.docker.network.bridge.name": BRIDGE},
+            "Labels": {LABEL_PREFIX + "network": "overlay"},
+        }))
+        return True
+
+    @property
+    def containers(self) -> Containers:
+        return Containers(self)
+
+    async def image_ids(self) -> dict[str, str]:
+        """Every local tag mapped to its image id."""
+        images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
+        return {tag: img["Id"] for img in images for tag in (img.get("RepoTags") or ())}
+
+
+# ---------------------------------------------------------------------- containers
+
+LABEL_PREFIX = "corral."
+NETWORK = "corral"
+BRIDGE = "corral-br"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineContainer:
+    """A container as ``GET /containers/json`` shows it, and the health Corral gives it.
+
+    ``docker_health`` is what Docker's own check (a command check) says; ``health`` and
+    ``health_detail`` are filled in by the reconciler from whichever check the service has.
+    """
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    state: str
+    exit_code: int | None = None
+    ip: str | None = None
+    ports: tuple[str, ...] = ()
+    docker_health: str | None = None
+    health: str | None = None
+    health_detail: str | None = None
+
+    @property
+    def instance(self) -> str:
+        return self.labels.get(LABEL_PREFIX + "instance", "")
+
+
+def _summary(raw: Mapping[str, Any]) -> EngineContainer:
+    """A container from ``GET /containers/json`` as Corral sees it."""
+    names = raw.get("Names") or [""]
+    status = raw.get("Status") or ""
+    exit_code = None
+    if status.startswith("Exited ("):
+        code = status[len("Exited ("):].split(")", 1)[0]
+        exit_code = int(code) if code.lstrip("-").isdigit() else None
+    health = None  # Docker's own check (a command check): "Up 3 minutes (healthy)", "(health: starting)"
+    if status.endswith("(healthy)"):
+        health = "healthy"
+    elif status.endswith("(unhealthy)"):
+        health = "unhealthy"
+    elif status.endswith("(health: starting)"):
+        health = "starting"
+    return EngineContainer(
+        id=str(raw.get("Id", "")),
+        docker_health=health,
+        name=str(names[0]).lstrip("/"),
+        image=str(raw.get("Image", "")),
+        labels={str(k): str(v) for k, v in (raw.get("Labels") or {}).items()},
+        state=str(raw.get("State", "")),
+        exit_code=exit_code,
+        ip=((raw.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK, {}).get("IPAddress") or None,
+        ports=tuple(sorted({f"{p['PublicPort']}:{p['PrivatePort']}/{p.get('Type', 'tcp')}"
+                            for p in raw.get("Ports") or () if p.get("PublicPort")})),
+    )
+
+
+class Containers:
+    """The engine's containers that carry Corral's labels; everything returned is a plain dict."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self._engine = engine
+        self._client = engine._client
+
+    async def list(self, label: str = LABEL_PREFIX + "instance") -> list[EngineContainer]:
+        filters = json.dumps({"label": [label]})
+        found = await self._engine._call("a container list", self._client.containers.list(all=True, filters=filters))
+        return [_summary(c._container) for c in found]
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        container = await self._engine._call("an inspect", self._client.containers.get(container_id))
+        return dict(container._container)
+
+    async def create(self, name: str, config: Mapping[str, object]) -> str:
+        """Create a container; ``NameInUse`` if another container already has ``name``."""
+        try:
+            container = await self._engine._call("a container create",
+                                                 self._client.containers.create(cast(Any, dict(config)), name=name))
+        except EngineRefused as exc:
+            if exc.status == CONFLICT:
+                raise NameInUse(f"the container name {name} is taken: {exc.message}", name=name) from exc
+            raise
+        return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        container = self._client.containers.container(container_id)
+        await self._engine._call("a container start", container.start())
+
+    async def stop(self, container_id: str, grace: int = 10) -> None:
+        container = self._client.containers.container(container_id)
+        await self._engine._call("a container stop", container.stop(t=grace))
+
+    async def remove(self, container_id: str) -> None:
+        container = self._client.containers.container(container_id)
+        try:
+            await self._engine._call("a container remove", container.delete(force=True, v=True))
+        except EngineRefused as exc:
+            if exc.status != NOT_FOUND:
+                raise
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Container events (die, destroy, oom, start …) of Corral's containers, as they happen."""
+        subscriber = self._client.events.subscribe(  # type: ignore[no-untyped-call]
+            filters=json.dumps({"type": ["container"], "label": [LABEL_PREFIX + "instance"]})
+        )
+        while True:
+            event = await subscriber.get()
+            if event is None:
+                return
+            yield event
+
+    async def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
+        container = self._client.containers.container(container_id)
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if follow:
+            async for line in container.log(**params):
+                yield line
+        else:
+            for line in await self._engine._call("a log read", container.log(**params)):
+                yield line
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        container = self._client.containers.container(container_id)
+        result = await self._engine._call("a stats read", container.stats(stream=False))
+        return dict(result[0] if isinstance(result, list) else result)

@@ -1,0 +1,220 @@
+"""What this host's engine should hold, and what to do so that it does (pure).
+
+:func:`container_config` is the engine's create request for an instance; every container carries
+``corral.instance``, ``corral.generation`` and ``corral.spec`` (a fingerprint of what shapes the
+container, and the generation). :func:`plan` compares the desired containers with the observed ones
+and returns the actions: remove what is no longer assigned here, duplicates and stale generations;
+create what is missing; start what should run; stop what should not; replace an unhealthy one when
+its service says so. :func:`observed_status` is what the host reports of a container.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+
+from agent.errors import CorralError
+from agent.model.codec import to_wire
+from agent.model.entities import Health, Instance, Status
+from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, RestartPolicy
+from agent.model.state import MAX_ERROR, ClusterState
+from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
+
+# Only what shapes the container: a new scale or placement rule must not restart the ones that stay.
+CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory", "health_check")
+INSTANCE_LABEL = LABEL_PREFIX + "instance"
+SPEC_LABEL = LABEL_PREFIX + "spec"
+
+__all__ = ["BRIDGE", "NETWORK", "Action", "ActionKind", "Desired", "Why", "container_config", "desired_here",
+           "observed_status", "plan"]
+
+
+class ActionKind(enum.StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    REMOVE = "remove"
+
+
+class Why(enum.StrEnum):
+    NOT_ASSIGNED = "not assigned to this host"
+    DUPLICATE = "duplicate"
+    CHANGED = "spec or generation changed"
+    REPLACE = "replace"
+    UNHEALTHY = "unhealthy"
+    REPLACE_UNHEALTHY = "replace the unhealthy one"
+    NOT_RUNNING = "it is not running"
+    SERVICE_STOPPED = "service stopped"
+    MISSING = "missing"
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    instance: str
+    name: str
+    running: bool
+    restart: RestartPolicy
+    config: Mapping[str, object]
+    health_check: HealthCheck | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        labels = self.config["Labels"]
+        assert isinstance(labels, Mapping)
+        return str(labels[SPEC_LABEL])
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    instance: str
+    reason: Why
+    container: str | None = None
+    desired: Desired | None = None
+
+
+def container_config(state: ClusterState, instance: Instance) -> dict[str, object]:
+    """The engine's create request for an instance: image, command, env, ports, labels, health check."""
+    service = state.services[instance.service]
+    stack = state.stacks[service.stack]
+    spec = service.spec
+    name = state.container_name(instance)
+    exposed: dict[str, object] = {f"{p.target}/{p.protocol}": {} for p in spec.ports}
+    # "80" publishes on an ephemeral host port (as compose does); "8080:80" on 8080.
+    bindings = {f"{p.target}/{p.protocol}": [{"HostPort": str(p.published or "")}] for p in spec.ports}
+    wire = to_wire(spec)
+    assert isinstance(wire, dict)
+    shape = {k: wire[k] for k in CONTAINER_FIELDS}
+    fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    labels = {
+        **spec.labels,
+        INSTANCE_LABEL: instance.id,
+        LABEL_PREFIX + "service": service.id,
+        LABEL_PREFIX + "stack": stack.name,
+        LABEL_PREFIX + "slot": str(instance.slot),
+        LABEL_PREFIX + "generation": str(instance.generation),
+        SPEC_LABEL: f"{fingerprint}-{instance.generation}",
+    }
+    config: dict[str, object] = {
+        "Image": spec.image,
+        "Hostname": name,
+        "Env": [f"{k}={v}" for k, v in sorted(spec.environment.items())]
+        + [f"CORRAL_CONTAINER={name}", f"CORRAL_SERVICE={service.name}", f"CORRAL_STACK={stack.name}"],
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "HostConfig": {
+            "NetworkMode": NETWORK,
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": spec.restart.value},
+            "MemoryReservation": spec.memory,
+        },
+    }
+    if spec.command:
+        config["Cmd"] = list(spec.command)
+    check = spec.health_check
+    if check and check.type == HealthType.COMMAND:  # Docker runs it in the container; http/tcp: node/health.py
+        config["Healthcheck"] = {"Test": ["CMD-SHELL", check.command], "Interval": _ns(check.interval),
+                                 "Timeout": _ns(check.timeout), "Retries": check.retries,
+                                 "StartPeriod": _ns(check.start_period)}
+    return config
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def desired_one(state: ClusterState, inst: Instance) -> Desired:
+    spec = state.services[inst.service].spec
+    return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
+                   container_config(state, inst), spec.health_check)
+
+
+def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:
+    """Every instance assigned to ``host``, as the container it should be."""
+    return {inst.id: desired_one(state, inst) for inst in state.instances_on(host) if inst.service in state.services}
+
+
+def plan(desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) -> list[Action]:
+    """What to do so that the engine holds exactly the desired containers, in the desired states."""
+    actions: list[Action] = []
+    by_instance: dict[str, list[EngineContainer]] = {}
+    for container in observed:
+        by_instance.setdefault(container.instance, []).append(container)
+    for instance, containers in sorted(by_instance.items()):
+        want = desired.get(instance)
+        if want is None:
+            actions += [Action(ActionKind.REMOVE, instance, Why.NOT_ASSIGNED, c.id) for c in containers]
+            continue
+        # Keep the one that matches (running first); remove duplicates and stale generations.
+        fingerprint = want.fingerprint
+        containers = sorted(containers, key=lambda c: (c.labels.get(SPEC_LABEL) != fingerprint,
+                                                       c.state != "running", c.id))
+        keep, extra = containers[0], containers[1:]
+        actions += [Action(ActionKind.REMOVE, instance, Why.DUPLICATE, c.id) for c in extra]
+        if keep.labels.get(SPEC_LABEL) != fingerprint:
+            actions.append(Action(ActionKind.REMOVE, instance, Why.CHANGED, keep.id))
+            actions.append(Action(ActionKind.CREATE, instance, Why.REPLACE, desired=want))
+        elif (want.running and keep.state == "running" and keep.health == Health.UNHEALTHY
+              and want.health_check and want.health_check.on_unhealthy == OnUnhealthy.RECREATE):
+            actions.append(Action(ActionKind.REMOVE, instance, Why.UNHEALTHY, keep.id))
+            actions.append(Action(ActionKind.CREATE, instance, Why.REPLACE_UNHEALTHY, desired=want))
+        elif want.running and keep.state in ("created", "exited", "dead"):
+            if want.restart == RestartPolicy.ALWAYS or keep.state == "created" or (
+                    want.restart == RestartPolicy.ON_FAILURE and keep.exit_code not in (0, None)):
+                actions.append(Action(ActionKind.START, instance, Why.NOT_RUNNING, keep.id))
+        elif not want.running and keep.state in ("running", "restarting"):
+            actions.append(Action(ActionKind.STOP, instance, Why.SERVICE_STOPPED, keep.id))
+    for instance, want in sorted(desired.items()):
+        if instance not in by_instance:
+            actions.append(Action(ActionKind.CREATE, instance, Why.MISSING, desired=want))
+    return actions
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What a host reports of an instance's container (the fields of ``InstanceStatus``)."""
+
+    status: Status
+    exit_code: int | None = None
+    container_id: str | None = None
+    ip: str | None = None
+    ports: tuple[str, ...] = ()
+    health: Health | None = None
+    health_detail: str | None = None
+    error: str | None = None
+
+
+ENGINE_STATES = {"running": Status.RUNNING, "restarting": Status.RESTARTING, "paused": Status.PAUSED,
+                 "created": Status.CREATED}
+
+
+def observed_status(container: EngineContainer | None, inspect: Mapping[str, object] | None = None,
+                    error: str | None = None) -> Observed:
+    if container is None:
+        return Observed(Status.MISSING, error=error)
+    state = inspect.get("State") if inspect else None
+    oom = isinstance(state, Mapping) and bool(state.get("OOMKilled"))
+    status = Status.OOM if oom else ENGINE_STATES.get(container.state, Status.EXITED)
+    return Observed(status, container.exit_code, container.id, container.ip, container.ports,
+                    Health(container.health) if container.health else None,
+                    container.health_detail or _check_output(inspect), error)
+
+
+def _check_output(inspect: Mapping[str, object] | None) -> str | None:
+    """What Docker's last run of a failing command check said: ``the check exited 1: …``."""
+    state = (inspect or {}).get("State")
+    health = state.get("Health") if isinstance(state, Mapping) else None
+    runs = health.get("Log") if isinstance(health, Mapping) else None
+    if not isinstance(runs, list) or not runs or not isinstance(runs[-1], Mapping) or runs[-1].get("ExitCode") == 0:
+        return None
+    out = str(runs[-1].get("Output") or "").strip()
+    return f"the check exited {runs[-1].get('ExitCode')}" + (f": {out[:200]}" if out else "")
+
+
+def reason(exc: BaseException) -> str:
+    """A failed action's reason as a user reads it (a Corral error's message, else the exception)."""
+    text = exc.message if isinstance(exc, CorralError) else f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR]

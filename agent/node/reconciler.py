@@ -1,0 +1,371 @@
+"""Make this host's Docker Engine match what the cluster assigned to it.
+
+Theory of operation. The desired side is the replicated state: every instance whose ``host`` is
+this host. The observed side is the engine's containers that carry Corral's labels.
+:func:`agent.node.plan.plan` (pure) compares them and says what to do; :class:`Reconciler` does it,
+then reports each instance's status (running, exited with code, OOM, health) back to the leader when
+it changed.
+
+A pass runs when something that decides this host's containers changed (an instance assigned here
+appeared, went, or changed its desired state or generation; the spec of a service with instances
+here changed in what shapes its containers; this host's record: the change feed), when Docker
+reports an event on one of Corral's containers (die, destroy, oom, start…: a ``docker rm -f`` by
+hand is seen at once), when a health check changes its verdict, soon again after a pass that failed,
+and every ``SAFETY_PERIOD`` seconds regardless. Never per Raft heartbeat, and never for a status
+report (its own included). An idle pass lists the engine's containers once; a pass that acted lists
+them again to report what it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+from agent.cluster.feed import Feed, Subscription
+from agent.errors import Conflict, EngineUnreachable
+from agent.model.changes import Change, Topic
+from agent.model.entities import Service, Stack
+from agent.model.spec import HealthType
+from agent.model.state import ClusterState
+from agent.node.docker import LABEL_PREFIX, Engine, EngineContainer, NameInUse
+from agent.node.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
+from agent.node.plan import (
+    CONTAINER_FIELDS,
+    Action,
+    ActionKind,
+    Desired,
+    Observed,
+    Why,
+    desired_one,
+    observed_status,
+    plan,
+    reason,
+)
+from mesh.aio import supervised, wait_event
+
+log = logging.getLogger("corral.reconciler")
+
+SAFETY_PERIOD = 30.0
+CONCURRENCY = 8  # engine calls in flight per reconcile pass
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # after a failed pass or report: again after 1 s, doubling up to 30 s
+ENGINE_EVENTS = frozenset({"create", "start", "restart", "die", "destroy", "oom", "stop", "kill", "pause",
+                           "unpause", "rename", "update"})
+FAILURES_BEFORE_DEGRADED = 3
+
+Reporter = Callable[[str, Observed], Awaitable[None]]
+
+
+class Reconciler:
+    def __init__(self, host: str, state: ClusterState, engine: Engine, report: Reporter) -> None:
+        self.host = host
+        self.state = state
+        self.engine = engine
+        self._report = report
+        self._kick = asyncio.Event()
+        self._reported: dict[str, Observed] = {}
+        self._inspected: dict[str, tuple[tuple[str, str | None], Mapping[str, object]]] = {}
+        self._network: str | None = None
+        self._desired: dict[str, tuple[tuple[int, str], Service, Stack, Desired]] = {}
+        self._known: dict[str, tuple[str, int]] = {}  # instance → (desired, generation) the last pass saw
+        self._shapes: dict[str, tuple[object, ...]] = {}  # service → what of its spec shapes containers
+        #: Why the last pass could not act on an instance (a create Docker refused…): reported with its
+        #: status, so ``corral ps`` says why a container is missing instead of only that it is.
+        self.errors: dict[str, str] = {}
+        self.health = HealthProber(self.kick)
+        self.backoff = ReplaceBackoff()
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_FIRST
+        self._tasks: list[asyncio.Task[None]] = []
+        self.passes = 0
+        self.failed_passes = 0  # in a row
+        self.last_error: str | None = None
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    @asynccontextmanager
+    async def running(self, feed: Feed) -> AsyncIterator[Reconciler]:
+        """Reconcile for as long as the context is open."""
+        changes = feed.subscribe(self.concerns, name="reconciler", notify=self.kick)
+        try:
+            async with supervised(self._loop(changes), "reconciler") as loop, \
+                    supervised(self._watch_events(), "docker-events") as events:
+                self._tasks = [loop, events]
+                self.kick()
+                yield self
+        finally:
+            changes.close()
+            if self._retry is not None:
+                self._retry.cancel()
+            await self.health.close()
+
+    def problem(self) -> str | None:
+        """Why this host's containers are not being kept in line now, or None."""
+        if any(t.done() for t in self._tasks):
+            return "the reconciler stopped"
+        if self.failed_passes >= FAILURES_BEFORE_DEGRADED:
+            return f"{self.failed_passes} reconcile passes in a row failed: {self.last_error}"
+        return None
+
+    def concerns(self, change: Change) -> bool:
+        """Whether an applied change decides what this host's engine should hold (the feed's filter)."""
+        if change.topic is Topic.INSTANCE:
+            if change.host != self.host:
+                return False
+            inst = self.state.instances.get(change.key)
+            if inst is None:
+                return change.key in self._known
+            return self._known.get(inst.id) != (inst.desired.value, inst.generation)
+        if change.topic is Topic.SERVICE:
+            service = self.state.services.get(change.key)
+            return change.key in self._shapes and (service is None or shape(service) != self._shapes[change.key])
+        if change.topic is Topic.HOST:
+            return change.key == self.host
+        return change.topic is Topic.ALL
+
+    async def _loop(self, changes: Subscription) -> None:
+        while True:
+            await wait_event(self._kick, SAFETY_PERIOD)
+            self._kick.clear()
+            changes.take()  # what changed does not matter: a pass compares everything of this host
+            try:
+                await self.reconcile_once()
+                self.failed_passes, self.last_error = 0, None
+            except Exception as exc:
+                self.failed_passes += 1
+                self.last_error = exc.message if isinstance(exc, EngineUnreachable) else repr(exc)
+                if isinstance(exc, EngineUnreachable):
+                    log.warning("reconcile pass failed: %s", exc.message)
+                else:
+                    log.exception("reconcile pass failed")
+                self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        """Another pass after a short back-off, so a failure is retried without waiting for the safety pass."""
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self.kick)
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+
+    async def _watch_events(self) -> None:
+        while True:
+            try:
+                async for event in self.engine.containers.events():
+                    action = str(event.get("Action", ""))
+                    if action in ENGINE_EVENTS or action.startswith("health_status"):
+                        self.kick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the engine restarted: subscribe again, and look at everything
+                log.warning("docker event stream ended (%s); resubscribing", exc)
+            self.kick()
+            await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------------ one pass
+
+    def desired(self) -> dict[str, Desired]:
+        """What the engine should hold: every instance assigned here, as its container.
+
+        A container's config is computed once per (instance, service, stack) record: records are
+        frozen and replaced when they change, so an unchanged one is the same object next pass.
+        """
+        out: dict[str, Desired] = {}
+        cache: dict[str, tuple[tuple[int, str], Service, Stack, Desired]] = {}
+        for inst in self.state.instances_on(self.host):
+            service = self.state.services.get(inst.service)
+            if service is None:
+                continue
+            stack = self.state.stacks[service.stack]
+            key = (inst.generation, inst.desired.value)  # all of an instance that shapes its container
+            hit = self._desired.get(inst.id)
+            if hit is not None and hit[0] == key and hit[1] is service and hit[2] is stack:
+                want = hit[3]
+            else:
+                want = desired_one(self.state, inst)
+            cache[inst.id] = (key, service, stack, want)
+            out[inst.id] = want
+        self._desired = cache
+        self._known = {i: (entry[0][1], entry[0][0]) for i, entry in cache.items()}
+        self._shapes = {entry[1].id: shape(entry[1]) for entry in cache.values()}
+        return out
+
+    async def reconcile_once(self) -> list[Action]:
+        me = self.state.hosts.get(self.host)
+        if me is None:
+            return []  # not registered yet: nothing can be assigned here either
+        if me.subnet != self._network:
+            if await self.engine.ensure_network(me.subnet):
+                log.info("docker network corral on %s", me.subnet)
+            self._network = me.subnet
+        desired = self.desired()
+        seen = self._with_health(desired, await self.engine.containers.list())
+        actions = self._hold_back(plan(desired, seen), seen, desired)
+        doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
+        if doomed:  # say so before the replacement hides it: the state keeps why, and an event
+            if not await self._report_statuses(doomed, seen):
+                self._retry_soon()
+            now = asyncio.get_running_loop().time()
+            for instance in doomed:
+                self.backoff.replaced(instance, now)
+        failures = await self._act(actions, desired)
+        self.passes += 1
+        if actions:  # what the pass did: look again before reporting it
+            seen = self._with_health(desired, await self.engine.containers.list())
+        self._probe(desired, seen)
+        reported = await self._report_statuses(desired, seen)
+        if failures:  # what did succeed is reported above; the next pass retries the rest
+            raise failures[0]
+        if reported:
+            self._retry_delay = RETRY_FIRST
+        else:
+            self._retry_soon()
+        return actions
+
+    async def _act(self, actions: list[Action], desired: Mapping[str, Desired]) -> list[BaseException]:
+        """Run the actions; those of different instances together (bounded), one instance's in order,
+        so 30 new containers take about as long as a few, not thirty create+start round trips in a row."""
+        by_instance: dict[str, list[Action]] = {}
+        for action in actions:
+            by_instance.setdefault(action.instance, []).append(action)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        errors: dict[str, str] = {}
+
+        async def run(steps: list[Action]) -> None:
+            async with gate:
+                for action in steps:
+                    try:
+                        await self._do(action, desired)
+                    except Exception as exc:
+                        errors[action.instance] = f"{action.kind} failed: {reason(exc)}"
+                        raise
+
+        results = await asyncio.gather(*(run(steps) for steps in by_instance.values()), return_exceptions=True)
+        self.errors = errors  # an instance this pass did not fail on has no error (any more)
+        return [r for r in results if isinstance(r, BaseException)]
+
+    async def _do(self, action: Action, desired: Mapping[str, Desired]) -> None:
+        containers = self.engine.containers
+        name = desired[action.instance].name if action.instance in desired else action.instance
+        log.info("%s %s: %s", action.kind, name, action.reason)
+        if action.kind is ActionKind.REMOVE and action.container:
+            await containers.remove(action.container)
+        elif action.kind is ActionKind.STOP and action.container:
+            await containers.stop(action.container)
+        elif action.kind is ActionKind.START and action.container:
+            await containers.start(action.container)
+        elif action.kind is ActionKind.CREATE and action.desired is not None:
+            await self._create(action.desired)
+
+    async def _create(self, want: Desired) -> None:
+        containers = self.engine.containers
+        try:
+            container_id = await containers.create(want.name, want.config)
+        except NameInUse:
+            holder = await containers.inspect(want.name)
+            config = holder.get("Config")
+            labels = config.get("Labels") if isinstance(config, Mapping) else None
+            if not isinstance(labels, Mapping) or LABEL_PREFIX + "instance" not in labels:
+                raise Conflict(f"the name {want.name} is taken by container {str(holder.get('Id', ''))[:12]}, "
+                               "which Corral does not manage: rename or remove it") from None
+            await containers.remove(str(holder["Id"]))  # a name left by a removed instance of ours
+            container_id = await containers.create(want.name, want.config)
+        if want.running:
+            await containers.start(container_id)
+
+    def _hold_back(self, actions: list[Action], seen: Sequence[EngineContainer],
+                   desired: Mapping[str, Desired]) -> list[Action]:
+        """Drop the replacement of an unhealthy container whose instance is still backing off
+        (``ReplaceBackoff``) and wake up when it may go; an instance seen healthy starts over."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for c in seen:
+            if c.health == HEALTHY:
+                self.backoff.healthy(c.instance)
+        self.backoff.forget_except(set(desired))
+        held = {a.instance: wait for a in actions if a.reason is Why.UNHEALTHY
+                and (wait := self.backoff.wait(a.instance, now)) > 0}
+        if not held:
+            return actions
+        log.info("holding back the replacement of %d unhealthy container(s) for up to %.0f s", len(held),
+                 max(held.values()))
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = loop.call_later(min(held.values()) + 0.05, self.kick)
+        return [a for a in actions if a.instance not in held or a.reason not in (Why.UNHEALTHY, Why.REPLACE_UNHEALTHY)]
+
+    def _with_health(self, desired: Mapping[str, Desired],
+                     observed: Sequence[EngineContainer]) -> list[EngineContainer]:
+        """The containers with ``health``: Docker's for command checks, the prober's for http/tcp."""
+        out = []
+        for c in observed:
+            want = desired.get(c.instance)
+            check = want.health_check if want is not None else None
+            health = None
+            if check and c.state == "running":
+                health = c.docker_health if check.type == HealthType.COMMAND else self.health.health(c.id)
+            detail = self.health.detail(c.id) if health else None
+            streak = self.backoff.streak(want.instance) if want is not None and health == UNHEALTHY else 0
+            if streak:
+                detail = f"{detail or 'unhealthy'}; replaced {streak}× in a row without turning healthy (backing off)"
+            out.append(dataclasses.replace(c, health=health, health_detail=detail))
+        return out
+
+    def _probe(self, desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) -> None:
+        """Probe the running containers whose service has an http or tcp check (and only those)."""
+        wanted = {}
+        for c in observed:
+            want = desired.get(c.instance)
+            check = want.health_check if want is not None else None
+            if check and check.type != HealthType.COMMAND and c.state == "running" and c.ip:
+                wanted[c.id] = (check, c.ip)
+        self.health.sync(wanted)
+
+    async def _inspect(self, container: EngineContainer) -> Mapping[str, object] | None:
+        """The engine's inspect of a container whose status needs it (exit reason, a command check's
+        output), once per state it is seen in: an exited container is not inspected every pass."""
+        if not (container.state == "exited" or (container.health == UNHEALTHY and container.docker_health)):
+            return None
+        key = (container.state, container.docker_health)
+        cached = self._inspected.get(container.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        inspect = await self.engine.containers.inspect(container.id)
+        self._inspected[container.id] = (key, inspect)
+        return inspect
+
+    async def _report_statuses(self, desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) -> bool:
+        """Report every instance whose status changed; False if a report failed (retried soon)."""
+        by_instance = {c.instance: c for c in observed}
+        live = {c.id for c in observed}
+        for cid in [c for c in self._inspected if c not in live]:
+            del self._inspected[cid]
+        for gone in [i for i in self._reported if i not in self.state.instances]:
+            del self._reported[gone]
+        failed = False
+        for instance in desired:
+            container = by_instance.get(instance)
+            status = observed_status(container, await self._inspect(container) if container else None,
+                                     self.errors.get(instance))
+            recorded = self.state.instances.get(instance)
+            if self._reported.get(instance) == status and recorded is not None and recorded.status == status.status:
+                continue
+            try:
+                await self._report(instance, status)
+                self._reported[instance] = status
+            except Exception as exc:
+                failed = True
+                log.warning("status report for %s failed: %s", instance, getattr(exc, "message", exc))
+        return not failed
+
+
+def shape(service: Service) -> tuple[object, ...]:
+    """What of a service decides its containers (a new scale or placement rule does not)."""
+    return (service.name, *(getattr(service.spec, f) for f in CONTAINER_FIELDS))
+
+
+__all__ = ["CONCURRENCY", "SAFETY_PERIOD", "Reconciler"]

@@ -1,0 +1,274 @@
+"""The asyncio driver of one Raft member: ticks, the transport, storage and the state machine.
+
+It feeds the core (``tick``, ``step``, ``propose``, ``read_index``) and drains every Ready in
+etcd's order: persist (hard state, entries, snapshot: one fsynced SQLite transaction), then send,
+then restore/apply, then advance — except that a leader sends first when nothing in the Ready must be
+durable before it is heard of (``sends_before_persisting``, Raft thesis §10.2.1, as etcd's server does):
+the followers' fsyncs then overlap the leader's. A proposal's caller waits for its entry to be applied and gets
+the state machine's result; if another leader's entry took that index, the caller learns the
+proposal was dropped (never a result that is not its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from mesh.aio import cancel_and_wait
+from mesh.raft.core import (
+    HardState,
+    NotLeader,
+    RaftNode,
+    RejectCode,
+    Rejected,
+    Role,
+    StateMachine,
+    sends_before_persisting,
+)
+from mesh.raft.messages import ConfChangeOp, EntryKind, Message, NodeId
+from mesh.raft.storage import AsyncStorage
+from mesh.raft.transport import RaftTransport
+
+log = logging.getLogger("corral.raft")
+
+
+class NotLeaderError(Exception):
+    def __init__(self, leader: NodeId | None) -> None:
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+class ProposalDropped(Exception):
+    """The entry was replaced by a new leader's log before it committed: it will never apply."""
+
+
+class RaftDriver:
+    """``on_applied(index)`` runs after each Ready that applied entries or installed a snapshot (never
+    for a heartbeat): the state machine then holds everything up to ``index``."""
+
+    def __init__(self, core: RaftNode, storage: AsyncStorage, sm: StateMachine, transport: RaftTransport,
+                 tick_interval: float, on_applied: Callable[[int], None] | None = None) -> None:
+        self.core = core
+        self.storage = storage
+        self.sm = sm
+        self.transport = transport
+        self.tick_interval = tick_interval
+        self.applied = core.applied
+        self._on_applied = on_applied
+        self._kick = asyncio.Event()
+        self._proposals: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
+        self._applied_waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failed: BaseException | None = None
+        """Why the driver stopped taking part (its storage failed); None while it runs."""
+        self._durable_term_vote: tuple[int, str | None] | None = None
+        self._unsaved_commit: HardState | None = None
+
+    async def start(self, snapshot_data: bytes | None = None) -> None:
+        """Start ticking; ``snapshot_data`` is the stored snapshot the state machine starts from."""
+        if snapshot_data is not None:
+            self.sm.restore(snapshot_data)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._process())]
+        self._kick.set()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(*self._tasks)
+
+    # ------------------------------------------------------------------ what the agent reads
+
+    @property
+    def role(self) -> Role:
+        return self.core.role
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role == Role.LEADER
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self.core.leader
+
+    @property
+    def voters(self) -> frozenset[NodeId]:
+        return frozenset(self.core.voters)
+
+    @property
+    def learners(self) -> frozenset[NodeId]:
+        return frozenset(self.core.learners)
+
+    @property
+    def commit(self) -> int:
+        return self.core.commit
+
+    def match_index(self) -> dict[NodeId, int]:
+        """On the leader: how far each member's log is known to match its own."""
+        return self.core.match_index()
+
+    def problem(self) -> str | None:
+        """Why this member does not take part any more (storage failed, its loop ended), or None."""
+        if self.failed is not None:
+            return f"raft stopped: {type(self.failed).__name__}: {self.failed}"
+        if self._tasks and any(t.done() for t in self._tasks):
+            return "raft stopped: its loop ended"
+        return None
+
+    # ------------------------------------------------------------------ inputs
+
+    def deliver(self, msg: Message) -> None:
+        if msg.to != self.core.id:
+            return
+        self.core.step(msg)
+        self._kick.set()
+
+    async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
+        """Append ``data`` to the log; return what the state machine made of it once applied."""
+        result = self.core.propose(data)
+        if isinstance(result, NotLeader):
+            raise NotLeaderError(result.leader_hint)
+        if isinstance(result, Rejected):  # a normal entry is only refused while leadership moves
+            assert result.code is RejectCode.TRANSFERRING_LEADERSHIP, result
+            raise NotLeaderError(self.core.leader)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals[result] = (self.core.term, future)
+        self._kick.set()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._proposals.pop(result, None)
+
+    def propose_conf_change(self, op: ConfChangeOp, node: NodeId) -> bool:
+        """Start a single-server membership change on the leader; False if the core refused it now."""
+        outcome = self.core.propose_conf_change(op, node)
+        if isinstance(outcome, NotLeader | Rejected):
+            return False
+        self._kick.set()
+        return True
+
+    async def read_barrier(self, timeout: float = 5.0) -> int:
+        """ReadIndex: once this returns, local reads are linearizable; returns the read index."""
+        ctx = os.urandom(8)
+        refused = self.core.read_index(ctx)
+        if isinstance(refused, NotLeader):
+            raise NotLeaderError(refused.leader_hint)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = future
+        self._kick.set()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        """Block until the applied index reaches ``index`` (a blocking read); False on timeout."""
+        if self.applied >= index:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waits.append((index, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        st = dict(self.core.status())
+        st.update(role=Role(self.core.role).name.lower(), applied=self.applied, peers=self.transport.peers(),
+                  drops=dict(self.transport.drops))
+        return st
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            self.core.tick()
+            self._kick.set()
+
+    async def _process(self) -> None:
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick.clear()
+                while self.core.has_ready():
+                    await self._handle_ready()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # storage failed: stop taking part rather than lie
+            self.failed = exc
+            log.exception("raft stopped: %s", exc)
+            raise
+
+    async def _handle_ready(self) -> None:
+        rd = self.core.ready()
+        applied_before = self.applied
+        early = sends_before_persisting(self.core, rd, self._durable_term_vote)
+        if early:  # a leader replicates while its own disk writes (one fsync off a write's latency)
+            for msg in rd.messages:
+                self.transport.send(msg)
+        hard_state = rd.hard_state
+        if hard_state is not None and (hard_state.term, hard_state.vote) == self._durable_term_vote:
+            # Only the commit index moved. Raft needs term and vote durable, not commit (a restarted
+            # node learns it again from the leader), so no fsync for it on the write path: it is
+            # kept and saved with the next entries or term/vote change.
+            self._unsaved_commit = hard_state
+            hard_state = None
+        if hard_state is None and self._unsaved_commit is not None and (rd.entries or rd.snapshot is not None):
+            hard_state = self._unsaved_commit
+        await self.storage.save(hard_state, rd.entries, rd.snapshot)
+        if hard_state is not None:
+            self._durable_term_vote = (hard_state.term, hard_state.vote)
+            if self._unsaved_commit is not None and hard_state.commit >= self._unsaved_commit.commit:
+                self._unsaved_commit = None
+        if not early:
+            for msg in rd.messages:
+                self.transport.send(msg)
+        if rd.snapshot is not None:
+            self.sm.restore(rd.snapshot.data)
+            self.applied = rd.snapshot.meta.index
+        for entry in rd.committed_entries:
+            result = self.sm.apply(entry) if entry.kind == EntryKind.NORMAL else None
+            self.applied = entry.index
+            waiter = self._proposals.get(entry.index)
+            if waiter is not None and not waiter[1].done():
+                term, future = waiter
+                if entry.term == term:
+                    future.set_result(result)
+                else:
+                    future.set_exception(ProposalDropped(f"entry {entry.index} was replaced by a new leader"))
+        for rs in rd.read_states:
+            read = self._reads.get(rs.context)
+            if read is not None:
+                self._read_waits.append((rs.index, read))
+        self.core.advance(rd)
+        self._wake_waiters()
+        if self.core.wants_snapshot():
+            snap = self.core.compact(self.applied, self.sm.snapshot())
+            await self.storage.compact(snap)
+        if self._on_applied is not None and self.applied != applied_before:
+            self._on_applied(self.applied)
+
+    def _wake_waiters(self) -> None:
+        keep_reads = []
+        for index, future in self._read_waits:
+            if future.done():
+                continue
+            if self.applied >= index:
+                future.set_result(index)
+            else:
+                keep_reads.append((index, future))
+        self._read_waits = keep_reads
+        keep_applied = []
+        for index, waiter in self._applied_waits:
+            if waiter.done():
+                continue
+            if self.applied >= index:
+                waiter.set_result(None)
+            else:
+                keep_applied.append((index, waiter))
+        self._applied_waits = keep_applied

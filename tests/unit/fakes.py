@@ -1,0 +1,198 @@
+"""A fake Docker Engine (unit tests only: every lab test uses a real dockerd) and an in-memory agent
+for API tests: a real single-voter Raft driver on loopback with in-memory storage, a real (unstarted)
+gossip node, a real keyring, the real app — only the engine is fake."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from agent.api.app import create_app
+from agent.api.deps import ApiDeps, NodeInfo
+from agent.cluster.feed import Feed
+from agent.cluster.replica import Replica
+from agent.model.commands import HostRegister
+from agent.model.state import ClusterState
+from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse
+from agent.node.overlay import OverlayRuntime
+from agent.process.health import HealthMonitor
+from mesh.gossip.node import GossipNode
+from mesh.keyring import Keyring
+from mesh.raft import config as raft_config
+from mesh.raft.core import RaftNode
+from mesh.raft.driver import RaftDriver
+from mesh.raft.storage import AsyncMemoryStorage
+from mesh.raft.transport import RaftTransport
+from mesh.waiting import until_async
+
+IMAGES = {"corral/base:latest": "sha256:" + "b" * 64}
+
+
+@dataclasses.dataclass
+class FakeContainer:
+    id: str
+    name: str
+    config: Mapping[str, Any]
+    state: str = "created"
+    exit_code: int | None = None
+    logs: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> EngineContainer:
+        labels = dict(self.config.get("Labels") or {})
+        return EngineContainer(self.id, self.name, str(self.config.get("Image", "")), labels, self.state,
+                               self.exit_code, "10.42.1.9" if self.state == "running" else None)
+
+
+class FakeContainers:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    async def list(self, label: str = LABEL_PREFIX + "instance") -> list[EngineContainer]:
+        self.engine.calls["list"] += 1
+        return [c.summary() for c in self.engine.containers_by_id.values()
+                if label.split("=")[0] in (c.config.get("Labels") or {})]
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        c = self._get(container_id)
+        return {"Id": c.id, "Config": {"Labels": dict(c.config.get("Labels") or {})}, "State": {"OOMKilled": False}}
+
+    async def create(self, name: str, config: Mapping[str, object]) -> str:
+        self.engine.calls["create"] += 1
+        if any(c.name == name for c in self.engine.containers_by_id.values()):
+            raise NameInUse(f"the container name {name} is taken", name=name)
+        self.engine.serial += 1
+        cid = f"{self.engine.serial:064x}"
+        self.engine.containers_by_id[cid] = FakeContainer(cid, name, dict(config))
+        return cid
+
+    async def start(self, container_id: str) -> None:
+        self._get(container_id).state = "running"
+
+    async def stop(self, container_id: str, grace: int = 10) -> None:
+        c = self._get(container_id)
+        c.state, c.exit_code = "exited", 0
+
+    async def remove(self, container_id: str) -> None:
+        self.engine.containers_by_id.pop(container_id, None)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            yield await self.engine.events.get()
+
+    async def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
+        lines = self._get(container_id).logs
+        for line in lines[-tail:] if tail else lines:
+            yield line
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        self._get(container_id)
+        return {"cpu_stats": {"cpu_usage": {"total_usage": 200}, "system_cpu_usage": 1000, "online_cpus": 2},
+                "precpu_stats": {"cpu_usage": {"total_usage": 100}, "system_cpu_usage": 500},
+                "memory_stats": {"usage": 2**20, "limit": 2**30},
+                "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 20}},
+                "blkio_stats": {"io_service_bytes_recursive": [{"op": "Read", "value": 5}]}}
+
+    def _get(self, container_id: str) -> FakeContainer:
+        for c in self.engine.containers_by_id.values():
+            if container_id in (c.id, c.name):
+                return c
+        raise EngineRefused(404, f"no such container {container_id}")
+
+
+class FakeEngine:
+    url = "fake://docker"
+
+    def __init__(self) -> None:
+        self.containers_by_id: dict[str, FakeContainer] = {}
+        self.serial = 0
+        self.calls: dict[str, int] = {"list": 0, "create": 0}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.networks: list[str] = []
+
+    async def version(self) -> dict[str, Any]:
+        return {"Version": "fake", "ApiVersion": "1.41"}
+
+    async def info(self) -> dict[str, Any]:
+        return {"ID": "fake", "NCPU": 2, "MemTotal": 2**31}
+
+    async def image_ids(self) -> dict[str, str]:
+        return dict(IMAGES)
+
+    async def ensure_network(self, subnet: str) -> bool:
+        if self.networks and self.networks[-1] == subnet:
+            return False
+        self.networks.append(subnet)
+        return True
+
+    @property
+    def containers(self) -> FakeContainers:
+        return FakeContainers(self)
+
+
+class NoHealth:
+    def problems(self) -> dict[str, str | None]:
+        return {}
+
+
+@dataclasses.dataclass
+class Harness:
+    app: web.Application
+    replica: Replica
+    engine: FakeEngine
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def running_api(node: str = "h1", register_host: bool = True, leads: bool = True) -> AsyncIterator[Harness]:
+    """The agent's real app on a loopback port over a single-voter Raft that leads (or, with
+    ``leads=False``, a member of a cluster whose only voter is never heard from); a fake engine."""
+    ring = Keyring.from_secret(b"k" * 32)
+    sealer = ring.channel(b"raft")
+    cfg = raft_config.local()
+    storage = AsyncMemoryStorage()
+    core = RaftNode(node, cfg, random.Random(1), state=await storage.load(), voters=(node,) if leads else ("gone",))
+    state, feed = ClusterState(), Feed()
+    transport = RaftTransport(("127.0.0.1", 0), sealer, lambda m: driver.deliver(m))
+    driver = RaftDriver(core, storage, state, transport, cfg.tick_seconds, on_applied=lambda i: replica.on_applied(i))
+    async with aiohttp.ClientSession() as session:
+        replica = Replica(state, driver, feed, lambda _name: None, sealer, session)
+        await transport.start()
+        await driver.start()
+        try:
+            if leads:
+                await until_async("the single voter leads", lambda: driver.is_leader, 10)
+            if register_host and leads:
+                await replica.write(HostRegister(node, "127.0.0.1", {"zone": "a"}, 2.0, 2**31, "ab" * 32))
+            engine = FakeEngine()
+            gossip = GossipNode(node, ("127.0.0.1", 0), {"api": "http://127.0.0.1:0", "health": "ok"},
+                                ring.channel(b"gossip"))
+            overlay = OverlayRuntime(node, "127.0.0.1", Path("/nonexistent"), False, state,
+                                     b"\x00" * 32, b"k" * 32)
+            health = HealthMonitor(lambda _summary: None)
+            health.add("raft", driver.problem)
+            deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
+                           gossip, ring, overlay, health)
+            app = create_app(deps)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            try:
+                yield Harness(app, replica, engine, f"http://127.0.0.1:{port}")
+            finally:
+                await runner.cleanup()
+        finally:
+            await driver.stop()
+            await transport.close()
+
+
+__all__ = ["FakeEngine", "Harness", "NoHealth", "running_api"]

@@ -1,0 +1,196 @@
+"""The change feed, and an idle cluster that stays idle: nothing wakes for a heartbeat or a status report.
+
+The reconciler runs here against a fake engine (counting its container lists) and a state machine fed
+by hand, as Raft would feed it: it passes when something assigned to its host changes, and not when
+a report (its own) lands, another host's instances change, or Raft only ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from agent.cluster.feed import MAX_PENDING, Feed
+from agent.model.changes import Change, Topic
+from agent.model.commands import (
+    Command,
+    HostRegister,
+    InstanceStatus,
+    KvPut,
+    PlacementsCommit,
+    ServiceCreate,
+    ServiceUpdate,
+    StackCreate,
+    encode,
+)
+from agent.model.entities import Status
+from agent.model.state import ClusterState
+from agent.node import reconciler as reconciler_module
+from agent.node.plan import Observed
+from agent.node.reconciler import Reconciler
+from mesh.raft import config as raft_config
+from mesh.raft.core import RaftNode
+from mesh.raft.driver import RaftDriver
+from mesh.raft.storage import AsyncMemoryStorage
+from mesh.raft.transport import RaftTransport
+from mesh.waiting import until_async
+from tests.unit.fakes import FakeEngine
+
+
+def test_a_subscription_keeps_what_it_wants_and_collapses_when_it_falls_behind() -> None:
+    feed = Feed()
+    woken: list[int] = []
+    hosts = feed.subscribe(lambda c: c.topic is Topic.HOST, "hosts", notify=lambda: woken.append(1))
+    everything = feed.subscribe()
+    feed.publish([Change(1, Topic.HOST, "h1"), Change(1, Topic.KV, "k")])
+    assert hosts.take() == [Change(1, Topic.HOST, "h1")] and len(woken) == 1
+    assert len(everything.take()) == 2
+    feed.publish([Change(2, Topic.KV, "k")])
+    assert hosts.take() == [] and len(woken) == 1, "an unwanted change does not wake"
+    feed.publish([Change(3, Topic.HOST, f"h{i}") for i in range(MAX_PENDING + 5)])
+    assert hosts.take() == [Change(3, Topic.ALL)], "a reader that fell behind is told to read everything"
+    feed.publish([Change(4, Topic.ALL)])
+    assert hosts.take() == [Change(4, Topic.ALL)], "a snapshot install reaches every subscriber"
+    hosts.close()
+    feed.publish([Change(5, Topic.HOST, "h1")])
+    assert hosts.take() == [] and feed.subscribers == 1
+
+
+async def test_next_waits_for_a_change_or_the_timeout() -> None:
+    feed = Feed()
+    sub = feed.subscribe()
+    assert await sub.next(0.05) == []
+    asyncio.get_running_loop().call_later(0.02, feed.publish, [Change(1, Topic.KV, "k")])
+    assert await sub.next(2) == [Change(1, Topic.KV, "k")]
+
+
+async def test_the_raft_driver_reports_applied_entries_never_heartbeats() -> None:
+    cfg = raft_config.local()
+    storage = AsyncMemoryStorage()
+    core = RaftNode("n1", cfg, random.Random(3), state=await storage.load(), voters=("n1",))
+    calls: list[int] = []
+    transport = RaftTransport(("127.0.0.1", 0), _Plain(), lambda m: None)
+    driver = RaftDriver(core, storage, ClusterState(), transport, cfg.tick_seconds, on_applied=calls.append)
+    await transport.start()
+    await driver.start()
+    try:
+        await until_async("the single voter leads", lambda: driver.is_leader, 10)
+        await asyncio.sleep(0.1)
+        settled = len(calls)  # the new leader's empty entry
+        await asyncio.sleep(0.5)  # 50 ticks
+        assert len(calls) == settled, "ticks and heartbeats apply nothing: no callback"
+        await driver.propose(encode(KvPut("k", "v")))
+        assert len(calls) == settled + 1 and calls[-1] == driver.applied
+    finally:
+        await driver.stop()
+        await transport.close()
+
+
+class _Plain:
+    def seal(self, plaintext: bytes) -> bytes:
+        return plaintext
+
+    def open(self, sealed: bytes) -> bytes | None:
+        return sealed
+
+
+@dataclasses.dataclass
+class Cluster:
+    """A state machine fed by hand, publishing to a feed after each command, as the Raft driver does."""
+
+    state: ClusterState = dataclasses.field(default_factory=ClusterState)
+    feed: Feed = dataclasses.field(default_factory=Feed)
+    index: int = 0
+
+    def apply(self, cmd: Command) -> None:
+        self.index += 1
+        self.state.execute(cmd, self.index)
+        self.feed.publish(self.state.take_changes())
+
+
+@asynccontextmanager
+async def reconciling(cluster: Cluster, engine: FakeEngine, reports: list[str]) -> AsyncIterator[Reconciler]:
+    async def report(instance: str, observed: Observed) -> None:
+        reports.append(instance)
+        cluster.apply(InstanceStatus(instance, "h1", observed.status, observed.exit_code, observed.container_id,
+                                     observed.ip, observed.ports, observed.error, observed.health,
+                                     observed.health_detail))
+
+    rec = Reconciler("h1", cluster.state, engine, report)
+    async with rec.running(cluster.feed):
+        yield rec
+
+
+async def settle(rec: Reconciler, quiet: float = 0.3) -> int:
+    """Until no pass ran for ``quiet`` seconds; the number of passes then."""
+    while True:
+        before = rec.passes
+        await asyncio.sleep(quiet)
+        if rec.passes == before:
+            return before
+
+
+@pytest.fixture
+def slow_safety(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler_module, "SAFETY_PERIOD", 3600.0)
+
+
+async def test_an_idle_host_lists_its_containers_only_when_something_changes(slow_safety: None) -> None:
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    for host in ("h1", "h2"):
+        cluster.apply(HostRegister(host, f"10.77.0.1{host[1]}"))
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st3", "nginx", {"image": "corral/base", "scale": 3}))
+    cluster.apply(PlacementsCommit("sv4", ((1, "h1"), (2, "h1"), (3, "h2"))))
+    async with reconciling(cluster, engine, reports) as rec:
+        passes = await settle(rec)
+        running = [c for c in engine.containers_by_id.values() if c.state == "running"]
+        assert len(running) == 2, "h1's two instances run"
+        assert sorted(reports) == ["c5-1", "c5-2"], "each reported once"
+        assert all(cluster.state.instances[i].status == Status.RUNNING for i in ("c5-1", "c5-2"))
+        lists = engine.calls["list"]
+
+        await asyncio.sleep(0.5)
+        assert (rec.passes, engine.calls["list"]) == (passes, lists), "idle: no pass, no list"
+
+        cluster.apply(InstanceStatus("c5-3", "h2", Status.RUNNING))  # another host's report
+        cluster.apply(ServiceUpdate("sv4", {"scale": 3}))  # the service record changes, not what it runs
+        await asyncio.sleep(0.3)
+        assert rec.passes == passes, "nothing of h1's changed"
+
+        cluster.apply(PlacementsCommit("sv4", ((3, "h1"),)))  # slot 3 moves here
+        passes = await settle(rec)
+        assert len([c for c in engine.containers_by_id.values() if c.state == "running"]) == 3
+        assert rec.passes <= passes
+
+        before = rec.passes
+        cluster.apply(ServiceUpdate("sv4", {"environment": {"MODE": "new"}}))  # a new spec: replace all
+        await settle(rec)
+        assert rec.passes > before
+        assert len(engine.containers_by_id) == 3
+        assert all("MODE=new" in c.config["Env"] for c in engine.containers_by_id.values())
+
+
+async def test_a_docker_event_and_the_safety_period_each_bring_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler_module, "SAFETY_PERIOD", 0.5)
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    async with reconciling(cluster, engine, reports) as rec:
+        await asyncio.sleep(0.2)
+        first = rec.passes
+        await asyncio.sleep(1.2)
+        assert 1 <= rec.passes - first <= 3, "one pass per safety period"
+        monkeypatch.setattr(reconciler_module, "SAFETY_PERIOD", 3600.0)
+        await asyncio.sleep(0.6)  # the loop picks up the long period after its current wait
+        quiet = rec.passes
+        await engine.events.put({"Action": "exec_start: sh -c true"})  # a health check's exec: no pass
+        await asyncio.sleep(0.2)
+        assert rec.passes == quiet
+        await engine.events.put({"Action": "die"})
+        await asyncio.sleep(0.2)
+        assert rec.passes == quiet + 1
