@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import forward
 from agent.api.deps import DEPS, DOCUMENT, STREAMS, ApiDeps, Streams
 from agent.api.errors import Handler, error_middleware
 from agent.api.openapi import document
 from agent.api.routes import ROUTES, Route
 
-PATH_PATTERNS = {"{key}": "{key:.+}"}  # a kv key may hold '/'
+PATH_PATTERNS = {"{key}": r"{key:[\s\S]+}"}  # a kv key may hold "/" (and any other character)
 
 
 @web.middleware
@@ -30,21 +29,25 @@ async def index_header(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
-def _on_leader(handler: Handler) -> Handler:
-    """A write: run it here on the leader; on any other node, forward the request to the leader."""
-    async def write(request: web.Request) -> web.StreamResponse:
-        if not request.app[DEPS].replica.is_leader:
-            return await forward.to_leader(request)
-        return await handler(request)
-
-    return write
-
-
 async def _end_streams(app: web.Application) -> None:
     """A stream never ends by itself (an events feed, a followed log): end them all when the agent stops,
     instead of waiting out aiohttp's shutdown timeout for each."""
     for task in list(app[STREAMS].tasks):
         task.cancel()
+
+
+def _checked(route: Route) -> Handler:
+    """The route's handler, after every parameter it declares was parsed: a bad one is a 400 before the
+    handler starts anything (a stream, a blocking wait, a write)."""
+    if not route.params:
+        return route.handler
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        for param in route.params:
+            param.check(request)
+        return await route.handler(request)
+
+    return handler
 
 
 def aiohttp_path(route: Route) -> str:
@@ -61,8 +64,7 @@ def create_app(deps: ApiDeps) -> web.Application:
     app[STREAMS] = Streams()
     app.on_shutdown.append(_end_streams)
     for route in ROUTES:
-        app.router.add_route(route.method, aiohttp_path(route), _on_leader(route.handler) if route.write
-                             else route.handler)
+        app.router.add_route(route.method, aiohttp_path(route), _checked(route))
     return app
 
 

@@ -106,8 +106,17 @@ async def change_keys(request: web.Request) -> web.Response:
                               "keys": [key_id(k).hex() for k in trial.installed()]})
 
 
+async def internal_batch(request: web.Request) -> web.Response:
+    """Sealed commands from another member (writes its users made, its status reports), proposed here."""
+    answer = await request.app[DEPS].replica.propose_batch(await request.read())
+    if answer is None:
+        return web.json_response({"error": "forbidden", "message": "not a list of commands sealed with the "
+                                  "cluster's key"}, status=403)
+    return web.Response(body=answer, content_type="application/octet-stream")
+
+
 async def internal_propose(request: web.Request) -> web.Response:
-    """A sealed command from another member (a reconciler's status report, say), proposed here."""
+    """A sealed command from another member, proposed here (the form agents before batching send)."""
     result = await request.app[DEPS].replica.propose_sealed(await request.read())
     if result is None:
         return web.json_response({"error": "forbidden", "message": "not sealed with the cluster's key"}, status=403)
@@ -116,5 +125,5 @@ async def internal_propose(request: web.Request) -> web.Response:
     return web.Response(body=encode_result(result), content_type="application/octet-stream")
 
 
-__all__ = ["change_keys", "internal_propose", "list_keys", "member_json", "member_stats", "members", "overlay",
-           "raft"]
+__all__ = ["change_keys", "internal_batch", "internal_propose", "list_keys", "member_json", "member_stats", "members",
+           "overlay", "raft"]

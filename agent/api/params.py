@@ -17,7 +17,7 @@ from agent.model.spec import DURATION_PATTERN, DURATION_UNITS
 
 MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
 INT_PATTERN = r"^(0|[1-9][0-9]{0,18})$"
-TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+TRUE, FALSE = ("1", "true", "yes", ""), ("0", "false", "no")  # a flag given without a value is on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,14 @@ class Param:
     def bad(self, raw: str, problem: str) -> BadRequest:
         return BadRequest(f"{self.name}={raw[:100]!r} {problem}", field=self.name)
 
+    def check(self, request: web.Request) -> None:
+        """Parse the value (if given) and throw it away: a 400 now, before the handler does anything."""
+        if self.raw(request) is not None:
+            self.parse(request)
+
+    def parse(self, request: web.Request) -> object:
+        raise NotImplementedError
+
 
 @dataclasses.dataclass(frozen=True)
 class IntParam(Param):
@@ -56,6 +64,9 @@ class IntParam(Param):
         value = self.find(request)
         return self.default if value is None else value
 
+    def parse(self, request: web.Request) -> object:
+        return self.find(request)
+
     def find(self, request: web.Request) -> int | None:
         raw = self.raw(request)
         if raw is None:
@@ -68,7 +79,11 @@ class IntParam(Param):
 @dataclasses.dataclass(frozen=True)
 class BoolParam(Param):
     def schema(self) -> dict[str, object]:
-        return {"type": "string", "enum": [*TRUE, *FALSE[:-1]], "description": "1/true/yes or 0/false/no"}
+        return {"type": "string", "enum": [*TRUE, *FALSE],
+                "description": "on: given without a value, 1, true or yes; off: 0, false or no"}
+
+    def parse(self, request: web.Request) -> object:
+        return self.get(request)
 
     def get(self, request: web.Request) -> bool:
         raw = self.raw(request)
@@ -78,7 +93,7 @@ class BoolParam(Param):
             return True
         if raw.lower() in FALSE:
             return False
-        raise self.bad(raw, "is not 1, true, yes, 0, false or no")
+        raise self.bad(raw, "is not 1, true, yes (or no value), 0, false or no")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +104,9 @@ class DurationParam(Param):
     def schema(self) -> dict[str, object]:
         return {"type": "string", "pattern": DURATION_PATTERN,
                 "description": f"a duration such as 30s, 500ms or 2m; at most {self.maximum:g} s is waited"}
+
+    def parse(self, request: web.Request) -> object:
+        return self.get(request)
 
     def get(self, request: web.Request) -> float:
         raw = self.raw(request)
@@ -120,6 +138,9 @@ class StrParam(Param):
                 f" matching {self.pattern}" if self.pattern else ""))
         return raw
 
+    def parse(self, request: web.Request) -> object:
+        return self.find(request)
+
     def get(self, request: web.Request) -> str:
         value = self.find(request)
         if value is None:
@@ -133,6 +154,9 @@ class EnumParam(Param):
 
     def schema(self) -> dict[str, object]:
         return {"type": "string", "enum": list(self.values)}
+
+    def parse(self, request: web.Request) -> object:
+        return self.find(request)
 
     def find(self, request: web.Request) -> str | None:
         raw = self.raw(request)

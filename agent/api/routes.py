@@ -1,7 +1,8 @@
 """Every route of the API in one table: method, path, handler, and what the OpenAPI document says of it.
 
-A route marked ``write`` runs on the leader; any other node forwards the request there and hands the
-answer back (``agent/api/forward.py``), so every node answers every route. ``statuses`` are the ones
+A route marked ``write`` changes the replicated state: any node takes it, validates it against its
+replica and commits the command through the leader (``agent/cluster/replica.py``), so every node
+answers every route. ``statuses`` are the ones
 a route answers besides 200 (every route may also answer 400 for a bad parameter, and a write 503
 when no leader can take it): the document lists them all, and the fuzz test holds the server to it.
 """
@@ -73,6 +74,8 @@ ROUTES: tuple[Route, ...] = (
           body="KeyChange", write=True),
     Route("POST", "/v1/internal/propose", cluster.internal_propose, "internal",
           "A sealed Raft command from a member (not for users)", body="raw", statuses=(403, 503)),
+    Route("POST", "/v1/internal/propose-batch", cluster.internal_batch, "internal",
+          "Sealed Raft commands from a member, proposed in order (not for users)", body="raw", statuses=(403,)),
     Route("GET", "/v1/kv/{key}", kv.get, "kv", "Read a key", (KEY, CONSISTENT, INDEX, WAIT), statuses=(404, 503)),
     Route("PUT", "/v1/kv/{key}", kv.put, "kv", "Write a key (the body is the value, at most 512 KiB)", (KEY, CAS),
           body="raw", statuses=(409, 413), write=True),

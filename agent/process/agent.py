@@ -184,6 +184,7 @@ class Agent:
             stack.push_async_callback(transport.close)
             await driver.start(persistent.snapshot.data if persistent.snapshot else None)
             stack.push_async_callback(driver.stop)
+            stack.push_async_callback(replica.close)
             replica.on_applied(driver.applied)  # what the snapshot restored
             self.replica = replica
             self.health.add("raft", driver.problem)

@@ -59,6 +59,14 @@ class RaftTransport:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.bind[0], self.bind[1], reuse_address=True)
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where it listens (the port the kernel picked, when bound to port 0)."""
+        if self._server is not None and self._server.sockets:
+            host, port = self._server.sockets[0].getsockname()[:2]
+            return str(host), int(port)
+        return self.bind
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

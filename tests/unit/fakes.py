@@ -29,6 +29,7 @@ from mesh.keyring import Keyring
 from mesh.raft import config as raft_config
 from mesh.raft.core import RaftNode
 from mesh.raft.driver import RaftDriver
+from mesh.raft.messages import ConfChangeOp
 from mesh.raft.storage import AsyncMemoryStorage
 from mesh.raft.transport import RaftTransport
 from mesh.waiting import until_async
@@ -151,26 +152,33 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running_api(node: str = "h1", register_host: bool = True, leads: bool = True) -> AsyncIterator[Harness]:
-    """The agent's real app on a loopback port over a single-voter Raft that leads (or, with
-    ``leads=False``, a member of a cluster whose only voter is never heard from); a fake engine."""
+async def running_api(node: str = "h1", register_host: bool = True, leads: bool = True,
+                      voters: tuple[str, ...] | None = None,
+                      directory: dict[str, str] | None = None) -> AsyncIterator[Harness]:
+    """The agent's real app on a loopback port over a real Raft member with in-memory storage; a fake
+    engine. By default the member is the only voter and leads; ``leads=False`` makes it a member of a
+    cluster whose only voter is never heard from; ``voters=()`` starts it empty, to be added as a
+    learner by another harness (``directory`` maps member names to API URLs, as gossip would)."""
     ring = Keyring.from_secret(b"k" * 32)
     sealer = ring.channel(b"raft")
     cfg = raft_config.local()
     storage = AsyncMemoryStorage()
-    core = RaftNode(node, cfg, random.Random(1), state=await storage.load(), voters=(node,) if leads else ("gone",))
+    if voters is None:
+        voters = (node,) if leads else ("gone",)
+    core = RaftNode(node, cfg, random.Random(1), state=await storage.load(), voters=voters)
     state, feed = ClusterState(), Feed()
     transport = RaftTransport(("127.0.0.1", 0), sealer, lambda m: driver.deliver(m))
     driver = RaftDriver(core, storage, state, transport, cfg.tick_seconds, on_applied=lambda i: replica.on_applied(i))
+    urls = directory if directory is not None else {}
     async with aiohttp.ClientSession() as session:
-        replica = Replica(state, driver, feed, lambda _name: None, sealer, session)
+        replica = Replica(state, driver, feed, urls.get, sealer, session)
         await transport.start()
         await driver.start()
         try:
-            if leads:
+            if leads and voters == (node,):
                 await until_async("the single voter leads", lambda: driver.is_leader, 10)
-            if register_host and leads:
-                await replica.write(HostRegister(node, "127.0.0.1", {"zone": "a"}, 2.0, 2**31, "ab" * 32))
+                if register_host:
+                    await replica.write(HostRegister(node, "127.0.0.1", {"zone": "a"}, 2.0, 2**31, "ab" * 32))
             engine = FakeEngine()
             gossip = GossipNode(node, ("127.0.0.1", 0), {"api": "http://127.0.0.1:0", "health": "ok"},
                                 ring.channel(b"gossip"))
@@ -185,14 +193,32 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            port = runner.addresses[0][1]
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            urls[node] = url
             try:
-                yield Harness(app, replica, engine, f"http://127.0.0.1:{port}")
+                yield Harness(app, replica, engine, url)
             finally:
                 await runner.cleanup()
         finally:
+            await replica.close()
             await driver.stop()
             await transport.close()
 
 
-__all__ = ["FakeEngine", "Harness", "NoHealth", "running_api"]
+@contextlib.asynccontextmanager
+async def running_pair() -> AsyncIterator[tuple[Harness, Harness]]:
+    """Two agents in one Raft group: h1 leads (the only voter), h2 a learner that forwards its writes."""
+    directory: dict[str, str] = {}
+    async with running_api("h1", directory=directory) as h1, \
+            running_api("h2", voters=(), directory=directory) as h2:
+        t1, t2 = h1.replica.raft.transport, h2.replica.raft.transport
+        t1.set_peer("h2", t2.address)
+        t2.set_peer("h1", t1.address)
+        assert h1.replica.raft.propose_conf_change(ConfChangeOp.ADD_LEARNER, "h2")
+        await until_async("h2 has the log and knows its leader",
+                          lambda: h2.replica.leader == "h1" and h2.replica.applied_index >= h1.replica.applied_index,
+                          10)
+        yield h1, h2
+
+
+__all__ = ["FakeEngine", "Harness", "NoHealth", "running_api", "running_pair"]

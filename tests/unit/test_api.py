@@ -17,7 +17,7 @@ from agent.model.commands import InstanceStatus, KvPut, PlacementsCommit, decode
 from agent.model.entities import Status
 from agent.model.errors import CommandError
 from agent.process.health import HealthMonitor
-from tests.unit.fakes import Harness, running_api
+from tests.unit.fakes import Harness, running_api, running_pair
 
 
 class Api:
@@ -376,3 +376,23 @@ async def test_writes_without_a_leader_fail_at_once_with_the_reason() -> None:
         got, _, headers = await api.call("GET", "/v1/stacks")
         assert got == 200 and "X-Corral-Stale" in headers, "reads are answered, flagged as possibly behind"
         await api.error("GET", "/v1/kv/k?consistent=1", 503, "no_leader")
+
+
+async def test_a_follower_commits_writes_through_the_leader_in_batches_and_answers_from_its_replica() -> None:
+    async with running_pair() as (h1, h2), aiohttp.ClientSession() as session:
+        follower = Api(h2, session)
+        assert not h2.replica.is_leader
+        stack = await follower.ok("POST", "/v1/stacks", {"name": "web-server"}, status=201)
+        assert stack["name"] == "web-server", "the follower answers with its own replica, which holds the write"
+        assert stack["id"] in h1.replica.state.stacks
+        await follower.error("POST", "/v1/stacks", 409, "conflict", "name", {"name": "web-server"})
+        before = h2.replica.batches_sent
+        answers = await asyncio.gather(*(follower.call("PUT", f"/v1/kv/k{i}", raw=str(i).encode())
+                                         for i in range(50)))
+        assert all(status == 200 for status, _, _ in answers)
+        for _status, body, headers in answers:
+            assert int(headers["X-Corral-Index"]) >= body["index"], "answered once applied on the follower"
+        assert len({body["index"] for _, body, _ in answers}) == 50
+        assert h2.replica.batches_sent - before < 50, "concurrent writes travel to the leader together"
+        assert {k: v.value for k, v in h1.replica.state.kv.items()} == {f"k{i}": str(i).encode() for i in range(50)}
+        await follower.error("PUT", "/v1/kv/k1?cas=1", 409, "cas_failed", "cas", raw=b"x")
