@@ -80,6 +80,7 @@ class HostPlumbing:
         self.overlay = overlay
         self.gateway = IPv4Address(int(subnet.network_address) + 1)
         self._forwarding_was: str | None = None
+        self._rules_seen: tuple[object, ...] | None = None
 
     # ------------------------------------------------------------------ desired state
     def rules(self) -> list[Rule]:
@@ -93,6 +94,26 @@ class HostPlumbing:
 
     def apply(self) -> list[str]:
         """Make everything as it should be; return what had to change (empty when nothing did)."""
+        changed = self._apply_links()
+        changed.extend(self._apply_rules())
+        self._rules_seen = _rules_state()
+        return changed
+
+    def check(self) -> list[str]:
+        """Report and repair drift (someone flushed a rule, deleted the route, Docker started late).
+
+        The links, route and sysctl are read over netlink (no process); the rules with one
+        ``iptables-save``, compared with what they were after the last repair: only when they differ
+        are they checked and put right rule by rule (a process per rule).
+        """
+        changed = self._apply_links()
+        state = _rules_state()
+        if state != self._rules_seen:
+            changed.extend(self._apply_rules())
+            self._rules_seen = _rules_state()
+        return changed
+
+    def _apply_links(self) -> list[str]:
         changed: list[str] = []
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=self.tun)
@@ -121,12 +142,7 @@ class HostPlumbing:
             with open(FORWARD_SYSCTL, "w") as f:
                 f.write("1\n")
             changed.append("ip_forward")
-        changed.extend(self._apply_rules())
         return changed
-
-    def check(self) -> list[str]:
-        """Report and repair drift (someone flushed a rule, deleted the route, Docker started late)."""
-        return self.apply()
 
     def _route_ok(self, ipr: IPRoute, oif: int) -> bool:
         dst = str(self.overlay.network_address)
@@ -184,6 +200,31 @@ class HostPlumbing:
             with open(FORWARD_SYSCTL, "w") as f:
                 f.write(self._forwarding_was + "\n")
             self._forwarding_was = None
+
+
+def _rules_state() -> tuple[object, ...]:
+    """What of the firewall the overlay's rules depend on, from one ``iptables-save``: our rules in
+    order, table by table; in nat POSTROUTING, where ours stands against the first MASQUERADE/SNAT;
+    and whether Docker's DOCKER-USER chain exists (the chain our filter rules belong in)."""
+    done = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:  # cannot tell: a state that matches nothing, so every check repairs
+        return ("unreadable", object())
+    table, ours, docker_user = "", [], False
+    text = done.stdout
+    postrouting: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":DOCKER-USER ") and table == "filter":
+            docker_user = True
+        elif line.startswith("-A "):
+            if COMMENT in line:
+                ours.append((table, line))
+            if table == "nat" and line.startswith("-A POSTROUTING "):
+                postrouting.append("ours" if COMMENT in line else "masq" if "MASQUERADE" in line or "SNAT" in line
+                                   else "other")
+    order = tuple(k for k in postrouting if k != "other")
+    return tuple(ours), order[:2], docker_user
 
 
 def _split_rule(text: str) -> list[str]:

@@ -221,6 +221,22 @@ class RaftNode:
     def tick(self) -> None:
         self._tick()
 
+    def ticks_until_timer(self) -> int:
+        """How many ticks from now the next one may do something (1: the next one).
+
+        A leader heartbeats (and counts its quorum and snapshot timers) on every tick; a follower or
+        candidate only acts when its election timeout runs out, and a learner never campaigns. A driver
+        may sleep that long, as long as it still calls :meth:`tick` once for every tick period that
+        passed, before it hands over the next message (so the election timer is reset exactly as if
+        it had ticked all along).
+        """
+        if self.role == Role.LEADER:
+            return max(1, self.cfg.heartbeat_ticks - self._heartbeat_elapsed) if not any(
+                pr.state == ProgressState.SNAPSHOT for pr in self._progress.values()) else 1
+        if self.id not in self.voters:
+            return self.cfg.election_ticks
+        return max(1, self._randomized_timeout - self._election_elapsed)
+
     def step(self, m: Message) -> None:
         """Handle one message from a peer (already decoded and unsealed)."""
         if m.to != self.id:

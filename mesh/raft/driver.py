@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mesh.aio import cancel_and_wait
+from mesh.aio import cancel_and_wait, wait_event
 from mesh.raft.core import (
     HardState,
     NotLeader,
@@ -59,6 +59,11 @@ class RaftDriver:
         self.applied = core.applied
         self._on_applied = on_applied
         self._kick = asyncio.Event()
+        self._retimer = asyncio.Event()  # the core's next timer may have come nearer (a new role)
+        self._ticked_at = 0.0
+        self._role = core.role
+        self.ticker_wakeups = 0
+        """How often the ticker woke (a follower that hears its leader wakes only at its election timeout)."""
         self._proposals: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
@@ -123,8 +128,10 @@ class RaftDriver:
     def deliver(self, msg: Message) -> None:
         if msg.to != self.core.id:
             return
+        self._catch_up_ticks()  # every tick that passed counts before the message (it may reset a timer)
         self.core.step(msg)
-        self._kick.set()
+        if self.core.has_ready():  # a heartbeat's answer usually leaves nothing to do: no wake-up
+            self._kick.set()
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
         """Append ``data`` to the log; return what the state machine made of it once applied."""
@@ -184,11 +191,36 @@ class RaftDriver:
 
     # ------------------------------------------------------------------ the loop
 
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_interval)
+    def _catch_up_ticks(self) -> None:
+        """Tick once for every tick period since the last tick (time is counted, not wake-ups)."""
+        now = asyncio.get_running_loop().time()
+        # A timer may fire a little early (libuv counts whole milliseconds): within 2 % of the period
+        # the tick is due, or the ticker would wake a second time for a few microseconds.
+        due = int((now - self._ticked_at) / self.tick_interval + 0.02)
+        if due <= 0:
+            return
+        self._ticked_at += due * self.tick_interval
+        for _ in range(due):
             self.core.tick()
+        if self.core.has_ready():
             self._kick.set()
+
+    async def _ticker(self) -> None:
+        """Wake only when the core's next timer can fire: every tick on a leader (heartbeats); on a
+        follower at its election timeout, which heartbeats keep pushing back, so an idle follower does
+        not wake twenty times a second to count."""
+        self._ticked_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        while True:
+            ticks = self.core.ticks_until_timer()
+            delay = max(0.0, self._ticked_at + ticks * self.tick_interval - loop.time())
+            if ticks == 1:  # the next tick acts anyway (a leader's heartbeat): nothing can come sooner
+                await asyncio.sleep(delay)
+            else:
+                await wait_event(self._retimer, delay)
+            self._retimer.clear()
+            self.ticker_wakeups += 1
+            self._catch_up_ticks()
 
     async def _process(self) -> None:
         try:
@@ -247,6 +279,9 @@ class RaftDriver:
                 self._read_waits.append((rs.index, read))
         self.core.advance(rd)
         self._wake_waiters()
+        if self.core.role != self._role:  # a leader ticks every tick: the ticker must not sleep on
+            self._role = self.core.role
+            self._retimer.set()
         if self.core.wants_snapshot():
             snap = self.core.compact(self.applied, self.sm.snapshot())
             await self.storage.compact(snap)

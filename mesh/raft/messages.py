@@ -9,6 +9,7 @@ message as ``[kind, *fields]``; decoding checks every field's type and returns a
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -355,12 +356,17 @@ _FIELD_ENCODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def encode_message(msg: Message) -> bytes:
     """``[kind, *fields]`` as msgpack; the inverse of :func:`decode_message`."""
     out: list[Any] = [int(KIND_OF[type(msg)])]
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        enc = _FIELD_ENCODERS.get(f.name)
+    for name in _field_names(type(msg)):
+        value = getattr(msg, name)
+        enc = _FIELD_ENCODERS.get(name)
         out.append(enc(value) if enc else value)
     return bytes(msgpack.packb(out, use_bin_type=True))
 
@@ -380,10 +386,10 @@ def decode_message(data: bytes) -> Message | DecodeFailure:
         except ValueError as exc:
             raise _Bad(f"unknown kind {items[0]!r}") from exc
         cls = CLASS_OF[kind]
-        fields = dataclasses.fields(cls)
-        if len(items) - 1 != len(fields):
-            raise _Bad(f"{kind.name}: expected {len(fields)} fields, got {len(items) - 1}")
-        kwargs = {f.name: _FIELD_DECODERS[f.name](v) for f, v in zip(fields, items[1:], strict=True)}
+        names = _field_names(cls)
+        if len(items) - 1 != len(names):
+            raise _Bad(f"{kind.name}: expected {len(names)} fields, got {len(items) - 1}")
+        kwargs = {name: _FIELD_DECODERS[name](v) for name, v in zip(names, items[1:], strict=True)}
         msg: Message = cls(**kwargs)
         return msg
     except _Bad as exc:

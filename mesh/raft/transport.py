@@ -28,6 +28,7 @@ QUEUE_LIMIT = 4096
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 DRAIN_TIMEOUT = 5.0  # a peer that takes no bytes for this long is redialled
 CLOSE_TIMEOUT = 3.0  # close() waits this long for its tasks
+DIRECT_LIMIT = 256 * 1024  # bytes a connection may have unsent before frames wait for its sender task
 DEFAULT_PORT = 7947
 
 
@@ -44,6 +45,8 @@ class _Peer:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.connected = False
+        self.writer: asyncio.StreamWriter | None = None
+        """The live connection, for writing a frame at once when nothing waits before it."""
 
 
 class RaftTransport:
@@ -103,7 +106,13 @@ class RaftTransport:
         if len(peer.queue) == peer.queue.maxlen:
             self.drops["queue_full"] += 1
         sealed = self._sealer.seal(encode_message(msg))
-        peer.queue.append(FRAME.pack(len(sealed)) + sealed)
+        frame = FRAME.pack(len(sealed)) + sealed
+        writer = peer.writer
+        if writer is not None and not peer.queue and not writer.is_closing() \
+                and writer.transport.get_write_buffer_size() < DIRECT_LIMIT:
+            writer.write(frame)  # the usual case: the socket keeps up, so no task has to wake to send it
+            return
+        peer.queue.append(frame)
         peer.wakeup.set()
         if peer.task is not None and peer.task.done() and not peer.task.cancelled():
             self.drops["sender_restarted"] += 1  # a bug if it ever counts: the sender must not die
@@ -121,6 +130,7 @@ class RaftTransport:
                 writer = connected
                 backoff = BACKOFF_MIN
                 peer.connected = True
+                peer.writer = connected
                 while True:
                     while peer.queue:
                         connected.write(peer.queue.popleft())
@@ -140,6 +150,7 @@ class RaftTransport:
                 log.exception("raft sender to %s failed; redialling", node)
             finally:
                 peer.connected = False
+                peer.writer = None
                 if writer is not None:
                     writer.close()
                     with contextlib.suppress(Exception):  # bounded: a dead peer's close can wait forever

@@ -144,3 +144,23 @@ async def test_frames_sealed_with_another_key_are_dropped(tmp_path: Path) -> Non
     finally:
         for m in members:
             await stop_member(m)
+
+
+async def test_an_idle_follower_wakes_at_its_election_timeout_not_every_tick(tmp_path: Path) -> None:
+    """Ticks are counted by time, so a follower that hears heartbeats need not wake per tick to count
+    them; the leader still ticks (heartbeats) every tick, and a follower whose leader died still
+    campaigns on time (the failover of the test above)."""
+    members = [await start_member(n, tmp_path, seed=i) for i, n in enumerate(NAMES)]
+    try:
+        leader = await leader_of(members)
+        await asyncio.sleep(0.3)
+        before = {m.name: m.driver.ticker_wakeups for m in members}
+        await asyncio.sleep(1.0)
+        woke = {m.name: m.driver.ticker_wakeups - before[m.name] for m in members}
+        followers = [woke[m.name] for m in members if m is not leader]
+        assert woke[leader.name] >= 50, woke  # 10 ms ticks: every one a heartbeat
+        assert max(followers) * 3 < woke[leader.name], woke
+        assert all(m.driver.core.leader == leader.name for m in members), "nobody campaigned meanwhile"
+    finally:
+        for m in members:
+            await stop_member(m)
