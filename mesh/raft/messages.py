@@ -9,7 +9,6 @@ message as ``[kind, *fields]``; decoding checks every field's type and returns a
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -356,9 +355,14 @@ _FIELD_ENCODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-@functools.cache
+_FIELD_NAMES: dict[object, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def encode_message(msg: Message) -> bytes:
