@@ -51,7 +51,9 @@ async def member_stats(request: web.Request) -> web.Response:
 
 
 async def raft(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DEPS].replica.raft.status())
+    replica = request.app[DEPS].replica
+    return web.json_response({**replica.raft.status(), "forwarded": {
+        "batches": replica.batches_sent, "commands": replica.commands_sent}})
 
 
 async def overlay(request: web.Request) -> web.Response:

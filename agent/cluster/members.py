@@ -44,12 +44,10 @@ class Members:
         self.node.subscribe(on_event)
 
     def api_of(self, name: str) -> str | None:
-        """The API URL a member advertises, if it is known."""
-        for m in self.node.members():
-            if m.name == name:
-                api = m.meta.get("api")
-                return str(api) if api else None
-        return None
+        """The API URL a member advertises, if it is known (asked for every write a follower forwards)."""
+        member = self.node.core.member(name)
+        api = member.meta.get("api") if member is not None else None
+        return str(api) if api else None
 
 
 __all__ = ["MemberInfo", "Members"]

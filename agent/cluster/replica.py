@@ -38,7 +38,8 @@ from mesh.raft.transport import Sealer
 INTERNAL_PROPOSE = "/v1/internal/propose"
 INTERNAL_BATCH = "/v1/internal/propose-batch"
 MAX_BATCH = 256  # commands in one request to the leader
-MAX_IN_FLIGHT = 4  # batch requests to the leader at once
+MAX_IN_FLIGHT = 4  # batch requests to the leader at once, at most
+FULL_BATCH = 64  # another batch goes while one is in flight only once this many commands wait
 NOT_PROPOSED = "forwarded write reached a node that is not the leader"
 """The start of the message of a write refused before anything was proposed (a client may retry it)."""
 
@@ -65,6 +66,7 @@ class Replica:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.batches_sent = 0
         """Requests a follower made to the leader's internal endpoint (each with one or more commands)."""
+        self.commands_sent = 0
 
     # ------------------------------------------------------------------ reading
 
@@ -143,13 +145,17 @@ class Replica:
         self._pump()
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
+                return await future
         except TimeoutError:
             raise NoLeader(f"the leader did not answer within {timeout:g} s; the write may or may not have "
                            "committed") from None
 
     def _pump(self) -> None:
-        while self._queue and len(self._in_flight) < MAX_IN_FLIGHT:
+        """Send what waits: at once when nothing is in flight; beside a batch in flight only a full one
+        (small batches in flight cost the leader a request each; on two shared cores, the measured
+        difference between one and four in flight was 0.77 x and 0.88 x of the leader's own writes/s)."""
+        while self._queue and len(self._in_flight) < MAX_IN_FLIGHT and (
+                not self._in_flight or len(self._queue) >= FULL_BATCH):
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             task = asyncio.get_running_loop().create_task(self._send(batch), name="forward")
             self._in_flight.add(task)
@@ -167,6 +173,7 @@ class Replica:
                 raise NoLeader("no leader is elected (or known to this node): writes cannot be accepted now")
             body = self.sealer.seal(bytes(msgpack.packb([data for data, _ in batch], use_bin_type=True)))
             self.batches_sent += 1
+            self.commands_sent += len(batch)
             async with self.session.post(url + INTERNAL_BATCH, data=body, timeout=aiohttp.ClientTimeout(total=10),
                                          headers={"Content-Type": "application/octet-stream"}) as resp:
                 answer = await resp.read()
@@ -219,13 +226,19 @@ class Replica:
         if not isinstance(commands, list) or not all(isinstance(c, bytes) for c in commands):
             return None
 
-        async def one(data: bytes) -> object:
-            try:
-                return encode_result(await self._propose(data, timeout))
-            except NoLeader as exc:
-                return {"unavailable": exc.message}
-
-        answers = await asyncio.gather(*(one(c) for c in commands))
+        answers: list[object] = []
+        for result in await self.raft.propose_many(commands, timeout):
+            if isinstance(result, Outcome | CommandError):  # (a CommandError is an exception too: first)
+                answers.append(encode_result(result))
+            elif isinstance(result, NotLeaderError):
+                answers.append({"unavailable": f"{NOT_PROPOSED}: this node is not the leader "
+                                               f"(leader: {result.leader or 'none known'})"})
+            elif isinstance(result, ProposalDropped):
+                answers.append({"unavailable": f"leadership changed before the write committed: {result}; retry"})
+            elif isinstance(result, BaseException):
+                answers.append({"unavailable": f"the write did not commit within {timeout:g} s (no quorum?)"})
+            else:
+                raise TypeError(f"the state machine answered {result!r}")
         return self.sealer.seal(bytes(msgpack.packb(answers, use_bin_type=True)))
 
     async def propose_anywhere(self, cmd: Command, timeout: float = 5.0) -> Outcome:

@@ -31,8 +31,13 @@ class RaftConfig:
     """Pipelining: at most this many unacknowledged AppendEntries per follower in replicate state;
     throughput ~= max_inflight x max_entries / RTT."""
 
-    snapshot_threshold: int = 1024
-    """The driver snapshots and compacts once applied - snapshot index >= this many entries."""
+    snapshot_threshold: int = 8192
+    """The driver snapshots and compacts once applied - snapshot index >= this many entries.
+
+    A snapshot costs time in proportion to the whole state (every record encoded and written), so
+    under a steady write load it must come rarely: at 1024, with ~7000 keys and a thousand writes a
+    second, snapshots took 14-25 % of a member's CPU; at 8192 the log holds a few MB more between
+    them. (etcd: 10000 before v3.2, 100000 now.)"""
 
     check_quorum: bool = True
     """A leader that has not heard from a quorum within ``election_ticks`` steps down, and

@@ -12,6 +12,7 @@ proposal was dropped (never a result that is not its own).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 from collections.abc import Callable
@@ -67,7 +68,8 @@ class RaftDriver:
         self._proposals: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
-        self._applied_waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._applied_waits: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.failed: BaseException | None = None
         """Why the driver stopped taking part (its storage failed); None while it runs."""
@@ -135,6 +137,16 @@ class RaftDriver:
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
         """Append ``data`` to the log; return what the state machine made of it once applied."""
+        future = self._append(data)
+        self._kick.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            future.cancel()
+
+    def _append(self, data: bytes) -> asyncio.Future[Any]:
+        """Append ``data`` as the next entry; the future of its result (dropped from ``_proposals`` when done)."""
         result = self.core.propose(data)
         if isinstance(result, NotLeader):
             raise NotLeaderError(result.leader_hint)
@@ -143,11 +155,33 @@ class RaftDriver:
             raise NotLeaderError(self.core.leader)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals[result] = (self.core.term, future)
+        index: int = result
+        future.add_done_callback(lambda _done: self._proposals.pop(index, None))
+        return future
+
+    async def propose_many(self, datas: list[bytes], timeout: float = 5.0) -> list[Any]:
+        """Append several entries at once (in order); each one's result, or the exception it ended with
+        (:class:`NotLeaderError`, :class:`ProposalDropped`, :class:`TimeoutError`)."""
+        futures: list[asyncio.Future[Any] | BaseException] = []
+        for data in datas:
+            try:
+                futures.append(self._append(data))
+            except NotLeaderError as exc:
+                futures.append(exc)
         self._kick.set()
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._proposals.pop(result, None)
+        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        out: list[Any] = []
+        for f in futures:
+            if isinstance(f, BaseException):
+                out.append(f)
+            elif not f.done():
+                f.cancel()
+                out.append(TimeoutError(f"the entry did not commit within {timeout:g} s"))
+            else:
+                out.append(f.exception() or f.result())
+        return out
 
     def propose_conf_change(self, op: ConfChangeOp, node: NodeId) -> bool:
         """Start a single-server membership change on the leader; False if the core refused it now."""
@@ -176,12 +210,16 @@ class RaftDriver:
         if self.applied >= index:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waits.append((index, future))
+        self._seq += 1
+        heapq.heappush(self._applied_waits, (index, self._seq, future))
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
             return True
         except TimeoutError:
             return False
+        finally:
+            future.cancel()
 
     def status(self) -> dict[str, Any]:
         st = dict(self.core.status())
@@ -298,12 +336,8 @@ class RaftDriver:
             else:
                 keep_reads.append((index, future))
         self._read_waits = keep_reads
-        keep_applied = []
-        for index, waiter in self._applied_waits:
-            if waiter.done():
-                continue
-            if self.applied >= index:
+        waits = self._applied_waits  # a heap by index: only the ones now reached are looked at
+        while waits and waits[0][0] <= self.applied:
+            _index, _seq, waiter = heapq.heappop(waits)
+            if not waiter.done():
                 waiter.set_result(None)
-            else:
-                keep_applied.append((index, waiter))
-        self._applied_waits = keep_applied
