@@ -14,8 +14,9 @@ one window (30 s) measures, per host:
   version is counted the same way without knowing it);
 - the Raft index before and after (an idle cluster commits nothing).
 
-Then, with ``--writes`` (on by default), kv writes with 64 keep-alive clients sent to a follower
-against the same writes sent to the leader, in alternating rounds of the same run.
+First, with ``--writes`` (on by default), kv writes with 64 keep-alive clients sent to a follower
+against the same writes sent to the leader, in alternating rounds of the same run (on the cluster
+before any container runs: the machine's throughput moves a lot once hundreds do).
 
 Targets (issue 13): an idle agent ≤ 2 % of a core at 100 containers per host; its Docker calls at most
 one container list per safety period; both flat as containers grow; writes through a follower
@@ -201,7 +202,7 @@ Results = list[tuple[int, dict[str, Any], dict[str, Any], int]]
 
 
 async def measure(lab: Lab, args: argparse.Namespace) -> tuple[Results, list[Load]]:
-    counts = [int(x) for x in args.per_host.split(",")]
+    counts = [int(x) for x in args.per_host.split(",") if x.strip()]
     results: Results = []
     writes: list[Load] = []
     proxies = {h.name: DockerProxy(Path(h.docker_host.removeprefix("unix://"))) for h in lab.hosts()}
@@ -214,6 +215,8 @@ async def measure(lab: Lab, args: argparse.Namespace) -> tuple[Results, list[Loa
         async with aiohttp.ClientSession() as session:
             chief = await wait_healthy(session, lab)
             api = lab.host(chief).api_url
+            if args.writes:  # first, on a quiet cluster: the idle windows leave hundreds of containers behind
+                writes = await follower_writes(session, lab, args)
             service: str | None = None
             for n in counts:
                 log(f"{n} containers per host: scaling to {3 * n}")
@@ -236,9 +239,6 @@ async def measure(lab: Lab, args: argparse.Namespace) -> tuple[Results, list[Loa
                     f"{h} agent {f['agent_cpu']:.2f} % dockerd {f['dockerd_cpu']:.2f} % (floor "
                     f"{floor['hosts'][h]['dockerd_cpu']:.2f} %) docker req {sum(f['calls'].values())}"
                     for h, f in sorted(with_agents['hosts'].items())) + f"; raft commits {committed}")
-            if args.writes:
-                await settle(session, lab)
-                writes = await follower_writes(session, lab, args)
     finally:
         for proxy in proxies.values():
             await proxy.stop()
@@ -329,7 +329,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds per measuring window")
     parser.add_argument("--writes", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure kv writes through a follower against the leader")
-    parser.add_argument("--write-rounds", type=int, default=2)
+    parser.add_argument("--write-rounds", type=int, default=4)
     parser.add_argument("--write-seconds", type=float, default=10.0)
     args = parser.parse_args()
     with lab_up(3) as lab:  # outside the event loop: the lab's plumbing runs pyroute2's own

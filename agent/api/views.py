@@ -8,7 +8,8 @@ whose field equals the value, or whose ``<field>_name`` does (``?stack=web-serve
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -81,41 +82,36 @@ def page(request: web.Request, rows: Iterable[Row], filters: Sequence[StrParam] 
 # ---------------------------------------------------------------------- finding what a path names
 
 
-def find_stack(state: ClusterState, key: str) -> Stack:
-    """By id or by name."""
-    if key in state.stacks:
-        return state.stacks[key]
-    matches = [s for s in state.stacks.values() if s.name == key]
+R = TypeVar("R")
+
+
+def _find(collection: Mapping[str, R], key: str, what: str, named: Callable[[R], bool]) -> R:
+    """The record with id ``key``, else the one record ``named`` accepts; 404 otherwise (none, or several)."""
+    if key in collection:
+        return collection[key]
+    matches = [r for r in collection.values() if named(r)]
     if len(matches) == 1:
         return matches[0]
-    raise not_found("stack", key)
+    raise not_found(what, key)
+
+
+def find_stack(state: ClusterState, key: str) -> Stack:
+    """By id or by name."""
+    return _find(state.stacks, key, "stack", lambda s: s.name == key)
 
 
 def find_service(state: ClusterState, key: str) -> Service:
     """By id, ``stack/service`` or a service name that is unique."""
-    if key in state.services:
-        return state.services[key]
-    if "/" in key:
-        stack_name, _, name = key.partition("/")
-        matches = [s for s in state.services.values() if s.name == name and state.stacks[s.stack].name == stack_name]
-    else:
-        matches = [s for s in state.services.values() if s.name == key]
-    if len(matches) == 1:
-        return matches[0]
-    raise not_found("service", key)
+    stack_name, slash, name = key.rpartition("/")
+    return _find(state.services, key, "service", lambda s: s.name == name and (
+        not slash or state.stacks[s.stack].name == stack_name))
 
 
 def find_container(state: ClusterState, key: str) -> Instance:
     """By instance id or container name (``stack-service-slot``)."""
-    if key in state.instances:
-        return state.instances[key]
-    matches = [i for i in state.instances.values() if i.service in state.services and state.container_name(i) == key]
-    if len(matches) == 1:
-        return matches[0]
-    raise not_found("container", key)
+    return _find(state.instances, key, "container",
+                 lambda i: i.service in state.services and state.container_name(i) == key)
 
 
 def find_host(state: ClusterState, key: str) -> Host:
-    if key in state.hosts:
-        return state.hosts[key]
-    raise not_found("host", key)
+    return _find(state.hosts, key, "host", lambda _h: False)
