@@ -7,13 +7,15 @@ One 3-host lab for the module; the tests run in file order and each leaves the c
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from agent.lab import Lab
+from agent.lab import Lab, procs
 from tests.lab.cluster import api, containers, docker_ps, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab
 
@@ -154,3 +156,32 @@ def test_stopped_host_work_moves_and_comes_back_once(lab: Lab, service: str) -> 
     until("its restarted stale containers removed", lambda: engines_total(lab)[victim] == 0, timeout=30)
     assert sum(engines_total(lab).values()) == SCALE
 
+
+
+def test_a_host_whose_engine_died_says_so_in_its_health_and_on_every_node(lab: Lab, service: str) -> None:
+    """/v1/health tells the truth: the agent runs, but its Docker Engine is gone — `degraded`, with the
+    reason, on the host itself and, through gossip metadata, in every node's /v1/hosts."""
+    healthy(lab)
+    until("h3 healthy everywhere", lambda: all(
+        {h["name"]: h["health"] for h in api(lab, node).items("/v1/hosts")}.get("h3") == "ok" for node in HOSTS),
+        timeout=30)
+    dockerd = procs.read_pid(lab.host("h3").dockerd_pidfile)
+    assert dockerd is not None
+    procs.kill([dockerd])
+    assert procs.wait_gone([dockerd], 10)
+    try:
+        body = until("h3 degraded", lambda: (lambda b: b if b["status"] == "degraded" else None)(
+            api(lab, "h3").get("/v1/health")), timeout=15)
+        assert body["checks"]["docker"] != "ok" and any(r.startswith("docker:") for r in body["reasons"]), body
+        seen = until("h1 sees h3 degraded", lambda: next(
+            (h["health"] for h in api(lab, "h1").items("/v1/hosts") if h["name"] == "h3"
+             and str(h["health"]).startswith("degraded")), None), timeout=30)
+        assert "reconciler" in seen, seen  # its passes fail: the engine does not answer
+        done = subprocess.run([sys.executable, "-m", "agent", "hosts", "--host", lab.host("h2").api_url],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "degraded" in done.stdout, done.stdout
+    finally:
+        lab.kill_agent("h3")
+        lab.start_host("h3")
+    until("h3 ok again", lambda: api(lab, "h3").get("/v1/health")["status"] == "ok", timeout=30)
+    healthy(lab)
