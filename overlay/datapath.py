@@ -1,7 +1,8 @@
 """The data path: packets from the TUN sealed to the owning host over UDP, and back.
 
 ``Datapath`` is the engine; it owns no thread and no loop. Something calls ``on_tun_readable``,
-``on_udp_readable`` and ``on_timer`` when the fds are readable or the deadline passes: the drivers in
+``on_udp_readable`` and ``handle_timer(now)`` when the fds are readable or ``get_timer()`` passes (the
+dialect of the sans-IO cores, SWIM's and the session's): the drivers in
 ``overlay/driver.py`` (``run_blocking`` for a thread or a worker process, ``attach_to_loop`` for an
 asyncio loop). Which one the agent uses is ``OverlayService``'s choice, made with the numbers in
 ``bench/overlay.py``.
@@ -341,14 +342,15 @@ class Datapath:
         else:
             health.on_reply(probe, now)
 
-    def next_deadline(self) -> float:
+    def get_timer(self) -> float:
+        """When :meth:`handle_timer` is next due (the session's timer or a probe), on ``self.clock``."""
         t = self.session.get_timer()
         probe_at = min((h.next_at for h in self.health.values()), default=None)
         cands = [x for x in (t, probe_at) if x is not None]
         return min(cands) if cands else self.clock() + 1.0
 
-    def on_timer(self) -> None:
-        now = self.clock()
+    def handle_timer(self, now: float) -> None:
+        """Run what is due at ``now``: the session's timers, the probes, the message-size adaptation."""
         timer = self.session.get_timer()
         if timer is not None and now >= timer:
             self.session.handle_timer(now)

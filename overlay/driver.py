@@ -62,7 +62,7 @@ def run_blocking(dp: Datapath, extra: dict[int, Callable[[], None]], stopped: Ca
     for fd in handlers:
         poller.register(fd, select.POLLIN)
     clock = dp.clock
-    deadline = dp.next_deadline()
+    deadline = dp.get_timer()
     policy = SpinPolicy(spin_us / 1e6) if spin_us > 0 else None
     busy_until = 0.0
     gave_up_at: float | None = None  # polling found nothing; the next event tells how far off it was
@@ -89,10 +89,10 @@ def run_blocking(dp: Datapath, extra: dict[int, Callable[[], None]], stopped: Ca
         now = clock()
         busy_until = now + policy.window if policy is not None and events else 0.0
         if now >= deadline:
-            dp.on_timer()
+            dp.handle_timer(now)
         if tick is not None:
             tick(now)
-        deadline = dp.next_deadline()
+        deadline = dp.get_timer()
 
 
 def attach_to_loop(dp: Datapath, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
@@ -103,11 +103,11 @@ def attach_to_loop(dp: Datapath, loop: asyncio.AbstractEventLoop) -> Callable[[]
     def fire() -> None:
         handle.clear()
         armed_at[0] = float("inf")
-        dp.on_timer()
+        dp.handle_timer(dp.clock())
         arm()
 
     def arm() -> None:
-        at = dp.next_deadline()
+        at = dp.get_timer()
         if handle and at >= armed_at[0]:
             return  # the armed timer fires first anyway
         if handle:

@@ -26,6 +26,8 @@ from typing import Any
 
 import msgpack
 
+from mesh.wirecheck import Malformed, flag, items, string_map, text, uint
+
 VERSION = 1
 """Protocol version, the first byte of every packet and stream message. Bump on incompatible change."""
 
@@ -220,74 +222,45 @@ def encode_stream(msg: PushPull) -> bytes:
 # ---------------------------------------------------------------------------------------------- decode
 
 
-class _Malformed(Exception):
-    pass
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int or v < 0 or v > 0xFFFF_FFFF_FFFF_FFFF:
-        raise _Malformed
-    return v
-
-
-def _str(v: Any) -> str:
-    if type(v) is not str or not v or len(v) > 256:
-        raise _Malformed
-    return v
-
-
 def _addr(ip: Any, port: Any) -> Address:
-    if type(ip) is not str or not ip or len(ip) > 64 or type(port) is not int or not 0 < port < 65536:
-        raise _Malformed
-    return (ip, port)
-
-
-def _meta(v: Any) -> Mapping[str, Any]:
-    if type(v) is not dict or any(type(k) is not str for k in v):
-        raise _Malformed
-    return v
+    if uint(port, 65535) == 0:
+        raise Malformed("port 0")
+    return (text(ip, 64), port)
 
 
 def _ping(f: list[Any]) -> Message:
-    if len(f) != 4:
-        raise _Malformed
-    return Ping(_int(f[1]), _str(f[2]), _str(f[3]))
+    _, seq, target, source = items(f, 4)
+    return Ping(uint(seq), text(target), text(source))
 
 
 def _indirect(f: list[Any]) -> Message:
-    if len(f) != 7 or type(f[6]) is not bool:
-        raise _Malformed
-    return IndirectPing(_int(f[1]), _str(f[2]), _addr(f[3], f[4]), _str(f[5]), f[6])
+    _, seq, target, ip, port, source, nack = items(f, 7)
+    return IndirectPing(uint(seq), text(target), _addr(ip, port), text(source), flag(nack))
 
 
 def _ack(f: list[Any]) -> Message:
-    if len(f) != 2:
-        raise _Malformed
-    return Ack(_int(f[1]))
+    _, seq = items(f, 2)
+    return Ack(uint(seq))
 
 
 def _nack(f: list[Any]) -> Message:
-    if len(f) != 2:
-        raise _Malformed
-    return Nack(_int(f[1]))
+    _, seq = items(f, 2)
+    return Nack(uint(seq))
 
 
 def _alive(f: list[Any]) -> Message:
-    if len(f) != 6:
-        raise _Malformed
-    return Alive(_str(f[1]), _int(f[2]), _addr(f[3], f[4]), _meta(f[5]))
+    _, name, incarnation, ip, port, meta = items(f, 6)
+    return Alive(text(name), uint(incarnation), _addr(ip, port), string_map(meta))
 
 
 def _suspect(f: list[Any]) -> Message:
-    if len(f) != 4:
-        raise _Malformed
-    return Suspect(_str(f[1]), _int(f[2]), _str(f[3]))
+    _, name, incarnation, source = items(f, 4)
+    return Suspect(text(name), uint(incarnation), text(source))
 
 
 def _dead(f: list[Any]) -> Message:
-    if len(f) != 4:
-        raise _Malformed
-    return Dead(_str(f[1]), _int(f[2]), _str(f[3]))
+    _, name, incarnation, source = items(f, 4)
+    return Dead(text(name), uint(incarnation), text(source))
 
 
 _DECODERS = {
@@ -345,7 +318,7 @@ def decode_packet(data: bytes, max_size: int = MAX_PACKET) -> list[Message] | Dr
             if fn is None:
                 return Drop("bad_kind")
             out.append(fn(f))
-    except _Malformed:
+    except Malformed:
         return Drop("malformed")
     return out
 
@@ -364,12 +337,9 @@ def decode_stream(data: bytes, max_size: int = MAX_STREAM) -> PushPull | Drop:
     rows: list[MemberRecord] = []
     try:
         for r in obj[2]:
-            if type(r) is not list or len(r) != 6:
-                raise _Malformed
-            state = r[4]
-            if type(state) is not int or not 0 <= state <= max(WireState):
-                raise _Malformed
-            rows.append(MemberRecord(_str(r[0]), _addr(r[1], r[2]), _int(r[3]), WireState(state), _meta(r[5])))
-    except _Malformed:
+            name, ip, port, incarnation, state, meta = items(r, 6)
+            rows.append(MemberRecord(text(name), _addr(ip, port), uint(incarnation),
+                                     WireState(uint(state, max(WireState))), string_map(meta)))
+    except Malformed:
         return Drop("malformed")
     return PushPull(obj[0] == Kind.PUSH_PULL_REPLY, obj[1], tuple(rows))

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgpack
 
+from mesh.wirecheck import Malformed, blob, flag, items, text, uint
+
 NodeId = str
 
 
@@ -259,10 +261,6 @@ class DecodeFailure:
     reason: str
 
 
-class _Bad(Exception):
-    pass
-
-
 # ---- plain values <-> nested lists -------------------------------------------------------------
 
 
@@ -278,76 +276,50 @@ def snapshot_to_wire(s: Snapshot) -> list[Any]:
     return [s.meta.index, s.meta.term, conf_to_wire(s.meta.conf), s.data]
 
 
-def _int(v: Any) -> int:
-    if type(v) is not int or v < 0:
-        raise _Bad(f"expected a non-negative int, got {type(v).__name__}")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if type(v) is not bool:
-        raise _Bad("expected a bool")
-    return v
-
-
-def _bytes(v: Any) -> bytes:
-    if type(v) is not bytes:
-        raise _Bad("expected bytes")
-    return v
-
-
 def _node(v: Any) -> NodeId:
-    if type(v) is not str or not v:
-        raise _Bad("expected a node id")
-    return v
-
-
-def _list(v: Any, n: int | None = None) -> list[Any]:
-    if type(v) is not list or (n is not None and len(v) != n):
-        raise _Bad(f"expected a list of {n}")
-    return v
+    return text(v)
 
 
 def entry_from_wire(v: Any) -> Entry:
-    term, index, kind, data = _list(v, 4)
+    term, index, kind, data = items(v, 4)
     try:
-        k = EntryKind(_int(kind))
+        k = EntryKind(uint(kind))
     except ValueError as exc:
-        raise _Bad("unknown entry kind") from exc
-    return Entry(_int(term), _int(index), k, _bytes(data))
+        raise Malformed("unknown entry kind") from exc
+    return Entry(uint(term), uint(index), k, blob(data))
 
 
 def conf_from_wire(v: Any) -> ConfState:
-    voters, learners = _list(v, 2)
-    return ConfState(frozenset(_node(x) for x in _list(voters)), frozenset(_node(x) for x in _list(learners)))
+    voters, learners = items(v, 2)
+    return ConfState(frozenset(_node(x) for x in items(voters)), frozenset(_node(x) for x in items(learners)))
 
 
 def snapshot_from_wire(v: Any) -> Snapshot:
-    index, term, conf, data = _list(v, 4)
-    return Snapshot(SnapshotMeta(_int(index), _int(term), conf_from_wire(conf)), _bytes(data))
+    index, term, conf, data = items(v, 4)
+    return Snapshot(SnapshotMeta(uint(index), uint(term), conf_from_wire(conf)), blob(data))
 
 
 def _entries(v: Any) -> tuple[Entry, ...]:
-    return tuple(entry_from_wire(x) for x in _list(v))
+    return tuple(entry_from_wire(x) for x in items(v))
 
 
 _FIELD_DECODERS: dict[str, Callable[[Any], Any]] = {
     "frm": _node,
     "to": _node,
-    "term": _int,
-    "last_index": _int,
-    "last_term": _int,
-    "transfer": _bool,
-    "reject": _bool,
-    "prev_index": _int,
-    "prev_term": _int,
+    "term": uint,
+    "last_index": uint,
+    "last_term": uint,
+    "transfer": flag,
+    "reject": flag,
+    "prev_index": uint,
+    "prev_term": uint,
     "entries": _entries,
-    "commit": _int,
-    "index": _int,
-    "reject_hint": _int,
-    "hint_term": _int,
+    "commit": uint,
+    "index": uint,
+    "reject_hint": uint,
+    "hint_term": uint,
     "snapshot": snapshot_from_wire,
-    "context": _bytes,
+    "context": blob,
 }
 _FIELD_ENCODERS: dict[str, Callable[[Any], Any]] = {
     "entries": lambda es: [entry_to_wire(e) for e in es],
@@ -382,21 +354,21 @@ def decode_message(data: bytes) -> Message | DecodeFailure:
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         return DecodeFailure(f"not msgpack: {type(exc).__name__}")
     try:
-        items = _list(raw)
-        if not items:
-            raise _Bad("empty frame")
+        frame = items(raw)
+        if not frame:
+            raise Malformed("empty frame")
         try:
-            kind = RaftMsgKind(_int(items[0]))
+            kind = RaftMsgKind(uint(frame[0]))
         except ValueError as exc:
-            raise _Bad(f"unknown kind {items[0]!r}") from exc
+            raise Malformed(f"unknown kind {frame[0]!r}") from exc
         cls = CLASS_OF[kind]
         names = _field_names(cls)
-        if len(items) - 1 != len(names):
-            raise _Bad(f"{kind.name}: expected {len(names)} fields, got {len(items) - 1}")
-        kwargs = {name: _FIELD_DECODERS[name](v) for name, v in zip(names, items[1:], strict=True)}
+        if len(frame) - 1 != len(names):
+            raise Malformed(f"{kind.name}: expected {len(names)} fields, got {len(frame) - 1}")
+        kwargs = {name: _FIELD_DECODERS[name](v) for name, v in zip(names, frame[1:], strict=True)}
         msg: Message = cls(**kwargs)
         return msg
-    except _Bad as exc:
+    except Malformed as exc:
         return DecodeFailure(str(exc))
 
 
@@ -407,14 +379,14 @@ def encode_conf_change(cc: ConfChange) -> bytes:
 def decode_conf_change(data: bytes) -> ConfChange | DecodeFailure:
     try:
         raw = msgpack.unpackb(data, raw=False)
-        op, node, voters = _list(raw, 3)
+        op, node, voters = items(raw, 3)
         try:
-            kind = ConfChangeOp(_int(op))
+            kind = ConfChangeOp(uint(op))
         except ValueError as exc:
-            raise _Bad("unknown conf change op") from exc
+            raise Malformed("unknown conf change op") from exc
         return ConfChange(kind, str(node) if kind == ConfChangeOp.BOOTSTRAP else _node(node),
-                          tuple(_node(v) for v in _list(voters)))
-    except _Bad as exc:
+                          tuple(_node(v) for v in items(voters)))
+    except Malformed as exc:
         return DecodeFailure(str(exc))
     except Exception as exc:
         return DecodeFailure(f"not msgpack: {type(exc).__name__}")

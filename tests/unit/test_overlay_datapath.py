@@ -68,8 +68,8 @@ def pump(hosts: list[Host], until: Callable[[], Any], timeout: float = 5.0) -> A
         for fd in ready:
             fds[fd]()
         for h in live:
-            if time.monotonic() >= h.dp.next_deadline():
-                h.dp.on_timer()
+            if time.monotonic() >= h.dp.get_timer():
+                h.dp.handle_timer(h.dp.clock())
         got = until()
         if got:
             return got
@@ -305,18 +305,18 @@ def test_loss_shrinks_messages_and_blocked_large_messages_switch_offload_off(pai
     a.dp._set_offloads = calls.append
     a.dp._wanted_offloads = 0x07  # csum | tso4 | tso6, as if the kernel had granted them
     a.dp.health["b"].loss = 0.05
-    a.dp.on_timer()
+    a.dp.handle_timer(a.dp.clock())
     assert a.dp.max_message == 32768
-    a.dp.on_timer()
+    a.dp.handle_timer(a.dp.clock())
     assert a.dp.max_message == 16384
     a.dp.health["b"].loss = 0.0
-    a.dp.on_timer()
+    a.dp.handle_timer(a.dp.clock())
     assert a.dp.max_message == 32768
     a.dp.health["b"].large_ok = False
-    a.dp.on_timer()
+    a.dp.handle_timer(a.dp.clock())
     assert calls == [0x01] and a.dp.status()["offload_fallback"]  # checksum offload only: MTU-sized packets
     a.dp.health["b"].large_ok = True
-    a.dp.on_timer()
+    a.dp.handle_timer(a.dp.clock())
     assert calls == [0x01, 0x07]
 
 
@@ -325,7 +325,7 @@ def test_sustained_loss_shrinks_messages_down_to_one_underlay_datagram(pair: tup
     a.dp.health["b"].loss = 0.10
     sizes = []
     for _ in range(len(a.dp.steps) + 2):
-        a.dp.on_timer()
+        a.dp.handle_timer(a.dp.clock())
         sizes.append(a.dp.max_message)
     one = a.dp.cfg.chunk_size - 32
     assert a.dp.steps[-1] == one and sizes[-1] == sizes[-2] == one  # stops there: nothing smaller helps
