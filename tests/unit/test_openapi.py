@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import aiohttp
 from aiohttp import web
 from openapi_spec_validator import validate
 
@@ -33,6 +36,16 @@ async def test_every_served_route_is_documented_and_nothing_else() -> None:
 
 def test_document_is_valid_openapi() -> None:
     validate(document(routes.ROUTES))
+
+
+async def test_the_served_document_is_the_one_the_routes_make() -> None:
+    async with running_api() as api, aiohttp.ClientSession() as session, session.get(
+        api.url + "/v1/openapi.json"
+    ) as resp:
+        assert resp.status == 200 and resp.content_type == "application/json"
+        served_doc = await resp.json()
+    assert served_doc == json.loads(json.dumps(document(routes.ROUTES)))
+    validate(served_doc)
 
 
 def test_every_route_declares_its_parameters_and_writes_their_503() -> None:
