@@ -30,7 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bench.overlay_lab import OverlayLab, sh, tool, wait_for
+from bench.overlay_lab import OverlayLab, sh, tool
+from mesh.waiting import until
 
 WG_PORT = 51820
 
@@ -51,7 +52,7 @@ def _iperf_once(client_ns: str, server_ns: str, dst: str, seconds: float, stream
         def listening() -> bool:
             out = sh("ss", "-ltn", ns=server_ns, check=False).stdout
             return ":5201" in out
-        wait_for(listening, 5, "iperf3 server")
+        until("iperf3 server", listening, 5)
         out = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", dst, "-p", "5201", "-J", "-t",
                               str(seconds), "-P", str(streams)], capture_output=True, text=True, timeout=seconds + 30)
         if not out.stdout.strip():
@@ -106,7 +107,7 @@ def udp_errors(ns: str) -> dict[str, int]:
 # ---------------------------------------------------------------------- wireguard-go
 def _uapi(name: str, body: str) -> str:
     path = f"/var/run/wireguard/{name}.sock"
-    wait_for(lambda: os.path.exists(path), 10, f"{path}")
+    until(f"{path}", lambda: os.path.exists(path), 10)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
         s.sendall(body.encode())
@@ -222,8 +223,8 @@ def main() -> None:
         results = [median_run(runs[m]) for m in modes]
         procs = wireguard_up(lab)
         try:
-            wait_for(lambda: tool("ovt-ac", "ping", b.container_ip, "-c", "1", "-W", "0.5")["received"], 15,
-                     "wireguard-go tunnel")
+            until("wireguard-go tunnel",
+                  lambda: tool("ovt-ac", "ping", b.container_ip, "-c", "1", "-W", "0.5")["received"], 15)
             iperf("ovt-ac", "ovt-bc", b.container_ip, 1, 1)  # warm-up, as for the overlay
             c0 = [cpu_seconds([p.pid]) for p in procs]
             t0 = time.monotonic()

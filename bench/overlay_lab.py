@@ -21,12 +21,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from mesh.waiting import until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNDERLAY_NS = "ovt-ul"
@@ -43,18 +43,6 @@ def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
 def netns_list() -> list[str]:
     out = sh("ip", "netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -184,7 +172,7 @@ class OverlayLab:
                 raise RuntimeError(f"service {name} exited:\n{self.log(name)[-3000:]}")
             return bool(self.status(name).get("tun_mtu"))
 
-        wait_for(started, 15, f"service {name} to start")
+        until(f"service {name} to start", started, 15)
 
     def stop(self, name: str) -> None:
         node = self.nodes[name]
@@ -213,7 +201,7 @@ class OverlayLab:
     def wait_mesh_up(self, names: str, timeout: float = 15) -> None:
         def all_up() -> bool:
             return all(self.peer_state(a, b) == "up" for a in names for b in names if a != b)
-        wait_for(all_up, timeout, f"all tunnels among {names} up")
+        until(f"all tunnels among {names} up", all_up, timeout)
 
     def log(self, name: str) -> str:
         try:

@@ -29,7 +29,8 @@ import sys
 from collections.abc import Callable
 
 from bench.overlay import PING_BUSY, PING_IDLE, ping_ms, wireguard_down, wireguard_up
-from bench.overlay_lab import REPO, OverlayLab, sh, tool, wait_for
+from bench.overlay_lab import REPO, OverlayLab, sh, tool
+from mesh.waiting import until
 
 NATIVE_SOURCE = os.path.join(REPO, "bench", "native_forwarder.c")
 NATIVE_PORTS = {"plain": 4601, "aes": 4602}
@@ -122,7 +123,7 @@ def main() -> None:
                            f"10.42.{lab.nodes[n].index}.1", ns=lab.nodes[n].ns)
                 else:
                     route_via(lab, dev)
-                wait_for(reachable(lab), 15, f"{name} to carry a ping")
+                until(f"{name} to carry a ping", reachable(lab), 15)
                 i = ping_ms(a.container_ns, b.container_ip, args.count, PING_IDLE) - u_idle
                 k = ping_ms(a.container_ns, b.container_ip, args.count, PING_BUSY) - u_busy
                 idle[name].append(i)

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.overlay_lab import REPO, OverlayLab, sh, tool, tool_bg, tool_result, wait_for
+from bench.overlay_lab import REPO, OverlayLab, sh, tool, tool_bg, tool_result
+from mesh.waiting import until
 
 pytestmark = pytest.mark.lab
 
@@ -90,7 +91,7 @@ def test_host_joining_later_is_reachable_by_all(lab: OverlayLab) -> None:
         _ping_ok(lab, src, dst)
     _tcp_ok(lab, "a", "c", 5003, repeat=20000)  # c's echo back is cut into 8 KB messages
     _udp_ok(lab, "c", "b", 5004)
-    wait_for(lambda: lab.status("c").get("counters", {}).get("segments_split", 0) > 0, 3, "c to cut segments")
+    until("c to cut segments", lambda: lab.status("c").get("counters", {}).get("segments_split", 0) > 0, 3)
 
 
 def test_restarted_host_gets_its_sessions_back_and_others_keep_theirs(lab: OverlayLab) -> None:
@@ -102,7 +103,7 @@ def test_restarted_host_gets_its_sessions_back_and_others_keep_theirs(lab: Overl
     assert "corral-overlay" not in sh("iptables", "-t", "nat", "-S", ns="ovt-c").stdout
     assert "10.42.0.0/16" not in sh("ip", "route", ns="ovt-c").stdout
     assert "ovt-tun" not in sh("ip", "link", ns="ovt-c").stdout
-    wait_for(lambda: lab.peer_state("a", "c") in ("degraded", "down"), 15, "a to see c degraded")
+    until("a to see c degraded", lambda: lab.peer_state("a", "c") in ("degraded", "down"), 15)
     assert lab.peer_state("a", "b") == "up"
     lab.start("c")
     lab.wait_mesh_up("abc", 20)
@@ -129,7 +130,7 @@ def test_garbage_to_port_4500_is_counted_and_sessions_survive(lab: OverlayLab) -
         d: dict[str, int] = lab.status("a")["drops"]
         return sum(d.values()) - sum(before.values()) >= 600
 
-    wait_for(counted, 5, "garbage to be counted")
+    until("garbage to be counted", counted, 5)
     d = lab.status("a")["drops"]
     assert d.get("unknown_session", 0) > before.get("unknown_session", 0)
     assert d.get("bad_mac", 0) > before.get("bad_mac", 0) or d.get("malformed", 0) > before.get("malformed", 0)
@@ -143,11 +144,11 @@ def test_firewall_eperm_on_send_is_survived(lab: OverlayLab) -> None:
     sh("iptables", "-I", *rule, ns="ovt-a")  # sendto() now fails with EPERM in a's data path
     try:
         tool("ovt-ac", "ping", "10.42.2.2", "-c", "3", "-i", "0.05", "-W", "0.2")
-        wait_for(lambda: lab.status("a")["drops"].get("send_eperm", 0) > 0, 5, "send_eperm to be counted")
+        until("send_eperm to be counted", lambda: lab.status("a")["drops"].get("send_eperm", 0) > 0, 5)
     finally:
         sh("iptables", "-D", *rule, ns="ovt-a")
-    wait_for(lambda: tool("ovt-ac", "ping", "10.42.2.2", "-c", "3", "-i", "0.05")["received"] == 3, 10,
-             "pings to pass again")
+    until("pings to pass again",
+          lambda: tool("ovt-ac", "ping", "10.42.2.2", "-c", "3", "-i", "0.05")["received"] == 3, 10)
 
 
 def test_killed_data_path_worker_is_restarted(lab: OverlayLab) -> None:
@@ -158,11 +159,11 @@ def test_killed_data_path_worker_is_restarted(lab: OverlayLab) -> None:
         peer = st.get("peers", {}).get("a", {})
         return bool(st.get("worker_restarts") == 1 and st["datapath_pid"] != pid and peer.get("probes_answered"))
 
-    wait_for(new_worker_has_working_tunnel, 10, "b's new worker to answer probes through the tunnel")
+    until("b's new worker to answer probes through the tunnel", new_worker_has_working_tunnel, 10)
     lab.wait_mesh_up("ab")
     # a may still be forcing its own re-handshake (b was silent ~3 s): allow that one to settle
-    wait_for(lambda: tool("ovt-ac", "ping", "10.42.2.2", "-c", "3", "-i", "0.05")["received"] == 3, 10,
-             "pings to pass again")
+    until("pings to pass again",
+          lambda: tool("ovt-ac", "ping", "10.42.2.2", "-c", "3", "-i", "0.05")["received"] == 3, 10)
     _tcp_ok(lab, "b", "a", 5005, repeat=1000)
 
 

@@ -64,16 +64,6 @@ async def web(api: Api, scale: int = 2) -> tuple[dict[str, Any], dict[str, Any]]
     return stack, service
 
 
-async def until(what: str, probe: Any, timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
-
-
 # ---------------------------------------------------------------------- node and cluster
 
 

@@ -23,6 +23,7 @@ from mesh.raft.core import RaftNode, Role
 from mesh.raft.driver import NotLeaderError, RaftDriver
 from mesh.raft.storage import SqliteStorage
 from mesh.raft.transport import RaftTransport
+from mesh.waiting import until_async
 
 BASE_PORT = 27947
 
@@ -81,13 +82,11 @@ async def stop_member(m: Member) -> None:
 
 
 async def leader_of(members: list[Member], timeout: float = 10.0) -> Member:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    def single_leader() -> Member | None:
         leaders = [m for m in members if m.driver.core.role == Role.LEADER]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no single leader")
+        return leaders[0] if len(leaders) == 1 else None
+
+    return await until_async("a single leader", single_leader, timeout)
 
 
 async def put(leader: Member, key: str, value: str) -> bool:
