@@ -12,10 +12,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from agent.lab import Lab, procs
+from mesh.raft import config as raft_config
 from tests.lab.cluster import api, containers, docker_ps, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab
 
@@ -74,8 +76,9 @@ def test_wiped_manager_catches_up_by_snapshot_and_loses_nothing(lab: Lab, servic
     chief = healthy(lab)
     victim = next(h for h in HOSTS if h != chief)
     client = api(lab, chief)
-    for i in range(1100):  # past the snapshot threshold (1024), so the log is compacted
-        client.request("PUT", f"/v1/kv/bulk/{i}", body=i)
+    writes = raft_config.lan().snapshot_threshold + 100  # past the agent's snapshot threshold: the log is compacted
+    with ThreadPoolExecutor(32) as pool:  # 32 clients at once, so the writes commit in batches
+        list(pool.map(lambda i: client.request("PUT", f"/v1/kv/bulk/{i}", body=i), range(writes)))
     before = api(lab, chief).get(f"/v1/services/{service}")
     lab.kill_agent(victim)
     shutil.rmtree(lab.host(victim).agent_data)
@@ -87,7 +90,7 @@ def test_wiped_manager_catches_up_by_snapshot_and_loses_nothing(lab: Lab, servic
     after = api(lab, victim).get(f"/v1/services/{service}")
     assert (after["name"], after["scale"], sorted(after["containers"])) == (
         before["name"], before["scale"], sorted(before["containers"]))
-    assert raw(lab.host(victim).api_url + "/v1/kv/bulk/1099")[2]["value"] == "1099"
+    assert raw(lab.host(victim).api_url + f"/v1/kv/bulk/{writes - 1}")[2]["value"] == str(writes - 1)
     until("the victim runs its share again", lambda: service_running(lab, victim, service, SCALE), timeout=30)
     assert sum(engines_total(lab).values()) == SCALE
 
