@@ -10,6 +10,7 @@ class CorralError(Exception):
 
     status = 500
     code = "internal"
+    headers: dict[str, str] = {}  # noqa: RUF012 (an instance may set its own: Retry-After)
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -36,6 +37,30 @@ class NotFound(CorralError):
 class Conflict(CorralError):
     status = 409
     code = "conflict"
+
+
+class Unauthorized(CorralError):
+    """No credentials, or ones that are not (or no longer) valid: the client must authenticate."""
+
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="corral"'}  # noqa: RUF012
+
+
+class Forbidden(CorralError):
+    """Authenticated, but the caller's roles do not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(CorralError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.headers = {"Retry-After": str(max(1, round(retry_after)))}
 
 
 class Unavailable(CorralError):

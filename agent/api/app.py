@@ -1,5 +1,7 @@
 """The agent's HTTP API (``/v1``): one app factory over the route table, one error path, typed app keys.
 
+Every route but ``GET /v1/health`` and ``POST /v1/auth/login`` needs a bearer token
+(:mod:`agent.api.auth`); the agent's internal routes are sealed with the cluster's key instead.
 Every response carries ``X-Corral-Index`` (the Raft index this node has applied) and
 ``X-Corral-Leader``; while no leader is known, ``X-Corral-Stale`` says the answer may be behind.
 """
@@ -8,10 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agent.api.auth import PRINCIPAL, authenticate, authorize
 from agent.api.deps import DEPS, DOCUMENT, STREAMS, ApiDeps, Streams
 from agent.api.errors import Handler, error_middleware
 from agent.api.openapi import document
 from agent.api.routes import ROUTES, Route
+from agent.model.policy import Permission
 
 PATH_PATTERNS = {"{key}": r"{key:[\s\S]+}"}  # a kv key may hold "/" (and any other character)
 
@@ -37,12 +41,17 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def _checked(route: Route) -> Handler:
-    """The route's handler, after every parameter it declares was parsed: a bad one is a 400 before the
-    handler starts anything (a stream, a blocking wait, a write)."""
-    if not route.params:
-        return route.handler
+    """The route's handler, after the caller was authenticated (401), the route's cluster-wide
+    permission checked (403) and every parameter it declares parsed (400): all before the handler
+    starts anything (a stream, a blocking wait, a write)."""
+    public = route.permission in (Permission.PUBLIC, Permission.SYSTEM)  # system: sealed, checked by its handler
+    asks_here = route.permission is Permission.ADMIN or route.environment is not None
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if not public:
+            request[PRINCIPAL] = authenticate(request)
+            if asks_here:
+                authorize(request, route.permission, route.environment)
         for param in route.params:
             param.check(request)
         return await route.handler(request)

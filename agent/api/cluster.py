@@ -9,6 +9,7 @@ import datetime
 
 from aiohttp import web
 
+from agent.api.auth import write
 from agent.api.body import json_object
 from agent.api.deps import DEPS
 from agent.api.params import MEMBER_STATE
@@ -103,7 +104,7 @@ async def change_keys(request: web.Request) -> web.Response:
         {"install": trial.install, "use": trial.use, "remove": trial.remove}[str(action)](key)
     except KeyringError as exc:
         raise BadRequest(str(exc), field="key") from None
-    outcome = await deps.replica.write(KeysSet(tuple(k.hex() for k in trial.installed()), trial.primary.hex()))
+    outcome = await write(request, KeysSet(tuple(k.hex() for k in trial.installed()), trial.primary.hex()))
     return web.json_response({"action": action, "key_id": key_id(key).hex(), "index": outcome.index,
                               "keys": [key_id(k).hex() for k in trial.installed()]})
 

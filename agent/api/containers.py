@@ -5,30 +5,34 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.api import forward
+from agent.api.auth import authorize, grants, write
 from agent.api.deps import DEPS, streaming
 from agent.api.params import FOLLOW, HOST, ID, SERVICE, STACK, STATE, TAIL
-from agent.api.views import container_view, find_container, page
+from agent.api.views import container_env, container_view, find_container, page, readable
 from agent.errors import NotFound
 from agent.model.commands import InstanceRemove
 from agent.model.entities import Instance
+from agent.model.policy import Permission
 from agent.node.stats import summarize
 
 
 async def list_containers(request: web.Request) -> web.Response:
-    state = request.app[DEPS].replica.state
-    rows = (container_view(state, i) for i in sorted(state.instances.values(), key=lambda i: (i.service, i.slot)))
+    state, g = request.app[DEPS].replica.state, grants(request)
+    rows = (container_view(state, i) for i in sorted(state.instances.values(), key=lambda i: (i.service, i.slot))
+            if readable(g, container_env(state, i)))
     return page(request, rows, (STACK, SERVICE, HOST, STATE))
 
 
 async def get_container(request: web.Request) -> web.Response:
     state = request.app[DEPS].replica.state
-    return web.json_response(container_view(state, find_container(state, ID.get(request))))
+    return web.json_response(container_view(state, find_container(state, ID.get(request), grants(request))))
 
 
 async def delete_container(request: web.Request) -> web.Response:
     replica = request.app[DEPS].replica
-    inst = find_container(replica.state, ID.get(request))
-    await replica.write(InstanceRemove(inst.id))
+    inst = find_container(replica.state, ID.get(request), grants(request))
+    authorize(request, Permission.DEPLOY, container_env(replica.state, inst))
+    await write(request, InstanceRemove(inst.id))
     return web.json_response({"removed": inst.id})
 
 
@@ -40,7 +44,7 @@ def _created(inst: Instance) -> str:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    inst = find_container(deps.replica.state, ID.get(request))
+    inst = find_container(deps.replica.state, ID.get(request), grants(request))
     tail, follow = TAIL.find(request), FOLLOW.get(request)
     if inst.host != deps.node.name:
         return await forward.to_owner(request, inst.host)
@@ -55,7 +59,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 async def stats(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    inst = find_container(deps.replica.state, ID.get(request))
+    inst = find_container(deps.replica.state, ID.get(request), grants(request))
     if inst.host != deps.node.name:
         return await forward.to_owner(request, inst.host)
     raw = await deps.engine.containers.stats(_created(inst))

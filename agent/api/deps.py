@@ -16,6 +16,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from agent.api.passwords import Auth
 from agent.cluster.replica import Replica
 from agent.node.docker import Engine
 from mesh.gossip.node import GossipNode
@@ -50,6 +51,7 @@ class ApiDeps:
     ring: Keyring
     overlay: OverlayView
     health: HealthSource
+    auth: Auth = dataclasses.field(default_factory=Auth)
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -25,9 +25,10 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.CAS_FAILED: 409,
+    ErrorCode.FORBIDDEN: 403,
 }
-HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-              415: "unsupported_media_type"}
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "too_large", 415: "unsupported_media_type"}
 
 
 def json_error(status: int, code: str, message: str, field: str | None = None,
@@ -47,7 +48,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except CorralError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+        return web.json_response(exc.to_json(), status=exc.status, headers=exc.headers or None)
     except CommandError as exc:
         return command_error(exc)
     except web.HTTPException as exc:

@@ -7,14 +7,20 @@ import asyncio
 from aiohttp import web
 
 from agent.api import forward
+from agent.api.auth import grants
 from agent.api.deps import DEPS
 from agent.api.params import NAME, STATE
 from agent.api.views import find_host, host_view, page, wire
+from agent.model.policy import role_in
 from agent.node.stats import summarize
 
 
 async def list_environments(request: web.Request) -> web.Response:
-    return page(request, (wire(e) for e in request.app[DEPS].replica.state.environments.values()))
+    """The environments the caller has a role in (an administrator: all), with the caller's role."""
+    g = grants(request)
+    rows = ({**wire(e), "role": r.value} for e in request.app[DEPS].replica.state.environments.values()
+            if (r := role_in(g, e.name)) is not None)
+    return page(request, rows)
 
 
 def _health(request: web.Request) -> dict[str, object]:

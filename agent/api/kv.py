@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agent.api.auth import write
 from agent.api.deps import DEPS
 from agent.api.params import CAS, CONSISTENT, INDEX, KEY, WAIT
 from agent.api.views import kv_view
@@ -39,13 +40,13 @@ async def put(request: web.Request) -> web.Response:
     body = await request.read()
     if len(body) > MAX_VALUE:
         raise BadRequest(f"a value is at most {MAX_VALUE} bytes", field="value")
-    outcome = await request.app[DEPS].replica.write(KvPut(key, body, cas))
+    outcome = await write(request, KvPut(key, body, cas))
     return web.json_response({"key": key, "index": outcome.index})
 
 
 async def delete(request: web.Request) -> web.Response:
     key, cas = KEY.get(request), CAS.find(request)
-    outcome = await request.app[DEPS].replica.write(KvDelete(key, cas))
+    outcome = await write(request, KvDelete(key, cas))
     return web.json_response({"key": key, "deleted": outcome.deleted})
 
 

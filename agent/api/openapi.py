@@ -13,10 +13,14 @@ from collections.abc import Iterable
 from agent import __version__
 from agent.api.routes import Route
 from agent.api.schemas import SCHEMAS
+from agent.model.policy import Permission
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 REASONS = {400: "Bad request: a parameter or a field of the body is wrong (the body names it)",
-           403: "Not sealed with the cluster's key", 404: "No such object",
+           401: "No token, or one that is malformed, unknown, revoked or expired",
+           403: "The caller's roles do not allow this (internal routes: not sealed with the cluster's key)",
+           404: "No such object (or one in an environment the caller has no role in)",
+           429: "Too many failed logins for this user or this address: see Retry-After",
            409: "Conflict: the name is taken, or the compare-and-set index did not match",
            413: "The request body is too large", 503: "No leader, no quorum, or another agent did not answer"}
 
@@ -32,7 +36,9 @@ def operation(route: Route) -> dict[str, object]:
         ok = {**ok, route.stream: {"schema": {"type": "string"}}}
     responses: dict[str, object] = {"201" if route.created else "200": {
         "description": "Created" if route.created else "OK", "content": ok}}
-    for status in sorted({400, *route.statuses, *((503,) if route.write else ())}):
+    authenticated = route.permission not in (Permission.PUBLIC, Permission.SYSTEM)
+    for status in sorted({400, *route.statuses, *((503,) if route.write else ()),
+                          *((401, 403) if authenticated else ())}):
         responses[str(status)] = _error(status)
     op: dict[str, object] = {"tags": [route.tag], "summary": route.summary,
                              "operationId": f"{route.method.lower()}_{route.path}", "responses": responses}
@@ -44,8 +50,14 @@ def operation(route: Route) -> dict[str, object]:
     elif route.body:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{route.body}"}}}}
+    words = [f"Needs: {route.permission.value}" + (f" in environment {route.environment}" if route.environment
+                                                    else "") + "."]
     if route.write:
-        op["description"] = "A write: any node takes it and forwards it to the leader."
+        words.append("A write: any node takes it and forwards it to the leader.")
+    op["description"] = " ".join(words)
+    op["x-corral-permission"] = route.permission.value
+    if not authenticated:
+        op["security"] = []
     return op
 
 
@@ -54,7 +66,10 @@ def document(routes: Iterable[Route]) -> dict[str, object]:
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = operation(route)
     return {"openapi": "3.1.0", "info": {"title": "Corral agent API", "version": __version__},
-            "paths": paths, "components": {"schemas": SCHEMAS}}
+            "paths": paths, "security": [{"bearer": []}],
+            "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "crl_<id>_<secret>: a session token from POST /v1/auth/login or an API key"}}}}
 
 
 __all__ = ["document", "operation"]

@@ -175,6 +175,7 @@ WAIT = DurationParam("wait", "block up to this long for a change", default=30.0,
 STREAM = BoolParam("stream", "stream newline-delimited JSON")
 CONSISTENT = BoolParam("consistent", "linearizable read (ReadIndex through the leader)")
 FOLLOW = BoolParam("follow", "keep streaming new lines")
+AUDIT = BoolParam("audit", "only what users' requests did (each with the user, key and client address)")
 TAIL = IntParam("tail", "only the last N lines", default=0, minimum=0, maximum=100_000)
 STACK = StrParam("stack", "stack id or name")
 SERVICE = StrParam("service", "service id or name")
@@ -182,12 +183,36 @@ HOST = StrParam("host", "host name")
 ENVIRONMENT = StrParam("environment", "environment name")
 KIND = StrParam("kind", "event kind")
 STATE = StrParam("state", "state")
+USER = StrParam("user", "a user name", max_length=63)
 MEMBER_STATE = EnumParam("state", "member state", values=("alive", "suspect", "dead", "left"))
 
 MAX_KEY = 512
 ID = StrParam("id", "an id or a name", where="path", max_length=256)
 NAME = StrParam("name", "a name", where="path", max_length=256)
+SUBJECT = StrParam("subject", "user:NAME or team:NAME", where="path", max_length=68,
+                   pattern=r"^(user|team):[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 KEY = StrParam("key", f"a key: 1-{MAX_KEY} characters, '/' allowed", where="path", max_length=MAX_KEY)
 
-__all__ = ["CAS", "CONSISTENT", "FOLLOW", "ID", "INDEX", "KEY", "LIMIT", "NAME", "OFFSET", "STREAM", "TAIL", "WAIT",
-           "BoolParam", "DurationParam", "EnumParam", "IntParam", "Param", "StrParam"]
+__all__ = [
+    "AUDIT",
+    "CAS",
+    "CONSISTENT",
+    "FOLLOW",
+    "ID",
+    "INDEX",
+    "KEY",
+    "LIMIT",
+    "NAME",
+    "OFFSET",
+    "STREAM",
+    "SUBJECT",
+    "TAIL",
+    "USER",
+    "WAIT",
+    "BoolParam",
+    "DurationParam",
+    "EnumParam",
+    "IntParam",
+    "Param",
+    "StrParam",
+]

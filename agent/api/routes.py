@@ -1,8 +1,11 @@
 """Every route of the API in one table: method, path, handler, and what the OpenAPI document says of it.
 
-A route marked ``write`` changes the replicated state: any node takes it, validates it against its
-replica and commits the command through the leader (``agent/cluster/replica.py``), so every node
-answers every route. ``statuses`` are the ones
+Every route names the permission it needs (:mod:`agent.model.policy`); the app authenticates the
+caller before the handler runs, checks the cluster-wide permissions (``admin``, and an environment
+permission a route always asks in one environment), and the handler checks the environment of the
+object it is about (a 404 when the caller has no role there). A route marked ``write`` changes the
+replicated state: any node takes it, validates it against its replica and commits the command through
+the leader (``agent/cluster/replica.py``), so every node answers every route. ``statuses`` are the ones
 a route answers besides 200 (every route may also answer 400 for a bad parameter, and a write 503
 when no leader can take it): the document lists them all, and the fuzz test holds the server to it.
 """
@@ -14,8 +17,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import cluster, containers, events, hosts, kv, node, services, stacks
+from agent.api import cluster, containers, events, hosts, kv, node, services, stacks, users
 from agent.api.params import (
+    AUDIT,
     CAS,
     CONSISTENT,
     ENVIRONMENT,
@@ -33,10 +37,16 @@ from agent.api.params import (
     STACK,
     STATE,
     STREAM,
+    SUBJECT,
     TAIL,
+    USER,
     WAIT,
     Param,
 )
+from agent.model.policy import Permission
+from agent.model.state import KV_ENVIRONMENT
+
+P = Permission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PAGE = (LIMIT, OFFSET)
@@ -58,69 +68,133 @@ class Route:
     """Answers 201 (not 200) with what it made."""
     stream: str | None = None
     """The content type when the answer is a stream rather than JSON."""
+    permission: Permission = Permission.ADMIN
+    """What the caller needs (:mod:`agent.model.policy`); a route that names none is for administrators."""
+    environment: str | None = None
+    """The environment the permission is asked in, when the route is always about one (the kv store);
+    routes about a stack, service or container ask it of the object's environment in their handler."""
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/openapi.json", node.openapi, "meta", "This document"),
-    Route("GET", "/v1/health", node.health, "node", "Liveness, and what is wrong with each part of the agent"),
-    Route("GET", "/v1/host", node.host, "node", "This host: name, address, CPUs, memory, engine", statuses=(503,)),
+    Route("GET", "/v1/openapi.json", node.openapi, "meta", "This document", permission=P.AUTHENTICATED),
+    Route("GET", "/v1/health", node.health, "node", "Liveness, and what is wrong with each part of the agent",
+          permission=P.PUBLIC),
+    Route("GET", "/v1/host", node.host, "node", "This host: name, address, CPUs, memory, engine", statuses=(503,),
+          permission=P.AUTHENTICATED),
     Route("GET", "/v1/members", cluster.members, "cluster", "Gossip members as this node sees them",
-          (MEMBER_STATE,)),
-    Route("GET", "/v1/members/stats", cluster.member_stats, "cluster", "Gossip counters, drops by reason"),
-    Route("GET", "/v1/raft", cluster.raft, "cluster", "Raft role, term, leader, indexes, peers"),
-    Route("GET", "/v1/overlay", cluster.overlay, "overlay", "Overlay peers, sessions, RTT, traffic, drops by reason"),
+          (MEMBER_STATE,), permission=P.AUTHENTICATED),
+    Route("GET", "/v1/members/stats", cluster.member_stats, "cluster", "Gossip counters, drops by reason",
+          permission=P.AUTHENTICATED),
+    Route("GET", "/v1/raft", cluster.raft, "cluster", "Raft role, term, leader, indexes, peers",
+          permission=P.AUTHENTICATED),
+    Route("GET", "/v1/overlay", cluster.overlay, "overlay", "Overlay peers, sessions, RTT, traffic, drops by reason",
+          permission=P.AUTHENTICATED),
     Route("GET", "/v1/keys", cluster.list_keys, "cluster", "Key ids, the primary, how many live members hold each"),
     Route("POST", "/v1/keys", cluster.change_keys, "cluster", "Install, use (make primary) or remove a key",
           body="KeyChange", write=True),
     Route("POST", "/v1/internal/propose", cluster.internal_propose, "internal",
-          "A sealed Raft command from a member (not for users)", body="raw", statuses=(403, 503)),
+          "A sealed Raft command from a member (not for users)", body="raw", statuses=(403, 503),
+          permission=P.SYSTEM),
     Route("POST", "/v1/internal/propose-batch", cluster.internal_batch, "internal",
-          "Sealed Raft commands from a member, proposed in order (not for users)", body="raw", statuses=(403,)),
-    Route("GET", "/v1/kv/{key}", kv.get, "kv", "Read a key", (KEY, CONSISTENT, INDEX, WAIT), statuses=(404, 503)),
+          "Sealed Raft commands from a member, proposed in order (not for users)", body="raw", statuses=(403,),
+          permission=P.SYSTEM),
+    Route("GET", "/v1/kv/{key}", kv.get, "kv", "Read a key", (KEY, CONSISTENT, INDEX, WAIT), statuses=(404, 503),
+          permission=P.READ, environment=KV_ENVIRONMENT),
     Route("PUT", "/v1/kv/{key}", kv.put, "kv", "Write a key (the body is the value, at most 512 KiB)", (KEY, CAS),
-          body="raw", statuses=(409, 413), write=True),
-    Route("DELETE", "/v1/kv/{key}", kv.delete, "kv", "Delete a key", (KEY, CAS), statuses=(409,), write=True),
-    Route("GET", "/v1/environments", hosts.list_environments, "stacks", "Environments", PAGE),
+          body="raw", statuses=(409, 413), write=True, permission=P.DEPLOY, environment=KV_ENVIRONMENT),
+    Route("DELETE", "/v1/kv/{key}", kv.delete, "kv", "Delete a key", (KEY, CAS), statuses=(409,), write=True,
+          permission=P.DEPLOY, environment=KV_ENVIRONMENT),
+    Route("GET", "/v1/environments", hosts.list_environments, "stacks",
+          "Environments the caller has a role in, with that role", PAGE, permission=P.AUTHENTICATED),
     Route("GET", "/v1/hosts", hosts.list_hosts, "hosts", "Hosts with state, health, labels, capacity",
-          (*PAGE, STATE)),
-    Route("GET", "/v1/hosts/{name}", hosts.get_host, "hosts", "One host", (NAME,), statuses=(404,)),
+          (*PAGE, STATE), permission=P.AUTHENTICATED),
+    Route("GET", "/v1/hosts/{name}", hosts.get_host, "hosts", "One host", (NAME,), statuses=(404,),
+          permission=P.AUTHENTICATED),
     Route("GET", "/v1/hosts/{name}/stats", hosts.host_stats, "hosts",
           "Host CPU, memory, network and block I/O from Docker (from the host's agent)", (NAME,),
-          statuses=(404, 503)),
-    Route("GET", "/v1/stacks", stacks.list_stacks, "stacks", "Stacks", (*PAGE, ENVIRONMENT)),
+          statuses=(404, 503), permission=P.AUTHENTICATED),
+    Route("GET", "/v1/stacks", stacks.list_stacks, "stacks", "Stacks", (*PAGE, ENVIRONMENT), permission=P.READ),
     Route("POST", "/v1/stacks", stacks.create_stack, "stacks", "Create a stack", body="StackCreate",
-          statuses=(404, 409), write=True, created=True),
-    Route("GET", "/v1/stacks/{id}", stacks.get_stack, "stacks", "One stack", (ID,), statuses=(404,)),
+          statuses=(404, 409), write=True, created=True, permission=P.DEPLOY),
+    Route("GET", "/v1/stacks/{id}", stacks.get_stack, "stacks", "One stack", (ID,), statuses=(404,), permission=P.READ),
     Route("DELETE", "/v1/stacks/{id}", stacks.delete_stack, "stacks", "Remove a stack and its services", (ID,),
-          statuses=(404,), write=True),
-    Route("GET", "/v1/services", services.list_services, "services", "Services", (*PAGE, STACK, STATE)),
+          statuses=(404,), write=True, permission=P.DEPLOY),
+    Route("GET", "/v1/services", services.list_services, "services", "Services", (*PAGE, STACK, STATE),
+          permission=P.READ),
     Route("POST", "/v1/services", services.create_service, "services", "Create a service", body="ServiceCreate",
-          statuses=(404, 409), write=True, created=True),
-    Route("GET", "/v1/services/{id}", services.get_service, "services", "One service", (ID,), statuses=(404,)),
+          statuses=(404, 409), write=True, created=True, permission=P.DEPLOY),
+    Route("GET", "/v1/services/{id}", services.get_service, "services", "One service", (ID,), statuses=(404,),
+          permission=P.READ),
     Route("PATCH", "/v1/services/{id}", services.update_service, "services", "Change a service's spec", (ID,),
-          body="ServiceChange", statuses=(404,), write=True),
+          body="ServiceChange", statuses=(404,), write=True, permission=P.DEPLOY),
     Route("DELETE", "/v1/services/{id}", services.delete_service, "services", "Remove a service and its containers",
-          (ID,), statuses=(404,), write=True),
+          (ID,), statuses=(404,), write=True, permission=P.DEPLOY),
     Route("POST", "/v1/services/{id}/scale", services.scale_service, "services", "Set the scale", (ID,),
-          body="Scale", statuses=(404,), write=True),
+          body="Scale", statuses=(404,), write=True, permission=P.DEPLOY),
     Route("POST", "/v1/services/{id}/stop", services.stop_service, "services", "Stop every container", (ID,),
-          statuses=(404,), write=True),
+          statuses=(404,), write=True, permission=P.DEPLOY),
     Route("POST", "/v1/services/{id}/start", services.start_service, "services", "Start the service again", (ID,),
-          statuses=(404,), write=True),
+          statuses=(404,), write=True, permission=P.DEPLOY),
     Route("POST", "/v1/services/{id}/restart", services.restart_service, "services", "Replace every container",
-          (ID,), statuses=(404,), write=True),
+          (ID,), statuses=(404,), write=True, permission=P.DEPLOY),
     Route("GET", "/v1/containers", containers.list_containers, "containers", "Containers",
-          (*PAGE, STACK, SERVICE, HOST, STATE)),
+          (*PAGE, STACK, SERVICE, HOST, STATE), permission=P.READ),
     Route("GET", "/v1/containers/{id}", containers.get_container, "containers", "One container", (ID,),
-          statuses=(404,)),
+          statuses=(404,), permission=P.READ),
     Route("DELETE", "/v1/containers/{id}", containers.delete_container, "containers",
-          "Delete a container (the scheduler places its slot again)", (ID,), statuses=(404,), write=True),
+          "Delete a container (the scheduler places its slot again)", (ID,), statuses=(404,), write=True,
+          permission=P.DEPLOY),
     Route("GET", "/v1/containers/{id}/logs", containers.logs, "containers", "Logs, streamed from the container's host",
-          (ID, FOLLOW, TAIL), statuses=(404, 503), stream="text/plain"),
+          (ID, FOLLOW, TAIL), statuses=(404, 503), stream="text/plain", permission=P.READ),
     Route("GET", "/v1/containers/{id}/stats", containers.stats, "containers",
-          "CPU, memory, network, block I/O (from the container's host)", (ID,), statuses=(404, 503)),
-    Route("GET", "/v1/events", events.events, "events", "Cluster events", (*PAGE, INDEX, WAIT, STREAM, KIND),
-          stream="application/x-ndjson"),
+          "CPU, memory, network, block I/O (from the container's host)", (ID,), statuses=(404, 503),
+          permission=P.READ),
+    Route("GET", "/v1/events", events.events, "events",
+          "Cluster events (those of the environments the caller has a role in, and the cluster's own)",
+          (*PAGE, INDEX, WAIT, STREAM, KIND, AUDIT), stream="application/x-ndjson", permission=P.AUTHENTICATED),
+    # ---- access: sessions, users, keys, teams, environments and their members
+    Route("POST", "/v1/auth/login", users.login, "access", "Log in: a session token (shown once)", body="Login",
+          statuses=(401, 429, 503), permission=P.PUBLIC),
+    Route("POST", "/v1/auth/logout", users.logout, "access", "End the session this request is made with",
+          statuses=(503,), permission=P.AUTHENTICATED),
+    Route("GET", "/v1/auth/whoami", users.whoami, "access", "The caller: user, credential, roles, teams",
+          permission=P.AUTHENTICATED),
+    Route("GET", "/v1/auth/stats", users.auth_stats, "access",
+          "This node's counts of authenticated, refused and rate-limited requests and logins"),
+    Route("GET", "/v1/users", users.list_users, "access", "Users", PAGE),
+    Route("POST", "/v1/users", users.create_user, "access", "Create a user", body="UserCreate", write=True,
+          created=True, statuses=(409,)),
+    Route("GET", "/v1/users/{name}", users.get_user, "access", "One user (oneself, or anyone for an administrator)",
+          (NAME,), statuses=(404,), permission=P.AUTHENTICATED),
+    Route("PATCH", "/v1/users/{name}", users.update_user, "access",
+          "Change a password (one's own, with the current one) or the admin flag (administrators)", (NAME,),
+          body="UserChange", statuses=(404, 409), write=True, permission=P.AUTHENTICATED),
+    Route("DELETE", "/v1/users/{name}", users.delete_user, "access", "Remove a user, its keys and its roles",
+          (NAME,), statuses=(404, 409), write=True),
+    Route("GET", "/v1/apikeys", users.list_keys, "access",
+          "API keys and sessions: one's own (an administrator: anyone's)", (*PAGE, USER),
+          statuses=(404,), permission=P.AUTHENTICATED),
+    Route("POST", "/v1/apikeys", users.create_key, "access", "Make an API key (its token is shown once)",
+          body="ApiKeyCreate", statuses=(404, 409), write=True, created=True, permission=P.AUTHENTICATED),
+    Route("DELETE", "/v1/apikeys/{id}", users.revoke_key, "access", "Revoke an API key or end a session, everywhere",
+          (ID,), statuses=(404,), write=True, permission=P.AUTHENTICATED),
+    Route("GET", "/v1/teams", users.list_teams, "access", "Teams", PAGE),
+    Route("POST", "/v1/teams", users.create_team, "access", "Create a team", body="TeamCreate", write=True,
+          created=True, statuses=(404, 409)),
+    Route("PUT", "/v1/teams/{name}", users.set_team, "access", "Replace a team's members", (NAME,),
+          body="TeamMembers", write=True, statuses=(404,)),
+    Route("DELETE", "/v1/teams/{name}", users.delete_team, "access", "Remove a team (and its roles)", (NAME,),
+          write=True, statuses=(404,)),
+    Route("POST", "/v1/environments", users.create_environment, "access", "Create an environment",
+          body="EnvironmentCreate", write=True, created=True, statuses=(409,)),
+    Route("GET", "/v1/environments/{name}", users.get_environment, "access",
+          "One environment, its members and their roles", (NAME,), statuses=(404,), permission=P.READ),
+    Route("PUT", "/v1/environments/{name}/members/{subject}", users.set_member, "access",
+          "Give a user or a team a role in the environment (its owners, administrators)", (NAME, SUBJECT),
+          body="RoleGrant", write=True, statuses=(404,), permission=P.MANAGE),
+    Route("DELETE", "/v1/environments/{name}/members/{subject}", users.remove_member, "access",
+          "Take a user's or a team's role in the environment away", (NAME, SUBJECT), write=True,
+          statuses=(404,), permission=P.MANAGE),
 )
 
 __all__ = ["PAGE", "ROUTES", "Handler", "Route"]

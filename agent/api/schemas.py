@@ -9,6 +9,9 @@ with a 400 or 409 that the route declares. ``tests/unit/test_api_fuzz.py`` holds
 
 from __future__ import annotations
 
+from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
+from agent.model.access import MAX_DESCRIPTION
+from agent.model.policy import Role
 from agent.model.scheduler import CONSTRAINT_PATTERN
 from agent.model.spec import (
     DURATION_PATTERN,
@@ -96,6 +99,10 @@ SPEC_PROPERTIES: dict[str, Schema] = {
 }
 
 ENTITY: Schema = {"type": "object"}
+PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD}
+TTL: Schema = {"anyOf": [{"type": "integer", "minimum": MIN_TTL, "maximum": MAX_TTL},
+                         {"type": "string", "pattern": TTL_PATTERN, "description": "12h, 90d, 3600s …"}]}
+ROLE: Schema = {"enum": [r.value for r in Role]}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
@@ -117,6 +124,24 @@ SCHEMAS: dict[str, Schema] = {
     "KeyChange": {"type": "object", "required": ["action", "key"], "additionalProperties": False, "properties": {
         "action": {"enum": ["install", "use", "remove"]},
         "key": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description": "32 bytes, base64"}}},
+    "Login": {"type": "object", "required": ["user", "password"], "additionalProperties": False, "properties": {
+        "user": {"type": "string", "minLength": 1, "maxLength": 63}, "password": PASSWORD, "ttl": nullable(TTL)}},
+    "UserCreate": {"type": "object", "required": ["name", "password"], "additionalProperties": False,
+                   "properties": {"name": NAME, "password": PASSWORD, "admin": {"type": "boolean"}}},
+    "UserChange": {"type": "object", "additionalProperties": False, "properties": {
+        "password": PASSWORD, "current_password": {**PASSWORD, "description": "needed to change one's own"},
+        "admin": nullable({"type": "boolean"})}},
+    "ApiKeyCreate": {"type": "object", "additionalProperties": False, "properties": {
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION}, "environment": nullable(NAME),
+        "role": nullable(ROLE), "user": {"type": "string", "minLength": 1, "maxLength": 63},
+        "ttl": {**nullable(TTL), "description": "default 90 days; null: never expires"}}},
+    "TeamCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
+                   "properties": {"name": NAME, "members": {"type": "array", "items": STR}}},
+    "TeamMembers": {"type": "object", "required": ["members"], "additionalProperties": False,
+                    "properties": {"members": {"type": "array", "items": STR}}},
+    "EnvironmentCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
+                          "properties": {"name": NAME}},
+    "RoleGrant": {"type": "object", "required": ["role"], "additionalProperties": False, "properties": {"role": ROLE}},
     "Entity": ENTITY,
 }
 

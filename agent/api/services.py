@@ -4,26 +4,37 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agent.api.auth import authorize, grants, write
 from agent.api.body import json_object
 from agent.api.deps import DEPS, ApiDeps
 from agent.api.params import ID, STACK, STATE
-from agent.api.views import find_service, find_stack, page, service_view
+from agent.api.views import find_service, find_stack, page, readable, service_env, service_view
 from agent.errors import BadRequest
 from agent.model import spec as specs
 from agent.model.commands import ServiceCreate, ServiceRemove, ServiceScale, ServiceSetState, ServiceUpdate
-from agent.model.entities import ServiceState
+from agent.model.entities import Service, ServiceState
+from agent.model.policy import Permission
 from agent.model.spec import SERVICE_FIELDS
 from agent.node.docker import Engine
 
 
 async def list_services(request: web.Request) -> web.Response:
-    state = request.app[DEPS].replica.state
-    return page(request, (service_view(state, s) for s in state.services.values()), (STACK, STATE))
+    state, g = request.app[DEPS].replica.state, grants(request)
+    return page(request, (service_view(state, s) for s in state.services.values()
+                          if readable(g, service_env(state, s))), (STACK, STATE))
 
 
 async def get_service(request: web.Request) -> web.Response:
     state = request.app[DEPS].replica.state
-    return web.json_response(service_view(state, find_service(state, ID.get(request))))
+    return web.json_response(service_view(state, find_service(state, ID.get(request), grants(request))))
+
+
+def _changing(request: web.Request) -> Service:
+    """The service the path names, which the caller must be allowed to deploy to."""
+    state = request.app[DEPS].replica.state
+    service = find_service(state, ID.get(request), grants(request))
+    authorize(request, Permission.DEPLOY, service_env(state, service))
+    return service
 
 
 async def create_service(request: web.Request) -> web.Response:
@@ -33,11 +44,12 @@ async def create_service(request: web.Request) -> web.Response:
     stack_key = body.get("stack")
     if not isinstance(stack_key, str):
         raise BadRequest("stack is required (an id or a name)", field="stack")
-    stack = find_stack(deps.replica.state, stack_key)
+    stack = find_stack(deps.replica.state, stack_key, grants(request))
+    authorize(request, Permission.DEPLOY, stack.environment)
     raw = {k: v for k, v in body.items() if k not in ("stack", "name")}
     spec = specs.parse(raw)  # 400 naming the field before anything is proposed
     await check_image(deps.engine, spec.image)
-    outcome = await deps.replica.write(ServiceCreate(stack.id, name, raw))
+    outcome = await write(request, ServiceCreate(stack.id, name, raw))
     assert outcome.id is not None
     return web.json_response(service_view(deps.replica.state, deps.replica.state.services[outcome.id]), status=201)
 
@@ -57,29 +69,29 @@ async def check_image(engine: Engine, image: str) -> None:
 
 async def update_service(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    service = find_service(deps.replica.state, ID.get(request))
+    service = _changing(request)
     changes = await json_object(request, SERVICE_FIELDS)
     if not changes:
         raise BadRequest("name at least one field to change", field="body")
     spec = service.spec.changed(changes)  # 400 naming the field before anything is proposed
     if "image" in changes:
         await check_image(deps.engine, spec.image)
-    await deps.replica.write(ServiceUpdate(service.id, changes))
+    await write(request, ServiceUpdate(service.id, changes))
     return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
 
 
 async def scale_service(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    service = find_service(deps.replica.state, ID.get(request))
+    service = _changing(request)
     body = await json_object(request, ("scale",))
     scale = service.spec.changed({"scale": body.get("scale")}).scale  # 400 for a bad scale
-    await deps.replica.write(ServiceScale(service.id, scale))
+    await write(request, ServiceScale(service.id, scale))
     return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
 
 
 async def _set_state(deps: ApiDeps, request: web.Request, state: ServiceState, restart: bool) -> web.Response:
-    service = find_service(deps.replica.state, ID.get(request))
-    await deps.replica.write(ServiceSetState(service.id, state, restart))
+    service = _changing(request)
+    await write(request, ServiceSetState(service.id, state, restart))
     return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
 
 
@@ -96,9 +108,8 @@ async def restart_service(request: web.Request) -> web.Response:
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    service = find_service(deps.replica.state, ID.get(request))
-    await deps.replica.write(ServiceRemove(service.id))
+    service = _changing(request)
+    await write(request, ServiceRemove(service.id))
     return web.json_response({"removed": service.id})
 
 

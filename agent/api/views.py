@@ -17,6 +17,7 @@ from agent.api.params import LIMIT, OFFSET, StrParam
 from agent.model.codec import to_wire
 from agent.model.entities import Event, Health, Host, Instance, KvEntry, Service, Stack, Status
 from agent.model.errors import not_found
+from agent.model.policy import Grants, role_in
 from agent.model.state import ClusterState
 
 Row = dict[str, object]
@@ -95,21 +96,42 @@ def _find(collection: Mapping[str, R], key: str, what: str, named: Callable[[R],
     raise not_found(what, key)
 
 
-def find_stack(state: ClusterState, key: str) -> Stack:
-    """By id or by name."""
-    return _find(state.stacks, key, "stack", lambda s: s.name == key)
+def stack_env(state: ClusterState, stack: Stack) -> str:
+    return stack.environment
 
 
-def find_service(state: ClusterState, key: str) -> Service:
-    """By id, ``stack/service`` or a service name that is unique."""
+def service_env(state: ClusterState, service: Service) -> str | None:
+    stack = state.stacks.get(service.stack)
+    return stack.environment if stack else None
+
+
+def container_env(state: ClusterState, inst: Instance) -> str | None:
+    return state.environment_of_service(inst.service)
+
+
+def readable(grants: Grants, environment: str | None) -> bool:
+    """A record in an environment the caller has no role in is not shown, and not found by name."""
+    return environment is not None and role_in(grants, environment) is not None
+
+
+def find_stack(state: ClusterState, key: str, grants: Grants) -> Stack:
+    """By id or by name, among the stacks the caller may see."""
+    stacks = {k: s for k, s in state.stacks.items() if readable(grants, s.environment)}
+    return _find(stacks, key, "stack", lambda s: s.name == key)
+
+
+def find_service(state: ClusterState, key: str, grants: Grants) -> Service:
+    """By id, ``stack/service`` or a service name that is unique among those the caller may see."""
     stack_name, slash, name = key.rpartition("/")
-    return _find(state.services, key, "service", lambda s: s.name == name and (
+    services = {k: s for k, s in state.services.items() if readable(grants, service_env(state, s))}
+    return _find(services, key, "service", lambda s: s.name == name and (
         not slash or state.stacks[s.stack].name == stack_name))
 
 
-def find_container(state: ClusterState, key: str) -> Instance:
-    """By instance id or container name (``stack-service-slot``)."""
-    return _find(state.instances, key, "container",
+def find_container(state: ClusterState, key: str, grants: Grants) -> Instance:
+    """By instance id or container name (``stack-service-slot``), among those the caller may see."""
+    instances = {k: i for k, i in state.instances.items() if readable(grants, container_env(state, i))}
+    return _find(instances, key, "container",
                  lambda i: i.service in state.services and state.container_name(i) == key)
 
 

@@ -1,16 +1,60 @@
 """A small synchronous client of the agent's API, for the CLI, the lab tests and the drills (any node:
-``--host URL`` or CORRAL_URL). Every failure is an :class:`ApiError` with what the API said."""
+``--host URL`` or CORRAL_URL). Every failure is an :class:`ApiError` with what the API said.
+
+The token it sends: the one it is given, else ``CORRAL_TOKEN``, else the session ``corral login`` kept
+for that URL in ``~/.config/corral/sessions.json`` (0600; a token is only ever sent to the URL it was
+made for)."""
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from mesh.files import write_private
+
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "corral"
+
+
+def sessions_file() -> Path:
+    return config_dir() / "sessions.json"
+
+
+def load_sessions() -> dict[str, dict[str, Any]]:
+    try:
+        raw = json.loads(sessions_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
+
+
+def save_session(url: str, session: dict[str, Any] | None) -> None:
+    """Keep (or, with None, forget) the session for ``url``."""
+    sessions = load_sessions()
+    if session is None:
+        sessions.pop(url.rstrip("/"), None)
+    else:
+        sessions[url.rstrip("/")] = session
+    config_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(sessions_file(), (json.dumps(sessions, indent=1) + "\n").encode())
+
+
+def token_for(url: str) -> str | None:
+    env = os.environ.get("CORRAL_TOKEN")
+    if env:
+        return env.strip()
+    token = load_sessions().get(url.rstrip("/"), {}).get("token")
+    return token if isinstance(token, str) else None
 
 
 class ApiError(Exception):
@@ -22,14 +66,19 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token if token is not None else token_for(self.url)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **self.headers()})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
@@ -44,6 +93,12 @@ class Client:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body if body is not None else {})
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, body)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
@@ -61,7 +116,7 @@ class Client:
         """Lines of a streamed response (logs -f, events --follow)."""
         url = self.url + path + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         try:
-            with urllib.request.urlopen(url, timeout=None) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers()), timeout=None) as resp:
                 for line in resp:
                     yield line.decode(errors="replace").rstrip("\n")
         except urllib.error.HTTPError as exc:
@@ -78,5 +133,8 @@ def _api_error(exc: urllib.error.HTTPError, url: str) -> ApiError:
     except (ValueError, OSError):
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-        return ApiError(exc.code, str(payload.get("error", "error")), payload["message"])
+        message = payload["message"]
+        if exc.code == 401:
+            message += " (log in with `corral login`, or set CORRAL_TOKEN)"
+        return ApiError(exc.code, str(payload.get("error", "error")), message)
     return ApiError(exc.code, "http_error", f"HTTP {exc.code} from {url}")

@@ -33,16 +33,19 @@ def state_cell(c: dict[str, Any]) -> str:
 
 @click.command("events")
 @click.option("-f", "--follow", is_flag=True)
+@click.option("--audit", is_flag=True, help="only what users' requests did: who, with which key, from where")
 @url_option
-def events(follow: bool, url: str) -> None:
-    """The cluster's events (placements, host state changes, scaling…)."""
+def events(follow: bool, audit: bool, url: str) -> None:
+    """The cluster's events (placements, host state changes, scaling…) of the environments you may read."""
     client = Client(url)
+    query = {"audit": 1} if audit else {}
     if follow:
-        for line in client.stream("/v1/events", stream=1):
+        for line in client.stream("/v1/events", stream=1, **query):
             click.echo(line)
         return
-    for e in client.items("/v1/events"):
-        click.echo(f"{e['index']:>8}  {e['kind']:<18} {e['message']}")
+    for e in client.items("/v1/events", **query):
+        who = f"  [{e['actor']} key {e['credential']} from {e['source']}]" if e.get("actor") else ""
+        click.echo(f"{e['index']:>8}  {e['kind']:<18} {e['message']}{who}")
 
 
 @click.command("logs")

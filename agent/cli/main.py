@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
+from agent.cli.access import api, apikey, env, login, logout, team, user, whoami
 from agent.cli.containers import events, logs, ps
 from agent.cli.hosts import hosts
 from agent.cli.keys import keys
@@ -80,12 +81,20 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
 @click.option("--raft-port", type=click.IntRange(1, 65535), default=7947, show_default=True)
 @click.option("--overlay/--no-overlay", "overlay", default=True, show_default=True,
               help="run the encrypted container overlay on this host")
+@click.option("--bootstrap-admin", is_flag=True,
+              help="make the first administrator on a cluster that has no user yet (implied by --bootstrap)")
+@click.option("--admin-password-file", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              help="the first administrator's password, its first line (- reads standard input); default: "
+                   "one is made up and printed once")
+@click.option("--admin-key-file", type=click.Path(path_type=Path), default=None,
+              help="write the first administrator's API key to this file (0600) instead of printing it")
 @click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
               help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
+    bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None,
 ) -> None:
     """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
     from agent.process import agent as process
@@ -95,7 +104,9 @@ def agent(
     config = AgentConfig(bind=bind, join=join, bootstrap=bootstrap, token=token, data_dir=data_dir,
                          docker_host=docker_host, api_port=api_port, access_log=access_log, manager=manager,
                          labels=labels, host_grace=host_grace, replace_dead_managers_after=replace_after,
-                         gossip_port=gossip_port, raft_port=raft_port, overlay=overlay)
+                         gossip_port=gossip_port, raft_port=raft_port, overlay=overlay,
+                         bootstrap_admin=bootstrap_admin, admin_password_file=admin_password_file,
+                         admin_key_file=admin_key_file)
     if name:
         config = dataclasses.replace(config, name=name)
     try:
@@ -108,7 +119,8 @@ def agent(
         sys.exit(2)
 
 
-for _command in (hosts, stack, service, ps, events, logs, keys, lab, drill):
+for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, api,
+                 lab, drill):
     cli.add_command(_command)
 
 

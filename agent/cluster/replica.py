@@ -28,7 +28,7 @@ import msgpack
 
 from agent.cluster.feed import Feed
 from agent.errors import Unavailable
-from agent.model.commands import Command, Outcome, Result, decode_result, encode, encode_result
+from agent.model.commands import Actor, Command, Outcome, Result, decode_result, encode, encode_result
 from agent.model.errors import CommandError
 from agent.model.state import ClusterState
 from mesh.raft.driver import NotLeaderError, ProposalDropped, RaftDriver
@@ -105,13 +105,14 @@ class Replica:
 
     # ------------------------------------------------------------------ writing
 
-    async def write(self, cmd: Command, timeout: float = 5.0) -> Outcome:
+    async def write(self, cmd: Command, timeout: float = 5.0, actor: Actor | None = None) -> Outcome:
         """Commit ``cmd`` through the leader, from any node; the state machine's outcome, applied here too.
 
         Raises :class:`~agent.model.errors.CommandError` when the state machine refused it and
         :class:`NoLeader` when it could not be committed (no leader known, leadership moved, no quorum).
+        ``actor``: the user it is for (None: the agent's own command); the state machine authorizes it again.
         """
-        data = encode(cmd)
+        data = encode(cmd, actor)
         if self.is_leader:
             return _outcome(await self._propose(data, timeout))
         outcome = _outcome(await self._forward(data, timeout))

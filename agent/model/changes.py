@@ -23,6 +23,7 @@ class Topic(enum.StrEnum):
     KV = "kv"
     EVENT = "event"
     KEYRING = "keyring"
+    ACCESS = "access"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import msgpack
 from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.entities import Health, HostState, ServiceState, Status
 from agent.model.errors import CommandError, ErrorCode, bad_request
+from agent.model.policy import Role
 
 
 class Op(enum.StrEnum):
@@ -43,6 +44,15 @@ class Op(enum.StrEnum):
     KEYS_SET = "keys.set"
     KV_PUT = "kv.put"
     KV_DELETE = "kv.delete"
+    ADMIN_BOOTSTRAP = "admin.bootstrap"
+    USER_CREATE = "user.create"
+    USER_UPDATE = "user.update"
+    USER_REMOVE = "user.remove"
+    KEY_CREATE = "key.create"
+    KEY_REVOKE = "key.revoke"
+    TEAM_SET = "team.set"
+    TEAM_REMOVE = "team.remove"
+    ROLE_SET = "role.set"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,9 +184,84 @@ class KvDelete:
     cas: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class UserCreate:
+    name: str
+    password_hash: str
+    """Argon2id, made by the node that took the password; the password never enters the log."""
+    admin: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class UserUpdate:
+    name: str
+    password_hash: str | None = None
+    admin: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRemove:
+    """Also ends the user's keys and sessions, its team memberships and its roles."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyCreate:
+    id: str
+    owner: str
+    secret_hash: str
+    """SHA-256 of the key's secret (hex); the secret itself is shown once, to its maker, and kept nowhere."""
+    description: str = ""
+    environment: str | None = None
+    role: Role | None = None
+    expires: float | None = None
+    session: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRevoke:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TeamSet:
+    """Create a team or replace its members."""
+
+    name: str
+    members: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TeamRemove:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleSet:
+    """Give a user or a team a role in an environment (None: take it away)."""
+
+    environment: str
+    subject: str
+    """``user:NAME`` or ``team:NAME``."""
+    role: Role | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminBootstrap:
+    """The first administrator and its first key, made by ``corral agent --bootstrap``; applied only
+    while the cluster has no user at all."""
+
+    user: UserCreate
+    key: KeyCreate
+    at: float = 0.0
+    """When it was made (the key's creation time)."""
+
+
 Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | StackRemove | ServiceCreate
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
-           | InstanceRemove | KeysSet | KvPut | KvDelete)
+           | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
+           | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -184,20 +269,48 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.SERVICE_CREATE: ServiceCreate, Op.SERVICE_UPDATE: ServiceUpdate, Op.SERVICE_SCALE: ServiceScale,
     Op.SERVICE_SET_STATE: ServiceSetState, Op.SERVICE_REMOVE: ServiceRemove,
     Op.PLACEMENTS_COMMIT: PlacementsCommit, Op.INSTANCE_STATUS: InstanceStatus, Op.INSTANCE_REMOVE: InstanceRemove,
-    Op.KEYS_SET: KeysSet, Op.KV_PUT: KvPut, Op.KV_DELETE: KvDelete,
+    Op.KEYS_SET: KeysSet, Op.KV_PUT: KvPut, Op.KV_DELETE: KvDelete, Op.ADMIN_BOOTSTRAP: AdminBootstrap,
+    Op.USER_CREATE: UserCreate, Op.USER_UPDATE: UserUpdate, Op.USER_REMOVE: UserRemove, Op.KEY_CREATE: KeyCreate,
+    Op.KEY_REVOKE: KeyRevoke, Op.TEAM_SET: TeamSet, Op.TEAM_REMOVE: TeamRemove, Op.ROLE_SET: RoleSet,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
 
-def encode(command: Command) -> bytes:
-    """A command as a Raft entry's data."""
+@dataclasses.dataclass(frozen=True)
+class Actor:
+    """Who asked for a command: the user and credential a node authenticated, that node, the client's
+    address, and the node's clock when it took the request. Commands agents make themselves (host
+    records, placements, status reports) and entries written before access control carry none."""
+
+    user: str
+    key: str | None = None
+    node: str | None = None
+    source: str | None = None
+    at: float = 0.0
+
+
+ENVELOPE = ("op", "by")
+"""The keys of an entry's map that are not the command's own fields."""
+
+
+def encode(command: Command, actor: Actor | None = None) -> bytes:
+    """A command (and who asked for it) as a Raft entry's data."""
     wire = to_wire(command)
     assert isinstance(wire, dict)
-    return bytes(msgpack.packb({"op": OP_OF[type(command)].value, **wire}, use_bin_type=True))
+    entry: dict[str, object] = {"op": OP_OF[type(command)].value, **wire}
+    if actor is not None:
+        entry["by"] = to_wire(actor)
+    return bytes(msgpack.packb(entry, use_bin_type=True))
 
 
 def decode(data: bytes) -> Command:
     """The command a Raft entry carries; CommandError (bad_request) naming what is wrong otherwise."""
+    return decode_entry(data)[0]
+
+
+def decode_entry(data: bytes) -> tuple[Command, Actor | None]:
+    """The command a Raft entry carries and who asked for it; CommandError (bad_request) naming what is
+    wrong otherwise."""
     try:
         raw = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -208,9 +321,10 @@ def decode(data: bytes) -> Command:
         op = Op(raw["op"])
     except ValueError:
         raise bad_request(f"unknown op {raw['op']!r}", "op") from None
-    fields = {k: v for k, v in raw.items() if k != "op"}
+    fields = {k: v for k, v in raw.items() if k not in ENVELOPE}
     try:
-        return from_wire(CLASS_OF[op], fields)
+        actor = from_wire(Actor, raw["by"], "by") if raw.get("by") is not None else None
+        return from_wire(CLASS_OF[op], fields), actor
     except WireError as exc:
         raise bad_request(f"malformed {op.value} command: {exc}", exc.path or None) from None
 
@@ -255,8 +369,43 @@ def decode_result(data: bytes) -> Result:
 
 
 __all__ = [
-    "CLASS_OF", "OP_OF", "Command", "EnvCreate", "HostRegister", "HostRemove", "HostSetState",
-    "InstanceRemove", "InstanceStatus", "KeysSet", "KvDelete", "KvPut", "Op", "Outcome", "PlacementsCommit",
-    "Result", "ServiceCreate", "ServiceRemove", "ServiceScale", "ServiceSetState", "ServiceUpdate", "StackCreate",
-    "StackRemove", "decode", "decode_result", "encode", "encode_result",
+    "CLASS_OF",
+    "ENVELOPE",
+    "OP_OF",
+    "Actor",
+    "AdminBootstrap",
+    "Command",
+    "EnvCreate",
+    "HostRegister",
+    "HostRemove",
+    "HostSetState",
+    "InstanceRemove",
+    "InstanceStatus",
+    "KeyCreate",
+    "KeyRevoke",
+    "KeysSet",
+    "KvDelete",
+    "KvPut",
+    "Op",
+    "Outcome",
+    "PlacementsCommit",
+    "Result",
+    "RoleSet",
+    "ServiceCreate",
+    "ServiceRemove",
+    "ServiceScale",
+    "ServiceSetState",
+    "ServiceUpdate",
+    "StackCreate",
+    "StackRemove",
+    "TeamRemove",
+    "TeamSet",
+    "UserCreate",
+    "UserRemove",
+    "UserUpdate",
+    "decode",
+    "decode_entry",
+    "decode_result",
+    "encode",
+    "encode_result",
 ]

@@ -78,6 +78,22 @@ class EventKind(enum.StrEnum):
     INSTANCE_UNHEALTHY = "instance.unhealthy"
     INSTANCE_REMOVED = "instance.removed"
     KEYS_CHANGED = "keys.changed"
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_REMOVED = "user.removed"
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
+    TEAM_CHANGED = "team.changed"
+    TEAM_REMOVED = "team.removed"
+    ROLE_CHANGED = "role.changed"
+    WRITE = "write"
+    """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
+
+
+ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,
+                           EventKind.KEY_CREATED, EventKind.KEY_REVOKED, EventKind.TEAM_CHANGED,
+                           EventKind.TEAM_REMOVED, EventKind.KEYS_CHANGED})
+"""Events only administrators see (who has which credentials)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +174,14 @@ class Event:
     kind: EventKind
     message: str
     refs: Mapping[str, str]
+    environment: str | None = None
+    """The environment the event is about (None: the cluster's hosts and keys)."""
+    actor: str | None = None
+    """The user whose request made it (None: an agent's own command)."""
+    credential: str | None = None
+    """The id of the key (or session) the user made the request with."""
+    source: str | None = None
+    """The client's address, and the node that took the request (``ADDR via NODE``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +194,6 @@ class Keyring:
 
 
 __all__ = [
-    "Desired", "Environment", "Event", "EventKind", "Health", "Host", "HostState", "Instance", "Keyring", "KvEntry",
-    "Service", "ServiceState", "Stack", "Status",
+    "ACCESS_EVENTS", "Desired", "Environment", "Event", "EventKind", "Health", "Host", "HostState", "Instance",
+    "Keyring", "KvEntry", "Service", "ServiceState", "Stack", "Status",
 ]

@@ -17,6 +17,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     CAS_FAILED = "cas_failed"
+    FORBIDDEN = "forbidden"
 
 
 class CommandError(Exception):
@@ -55,8 +56,12 @@ def conflict(message: str, field: str | None = None) -> CommandError:
     return CommandError(ErrorCode.CONFLICT, message, field)
 
 
+def forbidden(message: str, field: str | None = None) -> CommandError:
+    return CommandError(ErrorCode.FORBIDDEN, message, field)
+
+
 def bad_request(message: str, field: str | None = None) -> CommandError:
     return CommandError(ErrorCode.BAD_REQUEST, message, field)
 
 
-__all__ = ["CommandError", "ErrorCode", "SpecError", "bad_request", "conflict", "not_found"]
+__all__ = ["CommandError", "ErrorCode", "SpecError", "bad_request", "conflict", "forbidden", "not_found"]

@@ -29,9 +29,12 @@ from typing import Protocol
 import msgpack
 
 from agent.model import spec as specs
+from agent.model.access import Access
 from agent.model.changes import Change, Topic
 from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
+    Actor,
+    AdminBootstrap,
     Command,
     EnvCreate,
     HostRegister,
@@ -39,12 +42,15 @@ from agent.model.commands import (
     HostSetState,
     InstanceRemove,
     InstanceStatus,
+    KeyCreate,
+    KeyRevoke,
     KeysSet,
     KvDelete,
     KvPut,
     Outcome,
     PlacementsCommit,
     Result,
+    RoleSet,
     ServiceCreate,
     ServiceRemove,
     ServiceScale,
@@ -52,7 +58,12 @@ from agent.model.commands import (
     ServiceUpdate,
     StackCreate,
     StackRemove,
-    decode,
+    TeamRemove,
+    TeamSet,
+    UserCreate,
+    UserRemove,
+    UserUpdate,
+    decode_entry,
 )
 from agent.model.entities import (
     Desired,
@@ -70,13 +81,16 @@ from agent.model.entities import (
     Stack,
     Status,
 )
-from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, not_found
+from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, forbidden, not_found
+from agent.model.policy import Grants, Permission, allowed
 from overlay.ipam import PoolExhausted, SubnetLeases
 
 SNAPSHOT_FORMAT = 2
 MAX_EVENTS = 1000
 MAX_ERROR = 500  # characters of an instance's error (or health detail) kept in the state
 MAX_KEYS = 16
+KV_ENVIRONMENT = "default"
+"""The key-value store belongs to the default environment: its roles say who reads and writes it."""
 HEX = frozenset("0123456789abcdef")
 
 
@@ -104,6 +118,10 @@ class ClusterState:
         self.events: list[Event] = []
         self.subnets = SubnetLeases()
         self.keyring: Keyring | None = None  # None: only the key derived from the cluster secret
+        self.access = Access()
+        self._actor: Actor | None = None  # who asked for the command being applied (for its events)
+        self._environment: str | None = None  # and the environment it is about
+        self._events_made = 0
         self._by_service: dict[str, set[str]] = {}
         self._by_host: dict[str, set[str]] = {}
         self._changes: list[Change] = []
@@ -117,12 +135,77 @@ class ClusterState:
         if not entry.data:
             return Outcome(index)
         try:
-            return self.execute(decode(entry.data), index)
+            cmd, actor = decode_entry(entry.data)
+            return self.execute(cmd, index, actor)
         except CommandError as exc:
             return exc
 
-    def execute(self, cmd: Command, index: int) -> Outcome:
-        """Apply ``cmd`` as log entry ``index``; CommandError (and no change at all) if it is refused."""
+    def execute(self, cmd: Command, index: int, actor: Actor | None = None) -> Outcome:
+        """Apply ``cmd`` as log entry ``index``; CommandError (and no change at all) if it is refused.
+
+        A command a user asked for (``actor``) is authorized again here, against the state as it is now:
+        a credential revoked or a role taken away since the node checked the request refuses it, and a
+        forwarded or replayed command can never do more than its user may.
+        """
+        permission, environment = self.permission_of(cmd, actor)
+        grants = None
+        if actor is not None:
+            user, key = self.access.credential(actor)
+            grants = self.access.grants(user, key)
+            if not allowed(grants, permission, environment):
+                raise forbidden(f"{user.name} may not {type(cmd).__name__} "
+                                f"({permission.value}{' in ' + environment if environment else ''})")
+        self._actor, self._environment = actor, environment
+        try:
+            events = self._events_made
+            outcome = self._execute(cmd, index, actor, grants)
+            if actor is not None and self._events_made == events:
+                self._event(index, EventKind.WRITE, f"{type(cmd).__name__} by {actor.user}", op=type(cmd).__name__)
+            return outcome
+        finally:
+            self._actor = self._environment = None
+
+    def permission_of(self, cmd: Command, actor: Actor | None) -> tuple[Permission, str | None]:
+        """What ``cmd`` needs of the user who asks for it, and the environment it is about (None when
+        it is about the cluster, or about something that does not exist: it will be refused anyway)."""
+        match cmd:
+            case StackCreate():
+                return Permission.DEPLOY, cmd.environment
+            case StackRemove():
+                return Permission.DEPLOY, self._env_of_stack(cmd.id)
+            case ServiceCreate():
+                return Permission.DEPLOY, self._env_of_stack(cmd.stack)
+            case ServiceUpdate() | ServiceScale() | ServiceSetState() | ServiceRemove():
+                return Permission.DEPLOY, self.environment_of_service(cmd.id)
+            case InstanceRemove():
+                inst = self.instances.get(cmd.id)
+                return Permission.DEPLOY, self.environment_of_service(inst.service) if inst else None
+            case InstanceStatus():
+                inst = self.instances.get(cmd.id)
+                return Permission.SYSTEM, self.environment_of_service(inst.service) if inst else None
+            case KvPut() | KvDelete():
+                return Permission.DEPLOY, KV_ENVIRONMENT
+            case RoleSet():
+                return Permission.MANAGE, cmd.environment
+            case UserUpdate() if actor is not None and actor.user == cmd.name and cmd.admin is None:
+                return Permission.AUTHENTICATED, None
+            case KeyCreate() if actor is not None and actor.user == cmd.owner:
+                return Permission.AUTHENTICATED, cmd.environment
+            case KeyRevoke() if actor is not None and (key := self.access.keys.get(cmd.id)) and key.owner == actor.user:
+                return Permission.AUTHENTICATED, None
+            case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap():
+                return Permission.SYSTEM, None
+        return Permission.ADMIN, None
+
+    def _env_of_stack(self, stack_id: str) -> str | None:
+        stack = self.stacks.get(stack_id)
+        return stack.environment if stack else None
+
+    def environment_of_service(self, service_id: str) -> str | None:
+        service = self.services.get(service_id)
+        return self._env_of_stack(service.stack) if service else None
+
+    def _execute(self, cmd: Command, index: int, actor: Actor | None, grants: Grants | None) -> Outcome:
         match cmd:
             case EnvCreate():
                 return self._env_create(cmd, index)
@@ -158,6 +241,24 @@ class ClusterState:
                 return self._kv_put(cmd, index)
             case KvDelete():
                 return self._kv_delete(cmd, index)
+            case AdminBootstrap():
+                return self.access.bootstrap(cmd, index, self)
+            case UserCreate():
+                return self.access.user_create(cmd, index, self)
+            case UserUpdate():
+                return self.access.user_update(cmd, index, self)
+            case UserRemove():
+                return self.access.user_remove(cmd, index, self)
+            case KeyCreate():
+                return self.access.key_create(cmd, index, actor.at if actor else 0.0, grants, self, self.environments)
+            case KeyRevoke():
+                return self.access.key_revoke(cmd, index, self)
+            case TeamSet():
+                return self.access.team_set(cmd, index, self)
+            case TeamRemove():
+                return self.access.team_remove(cmd, index, self)
+            case RoleSet():
+                return self.access.role_set(cmd, index, self.environments, self)
 
     def snapshot(self) -> bytes:
         body = {
@@ -171,6 +272,7 @@ class ClusterState:
             "events": [to_wire(e) for e in self.events],
             "subnets": self.subnets.to_dict(),
             "keyring": to_wire(self.keyring) if self.keyring else None,
+            "access": self.access.to_wire(),
         }
         return bytes(msgpack.packb(body, use_bin_type=True))
 
@@ -199,6 +301,7 @@ class ClusterState:
                 raise WireError("applied_index", "must be a whole number")
             subnets = body.get("subnets")
             leases = SubnetLeases.from_dict(subnets) if isinstance(subnets, dict) and subnets else SubnetLeases()
+            access = Access.from_wire(body.get("access"))
         except (WireError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"snapshot cannot be read: {exc}") from exc
         self.applied_index = applied
@@ -214,6 +317,7 @@ class ClusterState:
         self.events = events
         self.subnets = leases
         self.keyring = keyring
+        self.access = access
         self._changes = [Change(self.applied_index, Topic.ALL)]
 
     # -------------------------------------------------------------- reading
@@ -257,9 +361,22 @@ class ClusterState:
         self._changes.append(Change(index, topic, key, removed))
 
     def _event(self, index: int, kind: EventKind, message: str, **refs: str) -> None:
-        self.events.append(Event(index, kind, message, refs))
+        actor = self._actor
+        source = None
+        if actor is not None and (actor.source or actor.node):
+            source = " via ".join(x for x in (actor.source, actor.node) if x)
+        self.events.append(Event(index, kind, message, refs, self._environment, actor.user if actor else None,
+                                 actor.key if actor else None, source))
         del self.events[:-MAX_EVENTS]
+        self._events_made += 1
         self._change(index, Topic.EVENT, str(index))
+
+    # the access part records through these (agent.model.access.Sink)
+    def event(self, index: int, kind: EventKind, message: str, **refs: str) -> None:
+        self._event(index, kind, message, **refs)
+
+    def change(self, index: int, topic: Topic, key: str, removed: bool = False) -> None:
+        self._change(index, topic, key, removed)
 
     def _index(self, inst: Instance) -> None:
         self.instances[inst.id] = inst
@@ -563,4 +680,4 @@ def _rows(body: dict[str, object], key: str) -> list[object]:
     return value
 
 
-__all__ = ["MAX_ERROR", "MAX_EVENTS", "SNAPSHOT_FORMAT", "ClusterState", "Entry"]
+__all__ = ["KV_ENVIRONMENT", "MAX_ERROR", "MAX_EVENTS", "SNAPSHOT_FORMAT", "ClusterState", "Entry"]

@@ -38,7 +38,7 @@ from agent.node.docker import DockerEngine, Engine
 from agent.node.overlay import OverlayRuntime, load_or_make_key
 from agent.node.plan import Observed
 from agent.node.reconciler import Reconciler
-from agent.process import credentials
+from agent.process import bootstrap, credentials
 from agent.process.config import AgentConfig
 from agent.process.datadir import DataDir
 from agent.process.health import HealthMonitor
@@ -84,8 +84,8 @@ class Agent:
         self.stages: list[tuple[str, Stage]] = [
             ("data dir", self._data_dir), ("secret", self._secret), ("docker", self._docker),
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
-            ("leader", self._leader), ("reconciler", self._reconciler), ("keyring", self._keyring),
-            ("overlay", self._overlay), ("health", self._health), ("http", self._http),
+            ("leader", self._leader), ("admin", self._admin), ("reconciler", self._reconciler),
+            ("keyring", self._keyring), ("overlay", self._overlay), ("health", self._health), ("http", self._http),
         ]
 
     @contextlib.asynccontextmanager
@@ -116,6 +116,8 @@ class Agent:
         if config.bootstrap and not had_secret:
             token = (config.data_dir / credentials.TOKEN_FILE).read_text().strip()
             log.info("new cluster: join other hosts with --join %s --token %s", config.bind, token)
+        if (config.bootstrap and not had_secret) or config.bootstrap_admin:
+            bootstrap.prepare(config.data_dir, config.admin_password_file, config.admin_key_file)
         self.ring = keyring.load(config.data_dir, self.secret)
         yield
 
@@ -219,6 +221,11 @@ class Agent:
             yield
 
     @contextlib.asynccontextmanager
+    async def _admin(self) -> AsyncIterator[None]:
+        async with bootstrap.proposing(self.config.data_dir, self._replica()):
+            yield
+
+    @contextlib.asynccontextmanager
     async def _reconciler(self) -> AsyncIterator[None]:
         replica, name = self._replica(), self.config.name
         assert self.engine is not None
@@ -275,6 +282,12 @@ class Agent:
         try:
             self.site = web.TCPSite(runner, config.bind, config.api_port, reuse_address=True)
             await self.site.start()
+            if config.loopback_api and not config.bind.startswith("127."):
+                # `corral` on this host finds the API at its default URL (still authenticated)
+                try:
+                    await web.TCPSite(runner, "127.0.0.1", config.api_port, reuse_address=True).start()
+                except OSError as exc:
+                    log.warning("not serving the API on 127.0.0.1:%d too: %s", config.api_port, exc.strerror or exc)
             yield
         finally:
             await runner.cleanup()

@@ -41,6 +41,15 @@ class AgentConfig:
     docker_host: str = DEFAULT_DOCKER_HOST
     docker_timeout: float = 5.0
     access_log: bool = False
+    bootstrap_admin: bool = False
+    """Make the first administrator (always with ``bootstrap`` on a new cluster; on an existing one, only
+    while it has no user)."""
+    admin_password_file: Path | None = None
+    """The first administrator's password (first line; ``-``: standard input); None: one is made up and printed."""
+    admin_key_file: Path | None = None
+    """Where to write the first administrator's API key (0600) instead of printing it."""
+    loopback_api: bool = True
+    """Also serve the API on 127.0.0.1 (so ``corral`` on the host needs no URL)."""
 
     def join_addresses(self) -> list[tuple[str, int]]:
         """``--join`` values as gossip addresses (the default gossip port when none is given)."""

@@ -8,18 +8,22 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import argon2
 from aiohttp import web
 
 from agent.api.app import create_app
+from agent.api.auth import new_key
+from agent.api.passwords import ARGON2
 from agent.api.deps import ApiDeps, NodeInfo
 from agent.cluster.feed import Feed
 from agent.cluster.replica import Replica
-from agent.model.commands import HostRegister
+from agent.model.commands import AdminBootstrap, HostRegister, KeyCreate, UserCreate
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse
 from agent.node.overlay import OverlayRuntime
@@ -149,6 +153,31 @@ class Harness:
     replica: Replica
     engine: FakeEngine
     url: str
+    token: str = ""
+    """The first administrator's API key (``admin``, password :data:`ADMIN_PASSWORD`)."""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+ADMIN_PASSWORD = "correct horse battery staple"
+_ADMIN_HASH: list[str] = []
+
+
+async def bootstrap_admin(replica: Replica, through_raft: bool = True) -> str:
+    """Make the first administrator as ``corral agent --bootstrap`` does; its API key's token.
+    ``through_raft=False``: straight into the state (a member that never hears from a leader)."""
+    if not _ADMIN_HASH:  # one Argon2 hash for every harness of the run
+        _ADMIN_HASH.append(argon2.PasswordHasher(**ARGON2, type=argon2.Type.ID).hash(ADMIN_PASSWORD))  # type: ignore[arg-type]
+    key_id, secret_hash, token = new_key()
+    cmd = AdminBootstrap(UserCreate("admin", _ADMIN_HASH[0], True), KeyCreate(key_id, "admin", secret_hash, "test"),
+                         at=time.time())
+    if through_raft:
+        await replica.write(cmd)
+    else:
+        replica.state.execute(cmd, 1)
+    return token
 
 
 @contextlib.asynccontextmanager
@@ -170,6 +199,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
     transport = RaftTransport(("127.0.0.1", 0), sealer, lambda m: driver.deliver(m))
     driver = RaftDriver(core, storage, state, transport, cfg.tick_seconds, on_applied=lambda i: replica.on_applied(i))
     urls = directory if directory is not None else {}
+    token = ""
     async with aiohttp.ClientSession() as session:
         replica = Replica(state, driver, feed, urls.get, sealer, session)
         await transport.start()
@@ -179,6 +209,9 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
                 await until_async("the single voter leads", lambda: driver.is_leader, 10)
                 if register_host:
                     await replica.write(HostRegister(node, "127.0.0.1", {"zone": "a"}, 2.0, 2**31, "ab" * 32))
+                token = await bootstrap_admin(replica)
+            elif voters != ():
+                token = await bootstrap_admin(replica, through_raft=False)
             engine = FakeEngine()
             gossip = GossipNode(node, ("127.0.0.1", 0), {"api": "http://127.0.0.1:0", "health": "ok"},
                                 ring.channel(b"gossip"))
@@ -196,7 +229,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             url = f"http://127.0.0.1:{runner.addresses[0][1]}"
             urls[node] = url
             try:
-                yield Harness(app, replica, engine, url)
+                yield Harness(app, replica, engine, url, token)
             finally:
                 await runner.cleanup()
         finally:
@@ -218,7 +251,8 @@ async def running_pair() -> AsyncIterator[tuple[Harness, Harness]]:
         await until_async("h2 has the log and knows its leader",
                           lambda: h2.replica.leader == "h1" and h2.replica.applied_index >= h1.replica.applied_index,
                           10)
+        h2.token = h1.token
         yield h1, h2
 
 
-__all__ = ["FakeEngine", "Harness", "NoHealth", "running_api", "running_pair"]
+__all__ = ["ADMIN_PASSWORD", "FakeEngine", "Harness", "NoHealth", "bootstrap_admin", "running_api", "running_pair"]

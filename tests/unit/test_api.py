@@ -53,7 +53,7 @@ class Api:
 
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
-    async with running_api() as harness, aiohttp.ClientSession() as session:
+    async with running_api() as harness, aiohttp.ClientSession(headers=harness.auth) as session:
         yield Api(harness, session)
 
 
@@ -184,7 +184,8 @@ async def test_a_blocking_kv_read_returns_when_the_index_passes(api: Api) -> Non
 
 async def test_environments_hosts_and_pagination(api: Api) -> None:
     envs = await api.ok("GET", "/v1/environments")
-    assert envs == {"items": [{"name": "default", "created": 0}], "total": 1, "limit": 100, "offset": 0}
+    assert envs == {"items": [{"name": "default", "created": 0, "role": "owner"}], "total": 1, "limit": 100,
+                    "offset": 0}, "with the caller's role (an administrator owns every environment)"
     hosts = await api.ok("GET", "/v1/hosts")
     assert [h["name"] for h in hosts["items"]] == ["h1"] and hosts["items"][0]["containers"] == 0
     assert hosts["items"][0]["health"] == "ok", "as gossip metadata says"
@@ -336,7 +337,12 @@ async def test_logs_and_stats_come_from_the_engine_of_the_containers_host(api: A
 async def test_events_filter_wait_and_stream(api: Api) -> None:
     await web(api)
     events = (await api.ok("GET", "/v1/events"))["items"]
-    assert [e["kind"] for e in events] == ["host.registered", "stack.created", "service.created"]
+    assert [e["kind"] for e in events] == ["host.registered", "user.created", "key.created", "stack.created",
+                                           "service.created"], "the bootstrap's admin and key come before the stack"
+    assert [e["actor"] for e in events][-2:] == ["admin", "admin"], "a user's writes say who made them"
+    audit = (await api.ok("GET", "/v1/events?audit=1"))["items"]
+    assert [e["kind"] for e in audit] == ["stack.created", "service.created"]
+    assert all(e["source"] == "127.0.0.1 via h1" and e["credential"] for e in audit)
     last = events[-1]["index"]
     assert (await api.ok("GET", f"/v1/events?index={last}"))["items"] == []
     assert (await api.ok("GET", "/v1/events?kind=stack.created"))["total"] == 1
@@ -359,7 +365,7 @@ async def test_events_filter_wait_and_stream(api: Api) -> None:
 
 
 async def test_writes_without_a_leader_fail_at_once_with_the_reason() -> None:
-    async with running_api(leads=False) as harness, aiohttp.ClientSession() as session:
+    async with running_api(leads=False) as harness, aiohttp.ClientSession(headers=harness.auth) as session:
         api = Api(harness, session)
         message = await api.error("POST", "/v1/stacks", 503, "no_leader", body={"name": "x"})
         assert "no leader" in message
@@ -369,7 +375,7 @@ async def test_writes_without_a_leader_fail_at_once_with_the_reason() -> None:
 
 
 async def test_a_follower_commits_writes_through_the_leader_in_batches_and_answers_from_its_replica() -> None:
-    async with running_pair() as (h1, h2), aiohttp.ClientSession() as session:
+    async with running_pair() as (h1, h2), aiohttp.ClientSession(headers=h1.auth) as session:
         follower = Api(h2, session)
         assert not h2.replica.is_leader
         stack = await follower.ok("POST", "/v1/stacks", {"name": "web-server"}, status=201)

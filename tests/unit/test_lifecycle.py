@@ -35,7 +35,7 @@ def probe(stage: str, tmp_path: Path) -> dict[str, object]:
 
 
 def test_the_stages_are_every_resource_in_order() -> None:
-    assert STAGES == ["data dir", "secret", "docker", "http client", "gossip", "raft", "leader", "reconciler",
+    assert STAGES == ["data dir", "secret", "docker", "http client", "gossip", "raft", "leader", "admin", "reconciler",
                       "keyring", "overlay", "health", "http"]
 
 

@@ -39,7 +39,7 @@ def test_document_is_valid_openapi() -> None:
 
 
 async def test_the_served_document_is_the_one_the_routes_make() -> None:
-    async with running_api() as api, aiohttp.ClientSession() as session, session.get(
+    async with running_api() as api, aiohttp.ClientSession(headers=api.auth) as session, session.get(
         api.url + "/v1/openapi.json"
     ) as resp:
         assert resp.status == 200 and resp.content_type == "application/json"

@@ -1,0 +1,310 @@
+"""``corral login|logout|whoami``, ``corral user …``, ``corral apikey …``, ``corral team …``,
+``corral env …`` and ``corral api METHOD PATH``: who may do what, from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.cli.client import Client, load_sessions, save_session
+from agent.cli.output import fail, table, url_option
+
+ROLES = click.Choice(["owner", "member", "restricted", "read-only"])
+
+
+def _password(prompt: str, from_stdin: bool, confirm: bool = False) -> str:
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise fail("no password on standard input")
+        return line
+    if not sys.stdin.isatty():
+        raise fail("no terminal to ask for the password on: use --password-stdin")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+
+def _when(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if isinstance(ts, int | float) else "never"
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+@click.command("login")
+@click.option("--user", "-u", default="admin", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--ttl", default=None, help="how long the session lasts (12h unless given: 30m, 8h, 7d …)")
+@url_option
+def login(user: str, password_stdin: bool, ttl: str | None, url: str) -> None:
+    """Log in to the cluster at --host: the session is kept in ~/.config/corral/sessions.json (0600)."""
+    password = _password(f"password for {user}", password_stdin)
+    body: dict[str, Any] = {"user": user, "password": password}
+    if ttl is not None:
+        body["ttl"] = ttl
+    session = Client(url, token="").post("/v1/auth/login", body)
+    save_session(url, {"token": session["token"], "user": session["user"], "expires": session["expires"]})
+    click.echo(f"logged in to {url} as {session['user']} until {_when(session['expires'])}")
+
+
+@click.command("logout")
+@url_option
+def logout(url: str) -> None:
+    """End the session kept for --host (on every node) and forget it."""
+    if url.rstrip("/") not in load_sessions():
+        raise fail(f"no session is kept for {url}")
+    try:
+        Client(url).post("/v1/auth/logout")
+    finally:
+        save_session(url, None)
+    click.echo(f"logged out of {url}")
+
+
+@click.command("whoami")
+@url_option
+def whoami(url: str) -> None:
+    """The user and credential this CLI acts as, and its roles."""
+    me = Client(url).get("/v1/auth/whoami")
+    key = me["key"]
+    kind = "session" if key["session"] else f"API key {key['id']}"
+    scope = f", environment {key['environment']} only" if key.get("environment") else ""
+    cap = f", at most {key['role']}" if key.get("role") else ""
+    click.echo(f"{me['user']}{' (administrator)' if me['admin'] else ''} with a {kind}{scope}{cap}, "
+               f"expires {_when(key['expires'])}")
+    for env, role in sorted(me["roles"].items()):
+        click.echo(f"  {env}: {role}")
+    if me["teams"]:
+        click.echo(f"  teams: {', '.join(me['teams'])}")
+
+
+# ---------------------------------------------------------------------- users
+
+
+@click.group("user")
+def user() -> None:
+    """Users (administrators only, but for one's own password)."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="a cluster administrator")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@url_option
+def user_create(name: str, admin: bool, password_stdin: bool, url: str) -> None:
+    """Create user NAME (asks for its password)."""
+    password = _password(f"password for {name}", password_stdin, confirm=True)
+    made = Client(url).post("/v1/users", {"name": name, "password": password, "admin": admin})
+    click.echo(f"user {made['name']} created{' (administrator)' if made['admin'] else ''}")
+
+
+@user.command("ls")
+@url_option
+def user_ls(url: str) -> None:
+    rows = [[u["name"], "yes" if u["admin"] else "", u["keys"]] for u in Client(url).items("/v1/users")]
+    table("users", ["name", "admin", "keys"], rows)
+
+
+@user.command("rm")
+@click.argument("name")
+@url_option
+def user_rm(name: str, url: str) -> None:
+    """Remove user NAME: its keys and sessions end at once, on every node."""
+    Client(url).delete(f"/v1/users/{name}")
+    click.echo(f"user {name} removed")
+
+
+@user.command("passwd")
+@click.argument("name", required=False)
+@click.option("--password-stdin", is_flag=True, help="read the current and the new password, a line each")
+@url_option
+def user_passwd(name: str | None, password_stdin: bool, url: str) -> None:
+    """Change NAME's password (default: one's own; an administrator needs no current password for
+    others). The user's login sessions end."""
+    client = Client(url)
+    me = client.get("/v1/auth/whoami")
+    name = name or me["user"]
+    body: dict[str, Any] = {}
+    if not me["admin"]:
+        body["current_password"] = _password("current password", password_stdin)
+    body["password"] = _password(f"new password for {name}", password_stdin, confirm=not password_stdin)
+    client.patch(f"/v1/users/{name}", body)
+    click.echo(f"password of {name} changed")
+
+
+# ---------------------------------------------------------------------- API keys
+
+
+@click.group("apikey")
+def apikey() -> None:
+    """API keys for scripts: one's own (an administrator: anyone's)."""
+
+
+@apikey.command("create")
+@click.option("--description", "-d", default="", help="what the key is for")
+@click.option("--env", "environment", default=None, help="act in this environment only")
+@click.option("--role", type=ROLES, default=None, help="act with at most this role")
+@click.option("--ttl", default="90d", show_default=True, help="expiry (30m, 12h, 90d…); 'never' for none")
+@click.option("--user", default=None, help="for another user (administrators)")
+@url_option
+def apikey_create(description: str, environment: str | None, role: str | None, ttl: str, user: str | None,
+                  url: str) -> None:
+    """Make an API key; its token is printed once (use it as CORRAL_TOKEN)."""
+    body: dict[str, Any] = {"description": description, "environment": environment, "role": role,
+                            "ttl": None if ttl == "never" else ttl}
+    if user:
+        body["user"] = user
+    made = Client(url).post("/v1/apikeys", body)
+    click.echo(f"API key {made['id']} for {made['owner']}, expires {_when(made['expires'])}", err=True)
+    click.echo(made["token"])
+
+
+@apikey.command("ls")
+@click.option("--user", default=None, help="another user's (administrators)")
+@url_option
+def apikey_ls(user: str | None, url: str) -> None:
+    rows = [[k["id"], k["owner"], "session" if k["session"] else "key", k["description"], k["environment"] or "all",
+             k["role"] or "-", _when(k["expires"])] for k in Client(url).items("/v1/apikeys", user=user)]
+    table("API keys", ["id", "owner", "kind", "description", "environment", "role", "expires"], rows)
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@url_option
+def apikey_revoke(key_id: str, url: str) -> None:
+    """Revoke key KEY_ID (or end a session): refused by every node as soon as it has applied it."""
+    Client(url).delete(f"/v1/apikeys/{key_id}")
+    click.echo(f"key {key_id} revoked")
+
+
+# ---------------------------------------------------------------------- teams
+
+
+@click.group("team")
+def team() -> None:
+    """Teams: groups of users that hold roles together (administrators)."""
+
+
+@team.command("create")
+@click.argument("name")
+@click.argument("members", nargs=-1)
+@url_option
+def team_create(name: str, members: tuple[str, ...], url: str) -> None:
+    Client(url).post("/v1/teams", {"name": name, "members": list(members)})
+    click.echo(f"team {name} created: {', '.join(members) or 'no members'}")
+
+
+@team.command("set")
+@click.argument("name")
+@click.argument("members", nargs=-1)
+@url_option
+def team_set(name: str, members: tuple[str, ...], url: str) -> None:
+    """Replace team NAME's members."""
+    Client(url).put(f"/v1/teams/{name}", {"members": list(members)})
+    click.echo(f"team {name}: {', '.join(members) or 'no members'}")
+
+
+@team.command("ls")
+@url_option
+def team_ls(url: str) -> None:
+    table("teams", ["name", "members"], [[t["name"], ", ".join(t["members"])] for t in Client(url).items("/v1/teams")])
+
+
+@team.command("rm")
+@click.argument("name")
+@url_option
+def team_rm(name: str, url: str) -> None:
+    Client(url).delete(f"/v1/teams/{name}")
+    click.echo(f"team {name} removed")
+
+
+# ---------------------------------------------------------------------- environments
+
+
+@click.group("env")
+def env() -> None:
+    """Environments, and who holds which role in them."""
+
+
+@env.command("create")
+@click.argument("name")
+@url_option
+def env_create(name: str, url: str) -> None:
+    """Create environment NAME (administrators)."""
+    Client(url).post("/v1/environments", {"name": name})
+    click.echo(f"environment {name} created")
+
+
+@env.command("ls")
+@url_option
+def env_ls(url: str) -> None:
+    rows = [[e["name"], e["role"]] for e in Client(url).items("/v1/environments")]
+    table("environments", ["name", "your role"], rows)
+
+
+@env.command("show")
+@click.argument("name")
+@url_option
+def env_show(name: str, url: str) -> None:
+    e = Client(url).get(f"/v1/environments/{name}")
+    table(f"environment {name} (your role: {e['role']})", ["member", "role"], [[s, r] for s, r in e["members"].items()])
+
+
+def _subject(user: str | None, team_: str | None) -> str:
+    if bool(user) == bool(team_):
+        raise fail("name one of --user or --team")
+    return f"user:{user}" if user else f"team:{team_}"
+
+
+@env.command("grant")
+@click.argument("name")
+@click.argument("role", type=ROLES)
+@click.option("--user", default=None)
+@click.option("--team", "team_", default=None)
+@url_option
+def env_grant(name: str, role: str, user: str | None, team_: str | None, url: str) -> None:
+    """Give --user or --team ROLE in environment NAME (its owners, administrators)."""
+    subject = _subject(user, team_)
+    Client(url).put(f"/v1/environments/{name}/members/{subject}", {"role": role})
+    click.echo(f"{subject} is {role} in {name}")
+
+
+@env.command("revoke")
+@click.argument("name")
+@click.option("--user", default=None)
+@click.option("--team", "team_", default=None)
+@url_option
+def env_revoke(name: str, user: str | None, team_: str | None, url: str) -> None:
+    """Take --user's or --team's role in environment NAME away."""
+    subject = _subject(user, team_)
+    Client(url).delete(f"/v1/environments/{name}/members/{subject}")
+    click.echo(f"{subject} has no role in {name} now")
+
+
+# ---------------------------------------------------------------------- any call
+
+
+@click.command("api")
+@click.argument("method", type=click.Choice(["GET", "POST", "PUT", "PATCH", "DELETE"], case_sensitive=False))
+@click.argument("path")
+@click.option("--data", "-d", default=None, help="a JSON body (@FILE reads it from a file, @- from stdin)")
+@url_option
+def api(method: str, path: str, data: str | None, url: str) -> None:
+    """Any API call, authenticated as the other commands are; prints the JSON answer
+    (``corral api GET /v1/raft``, ``corral api POST /v1/stacks -d '{"name": "web"}'``)."""
+    body: Any = None
+    if data is not None:
+        text = sys.stdin.read() if data == "@-" else (Path(data[1:]).read_text() if data.startswith("@") else data)
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise fail(f"--data is not JSON: {exc}") from None
+    if not path.startswith("/"):
+        raise fail("PATH starts with / (for example /v1/hosts)")
+    click.echo(json.dumps(Client(url).request(method.upper(), path, body), indent=2))
+
+
+__all__ = ["api", "apikey", "env", "login", "logout", "team", "user", "whoami"]
