@@ -107,7 +107,7 @@ def authenticate(request: web.Request) -> Principal:
 
 def principal(request: web.Request) -> Principal:
     found = request.get(PRINCIPAL)
-    assert found is not None, "the route table authenticates every route that is not public"
+    assert isinstance(found, Principal), "the route table authenticates every route that is not public"
     return found
 
 

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from agent.api.app import create_app
 from agent.api.auth import new_key
-from agent.api.passwords import ARGON2
 from agent.api.deps import ApiDeps, NodeInfo
+from agent.api.passwords import ARGON2
 from agent.cluster.feed import Feed
 from agent.cluster.replica import Replica
 from agent.model.commands import AdminBootstrap, HostRegister, KeyCreate, UserCreate
