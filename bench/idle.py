@@ -39,6 +39,7 @@ import aiohttp
 # bench.labutil picks the lab id before agent.lab is imported: take Lab from it
 from bench.labutil import (
     Lab,
+    auth,
     get_json,
     in_thread,
     lab_up,
@@ -249,7 +250,7 @@ async def follower_writes(session: aiohttp.ClientSession, lab: Lab, args: argpar
     """kv writes to the leader and to a follower, rounds alternating, ``CLIENTS`` keep-alive clients each."""
 
     async def put(s: aiohttp.ClientSession, url: str, c: int, k: int) -> bool:
-        async with s.put(f"{url}/v1/kv/bench/{c}/{k}", data=b"x" * 64) as resp:
+        async with s.put(f"{url}/v1/kv/bench/{c}/{k}", data=b"x" * 64, headers=auth()) as resp:
             await resp.read()
             return resp.status == 200
 

@@ -29,6 +29,7 @@ __all__ = [
     "HostSpec",
     "Lab",
     "LabError",
+    "auth",
     "get_json",
     "in_thread",
     "lab_up",
@@ -62,6 +63,7 @@ def lab_up(count: int) -> Iterator[Lab]:
     started = time.monotonic()
     lab.up(count)
     log(f"lab {LAB_ID}: {count} hosts up in {time.monotonic() - started:.1f} s")
+    os.environ["CORRAL_TOKEN"] = lab.admin_token()  # every request below acts as the lab's administrator
     try:
         yield lab
     finally:
@@ -137,10 +139,16 @@ async def until(what: str, probe: Callable[[], Awaitable[T | None]], timeout: fl
                              retry_on=(aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError))
 
 
+def auth() -> dict[str, str]:
+    """The lab administrator's token (``lab_up`` puts it in CORRAL_TOKEN), for Corral's API only."""
+    token = os.environ.get("CORRAL_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def get_json(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> Any:
     """The JSON body of a 200 answer, or None (any error, any other status)."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=auth()) as resp:
             return await resp.json() if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
@@ -148,7 +156,8 @@ async def get_json(session: aiohttp.ClientSession, url: str, timeout: float = 2.
 
 async def send_json(session: aiohttp.ClientSession, method: str, url: str, body: Any,
                     timeout: float = 10.0) -> tuple[int, Any]:
-    async with session.request(method, url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+    async with session.request(method, url, json=body, timeout=aiohttp.ClientTimeout(total=timeout),
+                               headers=auth()) as resp:
         try:
             return resp.status, await resp.json()
         except (aiohttp.ContentTypeError, ValueError):

@@ -48,6 +48,7 @@ from bench.labutil import (
     HostSpec,
     Lab,
     LabError,
+    auth,
     get_json,
     in_thread,
     lab_up,
@@ -176,7 +177,7 @@ async def first_commit(attempt: Callable[[aiohttp.ClientSession, int], Awaitable
 
 
 async def corral_put(session: aiohttp.ClientSession, url: str, c: int, k: int) -> bool:
-    async with session.put(f"{url}/v1/kv/bench/{c}/{k}", data=VALUE) as resp:
+    async with session.put(f"{url}/v1/kv/bench/{c}/{k}", data=VALUE, headers=auth()) as resp:
         await resp.read()
         return resp.status == 200
 

@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 
-def corral(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def corral(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input_text,
         env=dict(os.environ, **(env or {})),
     )

@@ -22,7 +22,9 @@ async def to_owner(request: web.Request, host: str) -> web.StreamResponse:
         raise Unavailable(f"host {host} is not reachable (no API address known)", field="host")
     response = web.StreamResponse()
     try:
-        async with replica.session.get(url + request.path_qs, timeout=PROXY_TIMEOUT) as upstream:
+        # the caller's own credential goes along: the owner's agent authorizes the request itself
+        credential = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        async with replica.session.get(url + request.path_qs, timeout=PROXY_TIMEOUT, headers=credential) as upstream:
             response.set_status(upstream.status)
             response.content_type = upstream.content_type
             await response.prepare(request)

@@ -30,7 +30,7 @@ HASH_QUEUE = 64
 
 TTL_PATTERN = r"^([1-9][0-9]{0,5})(s|m|h|d)?$"
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-MIN_TTL, MAX_TTL = 60, 10 * 365 * 86400
+MIN_TTL, MAX_TTL = 1, 10 * 365 * 86400
 KEY_TTL = 90 * 86400.0
 """An API key made without ``ttl`` expires after 90 days; ``"ttl": null`` asks for one that never does."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int 
             console.print(f"bringing up a {count}-host lab")
             lab.up(count)
         url = lab.host("h1").api_url
+        os.environ["CORRAL_TOKEN"] = lab.admin_token()  # the drills act as the lab's administrator
         service_id, scale = ensure_workload(url)
     except (LabError, ApiError) as exc:
         _fail(str(exc))

@@ -42,6 +42,7 @@ HOST_LOSS_TARGET = 10.0
 #: healthy container within this.
 UNHEALTHY_TARGET = 8.0
 HEALTH_STACK = "drill-health"
+AUTH_USER, AUTH_STACK = "drill-user", "drill-prod"
 STACK, SERVICE = "web-server", "nginx-cluster"
 
 
@@ -89,7 +90,7 @@ class Drills:
     # ------------------------------------------------------------------ reading the cluster
 
     def api(self, host: str, timeout: float = 5.0) -> Client:
-        return Client(self.lab.host(host).api_url, timeout=timeout)
+        return Client(self.lab.host(host).api_url, timeout=timeout, token=self.lab.admin_token())
 
     def urls(self) -> list[str]:
         return [self.lab.host(h).api_url for h in self.hosts]
@@ -186,7 +187,8 @@ class Drills:
         return sorted(pool, key=lambda h: (per_host[h] == 0, h == probe_host, h in voters, -per_host[h], h))
 
     def put(self, host: str, key: str, value: str, timeout: float = 10.0) -> tuple[int, Any]:
-        req = urllib.request.Request(self.lab.host(host).api_url + f"/v1/kv/{key}", data=value.encode(), method="PUT")
+        req = urllib.request.Request(self.lab.host(host).api_url + f"/v1/kv/{key}", data=value.encode(), method="PUT",
+                                     headers=self.lab.auth_headers())
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read())
@@ -331,7 +333,8 @@ class Drills:
             self.lab.kill_agent(h)
         r.happened.append(f"killed managers {', '.join(down)}; {survivor} is the last manager")
         time.sleep(2.0)  # past an election timeout: the survivor knows it has no leader
-        with urllib.request.urlopen(self.lab.host(survivor).api_url + "/v1/services", timeout=5) as resp:
+        with urllib.request.urlopen(urllib.request.Request(self.lab.host(survivor).api_url + "/v1/services",
+                                                           headers=self.lab.auth_headers()), timeout=5) as resp:
             stale = resp.headers.get("X-Corral-Stale")
             read_ok = resp.status == 200
         started = time.monotonic()
@@ -675,6 +678,96 @@ class Drills:
             r.check(set(self.members(h).values()) == {"alive"}, f"membership changed on {h}")
 
 
+    def _as(self, host: str, token: str | None, method: str, path: str, body: Any = None) -> int:
+        """The status of one request to ``host`` made with ``token`` (None: no Authorization at all)."""
+        try:
+            Client(self.lab.host(host).api_url, timeout=10.0, token=token or "").request(method, path, body)
+            return 200
+        except ApiError as exc:
+            return exc.status
+
+    def drill_auth(self, r: Result) -> None:
+        """No token, a wrong one, an expired key, a key revoked on another node a moment before, a read-only
+        key writing, a dev key reading prod, a login brute force — each at a different node.
+
+        All refused with the right status (401, 403, 404, 429), counted on the node that refused, nothing
+        changed; the revocation is refused by a third node within 1 s of its commit."""
+        chief = self.healthy()
+        h1, h2, h3 = self.hosts[:3]
+        admin = self.api(chief, timeout=10.0)
+        for env in ("dev", "prod"):
+            with contextlib.suppress(ApiError):
+                admin.post("/v1/environments", {"name": env})
+        password = "drill " + os.urandom(8).hex()
+        admin.post("/v1/users", {"name": AUTH_USER, "password": password})
+        try:
+            admin.request("PUT", f"/v1/environments/dev/members/user:{AUTH_USER}", {"role": "member"})
+            prod = admin.post("/v1/stacks", {"name": AUTH_STACK, "environment": "prod"})
+
+            def key(**body: Any) -> dict[str, Any]:
+                made: dict[str, Any] = admin.post("/v1/apikeys", {"user": AUTH_USER, **body})
+                return made
+
+            dev_key, ro_key, short_key, doomed = key(environment="dev"), key(role="read-only"), key(ttl=1), key()
+            before_stats = {h: self.api(h).get("/v1/auth/stats") for h in self.hosts}
+            stacks_before = {s["id"] for s in admin.items("/v1/stacks")}
+            got: dict[str, int] = {}
+            got["no token"] = self._as(h1, None, "POST", "/v1/stacks", {"name": "drill-anon"})
+            got["wrong token"] = self._as(h2, "crl_" + "0" * 16 + "_" + "A" * 43, "GET", "/v1/stacks")
+            got["malformed token"] = self._as(h3, "not-a-token", "GET", "/v1/stacks")
+            self.until("the short key expires", lambda: time.time() > short_key["expires"] + 0.05, 5)
+            got["expired key"] = self._as(h1, short_key["token"], "GET", "/v1/stacks")
+            got["read-only key writing"] = self._as(h2, ro_key["token"], "POST", "/v1/stacks",
+                                                    {"name": "drill-ro", "environment": "dev"})
+            got["dev key reading prod"] = self._as(h3, dev_key["token"], "GET", f"/v1/stacks/{prod['id']}")
+            got["dev key writing the kv store"] = self._as(h1, dev_key["token"], "PUT", "/v1/kv/drill-auth", "x")
+            self.api(h2).delete(f"/v1/apikeys/{doomed['id']}")
+            revoked = time.monotonic()
+            took = self.until(f"{h3} refuses the key revoked on {h2}",
+                              lambda: self._as(h3, doomed["token"], "GET", "/v1/auth/whoami") == 401, 5, every=0.01)
+            r.figures["revocation_refused_s"] = round(time.monotonic() - revoked, 3)
+            got["revoked key"] = self._as(h3, doomed["token"], "GET", "/v1/auth/whoami")
+            tries = [self._as(h2, None, "POST", "/v1/auth/login",
+                              {"user": AUTH_USER, "password": f"guess number {i}"}) for i in range(8)]
+            got["the right password after the brute force"] = self._as(h2, None, "POST", "/v1/auth/login",
+                                                                       {"user": AUTH_USER, "password": password})
+            want = {"no token": 401, "wrong token": 401, "malformed token": 401, "expired key": 401,
+                    "read-only key writing": 403, "dev key reading prod": 404, "dev key writing the kv store": 403,
+                    "revoked key": 401, "the right password after the brute force": 429}
+            r.figures["statuses"] = got
+            r.figures["brute_force"] = tries
+            r.happened.append(", ".join(f"{k}: {v}" for k, v in got.items()))
+            r.happened.append(f"login brute force on {h2}: {tries}; key revoked on {h2} refused by {h3} after "
+                              f"{took:.3f} s")
+            for what, status in want.items():
+                r.check(got[what] == status, f"{what}: {got[what]}, not {status}")
+            r.check(tries[:5] == [401] * 5 and set(tries[5:]) == {429}, f"brute force: {tries}")
+            r.check(took <= 1.0, f"the revocation took {took:.3f} s > 1 s to reach {h3}")
+            after_stats = {h: self.api(h).get("/v1/auth/stats") for h in self.hosts}
+
+            def rose(h: str, field: str, reason: str | None = None) -> int:
+                a, b = after_stats[h], before_stats[h]
+                if reason is not None:
+                    return int(a["rejected"].get(reason, 0)) - int(b["rejected"].get(reason, 0))
+                return int(a[field]) - int(b[field])
+            counted = {"missing@" + h1: rose(h1, "", "missing"), "unknown@" + h2: rose(h2, "", "unknown"),
+                       "malformed@" + h3: rose(h3, "", "malformed"), "expired@" + h1: rose(h1, "", "expired"),
+                       "forbidden@" + h2: rose(h2, "forbidden"), "login failures@" + h2: rose(h2, "login_failures"),
+                       "limited@" + h2: rose(h2, "logins_limited")}
+            r.figures["counted"] = counted
+            r.check(all(v >= 1 for v in counted.values()), f"not every refusal was counted: {counted}")
+            stacks_after = {s["id"] for s in admin.items("/v1/stacks")}
+            r.check(stacks_after == stacks_before, f"the stacks changed: {stacks_before ^ stacks_after}")
+            with contextlib.suppress(ApiError):
+                admin.get("/v1/kv/drill-auth")
+                r.fail("the refused kv write happened")
+        finally:
+            with contextlib.suppress(ApiError):
+                admin.delete(f"/v1/users/{AUTH_USER}")
+            with contextlib.suppress(ApiError, UnboundLocalError):
+                admin.delete(f"/v1/stacks/{AUTH_STACK}")
+
+
 def above_floor(failed: int, sent: int, floor_failed: int, floor_sent: int, margin: float = 0.02,
                 z_crit: float = 1.645) -> tuple[bool, float]:
     """Is the failure rate ``failed/sent`` above the floor's rate + ``margin``, beyond chance?
@@ -765,4 +858,4 @@ def capture_gossip(lab: Lab, seconds: float) -> dict[str, list[bytes]]:
 
 
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
-       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage"]
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth"]

@@ -62,7 +62,10 @@ def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
     _run(lambda: lab_.up(count, subnet))
     console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
     _print_status(lab_)
+    console.print(f"administrator: admin, password in {lab_.admin_password_file}, API key in "
+                  f"{lab_.admin_token_file} (`corral lab exec HOST …` sets CORRAL_URL and CORRAL_TOKEN)")
     if example:
+        os.environ["CORRAL_TOKEN"] = lab_.admin_token()  # the commands below act as the administrator
         from agent.cli.containers import ps
         from agent.cli.stacks import stack_deploy
 
@@ -71,7 +74,7 @@ def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
         console.print(f"deploying {example_file.name} as stack web-server through {url}")
         ctx.invoke(stack_deploy, path=example_file, name="web-server", url=url, wait=True)
         ctx.invoke(ps, stack="web-server", service_=None, host=None, url=url)
-        console.print(f"try: CORRAL_URL={url} corral ps    |    corral lab exec h2 wget -qO- http://<address>/")
+        console.print("try: corral lab exec h1 corral ps    |    corral lab exec h2 wget -qO- http://<address>/")
 
 
 @lab.command()
@@ -116,7 +119,8 @@ def _print_status(lab_: Lab) -> None:
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def exec_(host: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in HOST's namespace with DOCKER_HOST and CORRAL_URL set to that host's."""
+    """Run COMMAND in HOST's namespace with DOCKER_HOST and CORRAL_URL set to that host's, and
+    CORRAL_TOKEN to the lab administrator's API key."""
     argv, env = _run(lambda: Lab().exec_argv(host, list(command)))
     try:
         os.execvpe(argv[0], argv, env)

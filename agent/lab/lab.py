@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from agent.lab.layout import (
 )
 from agent.node.docker import DockerEngine
 from agent.process import credentials
+from mesh.files import write_private
 
 Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
 STATE_VERSION = 1
@@ -90,6 +92,28 @@ class Lab:
         if state is None:
             raise LabError("no lab is up: run `corral lab up` first")
         return state
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The first administrator's API key, as the bootstrapping agent wrote it (0600)."""
+        return self.root / "admin-token"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.root / "admin-password"
+
+    def admin_token(self) -> str:
+        try:
+            return self.admin_token_file.read_text().strip()
+        except FileNotFoundError:
+            raise LabError(f"no {self.admin_token_file}: was the lab brought up by this version?") from None
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that make a request as the lab's administrator."""
+        return auth_headers(self.admin_token())
+
+    def admin_password(self) -> str:
+        return self.admin_password_file.read_text().strip()
 
     def hosts(self) -> list[HostSpec]:
         state = self._state()
@@ -170,7 +194,9 @@ class Lab:
         pids = [_start_dockerd(host) for host in hosts]
         await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
         first, rest = hosts[0], hosts[1:]
-        _start_agent(first, join=[], bootstrap=True)
+        write_private(self.admin_password_file, (secrets.token_urlsafe(18) + "\n").encode())
+        self.admin_token_file.unlink(missing_ok=True)
+        _start_agent(first, join=[], bootstrap=True, admin_files=(self.admin_password_file, self.admin_token_file))
         token = await _wait_token(first, AGENT_TIMEOUT)
         state = self._state()
         state["token"] = token
@@ -179,7 +205,7 @@ class Lab:
         for host in rest:
             _start_agent(host, join=[first.address], token=token)
         await asyncio.gather(*(self._agent_ready(h) for h in hosts))
-        await wait_cluster(hosts, CLUSTER_TIMEOUT)
+        await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token())
         self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
                       "active in the replicated state")
 
@@ -285,7 +311,8 @@ class Lab:
             raise LabError("lab exec needs a command: corral lab exec HOST -- CMD…")
         if not host.netns_path.exists():
             raise LabError(f"host {name} has no namespace (was the lab taken down?)")
-        env = dict(os.environ, DOCKER_HOST=host.docker_host, CORRAL_URL=host.api_url, CORRAL_LAB_HOST=name)
+        env = dict(os.environ, DOCKER_HOST=host.docker_host, CORRAL_URL=host.api_url, CORRAL_LAB_HOST=name,
+                   CORRAL_TOKEN=self.admin_token())
         return ["nsenter", f"--net={host.netns_path}", *command], env
 
     # ------------------------------------------------------------------ faults
@@ -408,6 +435,10 @@ class Lab:
 # ---------------------------------------------------------------------- helpers
 
 
+def auth_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def preflight() -> None:
     """Say what is missing, and how to get it; never install anything behind the user's back."""
     if os.geteuid() != 0:
@@ -466,7 +497,8 @@ def _start_dockerd(host: HostSpec) -> int:
     return _spawn(argv, host.dockerd_log)
 
 
-def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False) -> int:
+def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False,
+                 admin_files: tuple[Path, Path] | None = None) -> int:
     argv = [
         "nsenter", f"--net={host.netns_path}", sys.executable, "-m", "agent", "agent",
         "--bind", host.address, "--name", host.name,
@@ -476,6 +508,8 @@ def _start_agent(host: HostSpec, join: list[str], token: str | None = None, boot
         argv += ["--join", address]
     if bootstrap:
         argv.append("--bootstrap")
+    if admin_files is not None:
+        argv += ["--admin-password-file", str(admin_files[0]), "--admin-key-file", str(admin_files[1])]
     # The token travels by environment, not argv: argv is world-readable in /proc.
     env = {"CORRAL_JOIN_TOKEN": token} if token else {}
     pid = _spawn(argv, host.agent_log, env)
@@ -586,12 +620,13 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         return None
 
 
-async def wait_cluster(hosts: list[HostSpec], timeout: float) -> None:
-    """Until every agent sees every host alive by gossip and the replicated state lists all as active."""
+async def wait_cluster(hosts: list[HostSpec], timeout: float, token: str) -> None:
+    """Until every agent sees every host alive by gossip and the replicated state lists all as active
+    (and knows the administrator whose ``token`` asks)."""
     names = {h.name for h in hosts}
     deadline = time.monotonic() + timeout
     problem = "no answer"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), headers=auth_headers(token)) as session:
         while True:
             problem = ""
             for host in hosts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -16,6 +17,12 @@ from mesh import waiting
 T = TypeVar("T")
 
 
+def token_header() -> dict[str, str]:
+    """The lab administrator's token, which the lab fixture puts in CORRAL_TOKEN."""
+    token = os.environ.get("CORRAL_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def api(lab: Lab, host: str, timeout: float = 10.0) -> Client:
     return Client(lab.host(host).api_url, timeout=timeout)
 
@@ -23,7 +30,8 @@ def api(lab: Lab, host: str, timeout: float = 10.0) -> Client:
 def raw(url: str, method: str = "GET", body: bytes | None = None,
         timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
     """Status, headers and JSON body of one request, 4xx/5xx included."""
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json",
+                                                                         **token_header()})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")

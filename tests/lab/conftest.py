@@ -47,9 +47,15 @@ def fresh_lab(hosts: int) -> Iterator[Lab]:
     if lab.leftovers():
         lab.down()
     lab.up(hosts)
+    before = os.environ.get("CORRAL_TOKEN")
+    os.environ["CORRAL_TOKEN"] = lab.admin_token()  # the tests act as the lab's administrator
     try:
         yield lab
     finally:
+        if before is None:
+            os.environ.pop("CORRAL_TOKEN", None)
+        else:
+            os.environ["CORRAL_TOKEN"] = before
         if os.environ.get("CORRAL_LAB_KEEP_FAILED") != "1":  # debugging: keep it for a look, then `lab down`
             lab.down()
 

@@ -21,10 +21,11 @@ import pytest
 from agent.lab import Lab, procs
 from mesh.waiting import until
 from tests.cli import corral
+from tests.lab.cluster import token_header
 
 
 def get_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=token_header()), timeout=timeout) as resp:
         body: dict[str, Any] = json.loads(resp.read())
         return body
 

@@ -51,7 +51,7 @@ RULES_BEYOND_JSON_SCHEMA = {("POST", "/v1/services"), ("PATCH", "/v1/services/{i
                             ("POST", "/v1/auth/logout")}
 """Operations whose valid-looking bodies may still be refused by a documented 400 (see the module doc;
 a key change is refused when the ring cannot take it: a key installed twice, the primary removed; a
-ttl such as "1" matches the duration pattern but is under a minute; one's own password changes only
+ttl such as "999999d" matches the duration pattern but is over ten years; one's own password changes only
 with the current one; a logout is for sessions, not API keys)."""
 TOKEN: list[str] = []
 """The in-memory agent's admin token, once it runs."""

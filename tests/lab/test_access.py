@@ -1,0 +1,92 @@
+"""Access control on the real lab: the bootstrapped administrator, logins from the CLI, a key revoked
+on one host refused by another within a second, the audit trail, the loopback API."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from agent.cli.client import ApiError, Client
+from agent.lab import Lab
+from agent.process.bootstrap import PENDING_FILE
+from tests.cli import corral
+from tests.lab.cluster import until
+
+
+def test_the_bootstrapped_administrator_and_nothing_without_a_token(lab3: Lab) -> None:
+    h1 = lab3.host("h1")
+    assert not (h1.agent_data / PENDING_FILE).exists(), "the pending first admin is gone once applied"
+    assert stat.S_IMODE(lab3.admin_token_file.stat().st_mode) == 0o600
+    me = Client(h1.api_url, token=lab3.admin_token()).get("/v1/auth/whoami")
+    assert me["user"] == "admin" and me["admin"]
+    for host in lab3.hosts():
+        req = urllib.request.Request(host.api_url + "/v1/stacks")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            raise AssertionError(f"{host.name} answered without a token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401 and exc.headers["WWW-Authenticate"].startswith("Bearer")
+            assert json.loads(exc.read())["error"] == "unauthorized"
+        with urllib.request.urlopen(host.api_url + "/v1/health", timeout=5) as resp:
+            assert resp.status == 200, "health stays open (load balancers and the lab poll it)"
+
+
+def test_login_whoami_logout_from_the_cli(lab3: Lab, tmp_path: Path) -> None:
+    url = lab3.host("h2").api_url
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": "", "CORRAL_TOKEN": "", "CORRAL_URL": url}
+    wrong = corral("login", "--password-stdin", env=env, input_text="not the password\n")
+    assert wrong.returncode == 1 and "wrong user name or password" in wrong.stderr
+    done = corral("login", "--password-stdin", env=env, input_text=lab3.admin_password() + "\n")
+    assert done.returncode == 0, done.stderr
+    sessions = tmp_path / ".config" / "corral" / "sessions.json"
+    assert stat.S_IMODE(sessions.stat().st_mode) == 0o600
+    assert url in json.loads(sessions.read_text())
+    me = corral("whoami", env=env)
+    assert me.returncode == 0 and "admin (administrator) with a session" in me.stdout, me.stdout + me.stderr
+    made = corral("stack", "create", "audited", env=env)
+    assert made.returncode == 0, made.stderr
+    audit = corral("events", "--audit", env=env)
+    line = next(ln for ln in audit.stdout.splitlines() if "stack audited created" in ln)
+    assert "[admin key " in line and "via h2]" in line, line
+    assert corral("stack", "rm", "audited", env=env).returncode == 0
+    out = corral("logout", env=env)
+    assert out.returncode == 0 and url not in json.loads(sessions.read_text())
+    after = corral("whoami", env=env)
+    assert after.returncode == 1 and "authentication required" in after.stderr and "corral login" in after.stderr
+
+
+def test_a_key_revoked_on_one_host_is_refused_by_another_within_a_second(lab3: Lab) -> None:
+    admin = Client(lab3.host("h1").api_url, token=lab3.admin_token())
+    made = admin.post("/v1/apikeys", {"description": "revocation test", "role": "read-only"})
+    on_h3 = Client(lab3.host("h3").api_url, token=made["token"])
+    until("h3 knows the new key", lambda: on_h3.get("/v1/auth/whoami"), 5)
+    admin.delete(f"/v1/apikeys/{made['id']}")
+    revoked = time.monotonic()
+
+    def refused() -> bool:
+        try:
+            on_h3.get("/v1/auth/whoami")
+            return False
+        except ApiError as exc:
+            return exc.status == 401
+    until("h3 refuses the revoked key", refused, 5, every=0.01)
+    assert time.monotonic() - revoked < 1.0
+
+
+def test_the_cli_on_a_host_finds_its_agent_on_loopback_and_api_prints_json(lab3: Lab) -> None:
+    argv, env = lab3.exec_argv("h3", [sys.executable, "-m", "agent", "hosts"])
+    env.pop("CORRAL_URL")
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "h1" in out.stdout and "h3" in out.stdout, out.stderr
+    argv, env = lab3.exec_argv("h1", [sys.executable, "-m", "agent", "api", "GET", "/v1/raft"])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["role"] in ("leader", "follower"), out.stderr
+    argv, env = lab3.exec_argv("h1", [sys.executable, "-m", "agent", "api", "POST", "/v1/stacks", "-d", "{x"])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "--data is not JSON" in out.stderr
