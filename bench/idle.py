@@ -47,6 +47,7 @@ from bench.labutil import (
     machine_load,
     send_json,
     table,
+    tls,
     until,
     verdict,
     wait_healthy,
@@ -250,7 +251,7 @@ async def follower_writes(session: aiohttp.ClientSession, lab: Lab, args: argpar
     """kv writes to the leader and to a follower, rounds alternating, ``CLIENTS`` keep-alive clients each."""
 
     async def put(s: aiohttp.ClientSession, url: str, c: int, k: int) -> bool:
-        async with s.put(f"{url}/v1/kv/bench/{c}/{k}", data=b"x" * 64, headers=auth()) as resp:
+        async with s.put(f"{url}/v1/kv/bench/{c}/{k}", data=b"x" * 64, headers=auth(), ssl=tls()) as resp:
             await resp.read()
             return resp.status == 200
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,6 +39,7 @@ __all__ = [
     "percentile",
     "table",
     "tail",
+    "tls",
     "until",
     "verdict",
     "wait_healthy",
@@ -64,6 +66,7 @@ def lab_up(count: int) -> Iterator[Lab]:
     lab.up(count)
     log(f"lab {LAB_ID}: {count} hosts up in {time.monotonic() - started:.1f} s")
     os.environ["CORRAL_TOKEN"] = lab.admin_token()  # every request below acts as the lab's administrator
+    os.environ["CORRAL_CACERT"] = str(lab.ca_file)  # and trusts the lab cluster's CA
     try:
         yield lab
     finally:
@@ -139,6 +142,19 @@ async def until(what: str, probe: Callable[[], Awaitable[T | None]], timeout: fl
                              retry_on=(aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError))
 
 
+_TLS: list[ssl.SSLContext] = []
+
+
+def tls() -> ssl.SSLContext | bool:
+    """The lab cluster's CA (``lab_up`` names it in CORRAL_CACERT), for Corral's API only."""
+    cafile = os.environ.get("CORRAL_CACERT")
+    if not cafile:
+        return True
+    if not _TLS:
+        _TLS.append(ssl.create_default_context(cafile=cafile))
+    return _TLS[0]
+
+
 def auth() -> dict[str, str]:
     """The lab administrator's token (``lab_up`` puts it in CORRAL_TOKEN), for Corral's API only."""
     token = os.environ.get("CORRAL_TOKEN")
@@ -148,7 +164,7 @@ def auth() -> dict[str, str]:
 async def get_json(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> Any:
     """The JSON body of a 200 answer, or None (any error, any other status)."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=auth()) as resp:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=auth(), ssl=tls()) as resp:
             return await resp.json() if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
@@ -157,7 +173,7 @@ async def get_json(session: aiohttp.ClientSession, url: str, timeout: float = 2.
 async def send_json(session: aiohttp.ClientSession, method: str, url: str, body: Any,
                     timeout: float = 10.0) -> tuple[int, Any]:
     async with session.request(method, url, json=body, timeout=aiohttp.ClientTimeout(total=timeout),
-                               headers=auth()) as resp:
+                               headers=auth(), ssl=tls()) as resp:
         try:
             return resp.status, await resp.json()
         except (aiohttp.ContentTypeError, ValueError):

@@ -57,6 +57,7 @@ from bench.labutil import (
     percentile,
     table,
     tail,
+    tls,
     until,
     verdict,
     wait_healthy,
@@ -177,7 +178,7 @@ async def first_commit(attempt: Callable[[aiohttp.ClientSession, int], Awaitable
 
 
 async def corral_put(session: aiohttp.ClientSession, url: str, c: int, k: int) -> bool:
-    async with session.put(f"{url}/v1/kv/bench/{c}/{k}", data=VALUE, headers=auth()) as resp:
+    async with session.put(f"{url}/v1/kv/bench/{c}/{k}", data=VALUE, headers=auth(), ssl=tls()) as resp:
         await resp.read()
         return resp.status == 200
 

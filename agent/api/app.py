@@ -15,6 +15,7 @@ from agent.api.deps import DEPS, DOCUMENT, STREAMS, ApiDeps, Streams
 from agent.api.errors import Handler, error_middleware
 from agent.api.openapi import document
 from agent.api.routes import ROUTES, Route
+from agent.errors import Forbidden
 from agent.model.policy import Permission
 
 PATH_PATTERNS = {"{key}": r"{key:[\s\S]+}"}  # a kv key may hold "/" (and any other character)
@@ -46,8 +47,11 @@ def _checked(route: Route) -> Handler:
     starts anything (a stream, a blocking wait, a write)."""
     public = route.permission in (Permission.PUBLIC, Permission.SYSTEM)  # system: sealed, checked by its handler
     asks_here = route.permission is Permission.ADMIN or route.environment is not None
+    internal = route.permission is Permission.SYSTEM
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if internal and request.secure and not request.transport.get_extra_info("peercert"):  # type: ignore[union-attr]
+            raise Forbidden("internal routes take agents' requests only: present this cluster's node certificate")
         if not public:
             request[PRINCIPAL] = authenticate(request)
             if asks_here:

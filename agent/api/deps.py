@@ -52,6 +52,8 @@ class ApiDeps:
     overlay: OverlayView
     health: HealthSource
     auth: Auth = dataclasses.field(default_factory=Auth)
+    secret: bytes = dataclasses.field(default=b"", repr=False)
+    """The cluster secret: it opens the CA's key (``mesh.pki``) and goes to a host that joins."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

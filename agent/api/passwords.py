@@ -37,7 +37,7 @@ KEY_TTL = 90 * 86400.0
 
 def ttl_seconds(value: object, field: str = "ttl") -> float:
     match = re.match(TTL_PATTERN, value) if isinstance(value, str) else None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer()):
         seconds = float(value)
     elif match is not None:
         seconds = float(int(match.group(1)) * TTL_UNITS[match.group(2)])

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import cluster, containers, events, hosts, kv, node, services, stacks, users
+from agent.api import cluster, containers, events, hosts, join, kv, node, services, stacks, users
 from agent.api.params import (
     AUDIT,
     CAS,
@@ -152,6 +152,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/events", events.events, "events",
           "Cluster events (those of the environments the caller has a role in, and the cluster's own)",
           (*PAGE, INDEX, WAIT, STREAM, KIND, AUDIT), stream="application/x-ndjson", permission=P.AUTHENTICATED),
+    # ---- joining: the CA, join tokens, node certificates
+    Route("GET", "/v1/ca", join.ca, "access", "The cluster CA's certificate and SHA-256 fingerprint (public)",
+          statuses=(503,), permission=P.PUBLIC),
+    Route("POST", "/v1/join", join.join, "access", "A host joins with a join token and a CSR (no API credential)",
+          body="Join", statuses=(403, 409, 503), permission=P.PUBLIC),
+    Route("GET", "/v1/jointokens", join.list_tokens, "access", "Join tokens (ids, expiry, uses left)", PAGE),
+    Route("POST", "/v1/jointokens", join.create_token, "access", "Make a join token (shown once)",
+          body="JoinTokenCreate", write=True, created=True, statuses=(409,)),
+    Route("DELETE", "/v1/jointokens/{id}", join.revoke_token, "access", "Revoke a join token", (ID,),
+          write=True, statuses=(404,)),
+    Route("POST", "/v1/internal/certificate", join.internal_certificate, "internal",
+          "A member's sealed CSR: its certificate (not for users)", body="raw", statuses=(403, 503),
+          permission=P.SYSTEM),
     # ---- access: sessions, users, keys, teams, environments and their members
     Route("POST", "/v1/auth/login", users.login, "access", "Log in: a session token (shown once)", body="Login",
           statuses=(401, 429, 503), permission=P.PUBLIC),

@@ -9,6 +9,7 @@ with a 400 or 409 that the route declares. ``tests/unit/test_api_fuzz.py`` holds
 
 from __future__ import annotations
 
+from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
 from agent.model.policy import Role
@@ -142,6 +143,14 @@ SCHEMAS: dict[str, Schema] = {
     "EnvironmentCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
                           "properties": {"name": NAME}},
     "RoleGrant": {"type": "object", "required": ["role"], "additionalProperties": False, "properties": {"role": ROLE}},
+    "Join": {"type": "object", "required": ["token", "name", "address", "csr"], "additionalProperties": False,
+             "properties": {"token": {"type": "string", "pattern": JOIN_RE.pattern}, "name": NAME,
+                            "address": {"type": "string", "format": "ipv4"},
+                            "csr": {"type": "string", "maxLength": 4096}, "manager": {"type": "boolean"}}},
+    "JoinTokenCreate": {"type": "object", "additionalProperties": False, "properties": {
+        "ttl": {**nullable(TTL), "description": "default 24 hours"},
+        "uses": nullable({"type": "integer", "minimum": 1, "maximum": 10_000}),
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}},
     "Entity": ENTITY,
 }
 

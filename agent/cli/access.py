@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import click
 
 from agent.cli.client import Client, load_sessions, save_session
 from agent.cli.output import fail, table, url_option
+from mesh import pki
 
 ROLES = click.Choice(["owner", "member", "restricted", "read-only"])
 
@@ -35,19 +39,54 @@ def _when(ts: Any) -> str:
 # ---------------------------------------------------------------------- sessions
 
 
+def _pin_ca(url: str, fingerprint: str | None) -> str | None:
+    """The cluster CA of the agent at an https URL, once its fingerprint is the one given (or, at a
+    terminal, the one the user accepts); None for plain HTTP (loopback) or with CORRAL_CACERT set."""
+    if not url.startswith("https:") or os.environ.get("CORRAL_CACERT"):
+        return None
+    blind = ssl.create_default_context()
+    blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE  # only to read the CA, checked below
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/v1/ca", timeout=10, context=blind) as resp:
+            ca = json.loads(resp.read())["cert"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"cannot read the cluster CA from {url}: {exc}") from None
+    seen = pki.fingerprint(ca.encode())
+    if fingerprint is not None:
+        if fingerprint.lower().replace(":", "") != seen:
+            raise fail(f"the cluster CA at {url} has fingerprint {seen}, not {fingerprint}: not logging in")
+    elif sys.stdin.isatty():
+        click.echo(f"the cluster CA at {url} has SHA-256 fingerprint\n  {seen}\n(the bootstrapping agent logged "
+                   "it; `corral api GET /v1/ca` on a host you trust shows it)")
+        if not click.confirm("trust it?", default=False):
+            raise fail("not logging in")
+    else:
+        raise fail(f"give --ca-fingerprint to trust the cluster CA at {url} (its fingerprint is {seen}: check it "
+                   "against the one the bootstrapping agent logged)")
+    return str(ca)
+
+
 @click.command("login")
 @click.option("--user", "-u", default="admin", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @click.option("--ttl", default=None, help="how long the session lasts (12h unless given: 30m, 8h, 7d …)")
+@click.option("--ca-fingerprint", default=None,
+              help="the SHA-256 fingerprint of the cluster CA to trust (asked at a terminal when not given)")
 @url_option
-def login(user: str, password_stdin: bool, ttl: str | None, url: str) -> None:
-    """Log in to the cluster at --host: the session is kept in ~/.config/corral/sessions.json (0600)."""
+def login(user: str, password_stdin: bool, ttl: str | None, ca_fingerprint: str | None, url: str) -> None:
+    """Log in to the cluster at --host: the session (and the cluster CA it pinned) is kept in
+    ~/.config/corral/sessions.json (0600)."""
+    ca = _pin_ca(url, ca_fingerprint)
     password = _password(f"password for {user}", password_stdin)
     body: dict[str, Any] = {"user": user, "password": password}
     if ttl is not None:
         body["ttl"] = ttl
-    session = Client(url, token="").post("/v1/auth/login", body)
-    save_session(url, {"token": session["token"], "user": session["user"], "expires": session["expires"]})
+    client = Client(url, token="")
+    if ca is not None:
+        client.tls = ssl.create_default_context(cadata=ca)
+    session = client.post("/v1/auth/login", body)
+    kept = {"token": session["token"], "user": session["user"], "expires": session["expires"]}
+    save_session(url, {**kept, "ca": ca} if ca else kept)
     click.echo(f"logged in to {url} as {session['user']} until {_when(session['expires'])}")
 
 
@@ -284,6 +323,53 @@ def env_revoke(name: str, user: str | None, team_: str | None, url: str) -> None
     click.echo(f"{subject} has no role in {name} now")
 
 
+# ---------------------------------------------------------------------- join tokens and the CA
+
+
+@click.group("token")
+def token() -> None:
+    """Join tokens: what a new host needs to join (administrators)."""
+
+
+@token.command("create")
+@click.option("--ttl", default="24h", show_default=True, help="how long it may be used (1h, 24h, 7d…)")
+@click.option("--uses", type=click.IntRange(1, 10_000), default=None, help="how many hosts may join with it "
+              "(--uses 1: single use; default: any number until it expires)")
+@click.option("--description", "-d", default="")
+@url_option
+def token_create(ttl: str, uses: int | None, description: str, url: str) -> None:
+    """Make a join token; printed once (`corral agent --join ADDR --token TOKEN` on the new host)."""
+    made = Client(url).post("/v1/jointokens", {"ttl": ttl, "uses": uses, "description": description})
+    left = f"{made['uses_left']} host(s)" if made["uses_left"] else "any number of hosts"
+    click.echo(f"join token {made['id']} for {left}, until {_when(made['expires'])}", err=True)
+    click.echo(made["token"])
+
+
+@token.command("ls")
+@url_option
+def token_ls(url: str) -> None:
+    rows = [[t["id"], t["description"], t["uses_left"] or "any", _when(t["expires"])]
+            for t in Client(url).items("/v1/jointokens")]
+    table("join tokens", ["id", "description", "uses left", "expires"], rows)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@url_option
+def token_revoke(token_id: str, url: str) -> None:
+    Client(url).delete(f"/v1/jointokens/{token_id}")
+    click.echo(f"join token {token_id} revoked")
+
+
+@click.command("ca")
+@url_option
+def ca(url: str) -> None:
+    """The cluster CA's SHA-256 fingerprint (and its certificate, for CORRAL_CACERT)."""
+    body = Client(url).get("/v1/ca")
+    click.echo(f"fingerprint {body['fingerprint']}", err=True)
+    click.echo(body["cert"], nl=False)
+
+
 # ---------------------------------------------------------------------- any call
 
 
@@ -307,4 +393,4 @@ def api(method: str, path: str, data: str | None, url: str) -> None:
     click.echo(json.dumps(Client(url).request(method.upper(), path, body), indent=2))
 
 
-__all__ = ["api", "apikey", "env", "login", "logout", "team", "user", "whoami"]
+__all__ = ["api", "apikey", "ca", "env", "login", "logout", "team", "token", "user", "whoami"]

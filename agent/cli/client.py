@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +50,19 @@ def save_session(url: str, session: dict[str, Any] | None) -> None:
     write_private(sessions_file(), (json.dumps(sessions, indent=1) + "\n").encode())
 
 
+def tls_context(url: str, cafile: str | None = None) -> ssl.SSLContext | None:
+    """How to check an agent's certificate: against ``cafile``, else CORRAL_CACERT, else the CA kept at
+    ``corral login`` for that URL (None for plain HTTP, on loopback)."""
+    if not url.startswith("https:"):
+        return None
+    cafile = cafile or os.environ.get("CORRAL_CACERT") or None
+    if cafile is None:
+        ca = load_sessions().get(url.rstrip("/"), {}).get("ca")
+        if isinstance(ca, str):
+            return ssl.create_default_context(cadata=ca)
+    return ssl.create_default_context(cafile=cafile)
+
+
 def token_for(url: str) -> str | None:
     env = os.environ.get("CORRAL_TOKEN")
     if env:
@@ -66,10 +80,11 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None, cafile: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token if token is not None else token_for(self.url)
+        self.tls = tls_context(self.url, cafile)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -80,13 +95,12 @@ class Client:
         req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json", **self.headers()})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.tls) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise _api_error(exc, url) from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ApiError(0, "unreachable", f"cannot reach the Corral API at {self.url}: {reason}") from None
+            raise _unreachable(exc, self.url) from None
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query={k: v for k, v in query.items() if v is not None} or None)
@@ -116,14 +130,22 @@ class Client:
         """Lines of a streamed response (logs -f, events --follow)."""
         url = self.url + path + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers()), timeout=None) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers()), timeout=None,
+                                        context=self.tls) as resp:
                 for line in resp:
                     yield line.decode(errors="replace").rstrip("\n")
         except urllib.error.HTTPError as exc:
             raise _api_error(exc, url) from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ApiError(0, "unreachable", f"cannot reach the Corral API at {self.url}: {reason}") from None
+            raise _unreachable(exc, self.url) from None
+
+
+def _unreachable(exc: Exception, url: str) -> ApiError:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return ApiError(0, "untrusted", f"the agent at {url} presented a certificate this CLI does not trust "
+                        f"({reason.verify_message}): `corral login` pins the cluster's CA, or set CORRAL_CACERT")
+    return ApiError(0, "unreachable", f"cannot reach the Corral API at {url}: {reason}")
 
 
 def _api_error(exc: urllib.error.HTTPError, url: str) -> ApiError:

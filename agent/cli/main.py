@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.cli.access import api, apikey, env, login, logout, team, user, whoami
+from agent.cli.access import api, apikey, ca, env, login, logout, team, token, user, whoami
 from agent.cli.containers import events, logs, ps
 from agent.cli.hosts import hosts
 from agent.cli.keys import keys
@@ -119,8 +119,8 @@ def agent(
         sys.exit(2)
 
 
-for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, api,
-                 lab, drill):
+for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,
+                 ca, api, lab, drill):
     cli.add_command(_command)
 
 

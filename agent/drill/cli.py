@@ -92,6 +92,7 @@ def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int 
             lab.up(count)
         url = lab.host("h1").api_url
         os.environ["CORRAL_TOKEN"] = lab.admin_token()  # the drills act as the lab's administrator
+        os.environ["CORRAL_CACERT"] = str(lab.ca_file)
         service_id, scale = ensure_workload(url)
     except (LabError, ApiError) as exc:
         _fail(str(exc))

@@ -90,7 +90,8 @@ class Drills:
     # ------------------------------------------------------------------ reading the cluster
 
     def api(self, host: str, timeout: float = 5.0) -> Client:
-        return Client(self.lab.host(host).api_url, timeout=timeout, token=self.lab.admin_token())
+        return Client(self.lab.host(host).api_url, timeout=timeout, token=self.lab.admin_token(),
+                      cafile=str(self.lab.ca_file))
 
     def urls(self) -> list[str]:
         return [self.lab.host(h).api_url for h in self.hosts]
@@ -190,7 +191,7 @@ class Drills:
         req = urllib.request.Request(self.lab.host(host).api_url + f"/v1/kv/{key}", data=value.encode(), method="PUT",
                                      headers=self.lab.auth_headers())
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.lab.tls()) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -334,7 +335,8 @@ class Drills:
         r.happened.append(f"killed managers {', '.join(down)}; {survivor} is the last manager")
         time.sleep(2.0)  # past an election timeout: the survivor knows it has no leader
         with urllib.request.urlopen(urllib.request.Request(self.lab.host(survivor).api_url + "/v1/services",
-                                                           headers=self.lab.auth_headers()), timeout=5) as resp:
+                                                           headers=self.lab.auth_headers()), timeout=5,
+                                    context=self.lab.tls()) as resp:
             stale = resp.headers.get("X-Corral-Stale")
             read_ok = resp.status == 200
         started = time.monotonic()
@@ -681,7 +683,8 @@ class Drills:
     def _as(self, host: str, token: str | None, method: str, path: str, body: Any = None) -> int:
         """The status of one request to ``host`` made with ``token`` (None: no Authorization at all)."""
         try:
-            Client(self.lab.host(host).api_url, timeout=10.0, token=token or "").request(method, path, body)
+            Client(self.lab.host(host).api_url, timeout=10.0, token=token or "",
+                   cafile=str(self.lab.ca_file)).request(method, path, body)
             return 200
         except ApiError as exc:
             return exc.status

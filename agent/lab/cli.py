@@ -66,6 +66,7 @@ def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
                   f"{lab_.admin_token_file} (`corral lab exec HOST …` sets CORRAL_URL and CORRAL_TOKEN)")
     if example:
         os.environ["CORRAL_TOKEN"] = lab_.admin_token()  # the commands below act as the administrator
+        os.environ["CORRAL_CACERT"] = str(lab_.ca_file)
         from agent.cli.containers import ps
         from agent.cli.stacks import stack_deploy
 

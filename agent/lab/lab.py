@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -101,6 +102,15 @@ class Lab:
     @property
     def admin_password_file(self) -> Path:
         return self.root / "admin-password"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA's certificate (a copy of the bootstrapping agent's), for clients: CORRAL_CACERT."""
+        return self.root / "ca.pem"
+
+    def tls(self) -> ssl.SSLContext:
+        """A client context that trusts the lab cluster's CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def admin_token(self) -> str:
         try:
@@ -198,6 +208,7 @@ class Lab:
         self.admin_token_file.unlink(missing_ok=True)
         _start_agent(first, join=[], bootstrap=True, admin_files=(self.admin_password_file, self.admin_token_file))
         token = await _wait_token(first, AGENT_TIMEOUT)
+        shutil.copy(first.agent_data / "ca.pem", self.ca_file)  # written with the token, before it serves
         state = self._state()
         state["token"] = token
         self._write_state(state)
@@ -205,7 +216,7 @@ class Lab:
         for host in rest:
             _start_agent(host, join=[first.address], token=token)
         await asyncio.gather(*(self._agent_ready(h) for h in hosts))
-        await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token())
+        await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token(), self.tls())
         self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
                       "active in the replicated state")
 
@@ -312,7 +323,7 @@ class Lab:
         if not host.netns_path.exists():
             raise LabError(f"host {name} has no namespace (was the lab taken down?)")
         env = dict(os.environ, DOCKER_HOST=host.docker_host, CORRAL_URL=host.api_url, CORRAL_LAB_HOST=name,
-                   CORRAL_TOKEN=self.admin_token())
+                   CORRAL_TOKEN=self.admin_token(), CORRAL_CACERT=str(self.ca_file))
         return ["nsenter", f"--net={host.netns_path}", *command], env
 
     # ------------------------------------------------------------------ faults
@@ -582,7 +593,9 @@ async def _wait_token(host: HostSpec, timeout: float) -> str:
 async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            # liveness only (no credential travels): the certificate is not checked here
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout),
+                                  connector=aiohttp.TCPConnector(ssl=False)) as session,
             session.get(host.api_url + "/v1/health") as resp,
         ):
             body = await resp.json()
@@ -594,7 +607,9 @@ async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:
 async def wait_health(host: HostSpec, timeout: float) -> dict[str, Any]:
     """Poll the agent's /v1/health over the underlay until it answers; fail early if it died."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    # liveness only (no credential travels): the certificate is not checked here
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
+                                     connector=aiohttp.TCPConnector(ssl=False)) as session:
         while True:
             try:
                 async with session.get(host.api_url + "/v1/health") as resp:
@@ -620,13 +635,14 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         return None
 
 
-async def wait_cluster(hosts: list[HostSpec], timeout: float, token: str) -> None:
+async def wait_cluster(hosts: list[HostSpec], timeout: float, token: str, tls: ssl.SSLContext) -> None:
     """Until every agent sees every host alive by gossip and the replicated state lists all as active
     (and knows the administrator whose ``token`` asks)."""
     names = {h.name for h in hosts}
     deadline = time.monotonic() + timeout
     problem = "no answer"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), headers=auth_headers(token)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), headers=auth_headers(token),
+                                     connector=aiohttp.TCPConnector(ssl=tls)) as session:
         while True:
             problem = ""
             for host in hosts:

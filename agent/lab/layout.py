@@ -98,7 +98,8 @@ class HostSpec:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.address}:{API_PORT}"
+        """HTTPS with the node's certificate from the cluster CA (the lab's ``ca.pem``)."""
+        return f"https://{self.address}:{API_PORT}"
 
 
 def host_specs(count: int, subnet: str, root: Path) -> list[HostSpec]:

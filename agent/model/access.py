@@ -13,6 +13,7 @@ judged against that time when it is applied, and against the node's clock when a
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import re
 from collections.abc import Mapping
 from typing import Protocol
@@ -22,6 +23,10 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
     Actor,
     AdminBootstrap,
+    CaSet,
+    JoinTokenCreate,
+    JoinTokenRevoke,
+    JoinTokenUse,
     KeyCreate,
     KeyRevoke,
     Outcome,
@@ -84,6 +89,29 @@ class Team:
     created: int
 
 
+@dataclasses.dataclass(frozen=True)
+class JoinToken:
+    id: str
+    secret_hash: str
+    expires: float
+    uses_left: int | None
+    description: str
+    created: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Authority:
+    """The cluster CA: its certificate (public) and its key, sealed (``mesh.pki.seal_ca_key``)."""
+
+    cert_pem: str
+    sealed_key: bytes
+    fingerprint: str
+    created: int
+
+
+MAX_JOIN_TOKENS = 100
+
+
 def user_subject(name: str) -> str:
     return f"user:{name}"
 
@@ -128,6 +156,8 @@ class Access:
         self.teams: dict[str, Team] = {}
         self.bindings: dict[str, dict[str, Role]] = {}
         """environment → subject (``user:NAME`` / ``team:NAME``) → role."""
+        self.join_tokens: dict[str, JoinToken] = {}
+        self.authority: Authority | None = None
 
     def teams_of(self, user: str) -> list[str]:
         return [t.name for t in self.teams.values() if user in t.members]
@@ -313,6 +343,62 @@ class Access:
                    environment=cmd.environment, subject=cmd.subject)
         return Outcome(index, id=cmd.subject)
 
+    # -------------------------------------------------------------- joining: the CA and join tokens
+
+    def ca_set(self, cmd: CaSet, index: int, sink: Sink) -> Outcome:
+        if self.authority is not None:
+            raise conflict("the cluster has its certificate authority already", "cert_pem")
+        if not cmd.cert_pem.startswith("-----BEGIN CERTIFICATE-----") or not SECRET_HASH_RE.match(cmd.fingerprint):
+            raise bad_request("a CA is a PEM certificate and its SHA-256 fingerprint", "cert_pem")
+        self.authority = Authority(cmd.cert_pem, cmd.sealed_key, cmd.fingerprint, index)
+        sink.change(index, Topic.ACCESS, "ca")
+        return Outcome(index, id=cmd.fingerprint[:16])
+
+    def join_token_create(self, cmd: JoinTokenCreate, index: int, at: float, sink: Sink) -> Outcome:
+        check_key_fields(cmd.id, cmd.secret_hash, cmd.description)
+        if cmd.id in self.join_tokens:
+            raise conflict(f"join token {cmd.id} exists", "id")
+        if cmd.uses is not None and not 1 <= cmd.uses <= 10_000:
+            raise bad_request("uses is 1 to 10000 (or none: until it expires)", "uses")
+        for token in [t for t in self.join_tokens.values() if t.expires + EXPIRED_KEPT < at]:
+            del self.join_tokens[token.id]
+        if len(self.join_tokens) >= MAX_JOIN_TOKENS:
+            raise conflict(f"the cluster has {len(self.join_tokens)} join tokens: revoke some", "id")
+        self.join_tokens[cmd.id] = JoinToken(cmd.id, cmd.secret_hash, cmd.expires, cmd.uses, cmd.description, index)
+        sink.change(index, Topic.ACCESS, f"join_token:{cmd.id}")
+        sink.event(index, EventKind.JOIN_TOKEN_CREATED, f"join token {cmd.id} created" + (
+            f" for {cmd.uses} host(s)" if cmd.uses else ""), token=cmd.id)
+        return Outcome(index, id=cmd.id)
+
+    def join_token_revoke(self, cmd: JoinTokenRevoke, index: int, sink: Sink) -> Outcome:
+        if self.join_tokens.pop(cmd.id, None) is None:
+            raise not_found("join token", cmd.id, "id")
+        sink.change(index, Topic.ACCESS, f"join_token:{cmd.id}", removed=True)
+        sink.event(index, EventKind.JOIN_TOKEN_REVOKED, f"join token {cmd.id} revoked", token=cmd.id)
+        return Outcome(index, id=cmd.id, deleted=True)
+
+    def join_token_check(self, token_id: str, secret_hash: str, at: float) -> JoinToken:
+        """The token a joining host presents, if it may join with it now; CommandError (forbidden) saying
+        why not otherwise (the same words for an unknown token and a wrong secret)."""
+        token = self.join_tokens.get(token_id)
+        if token is None or not hmac.compare_digest(token.secret_hash, secret_hash):
+            raise forbidden("the join token is not valid (unknown, revoked or used up)", "token")
+        if at >= token.expires:
+            raise forbidden("the join token has expired: make a new one with `corral token create`", "token")
+        return token
+
+    def join_token_use(self, cmd: JoinTokenUse, index: int, sink: Sink) -> Outcome:
+        token = self.join_token_check(cmd.id, cmd.secret_hash, cmd.at)
+        if token.uses_left is not None:
+            if token.uses_left <= 1:
+                del self.join_tokens[token.id]
+            else:
+                self.join_tokens[token.id] = dataclasses.replace(token, uses_left=token.uses_left - 1)
+        sink.change(index, Topic.ACCESS, f"join_token:{token.id}")
+        sink.event(index, EventKind.HOST_JOINED, f"host {cmd.host} joined with join token {token.id}",
+                   host=cmd.host, token=token.id)
+        return Outcome(index, id=token.id)
+
     # -------------------------------------------------------------- snapshots
 
     def to_wire(self) -> dict[str, object]:
@@ -321,6 +407,8 @@ class Access:
             "keys": [to_wire(k) for k in self.keys.values()],
             "teams": [to_wire(t) for t in self.teams.values()],
             "bindings": {env: {s: r.value for s, r in members.items()} for env, members in self.bindings.items()},
+            "join_tokens": [to_wire(t) for t in self.join_tokens.values()],
+            "authority": to_wire(self.authority) if self.authority else None,
         }
 
     @classmethod
@@ -340,6 +428,11 @@ class Access:
         for t in _list(raw, "teams"):
             team = from_wire(Team, t, "access.teams")
             access.teams[team.name] = team
+        for t in _list(raw, "join_tokens"):
+            token = from_wire(JoinToken, t, "access.join_tokens")
+            access.join_tokens[token.id] = token
+        if raw.get("authority") is not None:
+            access.authority = from_wire(Authority, raw["authority"], "access.authority")
         bindings = raw.get("bindings") or {}
         if not isinstance(bindings, Mapping):
             raise WireError("access.bindings", "must be a map")
@@ -363,6 +456,7 @@ def _list(raw: Mapping[object, object], key: str) -> list[object]:
 __all__ = [
     "EXPIRED_KEPT",
     "MAX_DESCRIPTION",
+    "MAX_JOIN_TOKENS",
     "MAX_KEYS_PER_USER",
     "MAX_SESSIONS_PER_USER",
     "MAX_TEAM_MEMBERS",
@@ -370,6 +464,8 @@ __all__ = [
     "SUBJECT_RE",
     "Access",
     "ApiKey",
+    "Authority",
+    "JoinToken",
     "Sink",
     "Team",
     "User",

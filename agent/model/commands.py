@@ -53,6 +53,10 @@ class Op(enum.StrEnum):
     TEAM_SET = "team.set"
     TEAM_REMOVE = "team.remove"
     ROLE_SET = "role.set"
+    CA_SET = "ca.set"
+    JOIN_TOKEN_CREATE = "join_token.create"
+    JOIN_TOKEN_REVOKE = "join_token.revoke"
+    JOIN_TOKEN_USE = "join_token.use"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,10 +262,46 @@ class AdminBootstrap:
     """When it was made (the key's creation time)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class CaSet:
+    """The cluster's certificate authority: its certificate, and its key sealed with a key derived from
+    the cluster secret (``mesh.pki``). Applied only while the cluster has none."""
+
+    cert_pem: str
+    sealed_key: bytes
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinTokenCreate:
+    id: str
+    secret_hash: str
+    expires: float
+    uses: int | None = None
+    """How many hosts may join with it (None: any number until it expires)."""
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinTokenRevoke:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinTokenUse:
+    """A host joins with a token: refused when the token is unknown, expired (at ``at``) or used up."""
+
+    id: str
+    secret_hash: str
+    host: str
+    at: float
+
+
 Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | StackRemove | ServiceCreate
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
-           | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet)
+           | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
+           | JoinTokenUse)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -272,6 +312,8 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.KEYS_SET: KeysSet, Op.KV_PUT: KvPut, Op.KV_DELETE: KvDelete, Op.ADMIN_BOOTSTRAP: AdminBootstrap,
     Op.USER_CREATE: UserCreate, Op.USER_UPDATE: UserUpdate, Op.USER_REMOVE: UserRemove, Op.KEY_CREATE: KeyCreate,
     Op.KEY_REVOKE: KeyRevoke, Op.TEAM_SET: TeamSet, Op.TEAM_REMOVE: TeamRemove, Op.ROLE_SET: RoleSet,
+    Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
+    Op.JOIN_TOKEN_USE: JoinTokenUse,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -374,6 +416,7 @@ __all__ = [
     "OP_OF",
     "Actor",
     "AdminBootstrap",
+    "CaSet",
     "Command",
     "EnvCreate",
     "HostRegister",
@@ -381,6 +424,9 @@ __all__ = [
     "HostSetState",
     "InstanceRemove",
     "InstanceStatus",
+    "JoinTokenCreate",
+    "JoinTokenRevoke",
+    "JoinTokenUse",
     "KeyCreate",
     "KeyRevoke",
     "KeysSet",

@@ -86,13 +86,17 @@ class EventKind(enum.StrEnum):
     TEAM_CHANGED = "team.changed"
     TEAM_REMOVED = "team.removed"
     ROLE_CHANGED = "role.changed"
+    JOIN_TOKEN_CREATED = "join_token.created"
+    JOIN_TOKEN_REVOKED = "join_token.revoked"
+    HOST_JOINED = "host.joined"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
 
 
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,
                            EventKind.KEY_CREATED, EventKind.KEY_REVOKED, EventKind.TEAM_CHANGED,
-                           EventKind.TEAM_REMOVED, EventKind.KEYS_CHANGED})
+                           EventKind.TEAM_REMOVED, EventKind.KEYS_CHANGED, EventKind.JOIN_TOKEN_CREATED,
+                           EventKind.JOIN_TOKEN_REVOKED})
 """Events only administrators see (who has which credentials)."""
 
 

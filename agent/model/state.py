@@ -35,6 +35,7 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
     Actor,
     AdminBootstrap,
+    CaSet,
     Command,
     EnvCreate,
     HostRegister,
@@ -42,6 +43,9 @@ from agent.model.commands import (
     HostSetState,
     InstanceRemove,
     InstanceStatus,
+    JoinTokenCreate,
+    JoinTokenRevoke,
+    JoinTokenUse,
     KeyCreate,
     KeyRevoke,
     KeysSet,
@@ -193,7 +197,7 @@ class ClusterState:
                 return Permission.AUTHENTICATED, cmd.environment
             case KeyRevoke() if actor is not None and (key := self.access.keys.get(cmd.id)) and key.owner == actor.user:
                 return Permission.AUTHENTICATED, None
-            case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap():
+            case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap() | CaSet() | JoinTokenUse():
                 return Permission.SYSTEM, None
         return Permission.ADMIN, None
 
@@ -259,6 +263,14 @@ class ClusterState:
                 return self.access.team_remove(cmd, index, self)
             case RoleSet():
                 return self.access.role_set(cmd, index, self.environments, self)
+            case CaSet():
+                return self.access.ca_set(cmd, index, self)
+            case JoinTokenCreate():
+                return self.access.join_token_create(cmd, index, actor.at if actor else 0.0, self)
+            case JoinTokenRevoke():
+                return self.access.join_token_revoke(cmd, index, self)
+            case JoinTokenUse():
+                return self.access.join_token_use(cmd, index, self)
 
     def snapshot(self) -> bytes:
         body = {

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
@@ -26,19 +27,21 @@ from aiohttp import web
 from agent import __version__
 from agent.api.app import create_app
 from agent.api.deps import ApiDeps, NodeInfo
+from agent.api.join import parse_join_token
 from agent.cluster.feed import Feed
 from agent.cluster.members import Members
 from agent.cluster.replica import Replica
 from agent.control.leader import Leader
-from agent.errors import DataDirError
-from agent.model.commands import InstanceStatus
+from agent.errors import BadRequest, DataDirError
+from agent.model.commands import Command, InstanceStatus
 from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
 from agent.node.docker import DockerEngine, Engine
 from agent.node.overlay import OverlayRuntime, load_or_make_key
 from agent.node.plan import Observed
 from agent.node.reconciler import Reconciler
-from agent.process import bootstrap, credentials
+from agent.process import bootstrap, credentials, joining
+from agent.process.certs import NodeCerts, renewing
 from agent.process.config import AgentConfig
 from agent.process.datadir import DataDir
 from agent.process.health import HealthMonitor
@@ -50,10 +53,12 @@ from mesh.raft.driver import RaftDriver
 from mesh.raft.messages import Message
 from mesh.raft.storage import SqliteStorage
 from mesh.raft.transport import RaftTransport
+from mesh.waiting import until_async
 
 log = logging.getLogger("corral.agent")
 
 GOSSIP_REPLAY_WINDOW = 60.0
+CERT_WAIT = 30.0
 Stage = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 
 
@@ -80,11 +85,13 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.overlay: OverlayRuntime | None = None
         self.health = HealthMonitor(self._advertise_health)
+        self.certs = NodeCerts(config.data_dir)
         self.site: web.TCPSite | None = None
         self.stages: list[tuple[str, Stage]] = [
             ("data dir", self._data_dir), ("secret", self._secret), ("docker", self._docker),
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
-            ("leader", self._leader), ("admin", self._admin), ("reconciler", self._reconciler),
+            ("leader", self._leader), ("admin", self._admin), ("certificate", self._certificate),
+            ("reconciler", self._reconciler),
             ("keyring", self._keyring), ("overlay", self._overlay), ("health", self._health), ("http", self._http),
         ]
 
@@ -96,7 +103,7 @@ class Agent:
                 if self._on_stage is not None:
                     await self._on_stage(name)
                 await stack.enter_async_context(stage())
-            log.info("agent %s (corral %s) serving %s", self.config.name, __version__, self.config.api_url)
+            log.info("agent %s (corral %s) serving %s", self.config.name, __version__, self.api_url())
             yield self
         log.info("agent %s stopped", self.config.name)
 
@@ -112,12 +119,21 @@ class Agent:
     async def _secret(self) -> AsyncIterator[None]:
         config = self.config
         had_secret = credentials.load_secret(config.data_dir) is not None
-        self.secret = credentials.establish_secret(config.data_dir, config.bootstrap, config.token)
+        joined = None
+        if not had_secret and not config.bootstrap and config.token:
+            credentials.check_new_join(config.token)
+            parse_join_token(config.token)  # a malformed token is a clear error before anything is tried
+            if not config.join:
+                raise BadRequest("a join token needs --join ADDR: a member to join through")
+            seeds = [(host, config.api_port) for host, _port in config.join_addresses()]
+            joined = await joining.exchange(seeds, config.token, config.name, config.bind, config.manager, self.certs)
+        self.secret = credentials.establish_secret(config.data_dir, config.bootstrap, joined)
+        commands: list[Command] = []
         if config.bootstrap and not had_secret:
-            token = (config.data_dir / credentials.TOKEN_FILE).read_text().strip()
-            log.info("new cluster: join other hosts with --join %s --token %s", config.bind, token)
+            commands += bootstrap.new_cluster(config.data_dir, self.secret, self.certs, config.name, config.bind)
         if (config.bootstrap and not had_secret) or config.bootstrap_admin:
-            bootstrap.prepare(config.data_dir, config.admin_password_file, config.admin_key_file)
+            commands += bootstrap.prepare(config.data_dir, config.admin_password_file, config.admin_key_file)
+        bootstrap.keep(config.data_dir, commands)
         self.ring = keyring.load(config.data_dir, self.secret)
         yield
 
@@ -140,7 +156,9 @@ class Agent:
     async def _session(self) -> AsyncIterator[None]:
         # The agent's own HTTP calls (writes forwarded to the leader, status reports, logs from other
         # hosts) share one pool: no connection limit, keep-alive to each agent.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as self.session:
+        # Agents are called over TLS, verified against the cluster CA, with this node's certificate.
+        connector = aiohttp.TCPConnector(limit=0, ssl=self.certs.client)
+        async with aiohttp.ClientSession(connector=connector) as self.session:
             yield
 
     @contextlib.asynccontextmanager
@@ -148,7 +166,7 @@ class Agent:
         config, ring = self.config, self._ring()
         mem = hostinfo.meminfo()
         _, overlay_public = load_or_make_key(config.data_dir)
-        self.meta = {"api": config.api_url, "raft": f"{config.bind}:{config.raft_port}", "manager": config.manager,
+        self.meta = {"api": self.api_url(), "raft": f"{config.bind}:{config.raft_port}", "manager": config.manager,
                      "labels": dict(config.labels), "cpus": hostinfo.cpu_count(), "memory": mem.get("total", 0),
                      "key_ids": keyring.ids(ring), "overlay_key": overlay_public.hex(), "health": "starting"}
         gossip = GossipNode(config.name, (config.bind, config.gossip_port), dict(self.meta),
@@ -226,6 +244,35 @@ class Agent:
             yield
 
     @contextlib.asynccontextmanager
+    async def _certificate(self) -> AsyncIterator[None]:
+        """This node's certificate, from the cluster CA when it has none (a data dir of an earlier
+        version) or it is due for renewal; renewed while the agent runs."""
+        config, certs = self.config, self.certs
+
+        def renew() -> None:
+            authority = self.state.access.authority
+            if authority is not None:
+                certs.issue_here(self.secret, authority, config.name, config.bind, config.manager, time.time())
+                self._advertise(api=self.api_url())
+
+        if certs.due(time.time()):
+            try:
+                await until_async("the cluster CA in the replicated state",
+                                  lambda: self.state.access.authority is not None, CERT_WAIT)
+                renew()
+            except TimeoutError:
+                log.error("no cluster CA in the state after %g s: the API is served over plain HTTP", CERT_WAIT)
+        if not certs.present():
+            self.health.add("tls", lambda: "no certificate: the API is served over plain HTTP")
+        async with renewing(certs, renew):
+            yield
+
+    def api_url(self) -> str:
+        """This node's API: HTTPS once it has a certificate (plain HTTP only while it has none)."""
+        url = self.config.api_url
+        return "https" + url[len("http"):] if self.certs.present() else url
+
+    @contextlib.asynccontextmanager
     async def _reconciler(self) -> AsyncIterator[None]:
         replica, name = self._replica(), self.config.name
         assert self.engine is not None
@@ -273,14 +320,15 @@ class Agent:
         config = self.config
         assert self.data_dir is not None and self.engine is not None and self.gossip is not None
         assert self.overlay is not None
-        deps = ApiDeps(node=NodeInfo(config.name, config.bind, config.api_url, self.data_dir.node_id),
+        deps = ApiDeps(node=NodeInfo(config.name, config.bind, self.api_url(), self.data_dir.node_id),
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
-                       overlay=self.overlay, health=self.health)
+                       overlay=self.overlay, health=self.health, secret=self.secret)
         runner = web.AppRunner(create_app(deps),
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()
         try:
-            self.site = web.TCPSite(runner, config.bind, config.api_port, reuse_address=True)
+            self.site = web.TCPSite(runner, config.bind, config.api_port, reuse_address=True,
+                                    ssl_context=self.certs.server if self.certs.present() else None)
             await self.site.start()
             if config.loopback_api and not config.bind.startswith("127."):
                 # `corral` on this host finds the API at its default URL (still authenticated)

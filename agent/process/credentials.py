@@ -1,56 +1,33 @@
-"""The cluster secret and the join token that carries it.
+"""The cluster secret: what gossip and Raft keys are derived from (mesh.keyring), and what opens the
+CA's key (mesh.pki).
 
-``corral agent --bootstrap`` makes a 32-byte cluster secret, stores it 0600 in the data dir and
-prints a join token; ``--join ADDR --token TOKEN`` stores the secret a token carries. Gossip and Raft
-keys are derived from the secret (mesh.keyring), so a node without the token cannot seal or open a
-single packet of the cluster's.
+``corral agent --bootstrap`` makes a 32-byte secret and stores it 0600 in the data dir. A host that
+joins gets it from a member, over TLS, in exchange for a join token (``corral2.…``, see
+:mod:`agent.api.join` and :mod:`agent.process.joining`) — the token itself carries no secret, so it
+can expire, be used up or be revoked.
 
-A token is ``corral1.`` + base64url(secret ‖ crc32(secret)): the checksum turns a mistyped or
-truncated token into a clear error instead of a node that silently cannot talk to anyone.
+Tokens of earlier versions (``corral1.`` + base64url(secret ‖ crc32)) carried the secret itself and
+never expired: a node that already belongs to a cluster ignores the one it is given; a new host is
+refused with one, and told to ask for a new token.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
-import zlib
 from pathlib import Path
 
 from agent.errors import BadRequest, DataDirError
 from mesh.files import write_private
 
-TOKEN_PREFIX = "corral1."
+OLD_TOKEN_PREFIX = "corral1."
 SECRET_BYTES = 32
 SECRET_FILE = "cluster-secret"
 TOKEN_FILE = "join-token"
+"""The join token the bootstrapping node made (0600), for the operator who brings up the next hosts."""
 
 
 class TokenError(BadRequest):
     code = "bad_token"
-
-
-def encode_token(secret: bytes) -> str:
-    crc = zlib.crc32(secret).to_bytes(4, "big")
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(secret + crc).decode().rstrip("=")
-
-
-def decode_token(token: str) -> bytes:
-    """The secret a token carries; TokenError saying what is wrong with it otherwise."""
-    token = token.strip()
-    if not token.startswith(TOKEN_PREFIX):
-        raise TokenError(f"a join token starts with {TOKEN_PREFIX!r}")
-    body = token[len(TOKEN_PREFIX):]
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise TokenError("the join token is not valid base64url") from exc
-    if len(raw) != SECRET_BYTES + 4:
-        raise TokenError(f"the join token is {len(raw)} bytes long, not {SECRET_BYTES + 4}: is it cut short?")
-    secret, crc = raw[:SECRET_BYTES], raw[SECRET_BYTES:]
-    if zlib.crc32(secret).to_bytes(4, "big") != crc:
-        raise TokenError("the join token's checksum does not match: is it mistyped?")
-    return secret
 
 
 def load_secret(data_dir: Path) -> bytes | None:
@@ -64,28 +41,37 @@ def load_secret(data_dir: Path) -> bytes | None:
     return secret
 
 
-def establish_secret(data_dir: Path, bootstrap: bool, token: str | None) -> bytes:
-    """The secret this node uses, from its data dir, a new bootstrap, or a join token.
+def check_new_join(token: str | None) -> None:
+    """A host that has no secret yet joins with a ``corral2.`` token; anything else is refused here."""
+    if token is not None and token.strip().startswith(OLD_TOKEN_PREFIX):
+        raise TokenError("this join token was made by an earlier Corral: it carries the cluster secret and never "
+                         "expires, so it is no longer accepted; make one with `corral token create`")
 
-    A node that already has a secret keeps it (a restart needs no token); a token for another
-    cluster, or ``--bootstrap`` on a node of an existing cluster, is refused rather than obeyed.
+
+def establish_secret(data_dir: Path, bootstrap: bool, joined: bytes | None) -> bytes:
+    """The secret this node uses: from its data dir, a new bootstrap, or a join that just gave it.
+
+    A node that already has a secret keeps it (a restart needs no token); ``--bootstrap`` on a node of
+    an existing cluster is refused rather than obeyed.
     """
     existing = load_secret(data_dir)
-    offered = decode_token(token) if token else None
     if existing is not None:
         if bootstrap:
             raise DataDirError(f"{data_dir} already belongs to a cluster: --bootstrap would make another")
-        if offered is not None and offered != existing:
-            raise TokenError("this node belongs to another cluster than the token's (its data dir has a secret)")
         return existing
-    if bootstrap and offered is not None:
+    if bootstrap and joined is not None:
         raise BadRequest("--bootstrap makes a new cluster; --token joins an existing one: give one of them")
     if bootstrap:
         secret = secrets.token_bytes(SECRET_BYTES)
-    elif offered is not None:
-        secret = offered
+    elif joined is not None:
+        if len(joined) != SECRET_BYTES:
+            raise TokenError(f"the member sent a {len(joined)}-byte secret, not {SECRET_BYTES}")
+        secret = joined
     else:
         raise BadRequest("this node has no cluster secret: start it with --bootstrap or with --join ADDR --token TOKEN")
     write_private(data_dir / SECRET_FILE, secret)
-    write_private(data_dir / TOKEN_FILE, (encode_token(secret) + "\n").encode())
     return secret
+
+
+__all__ = ["OLD_TOKEN_PREFIX", "SECRET_BYTES", "SECRET_FILE", "TOKEN_FILE", "TokenError", "check_new_join",
+           "establish_secret", "load_secret"]

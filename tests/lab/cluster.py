@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -15,6 +16,12 @@ from agent.lab import Lab
 from mesh import waiting
 
 T = TypeVar("T")
+
+
+def tls() -> ssl.SSLContext | None:
+    """The lab cluster's CA, which the lab fixture names in CORRAL_CACERT."""
+    cafile = os.environ.get("CORRAL_CACERT")
+    return ssl.create_default_context(cafile=cafile) if cafile else None
 
 
 def token_header() -> dict[str, str]:
@@ -33,7 +40,7 @@ def raw(url: str, method: str = "GET", body: bytes | None = None,
     req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json",
                                                                          **token_header()})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls()) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")

@@ -47,15 +47,17 @@ def fresh_lab(hosts: int) -> Iterator[Lab]:
     if lab.leftovers():
         lab.down()
     lab.up(hosts)
-    before = os.environ.get("CORRAL_TOKEN")
+    before = {k: os.environ.get(k) for k in ("CORRAL_TOKEN", "CORRAL_CACERT")}
     os.environ["CORRAL_TOKEN"] = lab.admin_token()  # the tests act as the lab's administrator
+    os.environ["CORRAL_CACERT"] = str(lab.ca_file)  # and trust its CA
     try:
         yield lab
     finally:
-        if before is None:
-            os.environ.pop("CORRAL_TOKEN", None)
-        else:
-            os.environ["CORRAL_TOKEN"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if os.environ.get("CORRAL_LAB_KEEP_FAILED") != "1":  # debugging: keep it for a look, then `lab down`
             lab.down()
 

@@ -3,18 +3,26 @@ on one host refused by another within a second, the audit trail, the loopback AP
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from agent.cli.client import ApiError, Client
 from agent.lab import Lab
+from agent.process import joining
 from agent.process.bootstrap import PENDING_FILE
+from agent.process.certs import NodeCerts
+from agent.process.joining import JoinRefused
+from mesh import pki
 from tests.cli import corral
 from tests.lab.cluster import until
 
@@ -28,12 +36,12 @@ def test_the_bootstrapped_administrator_and_nothing_without_a_token(lab3: Lab) -
     for host in lab3.hosts():
         req = urllib.request.Request(host.api_url + "/v1/stacks")
         try:
-            urllib.request.urlopen(req, timeout=5)
+            urllib.request.urlopen(req, timeout=5, context=lab3.tls())
             raise AssertionError(f"{host.name} answered without a token")
         except urllib.error.HTTPError as exc:
             assert exc.code == 401 and exc.headers["WWW-Authenticate"].startswith("Bearer")
             assert json.loads(exc.read())["error"] == "unauthorized"
-        with urllib.request.urlopen(host.api_url + "/v1/health", timeout=5) as resp:
+        with urllib.request.urlopen(host.api_url + "/v1/health", timeout=5, context=lab3.tls()) as resp:
             assert resp.status == 200, "health stays open (load balancers and the lab poll it)"
 
 
@@ -59,6 +67,49 @@ def test_login_whoami_logout_from_the_cli(lab3: Lab, tmp_path: Path) -> None:
     assert out.returncode == 0 and url not in json.loads(sessions.read_text())
     after = corral("whoami", env=env)
     assert after.returncode == 1 and "authentication required" in after.stderr and "corral login" in after.stderr
+
+
+def test_login_pins_the_cluster_ca_by_its_fingerprint(lab3: Lab, tmp_path: Path) -> None:
+    url = lab3.host("h3").api_url
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": "", "CORRAL_TOKEN": "", "CORRAL_CACERT": "", "CORRAL_URL": url}
+    untrusted = corral("hosts", env={**env, "CORRAL_TOKEN": lab3.admin_token()})
+    assert untrusted.returncode == 1 and "does not trust" in untrusted.stderr, "no CA known: nothing is sent"
+    real = pki.fingerprint(lab3.ca_file.read_bytes())
+    blind = corral("login", "--password-stdin", env=env, input_text=lab3.admin_password() + "\n")
+    assert blind.returncode == 1 and "--ca-fingerprint" in blind.stderr and real in blind.stderr
+    wrong = corral("login", "--password-stdin", "--ca-fingerprint", "00" * 32, env=env,
+                   input_text=lab3.admin_password() + "\n")
+    assert wrong.returncode == 1 and "not logging in" in wrong.stderr
+    done = corral("login", "--password-stdin", "--ca-fingerprint", real, env=env,
+                  input_text=lab3.admin_password() + "\n")
+    assert done.returncode == 0, done.stderr
+    listed = corral("hosts", env=env)
+    assert listed.returncode == 0 and "h1" in listed.stdout, "the pinned CA verifies every later call"
+
+
+def test_a_host_joins_only_with_a_valid_token(lab3: Lab) -> None:
+    """An expired token is refused, a fresh single-use one accepted once (the join exchange, as a new host
+    makes it, against h1's real API over TLS)."""
+    admin = Client(lab3.host("h1").api_url, token=lab3.admin_token())
+    short = admin.post("/v1/jointokens", {"ttl": 1, "uses": 1})["token"]
+    fresh = admin.post("/v1/jointokens", {"ttl": "10m", "uses": 1})["token"]
+    time.sleep(1.2)
+    seeds = [(lab3.host("h1").address, 8080)]
+    with tempfile.TemporaryDirectory() as d:
+        certs = NodeCerts(Path(d))
+        with pytest.raises(JoinRefused, match="expired"):
+            asyncio.run(joining.exchange(seeds, short, "h9", "10.77.0.99", False, certs, timeout=5))
+        assert not certs.present(), "a refused join writes nothing"
+        secret = asyncio.run(joining.exchange(seeds, fresh, "h9", "10.77.0.99", False, certs, timeout=5))
+        assert secret == (lab3.host("h1").agent_data / "cluster-secret").read_bytes()
+        assert certs.present() and pki.role_of(certs.cert_path.read_bytes()) == "worker"
+        assert pki.issued_by(certs.cert_path.read_bytes(), lab3.ca_file.read_bytes(), time.time())
+        (Path(d) / "x").mkdir()
+        with pytest.raises(JoinRefused, match="used up"):
+            asyncio.run(joining.exchange(seeds, fresh, "h8", "10.77.0.98", False, NodeCerts(Path(d) / "x"),
+                                         timeout=5))
+    events = [e["message"] for e in admin.items("/v1/events", kind="host.joined")]
+    assert any("host h9 joined" in m for m in events)
 
 
 def test_a_key_revoked_on_one_host_is_refused_by_another_within_a_second(lab3: Lab) -> None:

@@ -21,11 +21,12 @@ import pytest
 from agent.lab import Lab, procs
 from mesh.waiting import until
 from tests.cli import corral
-from tests.lab.cluster import token_header
+from tests.lab.cluster import tls, token_header
 
 
 def get_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=token_header()), timeout=timeout) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=token_header()), timeout=timeout,
+                                context=tls()) as resp:
         body: dict[str, Any] = json.loads(resp.read())
         return body
 
@@ -68,7 +69,7 @@ def test_api_errors_are_json(lab3: Lab) -> None:
                                                                                "method_not_allowed")):
         req = urllib.request.Request(url + path, method=method)
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=2)
+            urllib.request.urlopen(req, timeout=2, context=tls())
         assert err.value.code == status
         body = json.loads(err.value.read())
         assert body["error"] == code and path in body["message"]

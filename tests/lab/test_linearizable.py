@@ -21,7 +21,7 @@ import pytest
 
 from agent.lab import Lab
 from mesh.linearizability import Op, check_history
-from tests.lab.cluster import leader, token_header, until
+from tests.lab.cluster import leader, tls, token_header, until
 from tests.lab.conftest import fresh_lab
 
 KEYS = [f"lin/{k}" for k in "abcdefgh"]  # short per-key histories keep the search tractable
@@ -37,7 +37,7 @@ def lab() -> Iterator[Lab]:
 def call(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 3.0) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=body, method=method, headers=token_header())
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls()) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

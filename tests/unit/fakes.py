@@ -23,11 +23,12 @@ from agent.api.deps import ApiDeps, NodeInfo
 from agent.api.passwords import ARGON2
 from agent.cluster.feed import Feed
 from agent.cluster.replica import Replica
-from agent.model.commands import AdminBootstrap, HostRegister, KeyCreate, UserCreate
+from agent.model.commands import AdminBootstrap, CaSet, HostRegister, KeyCreate, UserCreate
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse
 from agent.node.overlay import OverlayRuntime
 from agent.process.health import HealthMonitor
+from mesh import pki
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 from mesh.raft import config as raft_config
@@ -163,6 +164,16 @@ class Harness:
 
 ADMIN_PASSWORD = "correct horse battery staple"
 _ADMIN_HASH: list[str] = []
+SECRET = b"k" * 32
+"""The harness cluster's secret (its keyring and the seal of its CA's key)."""
+_CA: list[tuple[bytes, bytes]] = []
+
+
+def harness_ca() -> tuple[bytes, bytes]:
+    """The harness cluster's CA (certificate PEM, key PEM): one for the whole run."""
+    if not _CA:
+        _CA.append(pki.make_ca("harness", time.time()))
+    return _CA[0]
 
 
 async def bootstrap_admin(replica: Replica, through_raft: bool = True) -> str:
@@ -173,10 +184,14 @@ async def bootstrap_admin(replica: Replica, through_raft: bool = True) -> str:
     key_id, secret_hash, token = new_key()
     cmd = AdminBootstrap(UserCreate("admin", _ADMIN_HASH[0], True), KeyCreate(key_id, "admin", secret_hash, "test"),
                          at=time.time())
+    ca_pem, ca_key = harness_ca()
+    ca = CaSet(ca_pem.decode(), pki.seal_ca_key(SECRET, ca_key), pki.fingerprint(ca_pem))
     if through_raft:
+        await replica.write(ca)
         await replica.write(cmd)
     else:
-        replica.state.execute(cmd, 1)
+        replica.state.execute(ca, 1)
+        replica.state.execute(cmd, 2)
     return token
 
 
@@ -188,7 +203,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
     engine. By default the member is the only voter and leads; ``leads=False`` makes it a member of a
     cluster whose only voter is never heard from; ``voters=()`` starts it empty, to be added as a
     learner by another harness (``directory`` maps member names to API URLs, as gossip would)."""
-    ring = Keyring.from_secret(b"k" * 32)
+    ring = Keyring.from_secret(SECRET)
     sealer = ring.channel(b"raft")
     cfg = raft_config.local()
     storage = AsyncMemoryStorage()
@@ -220,7 +235,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             health = HealthMonitor(lambda _summary: None)
             health.add("raft", driver.problem)
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
-                           gossip, ring, overlay, health)
+                           gossip, ring, overlay, health, secret=SECRET)
             app = create_app(deps)
             runner = web.AppRunner(app)
             await runner.setup()
@@ -255,4 +270,5 @@ async def running_pair() -> AsyncIterator[tuple[Harness, Harness]]:
         yield h1, h2
 
 
-__all__ = ["ADMIN_PASSWORD", "FakeEngine", "Harness", "NoHealth", "bootstrap_admin", "running_api", "running_pair"]
+__all__ = ["ADMIN_PASSWORD", "SECRET", "FakeEngine", "Harness", "NoHealth", "bootstrap_admin", "harness_ca",
+           "running_api", "running_pair"]

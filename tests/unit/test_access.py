@@ -33,6 +33,7 @@ from agent.model.entities import Status
 from agent.model.errors import CommandError, ErrorCode
 from agent.model.policy import Grants, Permission, Role, allowed, may_delegate, role_in
 from agent.model.state import ClusterState
+from mesh import pki
 from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
 
 # ---------------------------------------------------------------------- the pure policy
@@ -229,6 +230,9 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/environments"): "admin", ("GET", "/v1/environments/{name}"): "read",
     ("PUT", "/v1/environments/{name}/members/{subject}"): "manage",
     ("DELETE", "/v1/environments/{name}/members/{subject}"): "manage",
+    ("GET", "/v1/ca"): "public", ("POST", "/v1/join"): "public", ("GET", "/v1/jointokens"): "admin",
+    ("POST", "/v1/jointokens"): "admin", ("DELETE", "/v1/jointokens/{id}"): "admin",
+    ("POST", "/v1/internal/certificate"): "system",
 }
 ROLE_OF = {"read-only": Role.READ_ONLY, "restricted": Role.RESTRICTED, "member": Role.MEMBER, "owner": Role.OWNER}
 ALLOWED: dict[str, set[str]] = {
@@ -404,6 +408,18 @@ async def _own_password(w: World, env: str, caller: str) -> Request:
     return f"/v1/users/{_self(caller)}", {"password": ADMIN_PASSWORD, "current_password": ADMIN_PASSWORD}
 
 
+async def _join_token(w: World, env: str, caller: str) -> Request:
+    made = await w.admin("POST", "/v1/jointokens", {})
+    return f"/v1/jointokens/{made['id']}", None
+
+
+async def _join(w: World, env: str, caller: str) -> Request:
+    made = await w.admin("POST", "/v1/jointokens", {"uses": 1})
+    name = w.fresh("n")
+    csr = pki.make_csr(name, pki.new_key()).decode()
+    return "/v1/join", {"token": made["token"], "name": name, "address": "10.9.9.9", "csr": csr}
+
+
 KEY = "A" * 43 + "="
 BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/openapi.json"): _fixed("/v1/openapi.json"), ("GET", "/v1/health"): _fixed("/v1/health"),
@@ -441,6 +457,10 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("POST", "/v1/environments"): _new_env, ("GET", "/v1/environments/{name}"): _fixed("/v1/environments/{env}"),
     ("PUT", "/v1/environments/{name}/members/{subject}"): _member,
     ("DELETE", "/v1/environments/{name}/members/{subject}"): _member,
+    ("GET", "/v1/ca"): _fixed("/v1/ca"), ("POST", "/v1/join"): _join,
+    ("GET", "/v1/jointokens"): _fixed("/v1/jointokens"),
+    ("POST", "/v1/jointokens"): _fixed("/v1/jointokens", {"uses": 1}), ("DELETE", "/v1/jointokens/{id}"): _join_token,
+    ("POST", "/v1/internal/certificate"): _fixed("/v1/internal/certificate", {}),
 }
 
 

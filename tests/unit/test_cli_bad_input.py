@@ -85,9 +85,15 @@ def test_agent_without_a_cluster_secret_says_how_to_get_one(tmp_path: Path) -> N
     done = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), timeout=30)
     assert done.returncode == 2
     assert "start it with --bootstrap or with --join ADDR --token TOKEN" in _last_line(done.stderr)
-    bad = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), "--token", "corral1.abc",
-                 timeout=30)
-    assert bad.returncode == 2 and "cut short" in _last_line(bad.stderr)
+    old = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), "--join", "127.0.0.9",
+                 "--token", "corral1.abc", timeout=30)
+    assert old.returncode == 2 and "corral token create" in _last_line(old.stderr), "old tokens carry the secret"
+    bad = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), "--join", "127.0.0.9",
+                 "--token", "corral2.abc", timeout=30)
+    assert bad.returncode == 2 and "malformed" in _last_line(bad.stderr)
+    alone = corral("agent", "--bind", "127.0.0.1", "--data-dir", str(tmp_path / "d"), "--token",
+                   "corral2." + "0" * 16 + "." + "A" * 43 + "." + "0" * 64, timeout=30)
+    assert alone.returncode == 2 and "--join" in _last_line(alone.stderr)
     assert not (tmp_path / "d" / "cluster-secret").exists(), "a refused token leaves no secret behind"
 
 

@@ -24,7 +24,7 @@ def test_hosts_are_numbered_from_dot_eleven() -> None:
         ("h2", "10.77.0.12", "corral-h2", "crl-h2"),
         ("h3", "10.77.0.13", "corral-h3", "crl-h3"),
     ]
-    assert hosts[0].api_url == "http://10.77.0.11:8080"
+    assert hosts[0].api_url == "https://10.77.0.11:8080"
     assert hosts[0].docker_host == "unix:///x/hosts/h1/docker.sock"
     assert bridge_address("10.77.0.0/24") == ("10.77.0.1", 24)
 

@@ -1,0 +1,97 @@
+"""A new host joins with a ``corral2.`` token (:mod:`agent.api.join`): before its agent starts anything,
+it asks a member's API for its certificate and the cluster secret.
+
+The member is reached over TLS that cannot be verified yet (the joining host knows no CA); the answer
+is believed only once the CA certificate it carries has the token's fingerprint and the member's own
+certificate — the one its TLS session presented — was signed by that CA. Nothing is written before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+import time
+
+import aiohttp
+
+from agent.api.join import parse_join_token
+from agent.errors import BadRequest
+from agent.process.certs import NodeCerts
+from mesh import pki
+
+log = logging.getLogger("corral.join")
+
+JOIN_TIMEOUT = 60.0
+
+
+class JoinRefused(BadRequest):
+    code = "join_refused"
+
+
+async def exchange(seeds: list[tuple[str, int]], token: str, name: str, address: str, manager: bool,
+                   certs: NodeCerts, timeout: float = JOIN_TIMEOUT) -> bytes:
+    """The cluster secret, once a member has issued this host's certificate; JoinRefused otherwise."""
+    _, _, fingerprint = parse_join_token(token)
+    body = {"token": token, "name": name, "address": address, "csr": certs.csr(name).decode(), "manager": manager}
+    blind = ssl.create_default_context()
+    blind.check_hostname = False
+    blind.verify_mode = ssl.CERT_NONE  # verified below, against the token's fingerprint
+    deadline = time.monotonic() + timeout
+    problem = "no member answered"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=blind),
+                                     timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while True:
+            for host, port in seeds:
+                url = f"https://{host}:{port}/v1/join"
+                try:
+                    async with session.post(url, json=body) as resp:
+                        answer = await resp.json(content_type=None)
+                        if resp.status == 200:
+                            return _accept(answer, await _server_certificate(host, port, blind), fingerprint,
+                                           certs, url)
+                        message = answer.get("message") if isinstance(answer, dict) else None
+                        if resp.status != 503:
+                            raise JoinRefused(f"{url} refused the join: {message or resp.status}")
+                        problem = f"{url}: {message}"
+                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                    problem = f"{url}: {exc}"
+            if time.monotonic() > deadline:
+                raise JoinRefused(f"could not join within {timeout:g} s: {problem}")
+            await asyncio.sleep(0.5)
+
+
+async def _server_certificate(host: str, port: int, blind: ssl.SSLContext) -> bytes | None:
+    """The certificate the member's API presents (DER), read from a TLS session of its own."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=blind), 10)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        peer = writer.get_extra_info("ssl_object")
+        return peer.getpeercert(binary_form=True) if peer is not None else None
+    finally:
+        writer.close()
+
+
+def _accept(answer: object, leaf: bytes | None, fingerprint: str, certs: NodeCerts, url: str) -> bytes:
+    if not isinstance(answer, dict) or not all(isinstance(answer.get(k), str) for k in ("ca", "cert", "secret")):
+        raise JoinRefused(f"{url} answered something that is not a join")
+    ca = answer["ca"].encode()
+    if pki.fingerprint(ca) != fingerprint:
+        raise JoinRefused(f"{url} is not the cluster the token is for: its CA's fingerprint is "
+                          f"{pki.fingerprint(ca)}, the token's {fingerprint}")
+    now = time.time()
+    if leaf is None or not pki.issued_by(leaf, ca, now):
+        raise JoinRefused(f"{url} presented a certificate the cluster CA did not issue")
+    if not pki.issued_by(answer["cert"].encode(), ca, now):
+        raise JoinRefused(f"{url} answered with a certificate the cluster CA did not issue")
+    secret = base64.b64decode(answer["secret"])
+    certs.store(ca, answer["cert"].encode())
+    log.info("joined through %s: certificate issued (%s), CA %s", url, answer.get("role"), fingerprint[:16])
+    return secret
+
+
+
+__all__ = ["JoinRefused", "exchange"]
