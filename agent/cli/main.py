@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,15 +89,21 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
                    "one is made up and printed once")
 @click.option("--admin-key-file", type=click.Path(path_type=Path), default=None,
               help="write the first administrator's API key to this file (0600) instead of printing it")
+@click.option("--print-systemd-unit", "print_unit", is_flag=True,
+              help="print a systemd unit that runs this agent with these options, and exit")
 @click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
               help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
-    bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None,
+    bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None, print_unit: bool,
 ) -> None:
-    """Run this host's agent: HTTP API on --bind:8080 over the local Docker Engine."""
+    """Run this host's agent: HTTPS API on --bind:8080 (and plain HTTP on 127.0.0.1:8080) over the local
+    Docker Engine."""
+    if print_unit:
+        click.echo(systemd_unit([a for a in sys.argv[sys.argv.index("agent") + 1:] if a != "--print-systemd-unit"]))
+        return
     from agent.process import agent as process
     from agent.process import log
 
@@ -117,6 +124,42 @@ def agent(
     except OSError as exc:
         click.echo(f"corral agent: cannot serve on {config.api_url}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+
+
+def systemd_unit(args: list[str]) -> str:
+    """A unit for ``corral agent ARGS`` (a join token goes in ``/etc/corral/agent.env``, not in the unit)."""
+    exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "corral" else Path(sys.executable).parent / "corral"
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--token":
+            skip = True
+            continue
+        if not arg.startswith("--token="):
+            kept.append(arg)
+    quoted = " ".join(shlex.quote(a) for a in kept)
+    return f"""[Unit]
+Description=Corral agent
+After=network-online.target docker.service
+Wants=network-online.target
+Requires=docker.service
+
+[Service]
+Type=simple
+# CORRAL_JOIN_TOKEN=corral2.… for the first start of a joining host (then it is not needed)
+EnvironmentFile=-/etc/corral/agent.env
+ExecStart={exe} agent {quoted}
+Restart=always
+RestartSec=2
+KillSignal=SIGTERM
+TimeoutStopSec=30
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,

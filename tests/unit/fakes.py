@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -198,7 +199,8 @@ async def bootstrap_admin(replica: Replica, through_raft: bool = True) -> str:
 @contextlib.asynccontextmanager
 async def running_api(node: str = "h1", register_host: bool = True, leads: bool = True,
                       voters: tuple[str, ...] | None = None,
-                      directory: dict[str, str] | None = None) -> AsyncIterator[Harness]:
+                      directory: dict[str, str] | None = None,
+                      ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Harness]:
     """The agent's real app on a loopback port over a real Raft member with in-memory storage; a fake
     engine. By default the member is the only voter and leads; ``leads=False`` makes it a member of a
     cluster whose only voter is never heard from; ``voters=()`` starts it empty, to be added as a
@@ -239,9 +241,9 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             app = create_app(deps)
             runner = web.AppRunner(app)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
             await site.start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
             urls[node] = url
             try:
                 yield Harness(app, replica, engine, url, token)

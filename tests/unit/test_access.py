@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -606,3 +608,11 @@ def _access_of(snapshot: bytes) -> dict[str, object]:
     state = ClusterState()
     state.restore(snapshot)
     return state.access.to_wire()
+
+
+def test_the_policy_table_in_the_docs_is_the_route_table() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ACCESS.md").read_text()
+    documented = dict(re.findall(r"^\| `(\w+ /v1/\S*)` \| ([^|]+?) \|", text, re.MULTILINE))
+    routes = {f"{r.method} {r.path}": r.permission.value + (f" in `{r.environment}`" if r.environment else "")
+              for r in ROUTES}
+    assert documented == routes, "docs/ACCESS.md's table must name every route with its permission"
