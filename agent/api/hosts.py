@@ -7,10 +7,15 @@ import asyncio
 from aiohttp import web
 
 from agent.api import forward
-from agent.api.auth import grants
+from agent.api.auth import grants, write
+from agent.api.body import json_object
 from agent.api.deps import DEPS
-from agent.api.params import NAME, STATE
+from agent.api.params import ENVIRONMENT, NAME, STATE
 from agent.api.views import find_host, host_view, page, wire
+from agent.model import spec as specs
+from agent.model.commands import HostMove
+from agent.model.entities import Host
+from agent.model.errors import not_found
 from agent.model.policy import role_in
 from agent.node.stats import summarize
 
@@ -29,23 +34,46 @@ def _health(request: web.Request) -> dict[str, object]:
 
 
 async def list_hosts(request: web.Request) -> web.Response:
-    state = request.app[DEPS].replica.state
+    """The hosts of the environments the caller has a role in (an administrator: all)."""
+    state, g = request.app[DEPS].replica.state, grants(request)
     health = _health(request)
     rows = [{**host_view(state, h), "health": health.get(h.name)} for h in sorted(state.hosts.values(),
-                                                                                  key=lambda h: h.name)]
-    return page(request, rows, (STATE,))
+                                                                                  key=lambda h: h.name)
+            if role_in(g, h.environment) is not None]
+    return page(request, rows, (STATE, ENVIRONMENT))
+
+
+def _visible_host(request: web.Request) -> Host:
+    state = request.app[DEPS].replica.state
+    name = NAME.get(request)
+    host = find_host(state, name)
+    if role_in(grants(request), host.environment) is None:
+        raise not_found("host", name)
+    return host
 
 
 async def get_host(request: web.Request) -> web.Response:
     state = request.app[DEPS].replica.state
-    host = find_host(state, NAME.get(request))
+    host = _visible_host(request)
     return web.json_response({**host_view(state, host), "health": _health(request).get(host.name)})
+
+
+async def move_host(request: web.Request) -> web.Response:
+    """``{"environment": NAME}``: the host's containers of its old environment are placed elsewhere, then
+    the new one's may land on it."""
+    deps = request.app[DEPS]
+    host = find_host(deps.replica.state, NAME.get(request))
+    body = await json_object(request, ("environment",))
+    environment = specs.name(body.get("environment"), "environment")
+    await write(request, HostMove(host.name, environment))
+    state = deps.replica.state
+    return web.json_response({**host_view(state, state.hosts[host.name]), "draining": state.foreign_on(host.name)})
 
 
 async def host_stats(request: web.Request) -> web.StreamResponse:
     """A host's Docker-side figures: its engine's capacity and the sum over Corral's containers on it."""
     deps = request.app[DEPS]
-    host = find_host(deps.replica.state, NAME.get(request))
+    host = _visible_host(request)
     if host.name != deps.node.name:
         return await forward.to_owner(request, host.name)
     engine = deps.engine
@@ -65,4 +93,4 @@ async def host_stats(request: web.Request) -> web.StreamResponse:
     })
 
 
-__all__ = ["get_host", "host_stats", "list_environments", "list_hosts"]
+__all__ = ["get_host", "host_stats", "list_environments", "list_hosts", "move_host"]

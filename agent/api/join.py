@@ -88,7 +88,7 @@ def issue(deps: ApiDeps, csr: object, name: str, address: str, manager: bool, no
 
 def token_view(token: JoinToken) -> dict[str, object]:
     return {"id": token.id, "expires": token.expires, "uses_left": token.uses_left,
-            "description": token.description, "created": token.created}
+            "description": token.description, "environment": token.environment, "created": token.created}
 
 
 async def join(request: web.Request) -> web.Response:
@@ -134,7 +134,10 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     """``{"ttl": "24h", "uses": 1, "description": …}``: the token is shown once."""
     deps = request.app[DEPS]
-    body = await json_object(request, ("ttl", "uses", "description"))
+    body = await json_object(request, ("ttl", "uses", "description", "environment"))
+    environment = specs.name(body.get("environment", "default"), "environment")
+    if environment not in deps.replica.state.environments:
+        raise not_found("environment", environment)
     ttl = ttl_seconds(body["ttl"]) if body.get("ttl") is not None else JOIN_TTL
     uses = body.get("uses")
     if isinstance(uses, float) and uses.is_integer():  # JSON's 3.0 is the integer 3
@@ -146,7 +149,8 @@ async def create_token(request: web.Request) -> web.Response:
         raise BadRequest("description is a string of at most 200 characters", field="description")
     authority = _authority(deps)
     token_id, secret_hash, token = new_join_token(authority.fingerprint)
-    await write(request, JoinTokenCreate(token_id, secret_hash, deps.auth.clock() + ttl, uses, description))
+    await write(request, JoinTokenCreate(token_id, secret_hash, deps.auth.clock() + ttl, uses, description,
+                                         environment))
     made = deps.replica.state.access.join_tokens[token_id]
     return web.json_response({**token_view(made), "token": token}, status=201)
 

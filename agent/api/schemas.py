@@ -150,7 +150,10 @@ SCHEMAS: dict[str, Schema] = {
     "JoinTokenCreate": {"type": "object", "additionalProperties": False, "properties": {
         "ttl": {**nullable(TTL), "description": "default 24 hours"},
         "uses": nullable({"type": "integer", "minimum": 1, "maximum": 10_000}),
+        "environment": {**NAME, "description": "the environment joining hosts belong to (default: default)"},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}},
+    "HostMove": {"type": "object", "required": ["environment"], "additionalProperties": False,
+                 "properties": {"environment": NAME}},
     "Entity": ENTITY,
 }
 

@@ -302,7 +302,8 @@ def _environment_view(request: web.Request, name: str) -> dict[str, object]:
     role = role_in(grants(request), name)
     members = state.access.bindings.get(name, {})
     return {**wire(state.environments[name]), "role": role.value if role else None,
-            "members": {s: r.value for s, r in sorted(members.items())}}
+            "members": {s: r.value for s, r in sorted(members.items())},
+            "hosts": sorted(h.name for h in state.hosts.values() if h.environment == name)}
 
 
 def _readable_environment(request: web.Request) -> str:

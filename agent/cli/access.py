@@ -336,10 +336,13 @@ def token() -> None:
 @click.option("--uses", type=click.IntRange(1, 10_000), default=None, help="how many hosts may join with it "
               "(--uses 1: single use; default: any number until it expires)")
 @click.option("--description", "-d", default="")
+@click.option("--env", "environment", default="default", show_default=True,
+              help="the environment the hosts that join with it belong to")
 @url_option
-def token_create(ttl: str, uses: int | None, description: str, url: str) -> None:
+def token_create(ttl: str, uses: int | None, description: str, environment: str, url: str) -> None:
     """Make a join token; printed once (`corral agent --join ADDR --token TOKEN` on the new host)."""
-    made = Client(url).post("/v1/jointokens", {"ttl": ttl, "uses": uses, "description": description})
+    made = Client(url).post("/v1/jointokens", {"ttl": ttl, "uses": uses, "description": description,
+                                               "environment": environment})
     left = f"{made['uses_left']} host(s)" if made["uses_left"] else "any number of hosts"
     click.echo(f"join token {made['id']} for {left}, until {_when(made['expires'])}", err=True)
     click.echo(made["token"])
@@ -348,9 +351,9 @@ def token_create(ttl: str, uses: int | None, description: str, url: str) -> None
 @token.command("ls")
 @url_option
 def token_ls(url: str) -> None:
-    rows = [[t["id"], t["description"], t["uses_left"] or "any", _when(t["expires"])]
+    rows = [[t["id"], t["environment"], t["description"], t["uses_left"] or "any", _when(t["expires"])]
             for t in Client(url).items("/v1/jointokens")]
-    table("join tokens", ["id", "description", "uses left", "expires"], rows)
+    table("join tokens", ["id", "environment", "description", "uses left", "expires"], rows)
 
 
 @token.command("revoke")

@@ -97,6 +97,7 @@ class JoinToken:
     uses_left: int | None
     description: str
     created: int
+    environment: str = "default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,7 +365,8 @@ class Access:
             del self.join_tokens[token.id]
         if len(self.join_tokens) >= MAX_JOIN_TOKENS:
             raise conflict(f"the cluster has {len(self.join_tokens)} join tokens: revoke some", "id")
-        self.join_tokens[cmd.id] = JoinToken(cmd.id, cmd.secret_hash, cmd.expires, cmd.uses, cmd.description, index)
+        self.join_tokens[cmd.id] = JoinToken(cmd.id, cmd.secret_hash, cmd.expires, cmd.uses, cmd.description, index,
+                                             cmd.environment)
         sink.change(index, Topic.ACCESS, f"join_token:{cmd.id}")
         sink.event(index, EventKind.JOIN_TOKEN_CREATED, f"join token {cmd.id} created" + (
             f" for {cmd.uses} host(s)" if cmd.uses else ""), token=cmd.id)
@@ -387,7 +389,8 @@ class Access:
             raise forbidden("the join token has expired: make a new one with `corral token create`", "token")
         return token
 
-    def join_token_use(self, cmd: JoinTokenUse, index: int, sink: Sink) -> Outcome:
+    def join_token_use(self, cmd: JoinTokenUse, index: int, sink: Sink) -> tuple[Outcome, str]:
+        """The outcome and the environment the joining host belongs to."""
         token = self.join_token_check(cmd.id, cmd.secret_hash, cmd.at)
         if token.uses_left is not None:
             if token.uses_left <= 1:
@@ -395,9 +398,9 @@ class Access:
             else:
                 self.join_tokens[token.id] = dataclasses.replace(token, uses_left=token.uses_left - 1)
         sink.change(index, Topic.ACCESS, f"join_token:{token.id}")
-        sink.event(index, EventKind.HOST_JOINED, f"host {cmd.host} joined with join token {token.id}",
-                   host=cmd.host, token=token.id)
-        return Outcome(index, id=token.id)
+        sink.event(index, EventKind.HOST_JOINED, f"host {cmd.host} joined environment {token.environment} with "
+                   f"join token {token.id}", host=cmd.host, token=token.id)
+        return Outcome(index, id=token.id), token.environment
 
     # -------------------------------------------------------------- snapshots
 

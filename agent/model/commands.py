@@ -57,6 +57,7 @@ class Op(enum.StrEnum):
     JOIN_TOKEN_CREATE = "join_token.create"
     JOIN_TOKEN_REVOKE = "join_token.revoke"
     JOIN_TOKEN_USE = "join_token.use"
+    HOST_MOVE = "host.move"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,9 @@ class PlacementsCommit:
     """(slot, host) pairs."""
     unplaced: tuple[tuple[int, str], ...] | None = None
     """(slot, reason) pairs for the slots no host fits; None when every slot is placed."""
+    evict: tuple[int, ...] = ()
+    """Slots whose instance is on a host that left the service's environment and that no host of the
+    environment could take: the instance goes anyway (the host is drained)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +284,8 @@ class JoinTokenCreate:
     uses: int | None = None
     """How many hosts may join with it (None: any number until it expires)."""
     description: str = ""
+    environment: str = "default"
+    """The environment the hosts that join with it belong to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,11 +303,20 @@ class JoinTokenUse:
     at: float
 
 
+@dataclasses.dataclass(frozen=True)
+class HostMove:
+    """Give a host to another environment: the leader moves the old environment's containers off it
+    before the new one's are placed there."""
+
+    name: str
+    environment: str
+
+
 Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | StackRemove | ServiceCreate
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
-           | JoinTokenUse)
+           | JoinTokenUse | HostMove)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -313,7 +328,7 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.USER_CREATE: UserCreate, Op.USER_UPDATE: UserUpdate, Op.USER_REMOVE: UserRemove, Op.KEY_CREATE: KeyCreate,
     Op.KEY_REVOKE: KeyRevoke, Op.TEAM_SET: TeamSet, Op.TEAM_REMOVE: TeamRemove, Op.ROLE_SET: RoleSet,
     Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
-    Op.JOIN_TOKEN_USE: JoinTokenUse,
+    Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -419,6 +434,7 @@ __all__ = [
     "CaSet",
     "Command",
     "EnvCreate",
+    "HostMove",
     "HostRegister",
     "HostRemove",
     "HostSetState",

@@ -89,6 +89,7 @@ class EventKind(enum.StrEnum):
     JOIN_TOKEN_CREATED = "join_token.created"
     JOIN_TOKEN_REVOKED = "join_token.revoked"
     HOST_JOINED = "host.joined"
+    HOST_MOVED = "host.moved"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
 
@@ -118,6 +119,8 @@ class Host:
     updated: int
     subnet: str
     overlay_key: str | None
+    environment: str = "default"
+    """The environment whose containers this host runs (and whose overlay it is on)."""
 
 
 @dataclasses.dataclass(frozen=True)

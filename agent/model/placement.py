@@ -17,12 +17,14 @@ from agent.model.scheduler import Constraint, HostFacts, Request, Rules, Running
 from agent.model.state import ClusterState
 
 
-def host_facts(state: ClusterState, lost: Set[str]) -> list[HostFacts]:
+def host_facts(state: ClusterState, lost: Set[str], environment: str | None = None) -> list[HostFacts]:
+    """The hosts a service of ``environment`` may be placed on: its environment's (a host moving in
+    takes the new environment's containers only once the old one's have left it)."""
     return [
-        HostFacts(name=h.name, schedulable=h.state == HostState.ACTIVE and h.name not in lost, labels=h.labels,
-                  cpus=h.cpus, memory=h.memory,
+        HostFacts(name=h.name, schedulable=h.state == HostState.ACTIVE and h.name not in lost
+                  and not state.foreign_on(h.name), labels=h.labels, cpus=h.cpus, memory=h.memory,
                   state=HostState.DISCONNECTED.value if h.name in lost else h.state.value)
-        for h in state.hosts.values()
+        for h in state.hosts.values() if environment is None or h.environment == environment
     ]
 
 
@@ -41,24 +43,32 @@ def decide(state: ClusterState, lost: Set[str]) -> list[PlacementsCommit]:
         for i in state.instances.values()
         if i.service in state.services and i.host not in lost
     ]
-    hosts = host_facts(state, lost)
+    hosts: dict[str | None, list[HostFacts]] = {}
     commands = []
     for service in sorted(state.services.values(), key=lambda s: s.created):
         if service.state != ServiceState.ACTIVE:
             continue
-        have = {i.slot for i in state.instances_of(service.id) if i.host not in lost}
+        environment = state.environment_of_service(service.id)
+        if environment not in hosts:
+            hosts[environment] = host_facts(state, lost, environment)
+        # a slot on a lost host, or on a host that left the service's environment, is placed again
+        have = {i.slot for i in state.instances_of(service.id)
+                if i.host not in lost and ((h := state.hosts.get(i.host)) is None or h.environment == environment)}
         missing = tuple(s for s in range(1, service.spec.scale + 1) if s not in have)
         if not missing:
             if service.unplaced:
                 commands.append(PlacementsCommit(service.id, (), None))
             continue
-        decision = schedule([_request(service, missing)], hosts, running)
+        decision = schedule([_request(service, missing)], hosts[environment], running)
         for p in decision.placements:  # later services see this one's new reservations
             running.append(Running(p.service, p.host, service.spec.cpus, service.spec.memory))
         unplaced = tuple((u.slot, u.reason) for u in decision.unplaced) or None
-        if decision.placements or unplaced != service.unplaced:
+        stranded = {i.slot for i in state.instances_of(service.id) if i.host not in lost
+                    and (h := state.hosts.get(i.host)) is not None and h.environment != environment}
+        evict = tuple(sorted(stranded & {u.slot for u in decision.unplaced}))
+        if decision.placements or unplaced != service.unplaced or evict:
             commands.append(PlacementsCommit(service.id, tuple((p.slot, p.host) for p in decision.placements),
-                                             unplaced))
+                                             unplaced, evict))
     return commands
 
 

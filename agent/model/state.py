@@ -38,6 +38,7 @@ from agent.model.commands import (
     CaSet,
     Command,
     EnvCreate,
+    HostMove,
     HostRegister,
     HostRemove,
     HostSetState,
@@ -123,6 +124,8 @@ class ClusterState:
         self.subnets = SubnetLeases()
         self.keyring: Keyring | None = None  # None: only the key derived from the cluster secret
         self.access = Access()
+        self.host_environments: dict[str, str] = {}
+        """host → environment, from joins and moves (a host joins before the leader registers it)."""
         self._actor: Actor | None = None  # who asked for the command being applied (for its events)
         self._environment: str | None = None  # and the environment it is about
         self._events_made = 0
@@ -199,6 +202,8 @@ class ClusterState:
                 return Permission.AUTHENTICATED, None
             case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap() | CaSet() | JoinTokenUse():
                 return Permission.SYSTEM, None
+            case HostMove():
+                return Permission.ADMIN, None
         return Permission.ADMIN, None
 
     def _env_of_stack(self, stack_id: str) -> str | None:
@@ -266,11 +271,17 @@ class ClusterState:
             case CaSet():
                 return self.access.ca_set(cmd, index, self)
             case JoinTokenCreate():
+                if cmd.environment not in self.environments:
+                    raise not_found("environment", cmd.environment, "environment")
                 return self.access.join_token_create(cmd, index, actor.at if actor else 0.0, self)
             case JoinTokenRevoke():
                 return self.access.join_token_revoke(cmd, index, self)
             case JoinTokenUse():
-                return self.access.join_token_use(cmd, index, self)
+                outcome, environment = self.access.join_token_use(cmd, index, self)
+                self._assign(cmd.host, environment, index)
+                return outcome
+            case HostMove():
+                return self._host_move(cmd, index)
 
     def snapshot(self) -> bytes:
         body = {
@@ -285,6 +296,7 @@ class ClusterState:
             "subnets": self.subnets.to_dict(),
             "keyring": to_wire(self.keyring) if self.keyring else None,
             "access": self.access.to_wire(),
+            "host_environments": dict(self.host_environments),
         }
         return bytes(msgpack.packb(body, use_bin_type=True))
 
@@ -314,6 +326,9 @@ class ClusterState:
             subnets = body.get("subnets")
             leases = SubnetLeases.from_dict(subnets) if isinstance(subnets, dict) and subnets else SubnetLeases()
             access = Access.from_wire(body.get("access"))
+            host_envs = body.get("host_environments") or {}
+            if not isinstance(host_envs, dict):
+                raise WireError("host_environments", "must be a map")
         except (WireError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"snapshot cannot be read: {exc}") from exc
         self.applied_index = applied
@@ -330,6 +345,7 @@ class ClusterState:
         self.subnets = leases
         self.keyring = keyring
         self.access = access
+        self.host_environments = {str(k): str(v) for k, v in host_envs.items()}
         self._changes = [Change(self.applied_index, Topic.ALL)]
 
     # -------------------------------------------------------------- reading
@@ -444,10 +460,38 @@ class ClusterState:
             state=old.state if old else HostState.ACTIVE, registered=old.registered if old else index, updated=index,
             subnet=str(subnet), overlay_key=cmd.overlay_key if cmd.overlay_key is not None
             else (old.overlay_key if old else None),
+            environment=self.host_environments.get(cmd.name, old.environment if old else "default"),
         ), index)
         if old is None:
             self._event(index, EventKind.HOST_REGISTERED, f"host {cmd.name} ({cmd.address}) joined", host=cmd.name)
         return Outcome(index, id=cmd.name)
+
+    def _assign(self, host: str, environment: str, index: int) -> None:
+        """The environment ``host`` belongs to (kept for a host not registered yet: a join comes first)."""
+        self.host_environments[host] = environment
+        old = self.hosts.get(host)
+        if old is not None and old.environment != environment:
+            self._put_host(dataclasses.replace(old, environment=environment, updated=index), index)
+
+    def _host_move(self, cmd: HostMove, index: int) -> Outcome:
+        host = self.hosts.get(cmd.name)
+        if host is None:
+            raise not_found("host", cmd.name, "name")
+        if cmd.environment not in self.environments:
+            raise not_found("environment", cmd.environment, "environment")
+        if host.environment == cmd.environment:
+            return Outcome(index, id=host.name)
+        self._assign(host.name, cmd.environment, index)
+        self._event(index, EventKind.HOST_MOVED, f"host {host.name} moves from {host.environment} to "
+                    f"{cmd.environment}: its containers of {host.environment} go elsewhere first", host=host.name)
+        return Outcome(index, id=host.name)
+
+    def foreign_on(self, host: str) -> int:
+        """Instances on ``host`` of services of another environment than the host's (a move not done yet)."""
+        record = self.hosts.get(host)
+        if record is None:
+            return 0
+        return sum(1 for i in self.instances_on(host) if self.environment_of_service(i.service) != record.environment)
 
     def _host_state(self, cmd: HostSetState, index: int) -> Outcome:
         host = self.hosts.get(cmd.name)
@@ -578,6 +622,16 @@ class ClusterState:
             placed.append(inst.id)
             self._event(index, EventKind.INSTANCE_PLACED, f"{service.name}-{slot} placed on {host}",
                         service=service.id, instance=inst.id, host=host)
+        environment = self.environment_of_service(service.id)
+        for slot in cmd.evict:
+            old = taken.get(slot)
+            record = self.hosts.get(old.host) if old is not None else None
+            if old is not None and record is not None and record.environment != environment:
+                self._drop_instance(old, index)
+                del taken[slot]
+                self._event(index, EventKind.INSTANCE_REMOVED, f"{service.name}-{slot} left {record.name}, which "
+                            f"is in {record.environment} now", service=service.id, instance=old.id,
+                            host=record.name)
         unplaced = cmd.unplaced or None
         if unplaced != service.unplaced:
             self._put_service(dataclasses.replace(service, unplaced=unplaced), index)

@@ -114,9 +114,14 @@ class OverlayRuntime:
             await hosts.next()
 
     def _sync_peers(self, service: OverlayService) -> None:
+        """Peers are the hosts of this host's environment only: a host of another environment gets no
+        session, so nothing it sends is accepted (and what this host's containers send to its /24 has
+        no route); within a session, an inner source outside the peer's /24 is dropped as spoofed."""
+        me = self.state.hosts.get(self.host)
+        environment = me.environment if me is not None else "default"
         peers = []
         for name, host in sorted(self.state.hosts.items()):
-            if name == self.host or not host.subnet or not host.overlay_key:
+            if name == self.host or not host.subnet or not host.overlay_key or host.environment != environment:
                 continue
             peers.append(PeerInfo(name, host.address, ipaddress.IPv4Network(host.subnet),
                                   bytes.fromhex(host.overlay_key)))

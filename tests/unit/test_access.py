@@ -214,8 +214,9 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/overlay"): "any", ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
     ("POST", "/v1/internal/propose"): "system", ("POST", "/v1/internal/propose-batch"): "system",
     ("GET", "/v1/kv/{key}"): "read", ("PUT", "/v1/kv/{key}"): "deploy", ("DELETE", "/v1/kv/{key}"): "deploy",
-    ("GET", "/v1/environments"): "any", ("GET", "/v1/hosts"): "any", ("GET", "/v1/hosts/{name}"): "any",
-    ("GET", "/v1/hosts/{name}/stats"): "any", ("GET", "/v1/stacks"): "any", ("POST", "/v1/stacks"): "deploy",
+    ("GET", "/v1/environments"): "any", ("GET", "/v1/hosts"): "any", ("GET", "/v1/hosts/{name}"): "read",
+    ("GET", "/v1/hosts/{name}/stats"): "read", ("POST", "/v1/hosts/{name}/move"): "admin",
+    ("GET", "/v1/stacks"): "any", ("POST", "/v1/stacks"): "deploy",
     ("GET", "/v1/stacks/{id}"): "read", ("DELETE", "/v1/stacks/{id}"): "deploy", ("GET", "/v1/services"): "any",
     ("POST", "/v1/services"): "deploy", ("GET", "/v1/services/{id}"): "read", ("PATCH", "/v1/services/{id}"): "deploy",
     ("DELETE", "/v1/services/{id}"): "deploy", ("POST", "/v1/services/{id}/scale"): "deploy",
@@ -435,6 +436,7 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/environments"): _fixed("/v1/environments"), ("GET", "/v1/hosts"): _fixed("/v1/hosts"),
     ("GET", "/v1/hosts/{name}"): _fixed("/v1/hosts/h1"),
     ("GET", "/v1/hosts/{name}/stats"): _fixed("/v1/hosts/h1/stats"),
+    ("POST", "/v1/hosts/{name}/move"): _fixed("/v1/hosts/h1/move", {"environment": "default"}),
     ("GET", "/v1/stacks"): _fixed("/v1/stacks"), ("POST", "/v1/stacks"): _new_stack,
     ("GET", "/v1/stacks/{id}"): _stack, ("DELETE", "/v1/stacks/{id}"): _stack,
     ("GET", "/v1/services"): _fixed("/v1/services"), ("POST", "/v1/services"): _new_service,
@@ -486,6 +488,8 @@ def _expected(need: str, caller: str, env: str, path: str) -> str:
         env = "default"  # the kv store is the default environment's: a role there, or a 403
         if caller == "nobody":
             return "403"
+    if path.startswith("/v1/hosts/"):
+        env = "default"  # the harness's one host is in the default environment
     if env == "prod" or caller == "nobody":
         return "404"  # an environment the caller has no role in: nothing there exists for it
     return "ok" if caller in ALLOWED[need] else "403"

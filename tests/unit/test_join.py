@@ -65,7 +65,8 @@ def test_join_tokens_carry_the_ca_fingerprint_and_expire_and_run_out() -> None:
     with pytest.raises(CommandError, match="not valid"):
         state.execute(JoinTokenUse("f" * 16, "0" * 64, "h5", at=50.0), 7)
     assert [e.message for e in state.events if e.kind.value == "host.joined"] == [
-        f"host h2 joined with join token {token_id}", f"host h3 joined with join token {token_id}"]
+        f"host h2 joined environment default with join token {token_id}",
+        f"host h3 joined environment default with join token {token_id}"]
 
 
 class Api:

@@ -50,3 +50,60 @@ def test_unplaceable_instances_are_kept_with_the_reason_and_placed_when_a_host_a
     apply_all(log)
     assert [i.host for i in log.state.instances_of(service)] == ["h2"]
     assert log.state.services[service].unplaced is None
+
+
+def test_an_environments_containers_land_only_on_its_hosts() -> None:
+    log = Log()
+    _, web = web_stack(log, scale=4)  # default: h1, h2, h3
+    assert log("env.create", name="prod")["ok"]
+    assert log("join_token.create", id="a" * 16, secret_hash="b" * 64, expires=1e12, environment="prod")["ok"]
+    assert log("join_token.use", id="a" * 16, secret_hash="b" * 64, host="h4", at=1.0)["ok"]
+    assert log("host.register", name="h4", address="10.77.0.14", cpus=2, memory=2**30)["ok"]
+    assert log.state.hosts["h4"].environment == "prod", "a host joins the environment of its token"
+    prod = log("stack.create", name="shop", environment="prod")["id"]
+    db = log("service.create", stack=prod, name="db", spec={"image": "corral/base", "scale": 3})["id"]
+    apply_all(log)
+    assert {i.host for i in log.state.instances_of(db)} == {"h4"}
+    assert {i.host for i in log.state.instances_of(web)} <= {"h1", "h2", "h3"}
+    lonely = log("env.create", name="empty")["ok"] and log("stack.create", name="x", environment="empty")["id"]
+    idle = log("service.create", stack=lonely, name="idle", spec={"image": "corral/base", "scale": 1})["id"]
+    apply_all(log)
+    assert log.state.services[idle].unplaced and not log.state.instances_of(idle), "no host of its own: unplaced"
+
+
+def test_a_host_moving_to_another_environment_is_drained_first() -> None:
+    log = Log()
+    _, web = web_stack(log, scale=6)
+    apply_all(log)
+    on_h3 = {i.slot for i in log.state.instances_of(web) if i.host == "h3"}
+    assert on_h3
+    assert log("env.create", name="prod")["ok"]
+    prod = log("stack.create", name="shop", environment="prod")["id"]
+    db = log("service.create", stack=prod, name="db", spec={"image": "corral/base", "scale": 1})["id"]
+    moved = log("host.move", name="h3", environment="prod")
+    assert moved["ok"] and log.state.hosts["h3"].environment == "prod"
+    assert log.state.foreign_on("h3") == len(on_h3)
+    commands = decide(log.state, set())
+    assert {c.service for c in commands if c.placements} == {web}, "prod waits until h3 is drained"
+    assert all(host != "h3" for c in commands for _slot, host in c.placements)
+    for cmd in commands:
+        assert log.run(cmd)["ok"]
+    assert log.state.foreign_on("h3") == 0 and all(i.host != "h3" for i in log.state.instances_of(web))
+    assert len(log.state.instances_of(web)) == 6, "every slot still placed, on default's other hosts"
+    apply_all(log)
+    assert [i.host for i in log.state.instances_of(db)] == ["h3"], "drained, h3 takes prod's containers"
+    assert any(e.kind == "host.moved" for e in log.state.events)
+    assert not log("host.move", name="h3", environment="nosuch")["ok"]
+    assert not log("host.move", name="h9", environment="prod")["ok"]
+
+
+def test_a_moved_host_is_drained_even_when_no_host_can_take_its_containers() -> None:
+    log = Log()
+    _, web = web_stack(log, scale=3)
+    assert log("service.update", id=web, spec={"placement": {"one_per_host": True}})["ok"]
+    apply_all(log)
+    assert {i.host for i in log.state.instances_of(web)} == {"h1", "h2", "h3"}
+    assert log("env.create", name="prod")["ok"] and log("host.move", name="h3", environment="prod")["ok"]
+    apply_all(log)
+    assert {i.host for i in log.state.instances_of(web)} == {"h1", "h2"}, "h3's went, with nowhere to go"
+    assert log.state.services[web].unplaced and log.state.foreign_on("h3") == 0
