@@ -127,6 +127,8 @@ def test_the_api_keeps_its_document(case: schemathesis.Case, agent: Agent) -> No
                 case.query[name] = "0"
     if case.headers and case.headers.get("Authorization") == ADMIN:
         case.headers["Authorization"] = f"Bearer {TOKEN[0]}"
+    if case.headers:  # an unknown Expect is answered 417 by aiohttp before any route (RFC 9110 §10.1.1)
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() != "expect"}
     checks = list(CHECKS)
     if (case.method.upper(), case.path) not in RULES_BEYOND_JSON_SCHEMA:
         checks.append(positive_data_acceptance)

@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,9 +16,11 @@ import pytest
 
 from agent.api.join import new_join_token, parse_join_token
 from agent.errors import BadRequest
+from agent.model.access import Authority
 from agent.model.commands import JoinTokenCreate, JoinTokenUse
 from agent.model.errors import CommandError, ErrorCode
 from agent.model.state import ClusterState
+from agent.process.certs import NodeCerts
 from mesh import pki
 from tests.unit.fakes import SECRET, Harness, harness_ca, running_api
 
@@ -133,3 +136,22 @@ async def test_joins_that_are_refused(api: Api) -> None:
     assert got == 403 and "not valid" in answer["message"], "revoked"
     stats = (await api.call("GET", "/v1/auth/stats"))[1]
     assert stats["rejected"]["join"] >= 4 and fingerprint
+
+
+def test_a_member_issues_and_renews_its_own_certificate_from_the_state(tmp_path: Path) -> None:
+    now = time.time()
+    ca_pem, ca_key = harness_ca()
+    authority = Authority(ca_pem.decode(), pki.seal_ca_key(SECRET, ca_key), pki.fingerprint(ca_pem), 1)
+    certs = NodeCerts(tmp_path)
+    assert not certs.present() and certs.due(now)
+    certs.issue_here(SECRET, authority, "h5", "10.0.0.5", True, now)
+    assert certs.present() and not certs.due(now)
+    assert (tmp_path / "node-key.pem").stat().st_mode & 0o777 == 0o600
+    first = certs.cert_path.read_bytes()
+    assert pki.role_of(first) == "manager" and pki.issued_by(first, ca_pem, now)
+    assert certs.due(now + 70 * 86400), "due once a third of its life is left"
+    key_before = certs.key()
+    certs.issue_here(SECRET, authority, "h5", "10.0.0.5", True, now + 70 * 86400)
+    assert certs.cert_path.read_bytes() != first and certs.key() == key_before, "renewed, same key"
+    with pytest.raises(pki.PkiError):
+        certs.issue_here(b"x" * 32, authority, "h5", "10.0.0.5", True, now)  # not this cluster's secret
