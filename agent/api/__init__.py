@@ -10,7 +10,10 @@
     forward     writes to the leader, logs and stats from a container's host
     views       the JSON form of the model's records, pagination, lookups by id or name
     body        request bodies
-    node, cluster, kv, hosts, stacks, services, containers, events: the handlers, by resource
+    auth        who is asking (bearer credentials) and may they (the policy's helpers for handlers)
+    passwords   Argon2id off the loop with bounded concurrency, the failed-login limiter, the counters
+    node, cluster, kv, hosts, stacks, services, containers, events, users (logins, users, keys, teams,
+    environments' members), join (join tokens, the join exchange, node certificates): the handlers
 """
 
-__all__ = ["app", "deps", "errors", "forward", "openapi", "params", "routes", "schemas", "views"]
+__all__ = ["app", "auth", "deps", "errors", "forward", "openapi", "params", "passwords", "routes", "schemas", "views"]

@@ -4,6 +4,8 @@
     spec        what a service asks for, validated (ServiceSpec)
     commands    one dataclass per state-machine operation, their codec, and the Outcome of applying one
     state       the Raft state machine (ClusterState): apply, snapshot, restore, the change outbox
+    access      users, API keys and sessions, teams, roles per environment, join tokens, the CA record
+    policy      who may do what: one function, asked by the API and again when a command is applied
     changes     the change records the outbox holds
     scheduler   where a slot should run, and why not
     placement   the leader's placements from the state
