@@ -115,7 +115,7 @@ def test_config_presets() -> None:
     assert etcd_defaults().election_ticks == 10 * etcd_defaults().heartbeat_ticks
     assert etcd_defaults().election_timeout_seconds == pytest.approx(1.0)
     assert lan().election_timeout_seconds == pytest.approx(0.3)
-    assert lan().heartbeat_ticks * lan().tick_seconds == pytest.approx(0.05)
+    assert lan().heartbeat_ticks * lan().tick_seconds == pytest.approx(0.1), "etcd's heartbeat (issue 13: idle cost)"
 
 
 @pytest.mark.parametrize("kw", [{"heartbeat_ticks": 0}, {"election_ticks": 1}, {"max_inflight_appends": 0}])
