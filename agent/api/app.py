@@ -50,8 +50,10 @@ def _checked(route: Route) -> Handler:
     internal = route.permission is Permission.SYSTEM
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if internal and request.secure and not request.transport.get_extra_info("peercert"):  # type: ignore[union-attr]
-            raise Forbidden("internal routes take agents' requests only: present this cluster's node certificate")
+        if internal and request.secure:
+            transport = request.transport
+            if transport is None or not transport.get_extra_info("peercert"):
+                raise Forbidden("internal routes take agents' requests only: present this cluster's node certificate")
         if not public:
             request[PRINCIPAL] = authenticate(request)
             if asks_here:
