@@ -63,7 +63,8 @@ def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
     console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
     _print_status(lab_)
     console.print(f"administrator: admin, password in {lab_.admin_password_file}, API key in "
-                  f"{lab_.admin_token_file} (`corral lab exec HOST …` sets CORRAL_URL and CORRAL_TOKEN)")
+                  f"{lab_.admin_token_file} (`corral lab exec HOST …` sets CORRAL_URL, CORRAL_TOKEN and "
+                  "CORRAL_CACERT)")
     if example:
         os.environ["CORRAL_TOKEN"] = lab_.admin_token()  # the commands below act as the administrator
         os.environ["CORRAL_CACERT"] = str(lab_.ca_file)

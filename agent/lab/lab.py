@@ -323,7 +323,9 @@ class Lab:
         if not host.netns_path.exists():
             raise LabError(f"host {name} has no namespace (was the lab taken down?)")
         env = dict(os.environ, DOCKER_HOST=host.docker_host, CORRAL_URL=host.api_url, CORRAL_LAB_HOST=name,
-                   CORRAL_TOKEN=self.admin_token(), CORRAL_CACERT=str(self.ca_file))
+                   CORRAL_TOKEN=self.admin_token(), CORRAL_CACERT=str(self.ca_file),
+                   # `corral` itself, from the environment this one runs in
+                   PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         return ["nsenter", f"--net={host.netns_path}", *command], env
 
     # ------------------------------------------------------------------ faults
