@@ -42,6 +42,7 @@ from agent.lab.layout import (
 )
 from agent.node.docker import DockerEngine
 from agent.process import credentials
+from agent.process.bootstrap import PENDING_FILE
 from mesh.files import write_private
 
 Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
@@ -209,6 +210,7 @@ class Lab:
         _start_agent(first, join=[], bootstrap=True, admin_files=(self.admin_password_file, self.admin_token_file))
         token = await _wait_token(first, AGENT_TIMEOUT)
         shutil.copy(first.agent_data / "ca.pem", self.ca_file)  # written with the token, before it serves
+        await _wait_bootstrapped(first, AGENT_TIMEOUT)  # the token is valid once the first leader committed it
         state = self._state()
         state["token"] = token
         self._write_state(state)
@@ -590,6 +592,21 @@ async def _wait_token(host: HostSpec, timeout: float) -> str:
             raise LabError(f"{host.name}: no join token after {timeout:g} s; see {host.agent_log}")
         await asyncio.sleep(0.05)
     return path.read_text().strip()
+
+
+async def _wait_bootstrapped(host: HostSpec, timeout: float) -> None:
+    """Until the bootstrapping agent's first commands (CA, join token, administrator) are committed: it
+    removes the file that holds them then."""
+    path = host.agent_data / PENDING_FILE
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        pid = procs.read_pid(host.agent_pidfile)
+        if pid is not None and not procs.alive(pid):
+            raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{host.name}: the new cluster's first commands were not committed within {timeout:g} s; "
+                           f"see {host.agent_log}")
+        await asyncio.sleep(0.05)
 
 
 async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:

@@ -129,11 +129,13 @@ class Agent:
             joined = await joining.exchange(seeds, config.token, config.name, config.bind, config.manager, self.certs)
         self.secret = credentials.establish_secret(config.data_dir, config.bootstrap, joined)
         commands: list[Command] = []
+        join_token = None
         if config.bootstrap and not had_secret:
-            commands += bootstrap.new_cluster(config.data_dir, self.secret, self.certs, config.name, config.bind)
+            commands, join_token = bootstrap.new_cluster(config.data_dir, self.secret, self.certs, config.name,
+                                                         config.bind)
         if (config.bootstrap and not had_secret) or config.bootstrap_admin:
             commands += bootstrap.prepare(config.data_dir, config.admin_password_file, config.admin_key_file)
-        bootstrap.keep(config.data_dir, commands)
+        bootstrap.keep(config.data_dir, commands, join_token)
         self.ring = keyring.load(config.data_dir, self.secret)
         yield
 

@@ -71,28 +71,31 @@ def prepare(data_dir: Path, password_source: Path | None, key_file: Path | None)
     return [cmd]
 
 
-def new_cluster(data_dir: Path, secret: bytes, certs: NodeCerts, name: str, address: str) -> list[Command]:
+def new_cluster(data_dir: Path, secret: bytes, certs: NodeCerts, name: str, address: str
+                ) -> tuple[list[Command], str]:
     """A new cluster's CA (and this node's certificate from it) and its first join token (24 h, any
-    number of hosts), kept in ``join-token`` (0600) for whoever brings up the next hosts."""
+    number of hosts): the commands, and the token (:func:`keep` writes it to ``join-token``, 0600, for
+    whoever brings up the next hosts, once the commands are kept)."""
     now = time.time()
     ca_pem, ca_key = pki.make_ca(name, now)
     fingerprint = pki.fingerprint(ca_pem)
     issued = pki.sign(ca_pem, ca_key, certs.csr(name), name, "manager", [address], now)
     certs.store(ca_pem, issued.cert_pem)
     token_id, token_hash, token = new_join_token(fingerprint)
-    write_private(data_dir / TOKEN_FILE, (token + "\n").encode())
     log.warning("new cluster, CA fingerprint %s; join other hosts with --join %s --token %s (valid 24 h; "
                 "`corral token create` makes more)", fingerprint, address, token)
     return [CaSet(ca_pem.decode(), pki.seal_ca_key(secret, ca_key), fingerprint),
-            JoinTokenCreate(token_id, token_hash, now + JOIN_TTL, None, "made by --bootstrap")]
+            JoinTokenCreate(token_id, token_hash, now + JOIN_TTL, None, "made by --bootstrap")], token
 
 
-def keep(data_dir: Path, commands: list[Command]) -> None:
-    """What the first leader must propose, in order, kept in the data dir (0600) until it is applied."""
+def keep(data_dir: Path, commands: list[Command], join_token: str | None = None) -> None:
+    """What the first leader must propose, in order, kept in the data dir (0600) until it is applied;
+    then the new cluster's join token (so whoever waits for the token finds the commands kept first)."""
     path = data_dir / PENDING_FILE
-    if path.exists() or not commands:
-        return
-    write_private(path, bytes(msgpack.packb([encode(c) for c in commands], use_bin_type=True)))
+    if commands and not path.exists():
+        write_private(path, bytes(msgpack.packb([encode(c) for c in commands], use_bin_type=True)))
+    if join_token is not None:
+        write_private(data_dir / TOKEN_FILE, (join_token + "\n").encode())
 
 
 def pending(data_dir: Path) -> list[Command]:

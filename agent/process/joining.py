@@ -24,6 +24,9 @@ from mesh import pki
 log = logging.getLogger("corral.join")
 
 JOIN_TIMEOUT = 60.0
+UNKNOWN_TOKEN_GRACE = 10.0
+"""How long a token the member does not know is asked again (it may be the first one of a cluster
+whose bootstrap is being committed) before the join is refused."""
 
 
 class JoinRefused(BadRequest):
@@ -38,7 +41,8 @@ async def exchange(seeds: list[tuple[str, int]], token: str, name: str, address:
     blind = ssl.create_default_context()
     blind.check_hostname = False
     blind.verify_mode = ssl.CERT_NONE  # verified below, against the token's fingerprint
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     problem = "no member answered"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=blind),
                                      timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -52,7 +56,10 @@ async def exchange(seeds: list[tuple[str, int]], token: str, name: str, address:
                             return _accept(answer, await _server_certificate(host, port, blind), fingerprint,
                                            certs, url)
                         message = answer.get("message") if isinstance(answer, dict) else None
-                        if resp.status != 503:
+                        # a cluster still committing its bootstrap may not know its first token yet
+                        unknown_yet = resp.status == 403 and "not valid" in str(message) and \
+                            time.monotonic() < started + UNKNOWN_TOKEN_GRACE
+                        if resp.status != 503 and not unknown_yet:
                             raise JoinRefused(f"{url} refused the join: {message or resp.status}")
                         problem = f"{url}: {message}"
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
