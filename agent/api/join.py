@@ -35,7 +35,7 @@ from agent.api.passwords import ttl_seconds
 from agent.api.views import page
 from agent.errors import BadRequest, Conflict, Forbidden, Unavailable
 from agent.model import spec as specs
-from agent.model.access import Authority, JoinToken
+from agent.model.access import UNKNOWN_JOIN_TOKEN, Authority, JoinToken
 from agent.model.commands import JoinTokenCreate, JoinTokenRevoke, JoinTokenUse
 from agent.model.errors import CommandError, not_found
 from mesh import pki
@@ -43,6 +43,13 @@ from mesh import pki
 JOIN_PREFIX = "corral2."
 JOIN_RE = re.compile(r"^corral2\.([0-9a-f]{16})\.([A-Za-z0-9_-]{43})\.([0-9a-f]{64})$")
 JOIN_TTL = 24 * 3600.0
+
+
+class UnknownJoinToken(Forbidden):
+    """A token the cluster does not know (wrong secret, revoked, used up — or, on a cluster still
+    committing its bootstrap, not known yet: the joining host asks again for a while)."""
+
+    code = "unknown_join_token"
 
 
 def new_join_token(fingerprint: str) -> tuple[str, str, str]:
@@ -111,7 +118,9 @@ async def join(request: web.Request) -> web.Response:
         if fingerprint != authority.fingerprint:
             raise Forbidden("the join token is for another cluster (its CA fingerprint is not this cluster's)",
                             field="token")
-        deps.replica.state.access.join_token_check(token_id, secret_hash, now)
+        if not deps.replica.state.access.join_token_known(token_id, secret_hash):
+            raise UnknownJoinToken(UNKNOWN_JOIN_TOKEN, field="token")
+        deps.replica.state.access.join_token_check(token_id, secret_hash, now)  # expired: a 403 forbidden
     except (Forbidden, CommandError):
         deps.auth.stats.rejected["join"] += 1
         raise

@@ -580,33 +580,30 @@ async def _wait_engine(host: HostSpec, pid: int, timeout: float) -> DockerEngine
         await asyncio.sleep(0.1)
 
 
-async def _wait_token(host: HostSpec, timeout: float) -> str:
-    """The join token a bootstrapping agent writes into its data dir (0600) before it serves."""
-    path = host.agent_data / credentials.TOKEN_FILE
+async def _wait_file(host: HostSpec, path: Path, present: bool, what: str, timeout: float) -> None:
+    """Until ``path`` exists (``present``) or is gone; fail early if the agent died."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while path.exists() != present:  # noqa: ASYNC240 (a stat of a local file every 50 ms)
         pid = procs.read_pid(host.agent_pidfile)
         if pid is not None and not procs.alive(pid):
             raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
         if time.monotonic() > deadline:
-            raise LabError(f"{host.name}: no join token after {timeout:g} s; see {host.agent_log}")
+            raise LabError(f"{host.name}: {what} not within {timeout:g} s; see {host.agent_log}")
         await asyncio.sleep(0.05)
+
+
+async def _wait_token(host: HostSpec, timeout: float) -> str:
+    """The join token a bootstrapping agent writes into its data dir (0600) before it serves."""
+    path = host.agent_data / credentials.TOKEN_FILE
+    await _wait_file(host, path, True, "no join token", timeout)
     return path.read_text().strip()
 
 
 async def _wait_bootstrapped(host: HostSpec, timeout: float) -> None:
     """Until the bootstrapping agent's first commands (CA, join token, administrator) are committed: it
     removes the file that holds them then."""
-    path = host.agent_data / PENDING_FILE
-    deadline = time.monotonic() + timeout
-    while path.exists():
-        pid = procs.read_pid(host.agent_pidfile)
-        if pid is not None and not procs.alive(pid):
-            raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
-        if time.monotonic() > deadline:
-            raise LabError(f"{host.name}: the new cluster's first commands were not committed within {timeout:g} s; "
-                           f"see {host.agent_log}")
-        await asyncio.sleep(0.05)
+    await _wait_file(host, host.agent_data / PENDING_FILE, False, "the new cluster's first commands committed",
+                     timeout)
 
 
 async def _health_once(host: HostSpec, timeout: float = 1.0) -> str:

@@ -111,6 +111,7 @@ class Authority:
 
 
 MAX_JOIN_TOKENS = 100
+UNKNOWN_JOIN_TOKEN = "the join token is not valid (unknown, revoked or used up)"
 
 
 def user_subject(name: str) -> str:
@@ -379,12 +380,17 @@ class Access:
         sink.event(index, EventKind.JOIN_TOKEN_REVOKED, f"join token {cmd.id} revoked", token=cmd.id)
         return Outcome(index, id=cmd.id, deleted=True)
 
+    def join_token_known(self, token_id: str, secret_hash: str) -> bool:
+        """Does the cluster hold this token (its id, with this secret)? Expired or not."""
+        token = self.join_tokens.get(token_id)
+        return token is not None and hmac.compare_digest(token.secret_hash, secret_hash)
+
     def join_token_check(self, token_id: str, secret_hash: str, at: float) -> JoinToken:
         """The token a joining host presents, if it may join with it now; CommandError (forbidden) saying
         why not otherwise (the same words for an unknown token and a wrong secret)."""
         token = self.join_tokens.get(token_id)
-        if token is None or not hmac.compare_digest(token.secret_hash, secret_hash):
-            raise forbidden("the join token is not valid (unknown, revoked or used up)", "token")
+        if token is None or not self.join_token_known(token_id, secret_hash):
+            raise forbidden(UNKNOWN_JOIN_TOKEN, "token")
         if at >= token.expires:
             raise forbidden("the join token has expired: make a new one with `corral token create`", "token")
         return token

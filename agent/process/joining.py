@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from agent.api.join import parse_join_token
+from agent.api.join import UnknownJoinToken, parse_join_token
 from agent.errors import BadRequest
 from agent.process.certs import NodeCerts
 from mesh import pki
@@ -56,9 +56,9 @@ async def exchange(seeds: list[tuple[str, int]], token: str, name: str, address:
                             return _accept(answer, await _server_certificate(host, port, blind), fingerprint,
                                            certs, url)
                         message = answer.get("message") if isinstance(answer, dict) else None
+                        code = answer.get("error") if isinstance(answer, dict) else None
                         # a cluster still committing its bootstrap may not know its first token yet
-                        unknown_yet = resp.status == 403 and "not valid" in str(message) and \
-                            time.monotonic() < started + UNKNOWN_TOKEN_GRACE
+                        unknown_yet = code == UnknownJoinToken.code and time.monotonic() < started + UNKNOWN_TOKEN_GRACE
                         if resp.status != 503 and not unknown_yet:
                             raise JoinRefused(f"{url} refused the join: {message or resp.status}")
                         problem = f"{url}: {message}"
