@@ -12,6 +12,12 @@
   third of its life is left.
 - A joining node knows the CA only by the SHA-256 fingerprint its join token carries: it checks the CA
   certificate it is sent against that, then the server's certificate against the CA (as Swarm does).
+- The CA is rotated without downtime (``corral ca rotate``): a new CA (its own name, its generation in
+  the common name) and a **cross-signed** copy of it (same name and key, issued by the old CA). While
+  the old one is retiring, every node trusts both, and serves its new certificate with the cross-signed
+  copy after it, so a peer or a client that still trusts only the old CA verifies it too
+  (leaf → new CA, cross-signed → old CA). Once every host serves a certificate of the new CA the old
+  one is retired and trusted no more.
 
 Nothing here reads a clock: ``now`` is an argument.
 """
@@ -23,6 +29,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import re
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -64,15 +71,21 @@ def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def make_ca(cluster: str, now: float) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) of a new cluster CA."""
+def _ca_name(cluster: str, generation: int) -> x509.Name:
+    common = f"Corral cluster CA {cluster}" + (f" #{generation}" if generation > 1 else "")
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corral"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def make_ca(cluster: str, now: float, generation: int = 1) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a new cluster CA; a rotated one has its generation in its name
+    (two CAs trusted at once must differ by name, or a chain could not be told from the other)."""
     key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corral"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"Corral cluster CA {cluster}")])
+    name = _ca_name(cluster, generation)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_utc(now - 300)).not_valid_after(_utc(now + CA_DAYS * 86400))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
@@ -81,8 +94,54 @@ def make_ca(cluster: str, now: float) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
+def next_ca(old_ca_pem: bytes, generation: int, now: float) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of the CA that replaces ``old_ca_pem``: the same cluster, the next generation."""
+    old = x509.load_pem_x509_certificate(old_ca_pem)
+    names = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common = str(names[0].value) if names else "Corral cluster CA"
+    cluster = re.sub(r" #\d+$", "", common).removeprefix("Corral cluster CA").strip() or "cluster"
+    return make_ca(cluster, now, generation)
+
+
+def cross_sign(new_ca_pem: bytes, old_ca_pem: bytes, old_key_pem: bytes, now: float) -> bytes:
+    """The new CA's certificate again, issued by the old CA: what lets a peer or client that trusts only
+    the old CA verify a certificate of the new one during a rotation. It ends when the old CA does."""
+    new, old = x509.load_pem_x509_certificate(new_ca_pem), x509.load_pem_x509_certificate(old_ca_pem)
+    old_key = load_key(old_key_pem)
+    builder = (x509.CertificateBuilder().subject_name(new.subject).issuer_name(old.subject)
+               .public_key(new.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(_utc(now - 300))
+               .not_valid_after(min(new.not_valid_after_utc, old.not_valid_after_utc)))
+    for ext in new.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(old_key.public_key()),
+                                    critical=False)
+    return builder.sign(old_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def vouched(ca_pem: bytes, cross_pem: bytes, pinned_pem: bytes, now: float) -> bool:
+    """Is ``cross_pem`` the CA ``ca_pem`` (same name, same key) issued by ``pinned_pem``? — how a node that
+    trusts only the old CA of a rotation comes to trust the new one."""
+    try:
+        ca, cross = x509.load_pem_x509_certificate(ca_pem), x509.load_pem_x509_certificate(cross_pem)
+    except ValueError:
+        return False
+    return (ca.subject == cross.subject and ca.public_key() == cross.public_key()
+            and issued_by(cross_pem, pinned_pem, now))
+
+
+def split_pem(bundle: bytes) -> list[bytes]:
+    """The certificates of a PEM bundle, each as its own PEM (PkiError if there is none or one is bad)."""
+    try:
+        certs = x509.load_pem_x509_certificates(bundle)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate: {exc}") from None
+    return [c.public_bytes(serialization.Encoding.PEM) for c in certs]
+
+
 def fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of the certificate's DER, hex: what a join token carries and ``corral login`` shows."""
+    """SHA-256 of the certificate's DER, hex: what a join token carries and ``corral login`` shows (of
+    the first certificate, in a bundle)."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
@@ -164,7 +223,10 @@ def due_for_renewal(cert_pem: bytes, now: float) -> bool:
 
 
 def issued_by(leaf_der_or_pem: bytes, ca_cert_pem: bytes, now: float) -> bool:
-    """Is this certificate signed by the CA and valid now? (How a joining node checks the node it asks.)"""
+    """Is this certificate signed by the CA and valid now? (How a joining node checks the node it asks;
+    given a bundle, by any CA of it.)"""
+    if ca_cert_pem.count(b"-----BEGIN CERTIFICATE-----") > 1:
+        return any(issued_by(leaf_der_or_pem, one, now) for one in split_pem(ca_cert_pem))
     try:
         leaf = (x509.load_pem_x509_certificate(leaf_der_or_pem) if leaf_der_or_pem.startswith(b"-----")
                 else x509.load_der_x509_certificate(leaf_der_or_pem))

@@ -29,13 +29,14 @@ from aiohttp import web
 
 from agent.api.auth import write
 from agent.api.body import json_object
+from agent.api.ca import authority_of
 from agent.api.deps import DEPS, ApiDeps
 from agent.api.params import ID
 from agent.api.passwords import ttl_seconds
 from agent.api.views import page
-from agent.errors import BadRequest, Conflict, Forbidden, Unavailable
+from agent.errors import BadRequest, Conflict, Forbidden
 from agent.model import spec as specs
-from agent.model.access import UNKNOWN_JOIN_TOKEN, Authority, JoinToken
+from agent.model.access import UNKNOWN_JOIN_TOKEN, JoinToken
 from agent.model.commands import JoinTokenCreate, JoinTokenRevoke, JoinTokenUse
 from agent.model.errors import CommandError, not_found
 from mesh import pki
@@ -73,11 +74,7 @@ def parse_join_token(token: object) -> tuple[str, str, str]:
     return match.group(1), hashlib.sha256(secret).hexdigest(), match.group(3)
 
 
-def _authority(deps: ApiDeps) -> Authority:
-    authority = deps.replica.state.access.authority
-    if authority is None:
-        raise Unavailable("the cluster has no certificate authority yet (is it still bootstrapping?)")
-    return authority
+_authority = authority_of
 
 
 def issue(deps: ApiDeps, csr: object, name: str, address: str, manager: bool, now: float) -> pki.Issued:
@@ -115,7 +112,7 @@ async def join(request: web.Request) -> web.Response:
         raise BadRequest("manager is true or false", field="manager")
     authority = _authority(deps)
     try:
-        if fingerprint != authority.fingerprint:
+        if fingerprint not in authority.fingerprints:
             raise Forbidden("the join token is for another cluster (its CA fingerprint is not this cluster's)",
                             field="token")
         if not deps.replica.state.access.join_token_known(token_id, secret_hash):
@@ -130,7 +127,7 @@ async def join(request: web.Request) -> web.Response:
                            "or stop that host first", field="name")
     issued = issue(deps, body.get("csr"), name, address, manager, now)  # a bad CSR does not use the token up
     await deps.replica.write(JoinTokenUse(token_id, secret_hash, name, now))
-    return web.json_response({"ca": authority.cert_pem, "cert": issued.cert_pem.decode(),
+    return web.json_response({"ca": authority.trusted_pem, "cert": issued.cert_pem.decode() + authority.cross_pem,
                               "secret": base64.b64encode(deps.secret).decode(), "fingerprint": authority.fingerprint,
                               "role": "manager" if manager else "worker"})
 
@@ -172,12 +169,6 @@ async def revoke_token(request: web.Request) -> web.Response:
     return web.json_response({"revoked": token_id})
 
 
-async def ca(request: web.Request) -> web.Response:
-    """The CA certificate and its fingerprint (public: a client pins it, as ``corral login`` shows)."""
-    authority = _authority(request.app[DEPS])
-    return web.json_response({"cert": authority.cert_pem, "fingerprint": authority.fingerprint})
-
-
 async def internal_certificate(request: web.Request) -> web.Response:
     """A member's CSR, sealed with the cluster's Raft key: its certificate, sealed back."""
     deps = request.app[DEPS]
@@ -191,9 +182,11 @@ async def internal_certificate(request: web.Request) -> web.Response:
                                   "cluster's key"}, status=403)
     issued = issue(deps, ask["csr"], specs.name(ask["name"]), ask["address"], bool(ask.get("manager")),
                    deps.auth.clock())
-    answer = msgpack.packb({"cert": issued.cert_pem, "ca": _authority(deps).cert_pem.encode()}, use_bin_type=True)
+    authority = _authority(deps)
+    answer = msgpack.packb({"cert": issued.cert_pem + authority.cross_pem.encode(),
+                            "ca": authority.trusted_pem.encode()}, use_bin_type=True)
     return web.Response(body=deps.replica.sealer.seal(bytes(answer)), content_type="application/octet-stream")
 
 
-__all__ = ["JOIN_PREFIX", "JOIN_TTL", "ca", "create_token", "internal_certificate", "issue", "join", "list_tokens",
+__all__ = ["JOIN_PREFIX", "JOIN_TTL", "create_token", "internal_certificate", "issue", "join", "list_tokens",
            "new_join_token", "parse_join_token", "revoke_token"]

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import cluster, containers, events, hosts, join, kv, node, services, stacks, users
+from agent.api import ca, cluster, containers, events, hosts, join, kv, node, services, stacks, users
 from agent.api.params import (
     AUDIT,
     CAS,
@@ -157,8 +157,17 @@ ROUTES: tuple[Route, ...] = (
           "Cluster events (those of the environments the caller has a role in, and the cluster's own)",
           (*PAGE, INDEX, WAIT, STREAM, KIND, AUDIT), stream="application/x-ndjson", permission=P.AUTHENTICATED),
     # ---- joining: the CA, join tokens, node certificates
-    Route("GET", "/v1/ca", join.ca, "access", "The cluster CA's certificate and SHA-256 fingerprint (public)",
+    Route("GET", "/v1/ca", ca.ca, "access",
+          "The cluster CA's certificate and SHA-256 fingerprint, and every CA trusted now (public)",
           statuses=(503,), permission=P.PUBLIC),
+    Route("GET", "/v1/ca/hosts", ca.hosts, "access", "Which CA issued the certificate each live host shows",
+          statuses=(503,)),
+    Route("POST", "/v1/ca/rotate", ca.rotate, "access",
+          "Begin a CA rotation: a new CA signs, the old one is trusted until the rotation is finished",
+          write=True, created=True, statuses=(409, 503)),
+    Route("POST", "/v1/ca/finish", ca.finish, "access",
+          "Finish a CA rotation: retire the old CA once every live host shows a certificate of the new one",
+          body="CaFinish", write=True, statuses=(409, 503)),
     Route("POST", "/v1/join", join.join, "access", "A host joins with a join token and a CSR (no API credential)",
           body="Join", statuses=(403, 409, 503), permission=P.PUBLIC),
     Route("GET", "/v1/jointokens", join.list_tokens, "access", "Join tokens (ids, expiry, uses left)", PAGE),

@@ -152,6 +152,9 @@ SCHEMAS: dict[str, Schema] = {
         "uses": nullable({"type": "integer", "minimum": 1, "maximum": 10_000}),
         "environment": {**NAME, "description": "the environment joining hosts belong to (default: default)"},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}},
+    "CaFinish": {"type": "object", "additionalProperties": False, "properties": {
+        "force": {"type": "boolean",
+                  "description": "retire the old CA even if a live host still shows its certificate"}}},
     "HostMove": {"type": "object", "required": ["environment"], "additionalProperties": False,
                  "properties": {"environment": NAME}},
     "Entity": ENTITY,

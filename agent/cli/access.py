@@ -48,13 +48,19 @@ def _pin_ca(url: str, fingerprint: str | None) -> str | None:
     blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE  # only to read the CA, checked below
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/v1/ca", timeout=10, context=blind) as resp:
-            ca = json.loads(resp.read())["cert"]
-    except (OSError, ValueError, KeyError) as exc:
+            body = json.loads(resp.read())
+        ca = body["cert"]
+        trusted = pki.split_pem(str(body.get("trusted") or ca).encode())
+    except (OSError, ValueError, KeyError, pki.PkiError) as exc:
         raise fail(f"cannot read the cluster CA from {url}: {exc}") from None
     seen = pki.fingerprint(ca.encode())
     if fingerprint is not None:
-        if fingerprint.lower().replace(":", "") != seen:
+        wanted = fingerprint.lower().replace(":", "")
+        # while the CA is rotated, the retiring CA's fingerprint is still good (it vouches for the new one)
+        matching = [c for c in trusted if pki.fingerprint(c) == wanted]
+        if not matching:
             raise fail(f"the cluster CA at {url} has fingerprint {seen}, not {fingerprint}: not logging in")
+        ca = matching[0].decode()
     elif sys.stdin.isatty():
         click.echo(f"the cluster CA at {url} has SHA-256 fingerprint\n  {seen}\n(the bootstrapping agent logged "
                    "it; `corral api GET /v1/ca` on a host you trust shows it)")
@@ -364,13 +370,74 @@ def token_revoke(token_id: str, url: str) -> None:
     click.echo(f"join token {token_id} revoked")
 
 
-@click.command("ca")
+@click.group("ca", invoke_without_command=True)
 @url_option
-def ca(url: str) -> None:
-    """The cluster CA's SHA-256 fingerprint (and its certificate, for CORRAL_CACERT)."""
+@click.pass_context
+def ca(ctx: click.Context, url: str) -> None:
+    """The cluster CA: with no command, its SHA-256 fingerprint (on stderr) and its certificate (for
+    CORRAL_CACERT: ``corral ca > ca.pem``); ``rotate`` replaces it without downtime."""
+    if ctx.invoked_subcommand is not None:
+        return
     body = Client(url).get("/v1/ca")
     click.echo(f"fingerprint {body['fingerprint']}", err=True)
+    if body.get("rotating"):
+        click.echo(f"rotating: {body['retiring']} is retiring (`corral ca rotate --finish`)", err=True)
     click.echo(body["cert"], nl=False)
+
+
+def _ca_hosts_table(hosts: list[dict[str, Any]], current: str) -> None:
+    rows = [[h["host"], "new" if h.get("current") else ("old" if h.get("ca") else "?"),
+             (h.get("ca") or "")[:16], h.get("error") or ""] for h in hosts]
+    table(f"hosts (CA {current[:16]})", ["HOST", "CA", "FINGERPRINT", "PROBLEM"], rows)
+
+
+@ca.command("hosts")
+@url_option
+def ca_hosts(url: str) -> None:
+    """Which CA issued the certificate each live host shows (during a rotation: who has the new one)."""
+    body = Client(url).get("/v1/ca/hosts")
+    _ca_hosts_table(body["hosts"], body["fingerprint"])
+
+
+@ca.command("rotate")
+@click.option("--begin-only", is_flag=True, help="only begin: a new CA signs, both are trusted until --finish")
+@click.option("--finish", "finish_only", is_flag=True, help="only finish a rotation begun before: retire the old CA")
+@click.option("--force", is_flag=True, help="finish even if a live host still shows a certificate of the old CA")
+@click.option("--wait", default=60.0, show_default=True, help="seconds to wait for every host's new certificate")
+@url_option
+def ca_rotate(begin_only: bool, finish_only: bool, force: bool, wait: float, url: str) -> None:
+    """Replace the cluster CA without downtime: begin (a new CA, cross-signed by the old one, signs;
+    every node re-issues its certificate and trusts both), wait until every live host shows a
+    certificate of the new CA, finish (the old CA is trusted no more) and re-pin this CLI's session.
+    Other clients need the new CA afterwards: ``corral ca > ca.pem``, or ``corral login`` again."""
+    if begin_only and finish_only:
+        raise fail("--begin-only and --finish are the two halves: give one of them, or neither for both")
+    client = Client(url)
+    if not finish_only:
+        begun = client.post("/v1/ca/rotate", None)
+        click.echo(f"rotation begun: CA {begun['fingerprint']} signs; {begun['retiring']} is retiring")
+        if begin_only:
+            click.echo("finish with `corral ca rotate --finish` once `corral ca hosts` shows every host on the new CA")
+            return
+    deadline = time.monotonic() + wait
+    while not force:
+        status = client.get("/v1/ca/hosts")
+        if all(h.get("current") for h in status["hosts"]):
+            break
+        if time.monotonic() > deadline:
+            _ca_hosts_table(status["hosts"], status["fingerprint"])
+            raise fail(f"not every live host shows a certificate of the new CA after {wait:g} s: the rotation is "
+                       "begun, not finished (both CAs are trusted); `corral ca rotate --finish [--force]` later")
+        time.sleep(0.5)
+    done = client.post("/v1/ca/finish", {"force": force})
+    session = load_sessions().get(url.rstrip("/"))
+    if session and session.get("ca"):
+        save_session(url, {**session, "ca": done["cert"]})
+        note = "; this CLI's session now trusts the new CA"
+    else:
+        note = "; clients need the new CA now (`corral ca > ca.pem` for CORRAL_CACERT)"
+    click.echo(f"rotation finished: CA {done['fingerprint']} (generation {done['generation']}) is the only one "
+               f"trusted{note}")
 
 
 # ---------------------------------------------------------------------- any call

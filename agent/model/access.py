@@ -23,6 +23,8 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
     Actor,
     AdminBootstrap,
+    CaRetire,
+    CaRotate,
     CaSet,
     JoinTokenCreate,
     JoinTokenRevoke,
@@ -102,12 +104,29 @@ class JoinToken:
 
 @dataclasses.dataclass(frozen=True)
 class Authority:
-    """The cluster CA: its certificate (public) and its key, sealed (``mesh.pki.seal_ca_key``)."""
+    """The cluster CA: its certificate (public) and its key, sealed (``mesh.pki.seal_ca_key``). While a
+    rotation is under way, the CA it replaces is still trusted (``previous``) and ``cross_pem`` is this
+    CA's certificate issued by that one (``mesh.pki.cross_sign``)."""
 
     cert_pem: str
     sealed_key: bytes
     fingerprint: str
     created: int
+    generation: int = 1
+    previous: str = ""
+    """The retiring CA's certificate, trusted until the rotation is finished ("" when none is)."""
+    previous_fingerprint: str = ""
+    cross_pem: str = ""
+
+    @property
+    def trusted_pem(self) -> str:
+        """What a node trusts: this CA, and the retiring one while a rotation is under way."""
+        return self.cert_pem + self.previous
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """The trusted CAs' fingerprints (a join token made before a rotation carries the old one)."""
+        return (self.fingerprint, self.previous_fingerprint) if self.previous else (self.fingerprint,)
 
 
 MAX_JOIN_TOKENS = 100
@@ -354,6 +373,38 @@ class Access:
             raise bad_request("a CA is a PEM certificate and its SHA-256 fingerprint", "cert_pem")
         self.authority = Authority(cmd.cert_pem, cmd.sealed_key, cmd.fingerprint, index)
         sink.change(index, Topic.ACCESS, "ca")
+        return Outcome(index, id=cmd.fingerprint[:16])
+
+    def ca_rotate(self, cmd: CaRotate, index: int, sink: Sink) -> Outcome:
+        old = self.authority
+        if old is None:
+            raise conflict("the cluster has no certificate authority to rotate", "cert_pem")
+        if old.previous:
+            raise conflict(f"a rotation is under way already (from CA {old.previous_fingerprint[:16]}): finish it "
+                           "first (`corral ca rotate --finish`)", "cert_pem")
+        for pem in (cmd.cert_pem, cmd.cross_pem):
+            if not pem.startswith("-----BEGIN CERTIFICATE-----") or not SECRET_HASH_RE.match(cmd.fingerprint):
+                raise bad_request("a CA is a PEM certificate, its cross-signed copy and its SHA-256 fingerprint",
+                                  "cert_pem")
+        if cmd.fingerprint == old.fingerprint:
+            raise conflict("the new CA is the one the cluster has", "fingerprint")
+        self.authority = Authority(cmd.cert_pem, cmd.sealed_key, cmd.fingerprint, index, old.generation + 1,
+                                   old.cert_pem, old.fingerprint, cmd.cross_pem)
+        sink.change(index, Topic.ACCESS, "ca")
+        sink.event(index, EventKind.CA_ROTATED, f"CA rotation begun: {old.fingerprint[:16]} is retiring, "
+                   f"{cmd.fingerprint[:16]} signs")
+        return Outcome(index, id=cmd.fingerprint[:16])
+
+    def ca_retire(self, cmd: CaRetire, index: int, sink: Sink) -> Outcome:
+        now = self.authority
+        if now is None or not now.previous:
+            raise conflict("no CA rotation is under way", "fingerprint")
+        if cmd.fingerprint != now.previous_fingerprint:
+            raise conflict(f"the retiring CA is {now.previous_fingerprint[:16]}, not {cmd.fingerprint[:16]}",
+                           "fingerprint")
+        self.authority = dataclasses.replace(now, previous="", previous_fingerprint="", cross_pem="")
+        sink.change(index, Topic.ACCESS, "ca")
+        sink.event(index, EventKind.CA_ROTATED, f"CA rotation finished: {cmd.fingerprint[:16]} is trusted no more")
         return Outcome(index, id=cmd.fingerprint[:16])
 
     def join_token_create(self, cmd: JoinTokenCreate, index: int, at: float, sink: Sink) -> Outcome:

@@ -58,6 +58,8 @@ class Op(enum.StrEnum):
     JOIN_TOKEN_REVOKE = "join_token.revoke"
     JOIN_TOKEN_USE = "join_token.use"
     HOST_MOVE = "host.move"
+    CA_ROTATE = "ca.rotate"
+    CA_RETIRE = "ca.retire"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +279,24 @@ class CaSet:
 
 
 @dataclasses.dataclass(frozen=True)
+class CaRotate:
+    """Begin a CA rotation: a new CA signs from now on; the old one is trusted until :class:`CaRetire`."""
+
+    cert_pem: str
+    sealed_key: bytes
+    fingerprint: str
+    cross_pem: str
+    """The new CA's certificate issued by the old one (``mesh.pki.cross_sign``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CaRetire:
+    """Finish a CA rotation: the old CA (this fingerprint) is trusted no more."""
+
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
 class JoinTokenCreate:
     id: str
     secret_hash: str
@@ -316,7 +336,7 @@ Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | 
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
-           | JoinTokenUse | HostMove)
+           | JoinTokenUse | HostMove | CaRotate | CaRetire)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -328,7 +348,7 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.USER_CREATE: UserCreate, Op.USER_UPDATE: UserUpdate, Op.USER_REMOVE: UserRemove, Op.KEY_CREATE: KeyCreate,
     Op.KEY_REVOKE: KeyRevoke, Op.TEAM_SET: TeamSet, Op.TEAM_REMOVE: TeamRemove, Op.ROLE_SET: RoleSet,
     Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
-    Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove,
+    Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove, Op.CA_ROTATE: CaRotate, Op.CA_RETIRE: CaRetire,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -431,6 +451,8 @@ __all__ = [
     "OP_OF",
     "Actor",
     "AdminBootstrap",
+    "CaRetire",
+    "CaRotate",
     "CaSet",
     "Command",
     "EnvCreate",

@@ -90,6 +90,7 @@ class EventKind(enum.StrEnum):
     JOIN_TOKEN_REVOKED = "join_token.revoked"
     HOST_JOINED = "host.joined"
     HOST_MOVED = "host.moved"
+    CA_ROTATED = "ca.rotated"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
 

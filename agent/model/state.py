@@ -35,6 +35,8 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
     Actor,
     AdminBootstrap,
+    CaRetire,
+    CaRotate,
     CaSet,
     Command,
     EnvCreate,
@@ -270,6 +272,10 @@ class ClusterState:
                 return self.access.role_set(cmd, index, self.environments, self)
             case CaSet():
                 return self.access.ca_set(cmd, index, self)
+            case CaRotate():
+                return self.access.ca_rotate(cmd, index, self)
+            case CaRetire():
+                return self.access.ca_retire(cmd, index, self)
             case JoinTokenCreate():
                 if cmd.environment not in self.environments:
                     raise not_found("environment", cmd.environment, "environment")

@@ -33,6 +33,7 @@ from agent.cluster.members import Members
 from agent.cluster.replica import Replica
 from agent.control.leader import Leader
 from agent.errors import BadRequest, DataDirError
+from agent.model.changes import Topic
 from agent.model.commands import Command, InstanceStatus
 from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
@@ -254,7 +255,9 @@ class Agent:
         def renew() -> None:
             authority = self.state.access.authority
             if authority is not None:
-                certs.issue_here(self.secret, authority, config.name, config.bind, config.manager, time.time())
+                # the role it names is what the node is: a Raft voter (a manager) or not
+                voter = config.name in self._replica().raft.voters
+                certs.issue_here(self.secret, authority, config.name, config.bind, voter or config.manager, time.time())
                 self._advertise(api=self.api_url())
 
         if certs.due(time.time()):
@@ -266,7 +269,8 @@ class Agent:
                 log.error("no cluster CA in the state after %g s: the API is served over plain HTTP", CERT_WAIT)
         if not certs.present():
             self.health.add("tls", lambda: "no certificate: the API is served over plain HTTP")
-        async with renewing(certs, renew):
+        ca_changes = self.feed.subscribe(lambda c: c.topic is Topic.ACCESS and c.key == "ca", "certificate")
+        async with renewing(certs, renew, authority=lambda: self.state.access.authority, ca_changes=ca_changes):
             yield
 
     def api_url(self) -> str:

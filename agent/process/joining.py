@@ -85,11 +85,20 @@ async def _server_certificate(host: str, port: int, blind: ssl.SSLContext) -> by
 def _accept(answer: object, leaf: bytes | None, fingerprint: str, certs: NodeCerts, url: str) -> bytes:
     if not isinstance(answer, dict) or not all(isinstance(answer.get(k), str) for k in ("ca", "cert", "secret")):
         raise JoinRefused(f"{url} answered something that is not a join")
-    ca = answer["ca"].encode()
-    if pki.fingerprint(ca) != fingerprint:
-        raise JoinRefused(f"{url} is not the cluster the token is for: its CA's fingerprint is "
-                          f"{pki.fingerprint(ca)}, the token's {fingerprint}")
     now = time.time()
+    try:
+        offered, chain = pki.split_pem(answer["ca"].encode()), pki.split_pem(answer["cert"].encode())
+    except pki.PkiError as exc:
+        raise JoinRefused(f"{url} answered with a bad certificate: {exc}") from None
+    pinned = [c for c in offered if pki.fingerprint(c) == fingerprint]
+    if not pinned:
+        raise JoinRefused(f"{url} is not the cluster the token is for: its CA's fingerprint is "
+                          f"{pki.fingerprint(offered[0])}, the token's {fingerprint}")
+    # While the CA is rotated a token may carry the old CA's fingerprint: the new CA is believed only as
+    # the old one vouches for it (its cross-signed copy, sent after the certificate). Another CA the
+    # answer names but the pinned one does not vouch for is not trusted.
+    kept = [c for c in offered if c == pinned[0] or any(pki.vouched(c, x, pinned[0], now) for x in chain[1:])]
+    ca = b"".join(kept)
     if leaf is None or not pki.issued_by(leaf, ca, now):
         raise JoinRefused(f"{url} presented a certificate the cluster CA did not issue")
     if not pki.issued_by(answer["cert"].encode(), ca, now):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +26,7 @@ from agent.process.certs import NodeCerts
 from agent.process.joining import JoinRefused
 from mesh import pki
 from tests.cli import corral
-from tests.lab.cluster import until
+from tests.lab.cluster import service_running, until
 
 
 def test_the_bootstrapped_administrator_and_nothing_without_a_token(lab3: Lab) -> None:
@@ -141,3 +143,75 @@ def test_the_cli_on_a_host_finds_its_agent_on_loopback_and_api_prints_json(lab3:
     argv, env = lab3.exec_argv("h1", [sys.executable, "-m", "agent", "api", "POST", "/v1/stacks", "-d", "{x"])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "--data is not JSON" in out.stderr
+
+
+def test_the_ca_is_rotated_without_downtime(lab3: Lab, tmp_path: Path) -> None:
+    """`corral ca rotate` on the real lab: writes through every host keep working during it (forwarded to
+    the leader over mTLS), containers keep running, every host ends with a certificate of the new CA, a
+    client that has only the old CA is refused after the finish, one with the new CA is not, and a host
+    joins with a token made afterwards. Last in this module: the lab's CA file is the new CA after it."""
+    old_ca = lab3.ca_file.read_bytes()
+    admin = Client(lab3.host("h1").api_url, token=lab3.admin_token())
+    stack = admin.post("/v1/stacks", {"name": "rotation"})
+    service = admin.post("/v1/services", {"stack": stack["id"], "name": "web", "image": "corral/base", "scale": 3,
+                                          "command": "exec sleep 3600"})
+    before = until("3 containers run", lambda: service_running(lab3, "h1", service["id"], 3), 60)
+    failures: list[str] = []
+    writes = [0]
+    stop = threading.Event()
+
+    def write_all_the_time(host: str) -> None:
+        while not stop.is_set():
+            try:  # the CA file is read again for each write: the test swaps it as a client would
+                client = Client(lab3.host(host).api_url, token=lab3.admin_token(), cafile=str(tmp_path / "both.pem"))
+                client.request("PUT", f"/v1/kv/rotation-{host}", {"value": str(writes[0])})
+                writes[0] += 1
+            except (ApiError, OSError) as exc:
+                failures.append(f"{host}: {exc}")
+            time.sleep(0.02)
+
+    # the writers trust both CAs (as the agents do during the rotation), so a refused write is downtime
+    (tmp_path / "both.pem").write_bytes(old_ca)
+    env = {"CORRAL_URL": lab3.host("h2").api_url, "CORRAL_CACERT": str(lab3.ca_file)}
+    threads = [threading.Thread(target=write_all_the_time, args=(h,)) for h in ("h2", "h3")]
+    for t in threads:
+        t.start()
+    try:
+        begun = corral("ca", "rotate", "--begin-only", env=env)
+        assert begun.returncode == 0 and "rotation begun" in begun.stdout, begun.stderr
+        new = Client(lab3.host("h2").api_url, token=lab3.admin_token()).get("/v1/ca")
+        assert new["rotating"] and new["retiring"] == pki.fingerprint(old_ca)
+        (tmp_path / "both.pem").write_bytes(new["trusted"].encode())
+        until("every host shows a certificate of the new CA",
+              lambda: all(h["current"] for h in admin.get("/v1/ca/hosts")["hosts"]), 20)
+        listed = corral("hosts", env=env)
+        assert listed.returncode == 0, "a client with only the old CA verifies the new certificates (cross-signed)"
+        finished = corral("ca", "rotate", "--finish", env=env)
+        assert finished.returncode == 0 and "rotation finished" in finished.stdout, finished.stderr
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures and writes[0] > 20, (failures[:5], writes[0])
+    (tmp_path / "new.pem").write_text(new["cert"])
+    # each node drops the cross-signed CA from what it shows a moment (certs.CA_CHANGE_GRACE) after the finish
+    until("a client with only the old CA is refused", lambda: "does not trust" in corral("hosts", env=env).stderr, 10)
+    lab3.ca_file.write_text(new["cert"])
+    os.environ["CORRAL_CACERT"] = str(lab3.ca_file)
+    for host in lab3.hosts():
+        client = Client(host.api_url, token=lab3.admin_token(), cafile=str(tmp_path / "new.pem"))
+        seen = until(f"{host.name} is verified with the new CA", lambda c=client: c.get("/v1/ca"), 10)
+        assert seen["fingerprint"] == new["fingerprint"]
+        assert pki.issued_by(pki.split_pem((host.agent_data / "node.pem").read_bytes())[0], new["cert"].encode(),
+                             time.time())
+        assert (host.agent_data / "ca.pem").read_text() == new["cert"], f"{host.name} trusts the new CA only"
+    after = service_running(lab3, "h3", service["id"], 3)
+    assert after is not None and {c["container_id"] for c in after} == {c["container_id"] for c in before}
+    admin = Client(lab3.host("h1").api_url, token=lab3.admin_token())  # CORRAL_CACERT: the new CA now
+    token = admin.post("/v1/jointokens", {"ttl": "10m", "uses": 1})["token"]
+    with tempfile.TemporaryDirectory() as d:
+        certs = NodeCerts(Path(d))
+        asyncio.run(joining.exchange([(lab3.host("h3").address, 8080)], token, "h7", "10.77.0.97", False, certs,
+                                     timeout=5))
+        assert pki.issued_by(certs.cert_path.read_bytes(), new["cert"].encode(), time.time())

@@ -233,7 +233,8 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/environments"): "admin", ("GET", "/v1/environments/{name}"): "read",
     ("PUT", "/v1/environments/{name}/members/{subject}"): "manage",
     ("DELETE", "/v1/environments/{name}/members/{subject}"): "manage",
-    ("GET", "/v1/ca"): "public", ("POST", "/v1/join"): "public", ("GET", "/v1/jointokens"): "admin",
+    ("GET", "/v1/ca"): "public", ("GET", "/v1/ca/hosts"): "admin", ("POST", "/v1/ca/rotate"): "admin",
+    ("POST", "/v1/ca/finish"): "admin", ("POST", "/v1/join"): "public", ("GET", "/v1/jointokens"): "admin",
     ("POST", "/v1/jointokens"): "admin", ("DELETE", "/v1/jointokens/{id}"): "admin",
     ("POST", "/v1/internal/certificate"): "system",
 }
@@ -461,7 +462,12 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("POST", "/v1/environments"): _new_env, ("GET", "/v1/environments/{name}"): _fixed("/v1/environments/{env}"),
     ("PUT", "/v1/environments/{name}/members/{subject}"): _member,
     ("DELETE", "/v1/environments/{name}/members/{subject}"): _member,
-    ("GET", "/v1/ca"): _fixed("/v1/ca"), ("POST", "/v1/join"): _join,
+    ("GET", "/v1/ca"): _fixed("/v1/ca"), ("GET", "/v1/ca/hosts"): _fixed("/v1/ca/hosts"),
+    # the route table has rotate before finish: the administrator's rotation is the one finished (forced:
+    # the harness's API is plain HTTP, so its host shows no certificate)
+    ("POST", "/v1/ca/rotate"): _fixed("/v1/ca/rotate"),
+    ("POST", "/v1/ca/finish"): _fixed("/v1/ca/finish", {"force": True}),
+    ("POST", "/v1/join"): _join,
     ("GET", "/v1/jointokens"): _fixed("/v1/jointokens"),
     ("POST", "/v1/jointokens"): _fixed("/v1/jointokens", {"uses": 1}), ("DELETE", "/v1/jointokens/{id}"): _join_token,
     ("POST", "/v1/internal/certificate"): _fixed("/v1/internal/certificate", {}),
