@@ -131,7 +131,10 @@ class Agent:
         self.secret = credentials.establish_secret(config.data_dir, config.bootstrap, joined)
         commands: list[Command] = []
         join_token = None
-        if config.bootstrap and not had_secret:
+        # a new cluster's CA; or, for a cluster from before TLS (`--bootstrap-admin` on a data dir with a
+        # secret and no certificate), its CA now (the state machine keeps the first CA it is given)
+        before_tls = config.bootstrap_admin and had_secret and not self.certs.present()
+        if (config.bootstrap and not had_secret) or before_tls:
             commands, join_token = bootstrap.new_cluster(config.data_dir, self.secret, self.certs, config.name,
                                                          config.bind)
         if (config.bootstrap and not had_secret) or config.bootstrap_admin:
@@ -267,6 +270,8 @@ class Agent:
                 renew()
             except TimeoutError:
                 log.error("no cluster CA in the state after %g s: the API is served over plain HTTP", CERT_WAIT)
+        elif (authority := self.state.access.authority) is not None and certs.behind(authority, time.time()):
+            renew()  # the CA was rotated while this node was down (or its own CA lost to another's)
         if not certs.present():
             self.health.add("tls", lambda: "no certificate: the API is served over plain HTTP")
         ca_changes = self.feed.subscribe(lambda c: c.topic is Topic.ACCESS and c.key == "ca", "certificate")

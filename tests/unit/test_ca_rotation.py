@@ -243,3 +243,32 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> bool:
         except ssl.SSLError:
             return False
     return False
+
+
+async def test_a_cluster_from_before_tls_gets_its_ca_with_bootstrap_admin(tmp_path: Path) -> None:
+    """A data dir with a secret and no certificate (made before TLS): ``--bootstrap-admin`` keeps a CA,
+    a join token and the first administrator to propose; this node's certificate is from that CA."""
+    from agent.model.commands import AdminBootstrap, JoinTokenCreate
+    from agent.process import bootstrap
+    from agent.process.agent import Agent
+    from agent.process.config import AgentConfig
+    from agent.process.credentials import SECRET_FILE
+
+    (tmp_path / SECRET_FILE).write_bytes(SECRET)
+    (tmp_path / "password").write_text("an old cluster's admin\n")
+    agent = Agent(AgentConfig(bind="127.0.0.1", name="h1", data_dir=tmp_path, bootstrap_admin=True,
+                              admin_password_file=tmp_path / "password", admin_key_file=tmp_path / "key"))
+    async with agent._secret():
+        pass
+    kept = bootstrap.pending(tmp_path)
+    assert [type(c) for c in kept] == [CaSet, JoinTokenCreate, AdminBootstrap]
+    ca = kept[0]
+    assert isinstance(ca, CaSet) and pki.open_ca_key(SECRET, ca.sealed_key)
+    assert agent.certs.present()
+    assert pki.issued_by(agent.certs.cert_path.read_bytes(), ca.cert_pem.encode(), time.time())
+    again = Agent(AgentConfig(bind="127.0.0.1", name="h1", data_dir=tmp_path, bootstrap_admin=True,
+                              admin_password_file=tmp_path / "password", admin_key_file=tmp_path / "key"))
+    (tmp_path / bootstrap.PENDING_FILE).unlink()
+    async with again._secret():
+        pass
+    assert [type(c) for c in bootstrap.pending(tmp_path)] == [AdminBootstrap], "a node with a CA makes no other"
