@@ -97,6 +97,9 @@ SPEC_PROPERTIES: dict[str, Schema] = {
         "constraints": CONSTRAINTS, "preferences": CONSTRAINTS, "must": CONSTRAINTS, "should": CONSTRAINTS,
         "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"}}}, NULL]},
     "health_check": HEALTH_CHECK,
+    "pull": {"enum": ["if-not-present", "always"],
+             "description": "fetch the image only when the host has none of that name (default), or before "
+                            "every container it creates"},
 }
 
 ENTITY: Schema = {"type": "object"}
@@ -152,6 +155,10 @@ SCHEMAS: dict[str, Schema] = {
         "uses": nullable({"type": "integer", "minimum": 1, "maximum": 10_000}),
         "environment": {**NAME, "description": "the environment joining hosts belong to (default: default)"},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}},
+    "RegistrySet": {"type": "object", "required": ["host", "username", "password"], "additionalProperties": False,
+                    "properties": {"host": {"type": "string", "maxLength": 255, "description": "HOST[:PORT]"},
+                                   "username": {"type": "string", "minLength": 1, "maxLength": 255},
+                                   "password": {"type": "string", "minLength": 1, "maxLength": 1024}}},
     "CaFinish": {"type": "object", "additionalProperties": False, "properties": {
         "force": {"type": "boolean",
                   "description": "retire the old CA even if a live host still shows its certificate"}}},

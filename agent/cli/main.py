@@ -18,6 +18,7 @@ from agent import __version__
 from agent.cli.access import api, apikey, ca, env, login, logout, team, token, user, whoami
 from agent.cli.containers import events, logs, ps
 from agent.cli.hosts import hosts
+from agent.cli.images import image, registry
 from agent.cli.keys import keys
 from agent.cli.output import CorralGroup
 from agent.cli.services import service
@@ -163,7 +164,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,
-                 ca, api, lab, drill):
+                 ca, registry, image, api, lab, drill):
     cli.add_command(_command)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, cast
 
 import aiodocker
@@ -39,6 +40,10 @@ INFO_FIELDS = (
 )
 
 
+PULL_STALL = 60.0
+"""Seconds a pull may go without a word from the engine (a registry that hangs) before it is given up."""
+CHUNK = 256 * 1024
+
 # aiodocker reports a failed connection as a DockerError with this pseudo HTTP status.
 CONNECT_FAILED = 900
 NOT_FOUND, CONFLICT = 404, 409
@@ -60,6 +65,21 @@ def _cause(exc: BaseException) -> str:
             return inner.strerror
         inner = inner.__cause__ or inner.__context__
     return str(exc)
+
+
+class PullFailed(Exception):
+    """A pull the registry (or the engine on its behalf) refused or could not finish: ``reason`` as
+    Docker said it, ``retry`` whether trying again may help."""
+
+    def __init__(self, reason: str, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.retry = reason, retry
+
+
+class BuildFailed(Exception):
+    def __init__(self, reason: str, output: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.output = reason, output
 
 
 class NameInUse(Conflict):
@@ -158,6 +178,108 @@ class DockerEngine:
     async def load_image(self, tarball: bytes) -> None:
         """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
         await self._call("an image load", self._client.images.import_image(data=tarball))
+
+    # ---------------------------------------------------------------- images, as the agent moves them
+
+    async def image_inspect(self, reference: str) -> dict[str, Any] | None:
+        """``GET /images/{ref}/json``, or None if the engine has no such image."""
+        try:
+            result: dict[str, Any] = await self._call("an image inspect", self._client.images.inspect(reference))
+        except EngineRefused as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        return result
+
+    async def remove_image(self, reference: str) -> None:
+        try:
+            await self._call("an image remove", self._client.images.delete(reference, force=True))
+        except EngineRefused as exc:
+            if exc.status != NOT_FOUND:
+                raise
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   progress: Callable[[float | None], None], stall: float = PULL_STALL) -> None:
+        """``POST /images/create``: pull ``reference`` (with ``auth`` for its registry), calling
+        ``progress`` with the share of bytes fetched so far (None while unknown). PullFailed with the
+        registry's or the engine's reason; a registry that sends nothing for ``stall`` seconds is
+        given up on."""
+        layers: dict[str, tuple[int, int]] = {}
+        stream = self._client.images.pull(reference, auth=dict(auth) if auth else None, stream=True)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(anext(stream), stall)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise PullFailed(f"the registry sent nothing for {stall:g} s (it hangs)", retry=True) from None
+                if item.get("error"):
+                    raise PullFailed(str(item["error"]), retry=True)
+                layer, detail = str(item.get("id") or ""), item.get("progressDetail") or {}
+                status = str(item.get("status") or "")
+                if layer and status == "Downloading" and detail.get("total"):
+                    layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+                elif layer and status in ("Download complete", "Pull complete", "Already exists") and layer in layers:
+                    layers[layer] = (layers[layer][1], layers[layer][1])
+                total = sum(t for _, t in layers.values())
+                progress(sum(c for c, _ in layers.values()) / total if total else None)
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise PullFailed(str(exc.message)) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        finally:
+            await cast(Any, stream).aclose()  # an async generator: ends the engine's response
+
+    async def load_stream(self, chunks: AsyncIterator[bytes]) -> str:
+        """``POST /images/load`` of a ``docker save`` tarball as it arrives; the engine's last message.
+        EngineRefused if it refused the tarball (corrupt, truncated, a layer that does not match)."""
+        try:
+            answer = await self._client.images.import_image(data=chunks)
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise EngineRefused(exc.status, f"Docker Engine refused the image: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        messages = [str(m.get("stream") or m.get("status") or "").strip() for m in answer or () if isinstance(m, dict)]
+        for m in answer or ():
+            if isinstance(m, dict) and m.get("error"):
+                raise EngineRefused(500, f"Docker Engine refused the image: {m['error']}")
+        return next((m for m in reversed(messages) if m), "")
+
+    async def save(self, reference: str) -> AsyncIterator[bytes]:
+        """``GET /images/{ref}/get``: the image as a ``docker save`` tarball, streamed."""
+        try:
+            async with self._client.images.export_image(reference) as content:
+                async for chunk in content.iter_chunked(CHUNK):
+                    yield chunk
+        except aiodocker.DockerError as exc:
+            raise EngineRefused(exc.status, f"Docker Engine could not save {reference}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None) -> str:
+        """``POST /build`` of a tar build context, tagged ``tag``; the build's output (its last lines).
+        BuildFailed with Docker's message when a step fails."""
+        output: list[str] = []
+        try:
+            async for item in self._client.images.build(fileobj=io.BytesIO(context), encoding="identity", tag=tag,
+                                                         labels=dict(labels or {}), stream=True, rm=True,
+                                                         forcerm=True):
+                if item.get("error"):
+                    raise BuildFailed(str(item["error"]).strip(), "\n".join(output[-10:]))
+                if item.get("stream"):
+                    output.append(str(item["stream"]).rstrip())
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise BuildFailed(str(exc.message).strip(), "\n".join(output[-10:])) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        return "\n".join(line for line in output[-20:] if line)
 
     async def ensure_network(self, subnet: str) -> bool:
         """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.

@@ -1,0 +1,188 @@
+"""Images: the transfer planner (who sends to whom), the catalog and registries in the model, Docker's
+pull errors as reasons, membership proofs, and a whole peer transfer between two image managers over
+real HTTP (a fake engine that checks what it is loaded with)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import tarfile
+import time
+
+import pytest
+
+from agent.model.commands import ImageAdd, ImageHeld, ImageRemove, RegistryRemove, RegistrySet
+from agent.model.errors import CommandError
+from agent.model.images import normal_tag, registry_of
+from agent.model.state import ClusterState
+from agent.node import transfer
+from agent.node.images import proof, proof_ok, pull_reason, tarball_manifest
+from mesh import sealing
+from mesh.keyring import Keyring
+
+
+@pytest.mark.parametrize(("asker", "offset", "complete", "have", "serving", "serve", "redirect"), [
+    ("h2", 0, True, 0, {}, True, ()),
+    ("h3", 0, True, 0, {"h2": 10}, True, ()),
+    ("h4", 0, True, 0, {"h2": 10, "h3": 50}, False, ("h3", "h2")),  # full: the furthest along first
+    ("h2", 0, True, 0, {"h2": 10, "h3": 50}, True, ()),  # the same asker again (it resumes): not counted twice
+    ("h5", 0, False, 100, {}, True, ()),  # a relay: it has 100 bytes to pass on
+    ("h5", 100, False, 100, {}, False, ()),  # ... but nothing the asker lacks
+    ("h5", 300, False, 100, {}, False, ()),
+])
+def test_a_host_serves_two_then_redirects_to_its_relays(asker: str, offset: int, complete: bool, have: int,
+                                                        serving: dict[str, int], serve: bool,
+                                                        redirect: tuple[str, ...]) -> None:
+    got = transfer.admit(asker, offset, complete, have, serving)
+    assert (got.serve, got.redirect) == (serve, redirect)
+    assert got.serve or got.reason
+
+
+def test_the_next_source_is_a_hint_first_then_a_holder_never_me_never_a_failed_one() -> None:
+    rng = random.Random(1)
+    assert transfer.next_source(["h1", "h2"], ["h3"], "h4", set(), rng) == "h3"
+    assert transfer.next_source(["h1", "h2"], ["h3", "h4"], "h4", {"h3"}, rng) in ("h1", "h2")
+    assert transfer.next_source(["h1"], [], "h1", set(), rng) is None
+    assert transfer.next_source(["h1", "h2"], [], "h3", {"h1", "h2"}, rng) is None
+    picks = {transfer.next_source(["h1", "h2", "h3"], [], "h9", set(), random.Random(seed)) for seed in range(20)}
+    assert picks == {"h1", "h2", "h3"}, "holders share the load"
+
+
+@pytest.mark.parametrize(("header", "size", "offset"), [
+    (None, 10, 0), ("bytes=0-", 10, 0), ("bytes=7-", 10, 7), ("bytes=10-", 10, None), ("bytes=0-5", 10, None),
+    ("items=0-", 10, None), ("bytes=-5", 10, None), ("bytes=x-", 10, None),
+])
+def test_a_resume_asks_for_the_rest_from_an_offset(header: str | None, size: int, offset: int | None) -> None:
+    assert transfer.parse_range(header, size) == offset
+
+
+def test_image_references_name_their_registry() -> None:
+    assert registry_of("corral/base") == "docker.io"
+    assert registry_of("nginx:1.25") == "docker.io"
+    assert registry_of("10.77.0.1:5000/corral/base:latest") == "10.77.0.1:5000"
+    assert registry_of("registry.example/team/app") == "registry.example"
+    assert registry_of("localhost/app") == "localhost"
+    assert normal_tag("corral/base") == "corral/base:latest"
+    assert normal_tag("10.77.0.1:5000/corral/base") == "10.77.0.1:5000/corral/base:latest"
+    assert normal_tag("app:v2") == "app:v2"
+
+
+@pytest.mark.parametrize(("message", "has", "words"), [
+    ("Head \"https://r:5000/v2/x/manifests/latest\": no basic auth credentials", False, "asks for credentials"),
+    ("unauthorized: authentication required", True, "r:5000 refused the credentials"),
+    ("manifest for r:5000/x:nope not found: manifest unknown: manifest unknown", True, "is not in r:5000"),
+    ("Get \"https://r:5000/v2/\": dial tcp: lookup r: no such host", False, "cannot resolve"),
+    ("Get \"https://r:5000/v2/\": dial tcp 10.0.0.1:5000: connect: connection refused", False,
+     "refused the connection"),
+    ("Get \"https://r:5000/v2/\": x509: certificate signed by unknown authority", False, "does not trust"),
+    ("the registry sent nothing for 60 s (it hangs)", False, "did not answer"),
+])
+def test_docker_pull_errors_become_reasons_a_user_can_act_on(message: str, has: bool, words: str) -> None:
+    reason = pull_reason("r:5000", "r:5000/x:nope", message, has)
+    assert reason.startswith("image.pull_failed: ") and words in reason
+
+
+def test_registry_credentials_are_sealed_and_replicated_never_in_the_clear() -> None:
+    secret = b"s" * 32
+    state = ClusterState()
+    sealed = sealing.seal(secret, b"registry password", b"hunter2")
+    state.execute(RegistrySet("10.77.0.1:5000", "lab", sealed), 1)
+    assert b"hunter2" not in state.snapshot(), "the snapshot holds no password in the clear"
+    restored = ClusterState()
+    restored.restore(state.snapshot())
+    got = restored.images.registries["10.77.0.1:5000"]
+    assert sealing.open_sealed(secret, b"registry password", got.sealed_password) == b"hunter2"
+    with pytest.raises(sealing.SealError):
+        sealing.open_sealed(b"t" * 32, b"registry password", got.sealed_password)
+    with pytest.raises(sealing.SealError):
+        sealing.open_sealed(secret, b"ca key", got.sealed_password)  # one purpose's key opens nothing else
+    for bad in (RegistrySet("not a host!", "u", sealed), RegistrySet("r:5000", "", sealed),
+                RegistrySet("r:5000", "a:b", sealed), RegistrySet("r:5000", "u", b"")):
+        with pytest.raises(CommandError):
+            state.execute(bad, 2)
+    state.execute(RegistryRemove("10.77.0.1:5000"), 3)
+    assert not state.images.registries
+    with pytest.raises(CommandError):
+        state.execute(RegistryRemove("10.77.0.1:5000"), 4)
+
+
+def _host(state: ClusterState, name: str) -> None:
+    from agent.model.commands import HostRegister
+    state.execute(HostRegister(name, "10.0.0.1", {}, 2.0, 2**31, "ab" * 32), state.applied_index + 1)
+
+
+def test_the_catalog_knows_images_by_tag_and_who_holds_them() -> None:
+    state = ClusterState()
+    for h in ("h1", "h2"):
+        _host(state, h)
+    image_id, digest = "sha256:" + "a" * 64, "b" * 64
+    state.execute(ImageAdd(image_id, ("corral/base:latest",), digest, 1000, "h1"), 10)
+    assert state.images.by_reference("corral/base").id == image_id
+    assert state.images.by_reference(image_id).holders == ("h1",)
+    state.execute(ImageHeld(image_id, "h2"), 11)
+    assert state.images.by_reference("corral/base:latest").holders == ("h1", "h2")
+    state.execute(ImageHeld(image_id, "h1", False), 12)
+    assert state.images.catalog[image_id].holders == ("h2",)
+    newer = "sha256:" + "c" * 64
+    state.execute(ImageAdd(newer, ("corral/base:latest",), "d" * 64, 2000, "h1"), 13)
+    assert state.images.by_reference("corral/base").id == newer, "a tag names the newest image to claim it"
+    assert state.images.catalog[image_id].tags == ()
+    for bad in (ImageAdd("sha256:short", (), digest, 1, "h1"), ImageAdd(image_id, (), "x", 1, "h1"),
+                ImageAdd(image_id, (), digest, 0, "h1"), ImageAdd(image_id, ("Bad Tag",), digest, 1, "h1"),
+                ImageAdd(image_id, (), digest, 1, "h9"), ImageHeld("sha256:" + "e" * 64, "h1")):
+        before = state.snapshot()
+        with pytest.raises(CommandError):
+            state.execute(bad, 14)
+        assert state.snapshot() == before
+    state.execute(ImageRemove(newer), 15)
+    assert state.images.by_reference("corral/base") is None
+    restored = ClusterState()
+    restored.restore(state.snapshot())
+    assert restored.images.catalog == state.images.catalog
+
+
+def test_membership_proofs_are_for_one_tarball_and_a_minute() -> None:
+    sealer = Keyring.from_secret(b"k" * 32).channel(b"raft")
+    other = Keyring.from_secret(b"o" * 32).channel(b"raft")
+    now = time.time()
+    good = proof(sealer, "ab" * 32, now)
+    assert proof_ok(sealer, good, "ab" * 32, now + 5)
+    assert not proof_ok(sealer, good, "cd" * 32, now), "for another tarball"
+    assert not proof_ok(sealer, good, "ab" * 32, now + 120), "too old"
+    assert not proof_ok(other, good, "ab" * 32, now), "another cluster's key"
+    assert not proof_ok(sealer, "garbage!", "ab" * 32, now) and not proof_ok(sealer, None, "ab" * 32, now)
+
+
+def save_tarball(tags: tuple[str, ...] = ("test/app:latest",), payload: bytes = b"x" * 1000) -> tuple[bytes, str]:
+    """A tarball in `docker save`'s form: (bytes, image id)."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        info = tarfile.TarInfo("data")
+        info.size = len(payload)
+        t.addfile(info, io.BytesIO(payload))
+    config = json.dumps({"rootfs": {"type": "layers",
+                                    "diff_ids": ["sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()]}}).encode()
+    hexid = hashlib.sha256(config).hexdigest()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as t:
+        for name, data in ((f"{hexid}.json", config), ("l/layer.tar", layer.getvalue()),
+                           ("manifest.json", json.dumps([{"Config": f"{hexid}.json", "RepoTags": list(tags),
+                                                          "Layers": ["l/layer.tar"]}]).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue(), "sha256:" + hexid
+
+
+def test_a_tarball_says_its_image_and_tags_and_garbage_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agent.node.images import ImageError
+    data, image_id = save_tarball()
+    (tmp_path / "ok.tar").write_bytes(data)
+    assert tarball_manifest(tmp_path / "ok.tar") == (image_id, ("test/app:latest",))
+    (tmp_path / "cut.tar").write_bytes(data[:700])
+    (tmp_path / "junk.tar").write_bytes(b"not a tarball at all" * 100)
+    for name in ("cut.tar", "junk.tar"):
+        with pytest.raises(ImageError):
+            tarball_manifest(tmp_path / name)
