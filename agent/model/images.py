@@ -30,6 +30,11 @@ REGISTRY_RE = re.compile(r"^(localhost|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z
 IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 TAG_RE = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
+REFERENCE_RE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-f:]+\])"
+    r"(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 MAX_TAGS = 32
 MAX_IMAGES = 1000
 MAX_USERNAME = 255
@@ -44,6 +49,15 @@ def registry_of(reference: str) -> str:
     if sep and ("." in first or ":" in first or first == "localhost"):
         return first
     return DEFAULT_REGISTRY
+
+
+def reference_problem(reference: str) -> str | None:
+    """What is wrong with an image reference (Docker's grammar: ``[REGISTRY[:PORT]/]NAME[:TAG][@DIGEST]``,
+    or an image id), or None."""
+    if IMAGE_ID_RE.match(reference) or REFERENCE_RE.match(reference):
+        return None
+    return (f"{reference!r} is not an image reference: [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST], the name in "
+            "lowercase (for example corral/base, registry.example:5000/team/app:1.2)")
 
 
 def normal_tag(reference: str) -> str:
@@ -210,4 +224,4 @@ class Images:
 
 
 __all__ = ["DEFAULT_REGISTRY", "CatalogImage", "Images", "Registry", "check_registry_host", "normal_tag",
-           "registry_of"]
+           "reference_problem", "registry_of"]

@@ -226,13 +226,16 @@ class ImageManager:
     def __init__(self, host: str, state: ClusterState, engine: ImageEngine, data_dir: Path, secret: bytes,
                  sealer: Any, session: aiohttp.ClientSession | None, api_of: Callable[[str], str | None],
                  propose: Callable[[Command], Awaitable[object]], kick: Callable[[], None] = lambda: None,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+                 send_rate: float | None = None) -> None:
         self.host, self.state, self.engine = host, state, engine
         self.dir = data_dir / CACHE_DIR
         self.secret, self.sealer, self.session = secret, sealer, session
         self.api_of, self.propose, self.kick = api_of, propose, kick
         self.rng = rng or random.Random()
         self.clock = clock
+        self.send_rate = send_rate
+        """Bytes/s at most per tarball sent (``--image-send-rate``)."""
         self.jobs: dict[str, Job] = {}
         self.spools: dict[str, Spool] = {}
         self.serving: dict[str, dict[str, int]] = {}
@@ -528,6 +531,7 @@ class ImageManager:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
         serving = self.serving.setdefault(digest, {})
         serving[asker] = offset
+        started, sent = time.monotonic(), 0
         try:
             spool = self.spools.get(digest)
             path = self.cached(digest) if spool is None else spool.path
@@ -540,6 +544,9 @@ class ImageManager:
                         serving[asker] = offset
                         self.stats["served_bytes"] += len(chunk)
                         yield chunk
+                        sent += len(chunk)
+                        if self.send_rate:
+                            await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - started)))
                         continue
                     if spool is None or spool.complete:
                         return

@@ -296,7 +296,8 @@ class Agent:
                 self.reconciler.kick()
 
         manager = ImageManager(config.name, self.state, cast(ImageEngine, self.engine), config.data_dir, self.secret,
-                               replica.sealer, self.session, replica.api_of, replica.propose_anywhere, kick)
+                               replica.sealer, self.session, replica.api_of, replica.propose_anywhere, kick,
+                               send_rate=config.image_send_rate)
         async with manager.running(self.feed):
             self.images = manager
             yield
