@@ -474,26 +474,6 @@ def _host_order(name: str) -> tuple[int, str]:
     return (int(digits), name) if digits.isdigit() else (sys.maxsize, name)
 
 
-def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
-    """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        return os.posix_spawnp(
-            argv[0],
-            argv,
-            dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                (os.POSIX_SPAWN_CLOSE, log_fd),
-            ],
-            setsid=True,
-        )
-    finally:
-        os.close(log_fd)
-
-
 def _start_dockerd(host: HostSpec) -> int:
     """Start the host's dockerd; returns its pid (nsenter execs it, so the pid is dockerd's)."""
     host.docker_exec.mkdir(parents=True, exist_ok=True)
@@ -509,7 +489,7 @@ def _start_dockerd(host: HostSpec) -> int:
         "--exec-opt", "native.cgroupdriver=cgroupfs",
         "--cgroup-parent", "/" + host.cgroup_parent,
     ]
-    return _spawn(argv, host.dockerd_log)
+    return procs.spawn(argv, host.dockerd_log)
 
 
 def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False,
@@ -527,7 +507,7 @@ def _start_agent(host: HostSpec, join: list[str], token: str | None = None, boot
         argv += ["--admin-password-file", str(admin_files[0]), "--admin-key-file", str(admin_files[1])]
     # The token travels by environment, not argv: argv is world-readable in /proc.
     env = {"CORRAL_JOIN_TOKEN": token} if token else {}
-    pid = _spawn(argv, host.agent_log, env)
+    pid = procs.spawn(argv, host.agent_log, env)
     host.agent_pidfile.write_text(f"{pid}\n")
     return pid
 

@@ -1,4 +1,5 @@
-"""Processes, mounts and cgroups of the lab, found from /proc and /sys (never from pid files alone).
+"""Processes, mounts and cgroups of the lab, found from /proc and /sys (never from pid files alone),
+and how its daemons are started.
 
 ``down`` must work whatever state the lab is in, so it finds what to stop by asking the kernel:
 every process whose network namespace is a lab host's, every process in a lab host's container
@@ -18,6 +19,26 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MNT_DETACH = 2
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                (os.POSIX_SPAWN_CLOSE, log_fd),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
 
 
 def _all_pids() -> Iterator[int]:
