@@ -14,7 +14,7 @@ import ctypes.util
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -41,10 +41,24 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
         os.close(log_fd)
 
 
+def tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a daemon's log, as one line (for an error message)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
 def _all_pids() -> Iterator[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             yield int(entry.name)
+
+
+def find(match: Callable[[list[str]], bool]) -> set[int]:
+    """Processes (not this one, no zombies) whose argv ``match`` accepts."""
+    return {pid for pid in _all_pids() if pid != os.getpid() and alive(pid) and match(cmdline(pid))}
 
 
 def pids_in_netns(netns_path: Path) -> list[int]:
