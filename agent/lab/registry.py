@@ -17,6 +17,7 @@ never another lab's. The daemon is found the same way, by its argv naming the la
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime
 import ipaddress
@@ -290,6 +291,11 @@ def stop(root: Path, certs_d: Path = CERTS_D) -> list[str]:
     return done
 
 
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The ``Authorization`` header a registry client sends (aiohttp's own helper moved between versions)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def client_tls(spec: RegistrySpec) -> ssl.SSLContext:
     """A client context that trusts the registry's CA, and only it."""
     return ssl.create_default_context(cafile=str(spec.ca_file))
@@ -299,14 +305,14 @@ async def wait_ready(spec: RegistrySpec, pid: int, timeout: float = READY_TIMEOU
     """Until ``GET /v2/`` answers 401 without credentials and 200 with them; fail early if it died."""
     deadline = time.monotonic() + timeout
     url = spec.url + "/v2/"
-    auth = aiohttp.BasicAuth(USER, password(spec))
+    signed_in = basic_auth(USER, password(spec))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
                                      connector=aiohttp.TCPConnector(ssl=client_tls(spec))) as session:
         while True:
             try:
                 async with session.get(url) as anonymous:
                     if anonymous.status == 401:
-                        async with session.get(url, auth=auth) as signed:
+                        async with session.get(url, headers=signed_in) as signed:
                             if signed.status == 200:
                                 return
                             raise RegistryError(f"the registry at {spec.url} refused the lab's own credentials "
