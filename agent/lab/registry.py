@@ -271,7 +271,7 @@ def start(spec: RegistrySpec) -> int:
 
 def pids(root: Path) -> set[int]:
     """Every registry daemon serving the lab at ``root``'s config (found by argv, not the pid file)."""
-    config = str(RegistrySpec(root, "").config_file)
+    config = str(RegistrySpec(root, address="").config_file)  # its files depend on the root alone
     return procs.find(lambda argv: len(argv) == 3 and Path(argv[0]).name == BINARY and argv[1:] == ["serve", config])
 
 
