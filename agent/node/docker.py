@@ -47,6 +47,8 @@ CHUNK = 256 * 1024
 # aiodocker reports a failed connection as a DockerError with this pseudo HTTP status.
 CONNECT_FAILED = 900
 NOT_FOUND, CONFLICT = 404, 409
+TRANSFER_TIMEOUT = 120.0
+"""A push or a pull moves layers: it may take longer than an engine's usual answer."""
 
 
 class EngineRefused(EngineUnreachable):
@@ -84,6 +86,24 @@ class BuildFailed(Exception):
 
 class NameInUse(Conflict):
     """A container create found the name taken (by a container Corral left behind, or somebody's own)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryAuth:
+    """A registry user and password for one push or pull: the engine is handed them with the request
+    (``X-Registry-Auth``) and keeps nothing, as ``docker login`` would."""
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``10.77.0.1:5000/corral/base:v2`` → (``10.77.0.1:5000/corral/base``, ``v2``); no tag means
+    ``latest`` (a registry's port is not a tag: only a colon after the last slash is)."""
+    slash, colon = reference.rfind("/"), reference.rfind(":")
+    if colon > slash:
+        return reference[:colon], reference[colon + 1:]
+    return reference, "latest"
 
 
 class ContainerOps(Protocol):
@@ -151,13 +171,12 @@ class DockerEngine:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def _call(self, what: str, coro: Any, timeout: float | None = None) -> Any:
+        limit = self._timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(coro, self._timeout)
+            return await asyncio.wait_for(coro, limit)
         except TimeoutError as exc:
-            raise EngineUnreachable(
-                f"Docker Engine at {self.url} did not answer {what} within {self._timeout:g} s"
-            ) from exc
+            raise EngineUnreachable(f"Docker Engine at {self.url} did not answer {what} within {limit:g} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
         except aiodocker.DockerError as exc:
@@ -281,6 +300,18 @@ class DockerEngine:
             raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
         return "\n".join(line for line in output[-20:] if line)
 
+    async def tag_image(self, image: str, reference: str) -> None:
+        """``POST /images/{image}/tag``: ``image`` (a name or an id) is also known as ``reference``."""
+        repo, tag = split_reference(reference)
+        await self._call("an image tag", self._client.images.tag(image, repo, tag=tag))
+
+    async def push_image(self, reference: str, auth: RegistryAuth | None = None,
+                         timeout: float = TRANSFER_TIMEOUT) -> None:
+        """``POST /images/{name}/push`` to the registry ``reference`` names; EngineRefused with the
+        registry's reason (``unauthorized``, an unknown CA …) when the engine reports one."""
+        repo, tag = split_reference(reference)
+        await self._call("an image push", self._client.images.push(repo, tag=tag, auth=_auth(auth)), timeout)
+
     async def ensure_network(self, subnet: str) -> bool:
         """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.
 
@@ -319,6 +350,11 @@ class DockerEngine:
         """Every local tag mapped to its image id."""
         images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
         return {tag: img["Id"] for img in images for tag in (img.get("RepoTags") or ())}
+
+
+def _auth(auth: RegistryAuth | None) -> dict[str, str] | None:
+    """What aiodocker turns into ``X-Registry-Auth`` (it adds the registry's address from the name)."""
+    return None if auth is None else {"username": auth.username, "password": auth.password}
 
 
 # ---------------------------------------------------------------------- containers
