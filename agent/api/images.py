@@ -114,6 +114,20 @@ async def load_image(request: web.Request) -> web.Response:
     return web.json_response(image_view(deps.replica.state.images.catalog[add.id]), status=201)
 
 
+async def fetch_image(request: web.Request) -> web.Response:
+    """This host gets a catalog image now (from its peers), and keeps it: answered once it is here."""
+    deps = request.app[DEPS]
+    authorize(request, Permission.DEPLOY)
+    image = deps.replica.state.images.by_reference(ID.get(request))
+    if image is None:
+        raise NotFound(f"no image {ID.get(request)} in the catalog", field="id")
+    job = await _manager(deps).get_now(image)
+    if job.error is not None:
+        raise Unavailable(job.error, field="id")
+    return web.json_response({"image": image.id, "host": deps.node.name, "detail": job.describe(),
+                              "resumed": list(job.resumed)})
+
+
 async def remove_image(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     image = deps.replica.state.images.by_reference(ID.get(request))
@@ -154,5 +168,5 @@ async def send_tarball(request: web.Request) -> web.StreamResponse:
     return response
 
 
-__all__ = ["MAX_UPLOAD", "image_status", "image_view", "list_images", "list_registries", "load_image",
+__all__ = ["MAX_UPLOAD", "fetch_image", "image_status", "image_view", "list_images", "list_registries", "load_image",
            "registry_view", "remove_image", "remove_registry", "send_tarball", "set_registry"]

@@ -171,6 +171,9 @@ ROUTES: tuple[Route, ...] = (
           body="raw", write=True, created=True, statuses=(503,), permission=P.DEPLOY),
     Route("DELETE", "/v1/images/{id}", images.remove_image, "images", "Take an image out of the catalog (hosts "
           "drop their tarballs; engines keep the image)", (ID,), write=True, statuses=(404,)),
+    Route("POST", "/v1/images/{id}/fetch", images.fetch_image, "images",
+          "The answering host gets a catalog image now, from its peers (warm it before it is needed)", (ID,),
+          statuses=(404, 503), permission=P.DEPLOY),
     Route("GET", "/v1/images/transfers", images.image_status, "images",
           "What this host's image manager does now: pulls, fetches, what it sends to whom", statuses=(503,),
           permission=P.AUTHENTICATED),

@@ -100,17 +100,30 @@ def image_ls(url: str) -> None:
     table("images", ["tags", "id", "size", "source", "held by"], rows)
 
 
+@image.command("fetch")
+@click.argument("image_ref")
+@url_option
+def image_fetch(image_ref: str, url: str) -> None:
+    """Make the answering host (--host) hold a catalog image now, fetched from its peers."""
+    done = Client(url).post(f"/v1/images/{_catalog_id(Client(url), image_ref)}/fetch")
+    click.echo(f"{done['host']} holds {done['image'][:19]} ({done['detail']})")
+
+
+def _catalog_id(client: Client, image_ref: str) -> str:
+    found = [i["id"] for i in client.items("/v1/images") if image_ref in (i["id"], *i["tags"])
+             or f"{image_ref}:latest" in i["tags"] or i["id"].removeprefix("sha256:").startswith(image_ref)]
+    if len(found) != 1:
+        raise fail(f"no image {image_ref} in the catalog" if not found else f"{image_ref} names {len(found)} images")
+    return str(found[0])
+
+
 @image.command("rm")
 @click.argument("image_ref")
 @url_option
 def image_rm(image_ref: str, url: str) -> None:
     """Take an image (a tag or its id) out of the catalog; the engines keep what they loaded."""
     client = Client(url)
-    found = [i["id"] for i in client.items("/v1/images") if image_ref in (i["id"], *i["tags"])
-             or f"{image_ref}:latest" in i["tags"] or i["id"].removeprefix("sha256:").startswith(image_ref)]
-    if len(found) != 1:
-        raise fail(f"no image {image_ref} in the catalog" if not found else f"{image_ref} names {len(found)} images")
-    done = client.delete(f"/v1/images/{found[0]}")
+    done = client.delete(f"/v1/images/{_catalog_id(client, image_ref)}")
     click.echo(f"image {done['removed'][:19]} removed from the catalog")
 
 

@@ -207,12 +207,11 @@ class Lab:
         return tarball
 
     async def _start(self, hosts: list[HostSpec], tarball: bytes, with_registry: bool) -> None:
-        """Daemons: every dockerd, the image into each, the registry (if asked for), then every agent,
-        waiting on all at once."""
+        """Daemons: every dockerd, then every agent, waiting on all at once; then the base image into the
+        cluster the way a user's image goes (loaded on h1, fetched peer to peer by the others), and the
+        registry (if asked for) with the base image pushed to it."""
         pids = [_start_dockerd(host) for host in hosts]
-        await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
-        if with_registry:
-            await self._start_registry(hosts[0])
+        await asyncio.gather(*(self._engine_ready(h, pid) for h, pid in zip(hosts, pids, strict=True)))
         first, rest = hosts[0], hosts[1:]
         write_private(self.admin_password_file, (secrets.token_urlsafe(18) + "\n").encode())
         self.admin_token_file.unlink(missing_ok=True)
@@ -230,16 +229,40 @@ class Lab:
         await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token(), self.tls())
         self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
                       "active in the replicated state")
+        await self._spread_base_image(hosts, tarball)
+        if with_registry:
+            await self._start_registry(hosts[0])
 
-    async def _engine_ready(self, host: HostSpec, pid: int, tarball: bytes) -> None:
+    async def _engine_ready(self, host: HostSpec, pid: int) -> None:
         engine = await _wait_engine(host, pid, DOCKERD_TIMEOUT)
         try:
             version = (await engine.version()).get("Version")
             self.progress(host.name, f"dockerd {version} answering on {host.docker_sock}")
-            await engine.load_image(tarball)
-            self.progress(host.name, "base image loaded")
         finally:
             await engine.close()
+
+    async def _spread_base_image(self, hosts: list[HostSpec], tarball: bytes) -> None:
+        """``corral image load`` of the base image on the first host, then every other host fetches it
+        from its peers (``POST /v1/images/{id}/fetch``, all at once: the holders relay)."""
+        first, rest = hosts[0], hosts[1:]
+        timeout = aiohttp.ClientTimeout(total=AGENT_TIMEOUT)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls()), timeout=timeout,
+                                         headers=self.auth_headers()) as session:
+            async with session.post(first.api_url + "/v1/images", data=tarball,
+                                    headers={"Content-Type": "application/x-tar"}) as resp:
+                loaded = await resp.json(content_type=None)
+                if resp.status != 201:
+                    raise LabError(f"{first.name} did not take the base image: HTTP {resp.status} {loaded}")
+            self.progress(first.name, f"base image {BASE_IMAGE} loaded into the cluster ({loaded['id'][:19]})")
+
+            async def fetch(host: HostSpec) -> None:
+                async with session.post(f"{host.api_url}/v1/images/{loaded['id']}/fetch") as resp:
+                    answer = await resp.json(content_type=None)
+                    if resp.status != 200:
+                        raise LabError(f"{host.name} could not fetch the base image: HTTP {resp.status} {answer}")
+                self.progress(host.name, f"base image fetched from a peer ({answer['detail']})")
+
+            await asyncio.gather(*(fetch(h) for h in rest))
 
     async def _start_registry(self, pusher: HostSpec) -> None:
         """The registry, trusted by every engine, with the base image pushed to it through ``pusher``'s."""

@@ -194,10 +194,6 @@ class DockerEngine:
         info: dict[str, Any] = await self._call("info", self._client.system.info())
         return {key: info.get(key) for key in INFO_FIELDS}
 
-    async def load_image(self, tarball: bytes) -> None:
-        """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
-        await self._call("an image load", self._client.images.import_image(data=tarball))
-
     # ---------------------------------------------------------------- images, as the agent moves them
 
     async def image_inspect(self, reference: str) -> dict[str, Any] | None:

@@ -308,6 +308,21 @@ class ImageManager:
         self._start(reference, catalog)
         return Wait(Status.PULLING, self.jobs[reference].describe())
 
+    async def get_now(self, image: CatalogImage) -> Job:
+        """Make this host hold a catalog image now (``corral image fetch``: warm a host before it is
+        needed); the job, done or failed. A job already getting it is waited for, not doubled."""
+        reference = image.tags[0] if image.tags else image.id
+        job = self.jobs.get(reference)
+        if (job is None or not job.running) and await self.engine.image_inspect(image.id) is not None \
+                and self.cached(image.digest).exists():
+            return job or Job(reference, "peer", progress=1.0, done_at=self.clock())
+        if job is None or not job.running:
+            self._start(reference, image)
+            job = self.jobs[reference]
+        assert job.task is not None
+        await asyncio.shield(job.task)
+        return job
+
     def _start(self, reference: str, catalog: CatalogImage | None) -> None:
         old = self.jobs.get(reference)
         job = Job(reference, "peer" if catalog else f"registry {registry_of(reference)}",
