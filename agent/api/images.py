@@ -12,6 +12,10 @@ agents' transfer of a catalog tarball (``agent/node/images.py`` does the work).
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import tarfile
 import time
 from collections.abc import AsyncIterator
 
@@ -20,13 +24,14 @@ from aiohttp import web
 from agent.api.auth import authorize, write
 from agent.api.body import json_object
 from agent.api.deps import DEPS, ApiDeps
-from agent.api.params import ID, NAME
+from agent.api.params import ID, NAME, StrParam
 from agent.api.views import page
 from agent.errors import BadRequest, Forbidden, NotFound, Unavailable
 from agent.model.commands import ImageRemove, RegistryRemove, RegistrySet
 from agent.model.images import CatalogImage, Registry, check_registry_host
 from agent.model.policy import Permission
 from agent.node import transfer
+from agent.node.docker import BuildFailed
 from agent.node.images import MEMBER_HEADER, REGISTRY_PURPOSE, ImageError, ImageManager, proof_ok
 from mesh import sealing
 
@@ -114,6 +119,67 @@ async def load_image(request: web.Request) -> web.Response:
     return web.json_response(image_view(deps.replica.state.images.catalog[add.id]), status=201)
 
 
+BUILD_TAG = StrParam("tag", "the image's tag (name:tag)", max_length=255,
+                     pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DOCKERFILE = StrParam("dockerfile", "the Dockerfile's path in the context", max_length=255)
+BUILD_ARGS = StrParam("args", "build arguments: a JSON map of strings", max_length=4096)
+MAX_CONTEXT = 256 * 2**20
+FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _base_images(context: bytes, dockerfile: str) -> list[str]:
+    """The images a build context's Dockerfile starts FROM (BadRequest if it has no Dockerfile)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(context), mode="r:*") as tar:
+            member = tar.extractfile(dockerfile.removeprefix("./"))
+            text = member.read(1 << 20).decode(errors="replace") if member is not None else None
+    except KeyError:
+        text = None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadRequest(f"the build context is not a tar archive: {exc}", field="body") from None
+    if text is None:
+        raise BadRequest(f"the build context has no {dockerfile}", field="dockerfile")
+    return [m for m in FROM_RE.findall(text) if m.lower() != "scratch" and "$" not in m]
+
+
+async def build_image(request: web.Request) -> web.Response:
+    """Build a context (a tar, the body) with this host's Docker, tagged ``tag``; the image goes into the
+    catalog (source ``build``) and reaches other hosts peer to peer. Its FROM images that the catalog
+    holds are fetched from peers first (a build never asks a registry for what the cluster has)."""
+    deps = request.app[DEPS]
+    authorize(request, Permission.DEPLOY)
+    manager = _manager(deps)
+    tag, dockerfile = BUILD_TAG.get(request), DOCKERFILE.find(request) or "Dockerfile"
+    try:
+        args = json.loads(BUILD_ARGS.find(request) or "{}")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in args.items()):
+        raise BadRequest("args is a JSON map of strings", field="args")
+    if request.content_length is not None and request.content_length > MAX_CONTEXT:
+        raise BadRequest(f"a build context is at most {MAX_CONTEXT // 2**20} MiB", field="body")
+    context = await request.content.read(MAX_CONTEXT + 1)
+    if len(context) > MAX_CONTEXT:
+        raise BadRequest(f"a build context is at most {MAX_CONTEXT // 2**20} MiB", field="body")
+    for base in _base_images(context, dockerfile):
+        image = deps.replica.state.images.by_reference(base)
+        if image is not None:
+            job = await manager.get_now(image)
+            if job.error is not None:
+                raise Unavailable(f"the build needs {base}, which this host could not fetch: {job.error}")
+    try:
+        output = await manager.build(context, tag, dockerfile, args)
+        add = await manager.keep_local(tag, "build")
+    except BuildFailed as exc:
+        raise BadRequest(f"the build failed: {exc.reason}" + (f"\n{exc.output}" if exc.output else ""),
+                         field="body") from None
+    except ImageError as exc:
+        raise BadRequest(exc.reason, field="body") from None
+    await write(request, add)
+    return web.json_response({**image_view(deps.replica.state.images.catalog[add.id]), "output": output[-4000:]},
+                             status=201)
+
+
 async def fetch_image(request: web.Request) -> web.Response:
     """This host gets a catalog image now (from its peers), and keeps it: answered once it is here."""
     deps = request.app[DEPS]
@@ -168,5 +234,5 @@ async def send_tarball(request: web.Request) -> web.StreamResponse:
     return response
 
 
-__all__ = ["MAX_UPLOAD", "fetch_image", "image_status", "image_view", "list_images", "list_registries", "load_image",
-           "registry_view", "remove_image", "remove_registry", "send_tarball", "set_registry"]
+__all__ = ["MAX_UPLOAD", "build_image", "fetch_image", "image_status", "image_view", "list_images", "list_registries",
+           "load_image", "registry_view", "remove_image", "remove_registry", "send_tarball", "set_registry"]

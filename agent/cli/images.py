@@ -131,7 +131,7 @@ def image_rm(image_ref: str, url: str) -> None:
 @url_option
 def image_transfers(url: str) -> None:
     """What the answering host's image manager does: pulls and peer fetches, and what it sends to whom."""
-    status = Client(url).get("/v1/images/transfers")
+    status = Client(url).get("/v1/host/images")
     rows = [[j["image"], j["source"], j["state"], j["attempts"], j["detail"], ", ".join(j["resumed"]) or "-"]
             for j in status["jobs"]]
     table("image jobs", ["image", "source", "state", "attempts", "detail", "resumed at"], rows)

@@ -276,14 +276,16 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
 
-    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None) -> str:
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
+                    dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str:
         """``POST /build`` of a tar build context, tagged ``tag``; the build's output (its last lines).
         BuildFailed with Docker's message when a step fails."""
         output: list[str] = []
         try:
             async for item in self._client.images.build(fileobj=io.BytesIO(context), encoding="identity", tag=tag,
                                                          labels=dict(labels or {}), stream=True, rm=True,
-                                                         forcerm=True):
+                                                         forcerm=True, path_dockerfile=dockerfile,
+                                                         buildargs=dict(args) if args else None):
                 if item.get("error"):
                     raise BuildFailed(str(item["error"]).strip(), "\n".join(output[-10:]))
                 if item.get("stream"):

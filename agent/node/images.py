@@ -89,6 +89,9 @@ class ImageEngine(Protocol):
 
     def save(self, reference: str) -> AsyncIterator[bytes]: ...
 
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
+                    dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str: ...
+
 
 class ImageError(Exception):
     """Why an image could not be got or taken (``retry``: trying again later may help)."""
@@ -242,6 +245,7 @@ class ImageManager:
         """Tarball digest → the hosts this host sends it to now → the offset each has reached."""
         self.stats = {"served_bytes": 0, "received_bytes": 0, "redirects": 0, "resumes": 0, "digest_mismatch": 0}
         self._wake: asyncio.TimerHandle | None = None
+        self._building = asyncio.Lock()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -586,9 +590,11 @@ class ImageManager:
 
     # ------------------------------------------------------------------ an upload: `corral image load`
 
-    async def receive_upload(self, body: AsyncIterator[bytes], length: int | None, max_size: int) -> ImageAdd:
-        """Keep an uploaded ``docker save`` tarball, load it into this host's engine, and say what it is
-        (the command that puts it into the catalog). ImageError (nothing kept) if it is not one."""
+    async def receive_upload(self, body: AsyncIterator[bytes], length: int | None, max_size: int,
+                             load: bool = True) -> ImageAdd:
+        """Keep an uploaded ``docker save`` tarball, load it into this host's engine (``load``: it is
+        not there yet), and say what it is (the command that puts it into the catalog). ImageError
+        (nothing kept) if it is not one."""
         if length is not None:
             if length > max_size:
                 raise ImageError(f"the tarball is {length} bytes; at most {max_size} are taken", retry=False)
@@ -619,11 +625,17 @@ class ImageManager:
             raise
         image = CatalogImage(image_id, tags, digest, size, (self.host,), "load", 0)
         try:
-            await self._load_file(image)
+            if load:
+                await self._load_file(image)
         except ImageError as exc:
             final.unlink(missing_ok=True)
             raise ImageError(exc.reason.removeprefix("image.pull_failed: "), retry=False) from None
         return ImageAdd(image_id, tags, digest, size, self.host, "load")
+
+    async def build(self, context: bytes, tag: str, dockerfile: str, args: Mapping[str, str]) -> str:
+        """Build a context with this host's engine (one build at a time per host: builds are heavy)."""
+        async with self._building:
+            return await self.engine.build(context, tag, {"corral.built": tag}, dockerfile, args)
 
     async def keep_local(self, reference: str, source: str) -> ImageAdd:
         """Save an image this host's engine has (one it built) as a catalog tarball kept here."""
@@ -635,7 +647,7 @@ class ImageManager:
             async for chunk in self.engine.save(reference):
                 yield chunk
 
-        add = await self.receive_upload(saved(), None, 1 << 40)
+        add = await self.receive_upload(saved(), None, 1 << 40, load=False)
         return dataclasses.replace(add, tags=tuple(sorted({*add.tags, normal_tag(reference)})), source=source)
 
     # ------------------------------------------------------------------ for the API

@@ -67,20 +67,24 @@ def test_an_image_loaded_on_one_host_reaches_the_hosts_a_service_is_placed_on(la
     tarball = tmp_path / "spread.tar"
     tarball.write_bytes(data)
     env = {"CORRAL_URL": lab4.host("h1").api_url}
+    hosts = ("h1", "h2", "h3", "h4")
+    before = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}  # the base image came this way too
     loaded = corral("image", "load", str(tarball), env=env)
     assert loaded.returncode == 0 and "held by h1" in loaded.stdout, loaded.stderr
     service = _service(lab4, "spread", "test/spread:1", 4)
     # the others wait for the image, saying so, then run
     until("every container runs", lambda: _running(lab4, service["id"], 4), 90)
-    catalog = _client(lab4, "h3").items("/v1/images")
-    assert [(i["id"], i["holders"]) for i in catalog] == [(image_id, ["h1", "h2", "h3", "h4"])]
+    catalog = {i["id"]: i["holders"] for i in _client(lab4, "h3").items("/v1/images")}
+    assert catalog[image_id] == ["h1", "h2", "h3", "h4"]
     events = [e["message"] for e in _client(lab4, "h1").items("/v1/events", kind="image.added")]
     assert any("test/spread:1" in m and "on h1" in m for m in events)
-    sent = {h: _client(lab4, h).get("/v1/images/transfers") for h in ("h1", "h2", "h3", "h4")}
-    assert sum(s["received_bytes"] for s in sent.values()) == 3 * len(data), "three hosts got every byte once"
+    after = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}
+    delta = {h: {k: after[h][k] - before[h][k] for k in ("received_bytes", "served_bytes", "redirects")}
+             for h in hosts}
+    assert sum(d["received_bytes"] for d in delta.values()) == 3 * len(data), "three hosts got every byte once"
     # three asked at once, h1 sends two at a time: the third got its bytes relayed, not all from h1
-    assert sent["h1"]["served_bytes"] < 3 * len(data)
-    assert sum(s["redirects"] for s in sent.values()) >= 1
+    assert delta["h1"]["served_bytes"] < 3 * len(data), delta
+    assert sum(d["redirects"] for d in delta.values()) >= 1, delta
     listed = corral("image", "ls", env=env)
     assert listed.returncode == 0 and "test/spread:1" in listed.stdout and "h1, h2, h3, h4" in listed.stdout
 
@@ -98,7 +102,7 @@ def test_a_transfer_cut_by_killing_its_sender_resumes_from_another_holder(lab4: 
     h3 = _client(lab4, "h3")
 
     def sending() -> str | None:
-        for job in h3.get("/v1/images/transfers")["jobs"]:
+        for job in h3.get("/v1/host/images")["jobs"]:
             if job["image"] == "test/resume:1" and job["state"] == "running" and " from h" in job["detail"]:
                 share = job["detail"].split()[1]
                 if share.isdigit() and 10 <= int(share) <= 70:
@@ -109,12 +113,12 @@ def test_a_transfer_cut_by_killing_its_sender_resumes_from_another_holder(lab4: 
     lab4.kill_agent(sender)
     try:
         until("the container runs on h3 all the same", lambda: _running(lab4, second["id"], 1), 90)
-        job = next(j for j in h3.get("/v1/images/transfers")["jobs"] if j["image"] == "test/resume:1")
+        job = next(j for j in h3.get("/v1/host/images")["jobs"] if j["image"] == "test/resume:1")
         assert job["state"] == "done" and job["attempts"] == 1, job
         other = "h2" if sender == "h1" else "h1"
         assert job["resumed"] and job["resumed"][0].startswith(other + "@"), job
         assert int(job["resumed"][0].split("@")[1]) > 0, "resumed at the offset reached, not from the start"
-        assert h3.get("/v1/images/transfers")["received_bytes"] < 1.5 * len(data)
+        assert h3.get("/v1/host/images")["received_bytes"] < 1.5 * len(data)
     finally:
         lab4.start_agent(sender)
 
@@ -146,3 +150,40 @@ def test_bad_tarballs_are_refused_and_leave_nothing_behind(lab4: Lab, tmp_path: 
 
     seen = until("an image nobody has is a pull failure with the reason", failed, 60)
     assert "image.pull_failed: 127.0.0.1:9 refused the connection" in (seen.get("error") or ""), seen
+
+
+def test_a_stack_with_build_is_built_on_one_host_and_reaches_the_others(lab4: Lab, tmp_path: Path) -> None:
+    """`build:` in a compose file: the folder goes to one host, which builds it FROM the cluster's base image;
+    the others fetch the built image peer to peer; a changed folder is a new tag that replaces the
+    containers; a failing build is a clear error and changes nothing."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text('FROM corral/base\nCOPY hello.txt /hello.txt\n'
+                                    'CMD ["sh", "-c", "cat /hello.txt; exec sleep 3600"]\n')
+    (app / "hello.txt").write_text("hello v1\n")
+    (app / "secret.key").write_text("left out by .dockerignore\n")
+    (app / ".dockerignore").write_text("secret.key\n")
+    (tmp_path / "compose.yml").write_text("services:\n  web:\n    build: ./app\n    deploy:\n      replicas: 4\n")
+    env = {"CORRAL_URL": lab4.host("h2").api_url}
+    done = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert done.returncode == 0 and "built sha256:" in done.stdout and "4/4 running" in done.stdout, \
+        done.stdout + done.stderr
+    service = next(s for s in _client(lab4, "h1").items("/v1/services") if s["stack_name"] == "built")
+    tag = service["spec"]["image"]
+    assert tag.startswith("corral-build/built-web:")
+    built = next(i for i in _client(lab4, "h1").items("/v1/images") if tag in i["tags"])
+    assert built["source"] == "build" and built["holders"] == ["h1", "h2", "h3", "h4"]
+    again = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert again.returncode == 0 and "built already" in again.stdout, again.stdout + again.stderr
+    (app / "hello.txt").write_text("hello v2\n")
+    changed = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    service = _client(lab4, "h1").get(f"/v1/services/{service['id']}")
+    assert service["spec"]["image"] != tag, "a changed folder is a new tag"
+    running = until("4 containers of the new build", lambda: _running(lab4, service["id"], 4), 90)
+    logs = corral("logs", running[0]["id"], env=env)
+    assert "hello v2" in logs.stdout, logs.stdout + logs.stderr
+    (app / "Dockerfile").write_text("FROM corral/base\nRUN exit 3\n")
+    failed = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert failed.returncode == 1 and "the build failed" in failed.stderr and "non-zero code: 3" in failed.stderr
+    assert _client(lab4, "h1").get(f"/v1/services/{service['id']}")["spec"]["image"] == service["spec"]["image"]
