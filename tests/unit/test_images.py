@@ -186,3 +186,56 @@ def test_a_tarball_says_its_image_and_tags_and_garbage_is_refused(tmp_path) -> N
     for name in ("cut.tar", "junk.tar"):
         with pytest.raises(ImageError):
             tarball_manifest(tmp_path / name)
+
+
+async def test_a_container_waits_for_its_image_and_the_others_do_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The reconciler with an image manager: an instance whose image is not here is reported pull-failed
+    with the registry's reason (retried, not created), while an instance of an image that is here runs;
+    once the image is here (loaded), the waiting one is created too."""
+    from agent.model.commands import HostRegister, InstanceStatus, PlacementsCommit, ServiceCreate, StackCreate
+    from agent.model.entities import Status
+    from agent.node.images import ImageManager
+    from agent.node.plan import Observed
+    from agent.node.reconciler import Reconciler
+    from mesh.waiting import until_async
+    from tests.unit.fakes import FakeEngine
+    from tests.unit.test_feed import Cluster, settle
+
+    cluster, engine = Cluster(), FakeEngine()
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st2", "here", {"image": "corral/base", "scale": 1}))
+    cluster.apply(ServiceCreate("st2", "away", {"image": "127.0.0.1:9/away:1", "scale": 1}))
+    cluster.apply(PlacementsCommit("sv3", ((1, "h1"),)))
+    cluster.apply(PlacementsCommit("sv4", ((1, "h1"),)))
+
+    async def report(instance: str, observed: Observed) -> None:
+        cluster.apply(InstanceStatus(instance, "h1", observed.status, observed.exit_code, observed.container_id,
+                                     observed.ip, observed.ports, observed.error))
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    manager = ImageManager("h1", cluster.state, engine, tmp_path, b"k" * 32, None, None, lambda _h: None, propose)
+    rec = Reconciler("h1", cluster.state, engine, report, manager)
+    manager.kick = rec.kick
+    async with manager.running(cluster.feed), rec.running(cluster.feed):
+        await until_async("the other instance is pull-failed", lambda: cluster.state.instances["c6-1"].status
+                          == Status.PULL_FAILED, 5)
+        here, away = cluster.state.instances["c5-1"], cluster.state.instances["c6-1"]
+        assert here.status == Status.RUNNING, "an instance of an image that is here is not held up"
+        assert away.error and away.error.startswith("image.pull_failed: 127.0.0.1:9 refused the connection")
+        assert [c.config["Image"] for c in engine.containers_by_id.values()] == ["corral/base"], "nothing made for it"
+        assert manager.jobs["127.0.0.1:9/away:1"].attempts == 1
+        data, _ = save_tarball(("127.0.0.1:9/away:1",))
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield data
+
+        await engine.load_stream(chunks())  # the image arrives (as by hand): the next try finds it
+        manager.jobs["127.0.0.1:9/away:1"].retry_at = 0
+        rec.kick()
+        await until_async("it runs", lambda: cluster.state.instances["c6-1"].status == Status.RUNNING, 5)
+        await settle(rec)
+        images = sorted(c.config["Image"] for c in engine.containers_by_id.values())
+        assert images == ["127.0.0.1:9/away:1", "corral/base"]
