@@ -4,9 +4,11 @@ real HTTP (a fake engine that checks what it is loaded with)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import os
 import random
 import tarfile
 import time
@@ -239,3 +241,81 @@ async def test_a_container_waits_for_its_image_and_the_others_do_not(tmp_path) -
         await settle(rec)
         images = sorted(c.config["Image"] for c in engine.containers_by_id.values())
         assert images == ["127.0.0.1:9/away:1", "corral/base"]
+
+
+SEED_QUITTER_FIRST = 1
+
+
+async def test_a_fetch_resumes_from_another_peer_and_refuses_bytes_that_do_not_match(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Peers over real HTTP: one stops half way (the fetch goes on from another at the offset reached),
+    one sends the right number of wrong bytes (the load never completes; nothing is left behind)."""
+    import aiohttp
+    from aiohttp import web
+
+    from agent.model.images import CatalogImage
+    from agent.node.images import ImageError, ImageManager, Job
+    from tests.unit.fakes import FakeEngine
+
+    assert random.Random(SEED_QUITTER_FIRST).choice(["quitter", "steady"]) == "quitter"
+    data, image_id = save_tarball(("test/peer:1",), payload=os.urandom(600_000))
+    digest = hashlib.sha256(data).hexdigest()
+    asked: list[tuple[str, str]] = []
+
+    def peer(behaviour: str) -> web.Application:
+        async def send(request: web.Request) -> web.StreamResponse:
+            offset = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
+            asked.append((behaviour, request.headers["Range"]))
+            body = data if behaviour != "liar" else bytes(len(data))
+            response = web.StreamResponse(status=206)
+            await response.prepare(request)
+            end = len(data) // 2 if behaviour == "quitter" else len(data)
+            await response.write(body[offset:end])
+            if behaviour == "quitter":
+                raise ConnectionResetError("the sender went away")
+            return response
+        app = web.Application()
+        app.router.add_get("/v1/internal/images/{id}", send)
+        return app
+
+    runners, urls = [], {}
+    for name in ("quitter", "steady", "liar"):
+        runner = web.AppRunner(peer(name))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    sealer = Keyring.from_secret(b"k" * 32).channel(b"raft")
+    held: list[object] = []
+
+    async def propose(cmd: object) -> None:
+        held.append(cmd)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = FakeEngine()
+            manager = ImageManager("me", ClusterState(), engine, tmp_path / "a", b"k" * 32, sealer, session,
+                                   urls.get, propose, rng=random.Random(0))
+            (tmp_path / "a" / "images" / "partial").mkdir(parents=True)
+            image = CatalogImage(image_id, ("test/peer:1",), digest, len(data), ("quitter",), "load", 1)
+            image = dataclasses.replace(image, holders=("quitter", "steady"))
+            manager.rng = random.Random(SEED_QUITTER_FIRST)  # the quitter is asked first
+            job = Job("test/peer:1", "peer")
+            await manager.fetch(image, job)
+            assert await engine.image_inspect(image_id) is not None and manager.cached(digest).exists()
+            assert held and held[-1].host == "me"  # type: ignore[attr-defined]
+            assert asked[:2] == [("quitter", "bytes=0-"), ("steady", f"bytes={len(data) // 2}-")]
+            assert job.resumed == [f"steady@{len(data) // 2}"] and manager.stats["resumes"] == 1
+
+            other = FakeEngine()
+            liar = ImageManager("me2", ClusterState(), other, tmp_path / "b", b"k" * 32, sealer, session, urls.get,
+                                propose)
+            (tmp_path / "b" / "images" / "partial").mkdir(parents=True)
+            with pytest.raises(ImageError, match="do not have the image's SHA-256"):
+                await liar.fetch(dataclasses.replace(image, holders=("liar",)))
+            assert await other.image_inspect(image_id) is None, "the load never completed"
+            assert not list((tmp_path / "b" / "images" / "partial").iterdir())
+            assert not liar.cached(digest).exists() and liar.stats["digest_mismatch"] == 1
+    finally:
+        for runner in runners:
+            await runner.cleanup()
