@@ -71,6 +71,8 @@ SOURCE_STALL = 20.0
 REGISTRY_PURPOSE = b"registry password"
 PROGRESS_STEP = 0.05
 """Progress is reported (a reconcile pass, a status write) each time it moves this much."""
+ORPHAN_AGE = 600.0
+"""A tarball the catalog does not name is removed once it is this old (seconds)."""
 FREE_MARGIN = 256 * 2**20
 """An upload or fetch is refused unless the disk keeps this much free beyond the tarball."""
 
@@ -285,8 +287,10 @@ class ImageManager:
         """Say which catalog tarballs this host holds (after a restart, a lost file) and drop the files of
         images the catalog no longer has."""
         digests = {image.digest: image for image in self.state.images.catalog.values()}
+        now = time.time()
         for path in self.dir.glob("*.tar"):
-            if path.stem not in digests:
+            # an upload or a build is kept before its ImageAdd is committed: a young file is not an orphan
+            if path.stem not in digests and now - path.stat().st_mtime > ORPHAN_AGE:
                 path.unlink(missing_ok=True)
         for image in digests.values():
             has = self.cached(image.digest).exists()
@@ -456,7 +460,8 @@ class ImageManager:
         failed: dict[str, str] = {}
         hints: list[str] = []
         held_back = b""
-        with spool.path.open("wb") as out:
+        # unbuffered: a relay reads the file up to ``spool.received`` while it grows
+        with spool.path.open("wb", buffering=0) as out:
             while spool.received < image.tar_size:
                 current = self.state.images.catalog.get(image.id)
                 holders = current.holders if current is not None else image.holders
@@ -473,7 +478,12 @@ class ImageManager:
                 try:
                     async for chunk in self._download(source, image.digest, spool.received):
                         chunk = chunk[:image.tar_size - spool.received]
-                        out.write(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            written = out.write(view)
+                            if not written:
+                                raise OSError("the disk took none of the bytes written")
+                            view = view[written:]
                         hasher.update(chunk)
                         if held_back:
                             await queue.put(held_back)
@@ -576,6 +586,8 @@ class ImageManager:
                     grew = spool.grew
                     if spool.received <= offset:
                         await asyncio.wait_for(grew.wait(), SOURCE_STALL)
+                    else:  # written, not readable yet: never spin without yielding
+                        await asyncio.sleep(0.005)
         finally:
             serving.pop(asker, None)
             if not serving:
