@@ -319,3 +319,47 @@ async def test_a_fetch_resumes_from_another_peer_and_refuses_bytes_that_do_not_m
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_a_failing_pull_backs_off_doubling_and_a_tarball_bigger_than_the_disk_is_refused(
+        tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from agent.model.entities import Status
+    from agent.node import images as images_module
+    from agent.node.images import ImageError, ImageManager
+    from tests.unit.fakes import FakeEngine
+
+    now = [1000.0]
+    kicks: list[int] = []
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    manager = ImageManager("h1", ClusterState(), FakeEngine(), tmp_path, b"k" * 32, None, None, lambda _h: None,
+                           propose, kick=lambda: kicks.append(1), clock=lambda: now[0])
+    reference = "127.0.0.1:9/x:1"
+    delays = []
+    for _ in range(5):
+        first = await manager.check(reference)
+        assert first is not None and first.status is Status.PULLING
+        job = manager.jobs[reference]
+        assert job.task is not None
+        await job.task
+        waiting = await manager.check(reference)
+        assert waiting is not None and waiting.status is Status.PULL_FAILED
+        assert "refused the connection" in waiting.detail
+        delays.append(job.retry_at - now[0])
+        now[0] = job.retry_at + 0.001  # past the back-off: the next check tries again
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0], "doubling from 2 s"
+    assert kicks, "a failed job wakes the reconciler"
+    if manager._wake is not None:
+        manager._wake.cancel()
+
+    monkeypatch.setattr(images_module.shutil, "disk_usage", lambda _p: type("U", (), {"free": 100 * 2**20})())
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield b"x" * 10
+
+    (tmp_path / "images" / "partial").mkdir(parents=True)
+    with pytest.raises(ImageError, match="do not fit on this host's disk"):
+        await manager.receive_upload(body(), 2**30, 2**33)
+    assert not list((tmp_path / "images" / "partial").iterdir())
