@@ -455,6 +455,7 @@ class ImageManager:
                     async for chunk in self._download(source, image.digest, spool.received):
                         chunk = chunk[:image.tar_size - spool.received]
                         out.write(chunk)
+                        out.flush()  # a relay reads the file up to `received`: nothing may wait in our buffer
                         hasher.update(chunk)
                         if held_back:
                             await queue.put(held_back)
