@@ -504,13 +504,16 @@ class ImageManager:
                 if spool.received < image.tar_size and source not in failed:
                     failed[source] = "ended early"
             out.flush()
-            os.fsync(out.fileno())
-        if hasher.hexdigest() != image.digest:
-            self.stats["digest_mismatch"] += 1
-            raise ImageError(f"image.pull_failed: the bytes received (from {', '.join(failed) or job.via}) do not "
-                             "have the image's SHA-256: not loaded")
-        await queue.put(held_back)
-        await queue.put(None)
+            if hasher.hexdigest() != image.digest:
+                self.stats["digest_mismatch"] += 1
+                raise ImageError(f"image.pull_failed: the bytes received (from {', '.join(failed) or job.via}) do "
+                                 "not have the image's SHA-256: not loaded")
+            await queue.put(held_back)
+            await queue.put(None)
+            # On disk before this host says it holds the tarball (fetch renames it and proposes ImageHeld once
+            # this returns), but in a thread while the engine loads its last bytes: an fsync of a whole tarball
+            # takes seconds, and on the event loop it would stop the agent (relays, gossip, the API) meanwhile.
+            await asyncio.to_thread(os.fsync, out.fileno())
 
     async def _download(self, host: str, digest: str, offset: int) -> AsyncIterator[bytes]:
         url = self.api_of(host)
