@@ -87,7 +87,7 @@ class ImageEngine(Protocol):
     async def pull(self, reference: str, auth: Mapping[str, str] | None,
                    progress: Callable[[float | None], None]) -> None: ...
 
-    async def load_stream(self, chunks: AsyncIterator[bytes]) -> str: ...
+    async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str: ...
 
     def save(self, reference: str) -> AsyncIterator[bytes]: ...
 
@@ -419,7 +419,7 @@ class ImageManager:
                     raise item
                 yield item
 
-        load = asyncio.get_running_loop().create_task(self.engine.load_stream(chunks()))
+        load = asyncio.get_running_loop().create_task(self.engine.load_stream(chunks(), image.tar_size))
         try:
             await self._receive(image, job, spool, queue)
             await load
@@ -541,7 +541,7 @@ class ImageManager:
                     yield chunk
 
         try:
-            await self.engine.load_stream(chunks())
+            await self.engine.load_stream(chunks(), path.stat().st_size)
         except EngineRefused as exc:
             path.unlink(missing_ok=True)
             raise ImageError(f"image.pull_failed: this host's copy of the tarball was refused: {exc.message}") \

@@ -155,7 +155,7 @@ class FakeEngine:
     async def pull(self, reference: str, auth: Mapping[str, str] | None, progress: Any) -> None:
         raise PullFailed(f"Get \"https://{reference.split('/')[0]}/v2/\": dial tcp: connect: connection refused")
 
-    async def load_stream(self, chunks: AsyncIterator[bytes]) -> str:
+    async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str:
         data = b"".join([c async for c in chunks])
         try:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
