@@ -115,7 +115,10 @@ async def load_image(request: web.Request) -> web.Response:
         add = await manager.receive_upload(body(), request.content_length, MAX_UPLOAD)
     except ImageError as exc:
         raise BadRequest(exc.reason, field="body") from None
-    await write(request, add)
+    try:
+        await write(request, add)
+    finally:
+        manager.pending.pop(add.digest, None)  # in the catalog now, or an orphan the next sync removes
     return web.json_response(image_view(deps.replica.state.images.catalog[add.id]), status=201)
 
 
@@ -175,7 +178,10 @@ async def build_image(request: web.Request) -> web.Response:
                          field="body") from None
     except ImageError as exc:
         raise BadRequest(exc.reason, field="body") from None
-    await write(request, add)
+    try:
+        await write(request, add)
+    finally:
+        manager.pending.pop(add.digest, None)
     return web.json_response({**image_view(deps.replica.state.images.catalog[add.id]), "output": output[-4000:]},
                              status=201)
 

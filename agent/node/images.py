@@ -71,8 +71,8 @@ SOURCE_STALL = 20.0
 REGISTRY_PURPOSE = b"registry password"
 PROGRESS_STEP = 0.05
 """Progress is reported (a reconcile pass, a status write) each time it moves this much."""
-ORPHAN_AGE = 600.0
-"""A tarball the catalog does not name is removed once it is this old (seconds)."""
+PENDING_AGE = 600.0
+"""Seconds an uploaded tarball waits for its ImageAdd before it counts as an orphan."""
 FREE_MARGIN = 256 * 2**20
 """An upload or fetch is refused unless the disk keeps this much free beyond the tarball."""
 
@@ -248,6 +248,8 @@ class ImageManager:
         self.stats = {"served_bytes": 0, "received_bytes": 0, "redirects": 0, "resumes": 0, "digest_mismatch": 0}
         self._wake: asyncio.TimerHandle | None = None
         self._building = asyncio.Lock()
+        self.pending: dict[str, float] = {}
+        """Tarballs kept here whose ImageAdd is not committed yet (an upload, a build) → since when."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -287,10 +289,12 @@ class ImageManager:
         """Say which catalog tarballs this host holds (after a restart, a lost file) and drop the files of
         images the catalog no longer has."""
         digests = {image.digest: image for image in self.state.images.catalog.values()}
-        now = time.time()
+        now = time.monotonic()
+        for digest in [d for d, since in self.pending.items() if d in digests or now - since > PENDING_AGE]:
+            del self.pending[digest]
         for path in self.dir.glob("*.tar"):
-            # an upload or a build is kept before its ImageAdd is committed: a young file is not an orphan
-            if path.stem not in digests and now - path.stat().st_mtime > ORPHAN_AGE:
+            # an upload or a build is kept before its ImageAdd is committed: not an orphan yet
+            if path.stem not in digests and path.stem not in self.pending:
                 path.unlink(missing_ok=True)
         for image in digests.values():
             has = self.cached(image.digest).exists()
@@ -446,7 +450,11 @@ class ImageManager:
         spool.path.replace(self.cached(image.digest))
         spool.complete = True
         spool.advance(spool.received)
-        await self.propose(ImageHeld(image.id, self.host, True))
+        try:
+            await self.propose(ImageHeld(image.id, self.host, True))
+        except Exception as exc:  # removed from the catalog meanwhile, or no leader: the next sync says it
+            log.info("could not say this host holds %s: %s", image.id[:19], getattr(exc, "message", exc))
+            await self.sync_holdings()
 
     def _check_space(self, size: int) -> None:
         free = shutil.disk_usage(self.dir).free
@@ -631,6 +639,7 @@ class ImageManager:
             digest = hasher.hexdigest()
             self.dir.mkdir(parents=True, exist_ok=True)
             final = self.cached(digest)
+            self.pending[digest] = time.monotonic()
             partial.replace(final)
         except OSError as exc:
             partial.unlink(missing_ok=True)

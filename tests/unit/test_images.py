@@ -4,6 +4,7 @@ real HTTP (a fake engine that checks what it is loaded with)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import io
@@ -363,3 +364,35 @@ async def test_a_failing_pull_backs_off_doubling_and_a_tarball_bigger_than_the_d
     with pytest.raises(ImageError, match="do not fit on this host's disk"):
         await manager.receive_upload(body(), 2**30, 2**33)
     assert not list((tmp_path / "images" / "partial").iterdir())
+
+
+async def test_a_removed_image_drops_its_tarball_and_a_pending_upload_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agent.model.commands import HostRegister
+    from agent.node.images import ImageManager
+    from tests.unit.fakes import FakeEngine
+    from tests.unit.test_feed import Cluster
+
+    cluster = Cluster()
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+
+    async def propose(cmd: object) -> None:
+        cluster.apply(cmd)  # type: ignore[arg-type]
+
+    manager = ImageManager("h1", cluster.state, FakeEngine(), tmp_path, b"k" * 32, None, None, lambda _h: None,
+                           propose)
+    async with manager.running(cluster.feed):
+        data, _ = save_tarball(("test/app:1",))
+
+        async def body():  # type: ignore[no-untyped-def]
+            yield data
+
+        add = await manager.receive_upload(body(), len(data), 2**30)
+        assert manager.cached(add.digest).exists() and add.digest in manager.pending
+        cluster.apply(ImageAdd("sha256:" + "f" * 64, ("other:1",), "e" * 64, 10, "h1"))  # any catalog change
+        await asyncio.sleep(0.05)
+        assert manager.cached(add.digest).exists(), "an upload not committed yet is not an orphan"
+        await propose(add)
+        manager.pending.pop(add.digest, None)
+        cluster.apply(ImageRemove(add.id))
+        await asyncio.sleep(0.05)
+        assert not manager.cached(add.digest).exists(), "a removed image's tarball goes at once"
