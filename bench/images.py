@@ -184,7 +184,7 @@ class Bench:
             return dict(body)
 
     async def transfers(self, host: str) -> dict[str, Any]:
-        body = await get_json(self.session, self.lab.host(host).api_url + "/v1/images/transfers")
+        body = await get_json(self.session, self.lab.host(host).api_url + "/v1/host/images")
         return dict(body or {})
 
     async def service(self, name: str, image: str, targets: list[str]) -> tuple[str, str]:
@@ -250,11 +250,15 @@ class Bench:
 
         await until(f"stack {stack}'s containers removed", gone, 120, every=0.2)
         if catalog_id is not None:
+            listed = await get_json(self.session, self.lab.host(SOURCE).api_url + "/v1/images")
+            catalog_before = list((listed or {}).get("items") or [])
             await self.api("DELETE", f"/v1/images/{catalog_id}")
 
-            def left() -> dict[str, list[str]]:
-                files = {h: [p.name[:16] for p in (self.lab.host(h).agent_data / "images").glob("*.tar")]
-                         for h in [SOURCE, *TARGETS]}
+            removed = next((i["digest"] for i in catalog_before if i["id"] == catalog_id), None)
+
+            def left() -> dict[str, list[str]]:  # the removed image's tarball (the base image's stays)
+                files = {h: [p.name[:16] for p in (self.lab.host(h).agent_data / "images").glob("*.tar")
+                             if p.stem == removed] for h in [SOURCE, *TARGETS]}
                 return {h: f for h, f in files.items() if f}
 
             async def dropped() -> bool:
