@@ -56,14 +56,15 @@ def log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def lab_up(count: int) -> Iterator[Lab]:
-    """A fresh lab of ``count`` hosts, taken down afterwards whatever happened (Ctrl-C included)."""
+def lab_up(count: int, registry: bool = False) -> Iterator[Lab]:
+    """A fresh lab of ``count`` hosts (with its image registry if asked), taken down afterwards whatever
+    happened (Ctrl-C included)."""
     lab = Lab(progress=lambda host, msg: log(f"lab {host}: {msg}"))
     if lab.leftovers():
         log(f"lab {LAB_ID}: leftovers of an earlier run found; taking them down first")
         lab.down()
     started = time.monotonic()
-    lab.up(count)
+    lab.up(count, registry=registry)
     log(f"lab {LAB_ID}: {count} hosts up in {time.monotonic() - started:.1f} s")
     os.environ["CORRAL_TOKEN"] = lab.admin_token()  # every request below acts as the lab's administrator
     os.environ["CORRAL_CACERT"] = str(lab.ca_file)  # and trusts the lab cluster's CA

@@ -19,6 +19,7 @@ from aiohttp import web
 from agent.api.passwords import Auth
 from agent.cluster.replica import Replica
 from agent.node.docker import Engine
+from agent.node.images import ImageManager
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 
@@ -54,6 +55,8 @@ class ApiDeps:
     auth: Auth = dataclasses.field(default_factory=Auth)
     secret: bytes = dataclasses.field(default=b"", repr=False)
     """The cluster secret: it opens the CA's key (``mesh.pki``) and goes to a host that joins."""
+    images: ImageManager | None = None
+    """This host's image manager (pulls, peer transfers, uploads)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -22,7 +22,8 @@ REASONS = {400: "Bad request: a parameter or a field of the body is wrong (the b
            404: "No such object (or one in an environment the caller has no role in)",
            429: "Too many failed logins for this user or this address: see Retry-After",
            409: "Conflict: the name is taken, or the compare-and-set index did not match",
-           413: "The request body is too large", 503: "No leader, no quorum, or another agent did not answer"}
+           413: "The request body is too large", 416: "The Range asked for is not within the body",
+           503: "No leader, no quorum, or another agent did not answer"}
 
 
 def _error(status: int) -> dict[str, object]:

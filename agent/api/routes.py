@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import ca, cluster, containers, events, hosts, join, kv, node, services, stacks, users
+from agent.api import ca, cluster, containers, events, hosts, images, join, kv, node, services, stacks, users
 from agent.api.params import (
     AUDIT,
     CAS,
@@ -156,6 +156,34 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/events", events.events, "events",
           "Cluster events (those of the environments the caller has a role in, and the cluster's own)",
           (*PAGE, INDEX, WAIT, STREAM, KIND, AUDIT), stream="application/x-ndjson", permission=P.AUTHENTICATED),
+    # ---- images: registries, the catalog, agent-to-agent transfers
+    Route("GET", "/v1/registries", images.list_registries, "images", "Registries with credentials (never the password)",
+          PAGE),
+    Route("POST", "/v1/registries", images.set_registry, "images",
+          "Keep a registry's credentials (sealed; passed to Docker per pull)", body="RegistrySet", write=True,
+          created=True),
+    Route("DELETE", "/v1/registries/{name}", images.remove_registry, "images", "Forget a registry's credentials",
+          (NAME,), write=True, statuses=(404,)),
+    Route("GET", "/v1/images", images.list_images, "images", "The catalog: images the cluster distributes, and "
+          "which hosts hold each", PAGE, permission=P.AUTHENTICATED),
+    Route("POST", "/v1/images", images.load_image, "images",
+          "A `docker save` tarball (the body) into the catalog: loaded here, fetched by peers when needed",
+          body="raw", write=True, created=True, statuses=(503,), permission=P.DEPLOY),
+    Route("DELETE", "/v1/images/{id}", images.remove_image, "images", "Take an image out of the catalog (hosts "
+          "drop their tarballs; engines keep the image)", (ID,), write=True, statuses=(404,)),
+    Route("POST", "/v1/images/build", images.build_image, "images",
+          "Build a context (a tar, the body) on the answering host; the image goes into the catalog",
+          (images.BUILD_TAG, images.DOCKERFILE, images.BUILD_ARGS), body="raw", write=True, created=True,
+          statuses=(503,), permission=P.DEPLOY),
+    Route("POST", "/v1/images/{id}/fetch", images.fetch_image, "images",
+          "The answering host gets a catalog image now, from its peers (warm it before it is needed)", (ID,),
+          statuses=(404, 503), permission=P.DEPLOY),
+    Route("GET", "/v1/host/images", images.image_status, "images",
+          "What this host's image manager does now: pulls, fetches, what it sends to whom", statuses=(503,),
+          permission=P.AUTHENTICATED),
+    Route("GET", "/v1/internal/images/{id}", images.send_tarball, "internal",
+          "A catalog tarball to another agent (Range resumes; 503 redirects to relays; not for users)", (ID,),
+          stream="application/x-tar", statuses=(403, 404, 416, 503), permission=P.SYSTEM),
     # ---- joining: the CA, join tokens, node certificates
     Route("GET", "/v1/ca", ca.ca, "access",
           "The cluster CA's certificate and SHA-256 fingerprint, and every CA trusted now (public)",

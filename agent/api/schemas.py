@@ -12,6 +12,7 @@ from __future__ import annotations
 from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
+from agent.model.images import REGISTRY_RE
 from agent.model.policy import Role
 from agent.model.scheduler import CONSTRAINT_PATTERN
 from agent.model.spec import (
@@ -97,6 +98,9 @@ SPEC_PROPERTIES: dict[str, Schema] = {
         "constraints": CONSTRAINTS, "preferences": CONSTRAINTS, "must": CONSTRAINTS, "should": CONSTRAINTS,
         "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"}}}, NULL]},
     "health_check": HEALTH_CHECK,
+    "pull": {"enum": ["if-not-present", "always"],
+             "description": "fetch the image only when the host has none of that name (default), or before "
+                            "every container it creates"},
 }
 
 ENTITY: Schema = {"type": "object"}
@@ -152,6 +156,11 @@ SCHEMAS: dict[str, Schema] = {
         "uses": nullable({"type": "integer", "minimum": 1, "maximum": 10_000}),
         "environment": {**NAME, "description": "the environment joining hosts belong to (default: default)"},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}},
+    "RegistrySet": {"type": "object", "required": ["host", "username", "password"], "additionalProperties": False,
+                    "properties": {"host": {"type": "string", "maxLength": 255, "pattern": REGISTRY_RE.pattern,
+                                            "description": "HOST[:PORT]"},
+                                   "username": {"type": "string", "pattern": r"^[^:\n\r\x00]{1,255}$"},
+                                   "password": {"type": "string", "minLength": 1, "maxLength": 1024}}},
     "CaFinish": {"type": "object", "additionalProperties": False, "properties": {
         "force": {"type": "boolean",
                   "description": "retire the old CA even if a live host still shows its certificate"}}},

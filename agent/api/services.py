@@ -13,6 +13,7 @@ from agent.errors import BadRequest
 from agent.model import spec as specs
 from agent.model.commands import ServiceCreate, ServiceRemove, ServiceScale, ServiceSetState, ServiceUpdate
 from agent.model.entities import Service, ServiceState
+from agent.model.images import reference_problem
 from agent.model.policy import Permission
 from agent.model.spec import SERVICE_FIELDS
 from agent.node.docker import Engine
@@ -55,16 +56,12 @@ async def create_service(request: web.Request) -> web.Response:
 
 
 async def check_image(engine: Engine, image: str) -> None:
-    """No registry is reachable: an image this host's engine does not have is a 400, not a stuck service.
-
-    (Corral moves its images to every host itself, so this host's engine is a fair witness.)
-    """
-    tags = await engine.image_ids()
-    wanted = image if ":" in image.rsplit("/", 1)[-1] else image + ":latest"
-    if wanted not in tags and image not in tags.values():
-        known = ", ".join(sorted(tags)) or "none"
-        raise BadRequest(f"unknown image {image!r}: no registry is reachable; images on the hosts: {known}",
-                         field="image")
+    """A reference Docker can pull (or an image id), else a 400 naming what is wrong. Whether an image
+    exists is the hosts' to find out (the catalog, a peer, the registry): a missing one is a
+    ``pull-failed`` container with the registry's reason, retried, not a refused service."""
+    problem = reference_problem(image)
+    if problem is not None:
+        raise BadRequest(problem, field="image")
 
 
 async def update_service(request: web.Request) -> web.Response:

@@ -102,6 +102,23 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             raise _unreachable(exc, self.url) from None
 
+    def upload(self, path: str, data: Any, length: int | None, content_type: str = "application/x-tar",
+               query: dict[str, Any] | None = None) -> Any:
+        """POST a body streamed from ``data`` (a file, or an iterable of bytes: sent chunked when
+        ``length`` is None); the JSON answer. No timeout while it is sent: a big image takes a while."""
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {"Content-Type": content_type, **self.headers()}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        req = urllib.request.Request(url, data=data, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=None, context=self.tls) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise _api_error(exc, url) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise _unreachable(exc, self.url) from None
+
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query={k: v for k, v in query.items() if v is not None} or None)
 

@@ -18,6 +18,7 @@ from agent import __version__
 from agent.cli.access import api, apikey, ca, env, login, logout, team, token, user, whoami
 from agent.cli.containers import events, logs, ps
 from agent.cli.hosts import hosts
+from agent.cli.images import image, registry
 from agent.cli.keys import keys
 from agent.cli.output import CorralGroup
 from agent.cli.services import service
@@ -93,11 +94,14 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
               help="print a systemd unit that runs this agent with these options, and exit")
 @click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
               help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
+@click.option("--image-send-rate", type=click.FloatRange(0.1, 100_000.0), default=None, envvar="CORRAL_IMAGE_SEND_RATE",
+              help="MB/s at most for each image tarball this host sends to a peer (default: no limit)")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
     bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None, print_unit: bool,
+    image_send_rate: float | None,
 ) -> None:
     """Run this host's agent: HTTPS API on --bind:8080 (and plain HTTP on 127.0.0.1:8080) over the local
     Docker Engine."""
@@ -113,7 +117,8 @@ def agent(
                          labels=labels, host_grace=host_grace, replace_dead_managers_after=replace_after,
                          gossip_port=gossip_port, raft_port=raft_port, overlay=overlay,
                          bootstrap_admin=bootstrap_admin, admin_password_file=admin_password_file,
-                         admin_key_file=admin_key_file)
+                         admin_key_file=admin_key_file,
+                         image_send_rate=image_send_rate * 1e6 if image_send_rate else None)
     if name:
         config = dataclasses.replace(config, name=name)
     try:
@@ -163,7 +168,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,
-                 ca, api, lab, drill):
+                 ca, registry, image, api, lab, drill):
     cli.add_command(_command)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import io
+import json
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,9 +55,18 @@ def stack_rm(name: str, url: str) -> None:
 @url_option
 @click.option("--wait/--no-wait", default=True, help="wait until every container runs")
 def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
-    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`)."""
-    services = compose.load(path.read_text())
+    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`). A
+    service with `build:` is built first: its folder goes to the answering host, which builds it; the
+    image is tagged by its content (a changed folder is a new tag, which rolls the service) and reaches
+    the other hosts peer to peer."""
+    try:
+        parsed = compose.parse(path.read_text())
+    except compose.ComposeError as exc:
+        raise fail(f"{path}: {exc}") from None
+    services = parsed.services
     client = Client(url)
+    for svc, build in parsed.builds.items():
+        services[svc] = {**services[svc], "image": _built(client, path.parent, name, svc, build)}
     stacks = {s["name"]: s for s in client.items("/v1/stacks")}
     if name not in stacks:
         stacks[name] = client.post("/v1/stacks", {"name": name})
@@ -62,6 +76,61 @@ def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
     if wait:
         for sid in ids:
             converge(client, sid)
+
+
+def _built(client: Client, folder: Path, stack_name: str, service: str, build: compose.Build) -> str:
+    """The tag of the service's built image: built by the answering host unless the catalog has it."""
+    context = (folder / build.context).resolve()
+    if not context.is_dir():
+        raise fail(f"services.{service}.build: {context} is not a folder")
+    try:
+        data = build_context(context)
+    except (OSError, ValueError) as exc:
+        raise fail(f"services.{service}.build: {exc}") from None
+    digest = hashlib.sha256(data + build.dockerfile.encode() + json.dumps(dict(build.args), sort_keys=True).encode())
+    tag = f"corral-build/{stack_name}-{service}:{digest.hexdigest()[:12]}"
+    if any(tag in image["tags"] for image in client.items("/v1/images")):
+        click.echo(f"service {stack_name}/{service}: {tag} is built already")
+        return tag
+    click.echo(f"service {stack_name}/{service}: building {context} ({len(data) // 1024} KiB) as {tag}")
+    made = client.upload("/v1/images/build", data, len(data), query={
+        "tag": tag, "dockerfile": build.dockerfile, "args": json.dumps(dict(build.args))})
+    click.echo(f"service {stack_name}/{service}: built {made['id'][:19]} on {', '.join(made['holders'])}")
+    return tag
+
+
+MAX_CONTEXT = 256 * 2**20
+
+
+def build_context(folder: Path) -> bytes:
+    """The folder as a tar, the same bytes for the same files (names sorted, times and owners zeroed):
+    what is hashed into the image's tag. ``.dockerignore`` patterns (``fnmatch``, no ``!``) leave files out."""
+    ignore_file = folder / ".dockerignore"
+    patterns = [p.strip().rstrip("/") for p in ignore_file.read_text().splitlines()
+                if p.strip() and not p.startswith("#")] if ignore_file.exists() else []
+
+    def ignored(rel: str) -> bool:
+        return any(fnmatch.fnmatch(rel, p) or rel.startswith(p + "/") for p in patterns)
+
+    out = io.BytesIO()
+    total = 0
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder).as_posix()
+            if ignored(rel) or not (path.is_file() or path.is_dir()) or path.is_symlink():
+                continue
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if path.is_file():
+                total += info.size
+                if total > MAX_CONTEXT:
+                    raise ValueError(f"the build context is over {MAX_CONTEXT // 2**20} MiB: leave files out "
+                                     "with .dockerignore")
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return out.getvalue()
 
 
 def _deploy_service(client: Client, stack_id: str, stack_name: str, name: str, spec: dict[str, Any],

@@ -52,14 +52,17 @@ def lab() -> None:
 @lab.command()
 @click.option("--hosts", "count", type=int, default=3, show_default=True, help=f"number of hosts (1-{MAX_HOSTS})")
 @click.option("--subnet", default=DEFAULT_SUBNET, show_default=True, help="the underlay network")
+@click.option("--registry", "with_registry", is_flag=True,
+              help="also run an image registry (Debian's docker-registry, TLS from a lab CA, htpasswd user `lab`) "
+                   "on the bridge's address, port 5000, trusted by every host's dockerd and holding corral/base")
 @click.option("--example", is_flag=True,
               help="then deploy the example stack web-server (nginx-cluster × 10) and print `corral ps`")
 @click.pass_context
-def up(ctx: click.Context, count: int, subnet: str, example: bool) -> None:
+def up(ctx: click.Context, count: int, subnet: str, with_registry: bool, example: bool) -> None:
     """Create hosts h1…hN and wait until every agent answers."""
     lab_ = _lab()
     started = time.monotonic()
-    _run(lambda: lab_.up(count, subnet))
+    _run(lambda: lab_.up(count, subnet, registry=with_registry))
     console.print(f"lab up: {count} hosts in {time.monotonic() - started:.1f} s")
     _print_status(lab_)
     console.print(f"administrator: admin, password in {lab_.admin_password_file}, API key in "
@@ -100,6 +103,7 @@ def status(as_json: bool) -> None:
 
 def _print_status(lab_: Lab) -> None:
     rows = _run(lab_.status)
+    reg = _run(lab_.registry_status)
     table = Table(title="corral lab")
     for col in ("host", "namespace", "address", "api", "link", "agent", "dockerd", "memory", "faults"):
         table.add_column(col)
@@ -115,6 +119,10 @@ def _print_status(lab_: Lab) -> None:
             row["dockerd"], f"{row['rss_bytes'] / 2**20:.0f} MiB", ", ".join(fault) or "-",
         )
     console.print(table)
+    if reg is not None:
+        pid = f", pid {reg['pid']}" if reg["pid"] else ""
+        console.print(f"registry: {reg['url']} ({reg['state']}{pid}): user {reg['user']}, password in "
+                      f"{reg['password_file']}, CA {reg['ca_file']}; images as {reg['address']}/corral/base:latest")
 
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -83,30 +83,54 @@ def _layer(busybox: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE) -> tuple[bytes, str]:
-    """The ``docker save`` tarball of the base image and its image id (``sha256:…``)."""
+def _payload_layer(size: int, seed: str) -> bytes:
+    """A layer of one file, ``/payload``, of ``size`` bytes that do not compress (SHA-256 in counter
+    mode from ``seed``): what makes an image of a given size for tests and benchmarks."""
+    blocks = []
+    counter = 0
+    made = 0
+    base = hashlib.sha256(seed.encode()).digest()
+    while made < size:
+        block = hashlib.sha256(base + counter.to_bytes(8, "big")).digest() * 128  # 4 KiB
+        blocks.append(block)
+        made += len(block)
+        counter += 1
+    data = b"".join(blocks)[:size]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("payload")
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "root", "root"
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload: int = 0,
+                     seed: str = "") -> tuple[bytes, str]:
+    """The ``docker save`` tarball of the base image and its image id (``sha256:…``); with ``payload``
+    bytes, a second layer holding that much (``/payload``, made from ``seed``): an image of any size."""
     busybox = busybox or find_busybox()
-    layer = _layer(busybox)
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    layers = [_layer(busybox)] + ([_payload_layer(payload, seed or tag)] if payload else [])
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     config = {
         "architecture": _arch(),
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"], "Env": [PATH_ENV], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "corral lab: busybox-static rootfs"}],
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "corral lab: busybox-static rootfs"}]
+        + ([{"created": "1970-01-01T00:00:00Z", "created_by": f"corral lab: {payload} bytes of payload"}]
+           if payload else []),
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     image_hex = hashlib.sha256(config_bytes).hexdigest()
-    layer_dir = hashlib.sha256(layer).hexdigest()
-    manifest = [{"Config": f"{image_hex}.json", "RepoTags": [tag], "Layers": [f"{layer_dir}/layer.tar"]}]
+    layer_dirs = [hashlib.sha256(layer).hexdigest() for layer in layers]
+    manifest = [{"Config": f"{image_hex}.json", "RepoTags": [tag], "Layers": [f"{d}/layer.tar" for d in layer_dirs]}]
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (
-            (f"{image_hex}.json", config_bytes),
-            (f"{layer_dir}/layer.tar", layer),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ):
+        files = [(f"{image_hex}.json", config_bytes)]
+        files += [(f"{d}/layer.tar", layer) for d, layer in zip(layer_dirs, layers, strict=True)]
+        files.append(("manifest.json", json.dumps(manifest).encode()))
+        for name, data in files:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))

@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 
 from agent.errors import EngineUnreachable
-from agent.lab import faults, image, plumbing, procs
+from agent.lab import faults, image, plumbing, procs, registry
 from agent.lab.layout import (
+    BASE_IMAGE,
     BRIDGE,
     CGROUP_PREFIX,
     DEFAULT_SUBNET,
@@ -40,7 +41,7 @@ from agent.lab.layout import (
     host_specs,
     lab_root,
 )
-from agent.node.docker import DockerEngine
+from agent.node.docker import DockerEngine, RegistryAuth
 from agent.process import credentials
 from agent.process.bootstrap import PENDING_FILE
 from mesh.files import write_private
@@ -141,12 +142,17 @@ class Lab:
     def leftovers(self) -> list[str]:
         """What of a lab exists on this machine: state file, namespaces, links."""
         found = [str(self.state_file)] if self.state_file.exists() else []
+        found += [f"registry pid {pid}" for pid in sorted(registry.pids(self.root))]
+        found += [str(entry) for entry in registry.trusted_dirs(self.root)]
         return found + plumbing.lab_namespaces() + plumbing.lab_links()
 
     # ------------------------------------------------------------------ up
 
-    def up(self, count: int = 3, subnet: str = DEFAULT_SUBNET) -> list[HostSpec]:
-        """Build the lab; on any failure (or Ctrl-C) take down what was made and raise LabError."""
+    def up(self, count: int = 3, subnet: str = DEFAULT_SUBNET, registry: bool = False) -> list[HostSpec]:
+        """Build the lab; on any failure (or Ctrl-C) take down what was made and raise LabError.
+
+        With ``registry``, an image registry runs on the bridge's address, holding the base image
+        (:mod:`agent.lab.registry`; ``registry_address``, ``registry_credentials()``)."""
         if not 1 <= count <= MAX_HOSTS:
             raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, not {count}")
         problem = check_subnet(subnet, count)
@@ -166,7 +172,7 @@ class Lab:
         )
         try:
             tarball = self._plumb(hosts, subnet)
-            asyncio.run(self._start(hosts, tarball))
+            asyncio.run(self._start(hosts, tarball, registry))
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
             if os.environ.get("CORRAL_LAB_KEEP_FAILED") == "1":  # for debugging: leave it for `lab down`
@@ -200,10 +206,12 @@ class Lab:
             self.progress(host.name, f"namespace {host.netns} with {host.address} on {BRIDGE}")
         return tarball
 
-    async def _start(self, hosts: list[HostSpec], tarball: bytes) -> None:
-        """Daemons: every dockerd, the image into each, then every agent, waiting on all at once."""
+    async def _start(self, hosts: list[HostSpec], tarball: bytes, with_registry: bool) -> None:
+        """Daemons: every dockerd, then every agent, waiting on all at once; then the base image into the
+        cluster the way a user's image goes (loaded on h1, fetched peer to peer by the others), and the
+        registry (if asked for) with the base image pushed to it."""
         pids = [_start_dockerd(host) for host in hosts]
-        await asyncio.gather(*(self._engine_ready(h, pid, tarball) for h, pid in zip(hosts, pids, strict=True)))
+        await asyncio.gather(*(self._engine_ready(h, pid) for h, pid in zip(hosts, pids, strict=True)))
         first, rest = hosts[0], hosts[1:]
         write_private(self.admin_password_file, (secrets.token_urlsafe(18) + "\n").encode())
         self.admin_token_file.unlink(missing_ok=True)
@@ -221,16 +229,62 @@ class Lab:
         await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token(), self.tls())
         self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
                       "active in the replicated state")
+        await self._spread_base_image(hosts, tarball)
+        if with_registry:
+            await self._start_registry(hosts[0])
 
-    async def _engine_ready(self, host: HostSpec, pid: int, tarball: bytes) -> None:
+    async def _engine_ready(self, host: HostSpec, pid: int) -> None:
         engine = await _wait_engine(host, pid, DOCKERD_TIMEOUT)
         try:
             version = (await engine.version()).get("Version")
             self.progress(host.name, f"dockerd {version} answering on {host.docker_sock}")
-            await engine.load_image(tarball)
-            self.progress(host.name, "base image loaded")
         finally:
             await engine.close()
+
+    async def _spread_base_image(self, hosts: list[HostSpec], tarball: bytes) -> None:
+        """``corral image load`` of the base image on the first host, then every other host fetches it
+        from its peers (``POST /v1/images/{id}/fetch``, all at once: the holders relay)."""
+        first, rest = hosts[0], hosts[1:]
+        timeout = aiohttp.ClientTimeout(total=AGENT_TIMEOUT)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls()), timeout=timeout,
+                                         headers=self.auth_headers()) as session:
+            async with session.post(first.api_url + "/v1/images", data=tarball,
+                                    headers={"Content-Type": "application/x-tar"}) as resp:
+                loaded = await resp.json(content_type=None)
+                if resp.status != 201:
+                    raise LabError(f"{first.name} did not take the base image: HTTP {resp.status} {loaded}")
+            self.progress(first.name, f"base image {BASE_IMAGE} loaded into the cluster ({loaded['id'][:19]})")
+
+            async def fetch(host: HostSpec) -> None:
+                async with session.post(f"{host.api_url}/v1/images/{loaded['id']}/fetch") as resp:
+                    answer = await resp.json(content_type=None)
+                    if resp.status != 200:
+                        raise LabError(f"{host.name} could not fetch the base image: HTTP {resp.status} {answer}")
+                self.progress(host.name, f"base image fetched from a peer ({answer['detail']})")
+
+            await asyncio.gather(*(fetch(h) for h in rest))
+
+    async def _start_registry(self, pusher: HostSpec) -> None:
+        """The registry, trusted by every engine, with the base image pushed to it through ``pusher``'s."""
+        spec = registry.RegistrySpec(self.root, bridge_address(self._state()["subnet"])[0])
+        state = self._state()
+        state["registry"] = {"address": spec.host, "pid": None}  # before anything exists, for `down`
+        self._write_state(state)
+        registry.prepare(spec, time.time())
+        registry.trust(spec)
+        pid = registry.start(spec)
+        state["registry"]["pid"] = pid
+        self._write_state(state)
+        await registry.wait_ready(spec, pid)
+        self.progress("lab", f"registry {spec.url} answering (user {registry.USER}, password in {spec.password_file})")
+        reference = f"{spec.host}/{BASE_IMAGE}"
+        engine = await DockerEngine.connect(pusher.docker_host)
+        try:
+            await engine.tag_image(BASE_IMAGE, reference)
+            await engine.push_image(reference, RegistryAuth(registry.USER, registry.password(spec)))
+        finally:
+            await engine.close()
+        self.progress(pusher.name, f"base image pushed as {reference}")
 
     async def _agent_ready(self, host: HostSpec) -> None:
         health = await wait_health(host, AGENT_TIMEOUT)
@@ -247,6 +301,7 @@ class Lab:
             killed = _kill_host_processes(host)
             if killed:
                 removed.append(f"{name}: {killed} processes")
+        removed += registry.stop(self.root)
         killed = _kill_lost_namespaces(self.root)
         if killed:
             removed.append(f"{killed} processes in namespaces that lost their name")
@@ -284,6 +339,38 @@ class Lab:
         for top in procs.CGROUP_ROOT.glob(f"*/{CGROUP_PREFIX}*"):
             names.add(top.name[len(CGROUP_PREFIX):])
         return sorted(names, key=_host_order)
+
+    # ------------------------------------------------------------------ registry
+
+    def _registry(self) -> registry.RegistrySpec:
+        state = self._state()
+        if not state.get("registry"):
+            raise LabError("this lab has no registry: bring it up with `corral lab up --registry`")
+        return registry.RegistrySpec(self.root, bridge_address(state["subnet"])[0])
+
+    @property
+    def registry_address(self) -> str:
+        """``address:port`` of the lab's registry, as image names carry it (``10.77.0.1:5000``)."""
+        return self._registry().host
+
+    @property
+    def registry_ca_file(self) -> Path:
+        """The registry CA's certificate: the one thing that verifies the registry's."""
+        return self._registry().ca_file
+
+    def registry_credentials(self) -> tuple[str, str]:
+        """(user, password) of the registry's one account."""
+        return registry.USER, registry.password(self._registry())
+
+    def registry_status(self) -> dict[str, Any] | None:
+        """The registry's URL, pid and files, or None when the lab has none."""
+        if not self._state().get("registry"):
+            return None
+        spec = self._registry()
+        running = sorted(registry.pids(self.root))
+        return {"url": spec.url, "address": spec.host, "pid": running[0] if running else None,
+                "state": "running" if running else "dead", "user": registry.USER,
+                "password_file": str(spec.password_file), "ca_file": str(spec.ca_file), "log": str(spec.log)}
 
     # ------------------------------------------------------------------ status
 
@@ -474,26 +561,6 @@ def _host_order(name: str) -> tuple[int, str]:
     return (int(digits), name) if digits.isdigit() else (sys.maxsize, name)
 
 
-def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
-    """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        return os.posix_spawnp(
-            argv[0],
-            argv,
-            dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                (os.POSIX_SPAWN_CLOSE, log_fd),
-            ],
-            setsid=True,
-        )
-    finally:
-        os.close(log_fd)
-
-
 def _start_dockerd(host: HostSpec) -> int:
     """Start the host's dockerd; returns its pid (nsenter execs it, so the pid is dockerd's)."""
     host.docker_exec.mkdir(parents=True, exist_ok=True)
@@ -509,7 +576,7 @@ def _start_dockerd(host: HostSpec) -> int:
         "--exec-opt", "native.cgroupdriver=cgroupfs",
         "--cgroup-parent", "/" + host.cgroup_parent,
     ]
-    return _spawn(argv, host.dockerd_log)
+    return procs.spawn(argv, host.dockerd_log)
 
 
 def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False,
@@ -527,7 +594,7 @@ def _start_agent(host: HostSpec, join: list[str], token: str | None = None, boot
         argv += ["--admin-password-file", str(admin_files[0]), "--admin-key-file", str(admin_files[1])]
     # The token travels by environment, not argv: argv is world-readable in /proc.
     env = {"CORRAL_JOIN_TOKEN": token} if token else {}
-    pid = _spawn(argv, host.agent_log, env)
+    pid = procs.spawn(argv, host.agent_log, env)
     host.agent_pidfile.write_text(f"{pid}\n")
     return pid
 
@@ -576,7 +643,7 @@ async def _wait_engine(host: HostSpec, pid: int, timeout: float) -> DockerEngine
                 raise LabError(f"{host.name}: dockerd did not answer within {timeout:g} s ({exc.message}); "
                                f"see {host.dockerd_log}") from exc
             if not procs.alive(pid):
-                raise LabError(f"{host.name}: dockerd exited: {_tail(host.dockerd_log)}") from exc
+                raise LabError(f"{host.name}: dockerd exited: {procs.tail(host.dockerd_log)}") from exc
         await asyncio.sleep(0.1)
 
 
@@ -586,7 +653,7 @@ async def _wait_file(host: HostSpec, path: Path, present: bool, what: str, timeo
     while path.exists() != present:  # noqa: ASYNC240 (a stat of a local file every 50 ms)
         pid = procs.read_pid(host.agent_pidfile)
         if pid is not None and not procs.alive(pid):
-            raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
+            raise LabError(f"{host.name}: agent exited: {procs.tail(host.agent_log)}")
         if time.monotonic() > deadline:
             raise LabError(f"{host.name}: {what} not within {timeout:g} s; see {host.agent_log}")
         await asyncio.sleep(0.05)
@@ -636,7 +703,7 @@ async def wait_health(host: HostSpec, timeout: float) -> dict[str, Any]:
                 pass
             pid = procs.read_pid(host.agent_pidfile)
             if pid is not None and not procs.alive(pid):
-                raise LabError(f"{host.name}: agent exited: {_tail(host.agent_log)}")
+                raise LabError(f"{host.name}: agent exited: {procs.tail(host.agent_log)}")
             if time.monotonic() > deadline:
                 raise LabError(f"{host.name}: agent did not answer at {host.api_url} within {timeout:g} s; "
                                f"see {host.agent_log}")
@@ -677,14 +744,6 @@ async def wait_cluster(hosts: list[HostSpec], timeout: float, token: str, tls: s
             if time.monotonic() > deadline:
                 raise LabError(f"the cluster did not form within {timeout:g} s: {problem}")
             await asyncio.sleep(0.2)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
 
 
 def _bridge_netfilter() -> bool:

@@ -1,4 +1,5 @@
-"""Processes, mounts and cgroups of the lab, found from /proc and /sys (never from pid files alone).
+"""Processes, mounts and cgroups of the lab, found from /proc and /sys (never from pid files alone),
+and how its daemons are started.
 
 ``down`` must work whatever state the lab is in, so it finds what to stop by asking the kernel:
 every process whose network namespace is a lab host's, every process in a lab host's container
@@ -13,17 +14,51 @@ import ctypes.util
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MNT_DETACH = 2
 
 
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start a daemon in its own session with output to a log; returns its pid (no Popen to reap)."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                (os.POSIX_SPAWN_CLOSE, log_fd),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a daemon's log, as one line (for an error message)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
 def _all_pids() -> Iterator[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             yield int(entry.name)
+
+
+def find(match: Callable[[list[str]], bool]) -> set[int]:
+    """Processes (not this one, no zombies) whose argv ``match`` accepts."""
+    return {pid for pid in _all_pids() if pid != os.getpid() and alive(pid) and match(cmdline(pid))}
 
 
 def pids_in_netns(netns_path: Path) -> list[int]:

@@ -24,6 +24,8 @@ class Topic(enum.StrEnum):
     EVENT = "event"
     KEYRING = "keyring"
     ACCESS = "access"
+    IMAGE = "image"
+    """An image of the catalog (key: its id) or a registry's credentials (key: ``registry:HOST``)."""
 
 
 @dataclasses.dataclass(frozen=True)

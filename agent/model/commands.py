@@ -60,6 +60,11 @@ class Op(enum.StrEnum):
     HOST_MOVE = "host.move"
     CA_ROTATE = "ca.rotate"
     CA_RETIRE = "ca.retire"
+    REGISTRY_SET = "registry.set"
+    REGISTRY_REMOVE = "registry.remove"
+    IMAGE_ADD = "image.add"
+    IMAGE_HELD = "image.held"
+    IMAGE_REMOVE = "image.remove"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +302,51 @@ class CaRetire:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistrySet:
+    """Credentials for a registry (``HOST[:PORT]``), passed to Docker on every pull from it. The password
+    is sealed with a key derived from the cluster secret (``mesh.sealing``): the log and snapshots never
+    hold it in the clear, and no route shows it back."""
+
+    host: str
+    username: str
+    sealed_password: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryRemove:
+    host: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageAdd:
+    """An image the cluster distributes itself (``corral image load``, a ``build:``): a ``docker save``
+    tarball that ``host`` holds, identified by the image id and by the tarball's SHA-256."""
+
+    id: str
+    tags: tuple[str, ...]
+    digest: str
+    """SHA-256 of the tarball (hex): every holder keeps the same bytes, so a transfer resumes anywhere."""
+    tar_size: int
+    host: str
+    source: str = "load"
+    """``load`` or ``build``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeld:
+    """``host`` holds the image's tarball now (``held``), or no longer."""
+
+    id: str
+    host: str
+    held: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRemove:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True)
 class JoinTokenCreate:
     id: str
     secret_hash: str
@@ -336,7 +386,8 @@ Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | 
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
-           | JoinTokenUse | HostMove | CaRotate | CaRetire)
+           | JoinTokenUse | HostMove | CaRotate | CaRetire | RegistrySet | RegistryRemove | ImageAdd | ImageHeld
+           | ImageRemove)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -349,6 +400,8 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.KEY_REVOKE: KeyRevoke, Op.TEAM_SET: TeamSet, Op.TEAM_REMOVE: TeamRemove, Op.ROLE_SET: RoleSet,
     Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
     Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove, Op.CA_ROTATE: CaRotate, Op.CA_RETIRE: CaRetire,
+    Op.REGISTRY_SET: RegistrySet, Op.REGISTRY_REMOVE: RegistryRemove, Op.IMAGE_ADD: ImageAdd,
+    Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -460,6 +513,9 @@ __all__ = [
     "HostRegister",
     "HostRemove",
     "HostSetState",
+    "ImageAdd",
+    "ImageHeld",
+    "ImageRemove",
     "InstanceRemove",
     "InstanceStatus",
     "JoinTokenCreate",
@@ -473,6 +529,8 @@ __all__ = [
     "Op",
     "Outcome",
     "PlacementsCommit",
+    "RegistryRemove",
+    "RegistrySet",
     "Result",
     "RoleSet",
     "ServiceCreate",

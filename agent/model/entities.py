@@ -50,6 +50,10 @@ class Status(enum.StrEnum):
     EXITED = "exited"
     OOM = "oom"
     MISSING = "missing"
+    PULLING = "pulling"
+    """Its host is fetching the image (from a registry or a peer): the detail says how far."""
+    PULL_FAILED = "pull-failed"
+    """Its host could not get the image: the error says why (retried with back-off)."""
 
 
 class Health(enum.StrEnum):
@@ -91,6 +95,9 @@ class EventKind(enum.StrEnum):
     HOST_JOINED = "host.joined"
     HOST_MOVED = "host.moved"
     CA_ROTATED = "ca.rotated"
+    REGISTRY_CHANGED = "registry.changed"
+    IMAGE_ADDED = "image.added"
+    IMAGE_REMOVED = "image.removed"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
 
@@ -98,7 +105,7 @@ class EventKind(enum.StrEnum):
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,
                            EventKind.KEY_CREATED, EventKind.KEY_REVOKED, EventKind.TEAM_CHANGED,
                            EventKind.TEAM_REMOVED, EventKind.KEYS_CHANGED, EventKind.JOIN_TOKEN_CREATED,
-                           EventKind.JOIN_TOKEN_REVOKED})
+                           EventKind.JOIN_TOKEN_REVOKED, EventKind.REGISTRY_CHANGED})
 """Events only administrators see (who has which credentials)."""
 
 

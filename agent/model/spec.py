@@ -38,7 +38,7 @@ DURATION_RE = re.compile(DURATION_PATTERN)
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_MEMORY = 2**50  # 1 PiB: any real host is smaller; keeps every figure inside msgpack's integers
 SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale", "restart", "cpus", "memory",
-                  "placement", "health_check")
+                  "placement", "health_check", "pull")
 MAX_IMAGE = 255
 MAX_STRING = 4096
 HEALTH_INTERVAL = (0.5, 3600.0)
@@ -51,6 +51,14 @@ class RestartPolicy(enum.StrEnum):
     ALWAYS = "always"
     ON_FAILURE = "on-failure"
     NO = "no"
+
+
+class PullPolicy(enum.StrEnum):
+    """When a host fetches the service's image: only when it has none of that name (the default), or
+    before every container it creates (a tag that moves, ``:latest`` from a registry)."""
+
+    IF_NOT_PRESENT = "if-not-present"
+    ALWAYS = "always"
 
 
 class Protocol(enum.StrEnum):
@@ -133,6 +141,7 @@ class ServiceSpec:
     memory: int
     placement: PlacementSpec
     health_check: HealthCheck | None
+    pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -143,6 +152,7 @@ class ServiceSpec:
             "labels": dict(self.labels), "scale": self.scale, "restart": self.restart.value, "cpus": self.cpus,
             "memory": self.memory, "placement": self.placement.to_request(),
             "health_check": self.health_check.to_request() if self.health_check else None,
+            "pull": self.pull.value,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -386,10 +396,11 @@ def parse(raw: object) -> ServiceSpec:
         memory=memory_bytes(raw.get("memory", 0), "memory"),
         placement=placement(raw.get("placement")),
         health_check=health_check(raw.get("health_check")),
+        pull=_enum(PullPolicy, raw.get("pull", "if-not-present"), "pull"),
     )
 
 
 __all__ = [
     "MAX_SCALE", "NAME_RE", "HealthCheck", "HealthType", "OnUnhealthy", "PlacementSpec", "Port", "Protocol",
-    "RestartPolicy", "ServiceSpec", "health_check", "memory_bytes", "name", "parse", "seconds",
+    "PullPolicy", "RestartPolicy", "ServiceSpec", "health_check", "memory_bytes", "name", "parse", "seconds",
 ]

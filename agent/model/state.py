@@ -44,6 +44,9 @@ from agent.model.commands import (
     HostRegister,
     HostRemove,
     HostSetState,
+    ImageAdd,
+    ImageHeld,
+    ImageRemove,
     InstanceRemove,
     InstanceStatus,
     JoinTokenCreate,
@@ -56,6 +59,8 @@ from agent.model.commands import (
     KvPut,
     Outcome,
     PlacementsCommit,
+    RegistryRemove,
+    RegistrySet,
     Result,
     RoleSet,
     ServiceCreate,
@@ -89,6 +94,7 @@ from agent.model.entities import (
     Status,
 )
 from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, forbidden, not_found
+from agent.model.images import Images
 from agent.model.policy import Grants, Permission, allowed
 from overlay.ipam import PoolExhausted, SubnetLeases
 
@@ -126,6 +132,7 @@ class ClusterState:
         self.subnets = SubnetLeases()
         self.keyring: Keyring | None = None  # None: only the key derived from the cluster secret
         self.access = Access()
+        self.images = Images()
         self.host_environments: dict[str, str] = {}
         """host → environment, from joins and moves (a host joins before the leader registers it)."""
         self._actor: Actor | None = None  # who asked for the command being applied (for its events)
@@ -202,8 +209,11 @@ class ClusterState:
                 return Permission.AUTHENTICATED, cmd.environment
             case KeyRevoke() if actor is not None and (key := self.access.keys.get(cmd.id)) and key.owner == actor.user:
                 return Permission.AUTHENTICATED, None
-            case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap() | CaSet() | JoinTokenUse():
+            case HostRegister() | HostSetState() | PlacementsCommit() | AdminBootstrap() | CaSet() | JoinTokenUse() \
+                    | ImageHeld():
                 return Permission.SYSTEM, None
+            case ImageAdd():  # anyone who may deploy somewhere may bring an image (removing one: admins)
+                return Permission.DEPLOY, None
             case HostMove():
                 return Permission.ADMIN, None
         return Permission.ADMIN, None
@@ -276,6 +286,16 @@ class ClusterState:
                 return self.access.ca_rotate(cmd, index, self)
             case CaRetire():
                 return self.access.ca_retire(cmd, index, self)
+            case RegistrySet():
+                return self.images.registry_set(cmd, index, self)
+            case RegistryRemove():
+                return self.images.registry_remove(cmd, index, self)
+            case ImageAdd():
+                return self.images.image_add(cmd, index, self.hosts, self)
+            case ImageHeld():
+                return self.images.image_held(cmd, index, self)
+            case ImageRemove():
+                return self.images.image_remove(cmd, index, self)
             case JoinTokenCreate():
                 if cmd.environment not in self.environments:
                     raise not_found("environment", cmd.environment, "environment")
@@ -302,6 +322,7 @@ class ClusterState:
             "subnets": self.subnets.to_dict(),
             "keyring": to_wire(self.keyring) if self.keyring else None,
             "access": self.access.to_wire(),
+            "images": self.images.to_wire(),
             "host_environments": dict(self.host_environments),
         }
         return bytes(msgpack.packb(body, use_bin_type=True))
@@ -332,6 +353,7 @@ class ClusterState:
             subnets = body.get("subnets")
             leases = SubnetLeases.from_dict(subnets) if isinstance(subnets, dict) and subnets else SubnetLeases()
             access = Access.from_wire(body.get("access"))
+            images = Images.from_wire(body.get("images"))
             host_envs = body.get("host_environments") or {}
             if not isinstance(host_envs, dict):
                 raise WireError("host_environments", "must be a map")
@@ -351,6 +373,7 @@ class ClusterState:
         self.subnets = leases
         self.keyring = keyring
         self.access = access
+        self.images = images
         self.host_environments = {str(k): str(v) for k, v in host_envs.items()}
         self._changes = [Change(self.applied_index, Topic.ALL)]
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, cast
 
 import aiodocker
@@ -39,9 +40,15 @@ INFO_FIELDS = (
 )
 
 
+PULL_STALL = 60.0
+"""Seconds a pull may go without a word from the engine (a registry that hangs) before it is given up."""
+CHUNK = 256 * 1024
+
 # aiodocker reports a failed connection as a DockerError with this pseudo HTTP status.
 CONNECT_FAILED = 900
 NOT_FOUND, CONFLICT = 404, 409
+TRANSFER_TIMEOUT = 120.0
+"""A push or a pull moves layers: it may take longer than an engine's usual answer."""
 
 
 class EngineRefused(EngineUnreachable):
@@ -62,8 +69,41 @@ def _cause(exc: BaseException) -> str:
     return str(exc)
 
 
+class PullFailed(Exception):
+    """A pull the registry (or the engine on its behalf) refused or could not finish: ``reason`` as
+    Docker said it, ``retry`` whether trying again may help."""
+
+    def __init__(self, reason: str, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.retry = reason, retry
+
+
+class BuildFailed(Exception):
+    def __init__(self, reason: str, output: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.output = reason, output
+
+
 class NameInUse(Conflict):
     """A container create found the name taken (by a container Corral left behind, or somebody's own)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryAuth:
+    """A registry user and password for one push or pull: the engine is handed them with the request
+    (``X-Registry-Auth``) and keeps nothing, as ``docker login`` would."""
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``10.77.0.1:5000/corral/base:v2`` → (``10.77.0.1:5000/corral/base``, ``v2``); no tag means
+    ``latest`` (a registry's port is not a tag: only a colon after the last slash is)."""
+    slash, colon = reference.rfind("/"), reference.rfind(":")
+    if colon > slash:
+        return reference[:colon], reference[colon + 1:]
+    return reference, "latest"
 
 
 class ContainerOps(Protocol):
@@ -131,13 +171,12 @@ class DockerEngine:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def _call(self, what: str, coro: Any, timeout: float | None = None) -> Any:
+        limit = self._timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(coro, self._timeout)
+            return await asyncio.wait_for(coro, limit)
         except TimeoutError as exc:
-            raise EngineUnreachable(
-                f"Docker Engine at {self.url} did not answer {what} within {self._timeout:g} s"
-            ) from exc
+            raise EngineUnreachable(f"Docker Engine at {self.url} did not answer {what} within {limit:g} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
         except aiodocker.DockerError as exc:
@@ -155,9 +194,137 @@ class DockerEngine:
         info: dict[str, Any] = await self._call("info", self._client.system.info())
         return {key: info.get(key) for key in INFO_FIELDS}
 
-    async def load_image(self, tarball: bytes) -> None:
-        """``POST /images/load`` of a ``docker save``-format tarball (how images move between hosts)."""
-        await self._call("an image load", self._client.images.import_image(data=tarball))
+    # ---------------------------------------------------------------- images, as the agent moves them
+
+    async def image_inspect(self, reference: str) -> dict[str, Any] | None:
+        """``GET /images/{ref}/json``, or None if the engine has no such image."""
+        try:
+            result: dict[str, Any] = await self._call("an image inspect", self._client.images.inspect(reference))
+        except EngineRefused as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        return result
+
+    async def remove_image(self, reference: str) -> None:
+        try:
+            await self._call("an image remove", self._client.images.delete(reference, force=True))
+        except EngineRefused as exc:
+            if exc.status != NOT_FOUND:
+                raise
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   progress: Callable[[float | None], None], stall: float = PULL_STALL) -> None:
+        """``POST /images/create``: pull ``reference`` (with ``auth`` for its registry), calling
+        ``progress`` with the share of bytes fetched so far (None while unknown). PullFailed with the
+        registry's or the engine's reason; a registry that sends nothing for ``stall`` seconds is
+        given up on."""
+        layers: dict[str, tuple[int, int]] = {}
+        stream = self._client.images.pull(reference, auth=dict(auth) if auth else None, stream=True)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(anext(stream), stall)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise PullFailed(f"the registry sent nothing for {stall:g} s (it hangs)", retry=True) from None
+                if item.get("error"):
+                    raise PullFailed(str(item["error"]), retry=True)
+                layer, detail = str(item.get("id") or ""), item.get("progressDetail") or {}
+                status = str(item.get("status") or "")
+                if layer and status == "Downloading" and detail.get("total"):
+                    layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+                elif layer and status in ("Download complete", "Pull complete", "Already exists") and layer in layers:
+                    layers[layer] = (layers[layer][1], layers[layer][1])
+                total = sum(t for _, t in layers.values())
+                progress(sum(c for c, _ in layers.values()) / total if total else None)
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise PullFailed(str(exc.message)) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        finally:
+            await cast(Any, stream).aclose()  # an async generator: ends the engine's response
+
+    async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str:
+        """``POST /images/load`` of a ``docker save`` tarball as it arrives; the engine's last message.
+        EngineRefused if it refused the tarball (corrupt, truncated, a layer that does not match).
+
+        With ``size`` the body goes with a Content-Length, not chunked: aiohttp's chunked writer joins
+        every chunk with its framing (a copy of every byte), which cost more CPU than the TLS it came over.
+        (aiodocker's ``import_image`` always sends chunked: this is its request, made with its client.)"""
+        headers = {"Content-Type": "application/x-tar"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
+        try:
+            async with self._client._query("images/load", "POST", data=chunks, headers=headers, timeout=timeout,
+                                           chunked=None if size is not None else True) as response:
+                raw = await response.read()
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise EngineRefused(exc.status, f"Docker Engine refused the image: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        messages = []
+        for line in raw.splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict) and item.get("error"):
+                raise EngineRefused(500, f"Docker Engine refused the image: {item['error']}")
+            if isinstance(item, dict):
+                messages.append(str(item.get("stream") or item.get("status") or "").strip())
+        return next((m for m in reversed(messages) if m), "")
+
+    async def save(self, reference: str) -> AsyncIterator[bytes]:
+        """``GET /images/{ref}/get``: the image as a ``docker save`` tarball, streamed."""
+        try:
+            async with self._client.images.export_image(reference) as content:
+                async for chunk in content.iter_chunked(CHUNK):
+                    yield chunk
+        except aiodocker.DockerError as exc:
+            raise EngineRefused(exc.status, f"Docker Engine could not save {reference}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
+                    dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str:
+        """``POST /build`` of a tar build context, tagged ``tag``; the build's output (its last lines).
+        BuildFailed with Docker's message when a step fails."""
+        output: list[str] = []
+        try:
+            async for item in self._client.images.build(fileobj=io.BytesIO(context), encoding="identity", tag=tag,
+                                                         labels=dict(labels or {}), stream=True, rm=True,
+                                                         forcerm=True, path_dockerfile=dockerfile,
+                                                         buildargs=dict(args) if args else None):
+                if item.get("error"):
+                    raise BuildFailed(str(item["error"]).strip(), "\n".join(output[-10:]))
+                if item.get("stream"):
+                    output.append(str(item["stream"]).rstrip())
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {_cause(exc)}") from exc
+            raise BuildFailed(str(exc.message).strip(), "\n".join(output[-10:])) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"cannot reach Docker Engine at {self.url}: {exc}") from exc
+        return "\n".join(line for line in output[-20:] if line)
+
+    async def tag_image(self, image: str, reference: str) -> None:
+        """``POST /images/{image}/tag``: ``image`` (a name or an id) is also known as ``reference``."""
+        repo, tag = split_reference(reference)
+        await self._call("an image tag", self._client.images.tag(image, repo, tag=tag))
+
+    async def push_image(self, reference: str, auth: RegistryAuth | None = None,
+                         timeout: float = TRANSFER_TIMEOUT) -> None:
+        """``POST /images/{name}/push`` to the registry ``reference`` names; EngineRefused with the
+        registry's reason (``unauthorized``, an unknown CA …) when the engine reports one."""
+        repo, tag = split_reference(reference)
+        await self._call("an image push", self._client.images.push(repo, tag=tag, auth=_auth(auth)), timeout)
 
     async def ensure_network(self, subnet: str) -> bool:
         """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.
@@ -197,6 +364,11 @@ class DockerEngine:
         """Every local tag mapped to its image id."""
         images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
         return {tag: img["Id"] for img in images for tag in (img.get("RepoTags") or ())}
+
+
+def _auth(auth: RegistryAuth | None) -> dict[str, str] | None:
+    """What aiodocker turns into ``X-Registry-Auth`` (it adds the registry's address from the name)."""
+    return None if auth is None else {"username": auth.username, "password": auth.password}
 
 
 # ---------------------------------------------------------------------- containers

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from agent.errors import CorralError
 from agent.model.codec import to_wire
 from agent.model.entities import Health, Instance, Status
-from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, RestartPolicy
+from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy
 from agent.model.state import MAX_ERROR, ClusterState
 from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
 
@@ -59,6 +59,11 @@ class Desired:
     restart: RestartPolicy
     config: Mapping[str, object]
     health_check: HealthCheck | None = None
+    pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
+
+    @property
+    def image(self) -> str:
+        return str(self.config["Image"])
 
     @property
     def fingerprint(self) -> str:
@@ -129,7 +134,7 @@ def _ns(seconds: float) -> int:
 def desired_one(state: ClusterState, inst: Instance) -> Desired:
     spec = state.services[inst.service].spec
     return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
-                   container_config(state, inst), spec.health_check)
+                   container_config(state, inst), spec.health_check, spec.pull)
 
 
 def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:

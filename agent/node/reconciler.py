@@ -28,10 +28,11 @@ from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
 from agent.model.changes import Change, Topic
 from agent.model.entities import Service, Stack
-from agent.model.spec import HealthType
+from agent.model.spec import HealthType, PullPolicy
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, Engine, EngineContainer, NameInUse
 from agent.node.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
+from agent.node.images import ImageManager, Wait
 from agent.node.plan import (
     CONTAINER_FIELDS,
     Action,
@@ -59,8 +60,12 @@ Reporter = Callable[[str, Observed], Awaitable[None]]
 
 
 class Reconciler:
-    def __init__(self, host: str, state: ClusterState, engine: Engine, report: Reporter) -> None:
+    def __init__(self, host: str, state: ClusterState, engine: Engine, report: Reporter,
+                 images: ImageManager | None = None) -> None:
         self.host = host
+        self.images = images
+        self.waiting: dict[str, Wait] = {}
+        """Instances whose container waits for its image this pass (and why: how far the fetch is)."""
         self.state = state
         self.engine = engine
         self._report = report
@@ -204,7 +209,7 @@ class Reconciler:
             self._network = me.subnet
         desired = self.desired()
         seen = self._with_health(desired, await self.engine.containers.list())
-        actions = self._hold_back(plan(desired, seen), seen, desired)
+        actions = await self._gate_images(self._hold_back(plan(desired, seen), seen, desired))
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
         if doomed:  # say so before the replacement hides it: the state keeps why, and an event
             if not await self._report_statuses(doomed, seen):
@@ -225,6 +230,24 @@ class Reconciler:
         else:
             self._retry_soon()
         return actions
+
+    async def _gate_images(self, actions: list[Action]) -> list[Action]:
+        """Leave out what an instance would do whose new container's image is not here yet (its old
+        container, if any, keeps running meanwhile): the image manager fetches it in the background
+        and kicks a pass when it is here; the instance says ``pulling`` (or why it failed) until then."""
+        self.waiting = {}
+        if self.images is None:
+            return actions
+        verdicts: dict[tuple[str, PullPolicy], Wait | None] = {}
+        for action in actions:
+            if action.kind is ActionKind.CREATE and action.desired is not None:
+                key = (action.desired.image, action.desired.pull)
+                if key not in verdicts:
+                    verdicts[key] = await self.images.check(*key)
+                wait = verdicts[key]
+                if wait is not None:
+                    self.waiting[action.instance] = wait
+        return [a for a in actions if a.instance not in self.waiting]
 
     async def _act(self, actions: list[Action], desired: Mapping[str, Desired]) -> list[BaseException]:
         """Run the actions; those of different instances together (bounded), one instance's in order,
@@ -349,8 +372,12 @@ class Reconciler:
         failed = False
         for instance in desired:
             container = by_instance.get(instance)
-            status = observed_status(container, await self._inspect(container) if container else None,
-                                     self.errors.get(instance))
+            wait = self.waiting.get(instance)
+            if container is None and wait is not None:
+                status = Observed(wait.status, error=wait.detail)
+            else:
+                status = observed_status(container, await self._inspect(container) if container else None,
+                                         self.errors.get(instance))
             recorded = self.state.instances.get(instance)
             if self._reported.get(instance) == status and recorded is not None and recorded.status == status.status:
                 continue

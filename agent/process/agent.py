@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import cast
 
 import aiohttp
 import uvloop
@@ -38,6 +39,7 @@ from agent.model.commands import Command, InstanceStatus
 from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
 from agent.node.docker import DockerEngine, Engine
+from agent.node.images import ImageEngine, ImageManager
 from agent.node.overlay import OverlayRuntime, load_or_make_key
 from agent.node.plan import Observed
 from agent.node.reconciler import Reconciler
@@ -84,6 +86,7 @@ class Agent:
         self.replica: Replica | None = None
         self.leader: Leader | None = None
         self.reconciler: Reconciler | None = None
+        self.images: ImageManager | None = None
         self.overlay: OverlayRuntime | None = None
         self.health = HealthMonitor(self._advertise_health)
         self.certs = NodeCerts(config.data_dir)
@@ -92,7 +95,7 @@ class Agent:
             ("data dir", self._data_dir), ("secret", self._secret), ("docker", self._docker),
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
             ("leader", self._leader), ("admin", self._admin), ("certificate", self._certificate),
-            ("reconciler", self._reconciler),
+            ("images", self._images), ("reconciler", self._reconciler),
             ("keyring", self._keyring), ("overlay", self._overlay), ("health", self._health), ("http", self._http),
         ]
 
@@ -284,6 +287,22 @@ class Agent:
         return "https" + url[len("http"):] if self.certs.present() else url
 
     @contextlib.asynccontextmanager
+    async def _images(self) -> AsyncIterator[None]:
+        replica, config = self._replica(), self.config
+        assert self.engine is not None
+
+        def kick() -> None:
+            if self.reconciler is not None:
+                self.reconciler.kick()
+
+        manager = ImageManager(config.name, self.state, cast(ImageEngine, self.engine), config.data_dir, self.secret,
+                               replica.sealer, self.session, replica.api_of, replica.propose_anywhere, kick,
+                               send_rate=config.image_send_rate)
+        async with manager.running(self.feed):
+            self.images = manager
+            yield
+
+    @contextlib.asynccontextmanager
     async def _reconciler(self) -> AsyncIterator[None]:
         replica, name = self._replica(), self.config.name
         assert self.engine is not None
@@ -294,7 +313,7 @@ class Agent:
                 container_id=observed.container_id, ip=observed.ip, ports=observed.ports, error=observed.error,
                 health=observed.health, health_detail=observed.health_detail))
 
-        reconciler = Reconciler(name, self.state, self.engine, report)
+        reconciler = Reconciler(name, self.state, self.engine, report, self.images)
         async with reconciler.running(self.feed):
             self.reconciler = reconciler
             self.health.add("reconciler", reconciler.problem)
@@ -333,7 +352,8 @@ class Agent:
         assert self.overlay is not None
         deps = ApiDeps(node=NodeInfo(config.name, config.bind, self.api_url(), self.data_dir.node_id),
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
-                       overlay=self.overlay, health=self.health, secret=self.secret)
+                       overlay=self.overlay, health=self.health, secret=self.secret,
+                       images=self.images)
         runner = web.AppRunner(create_app(deps),
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()

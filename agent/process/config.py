@@ -48,6 +48,8 @@ class AgentConfig:
     """The first administrator's password (first line; ``-``: standard input); None: one is made up and printed."""
     admin_key_file: Path | None = None
     """Where to write the first administrator's API key (0600) instead of printing it."""
+    image_send_rate: float | None = None
+    """Bytes/s at most for each image tarball this host sends to a peer (None: no limit)."""
     loopback_api: bool = True
     """Also serve the API on 127.0.0.1 (so ``corral`` on the host needs no URL)."""
 

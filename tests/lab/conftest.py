@@ -41,12 +41,12 @@ def _lab_ready() -> None:
         pytest.fail(problem)
 
 
-def fresh_lab(hosts: int) -> Iterator[Lab]:
+def fresh_lab(hosts: int, registry: bool = False) -> Iterator[Lab]:
     """Bring a lab up (taking down any left behind by a crashed run), yield it, always take it down."""
     lab = Lab()
     if lab.leftovers():
         lab.down()
-    lab.up(hosts)
+    lab.up(hosts, registry=registry)
     before = {k: os.environ.get(k) for k in ("CORRAL_TOKEN", "CORRAL_CACERT")}
     os.environ["CORRAL_TOKEN"] = lab.admin_token()  # the tests act as the lab's administrator
     os.environ["CORRAL_CACERT"] = str(lab.ca_file)  # and trust its CA

@@ -7,10 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from agent.lab import procs
+from agent.lab import procs, registry
 from agent.lab.layout import CGROUP_PREFIX, lab_root
 
-DAEMONS = ("dockerd", "containerd", "containerd-shim", "-m agent agent", "-m overlay.worker")
+DAEMONS = ("dockerd", "containerd", "containerd-shim", "-m agent agent", "-m overlay.worker", "docker-registry")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Snapshot:
     processes: frozenset[str]
     mounts: frozenset[str]
     cgroups: frozenset[str]
+    certs_d: frozenset[str]  # registries the machine's dockerds trust (`lab up --registry` adds one)
     lab_root_exists: bool
 
 
@@ -44,5 +45,6 @@ def snapshot() -> Snapshot:
         processes=_live_daemons(),
         mounts=frozenset(m.split()[4] for m in mounts if "corral" in m or "/docker" in m),
         cgroups=frozenset(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PREFIX}*")),
+        certs_d=frozenset(p.name for p in registry.CERTS_D.glob("*")),
         lab_root_exists=lab_root().exists(),
     )

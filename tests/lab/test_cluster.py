@@ -148,7 +148,7 @@ def test_scale_down_and_up(lab: Lab, web: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
-    ("POST", "/v1/services", {"stack": "web-server", "name": "ghost", "image": "no/such-image"}, 400, "image"),
+    ("POST", "/v1/services", {"stack": "web-server", "name": "ghost", "image": "No/Such Image"}, 400, "image"),
     ("POST", "/v1/services", {"stack": "web-server", "name": "neg", "image": "corral/base", "scale": -1}, 400,
      "scale"),
     ("POST", "/v1/services", {"stack": "web-server", "name": "huge", "image": "corral/base", "scale": 10**9}, 400,

@@ -7,8 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
+import json
 import random
+import shutil
 import ssl
+import tarfile
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -26,7 +31,8 @@ from agent.cluster.feed import Feed
 from agent.cluster.replica import Replica
 from agent.model.commands import AdminBootstrap, CaSet, HostRegister, KeyCreate, UserCreate
 from agent.model.state import ClusterState
-from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse
+from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse, PullFailed
+from agent.node.images import ImageManager
 from agent.node.overlay import OverlayRuntime
 from agent.process.health import HealthMonitor
 from mesh import pki
@@ -123,6 +129,8 @@ class FakeEngine:
         self.calls: dict[str, int] = {"list": 0, "create": 0}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.networks: list[str] = []
+        self.loaded: dict[str, str] = {}
+        self.saved: dict[str, bytes] = {}
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "fake", "ApiVersion": "1.41"}
@@ -132,6 +140,50 @@ class FakeEngine:
 
     async def image_ids(self) -> dict[str, str]:
         return dict(IMAGES)
+
+    # what the image manager asks (agent/node/images.py): a load reads the tarball's manifest, as Docker does
+
+    async def image_inspect(self, reference: str) -> dict[str, Any] | None:
+        for tag, image_id in {**IMAGES, **self.loaded}.items():
+            if reference in (tag, image_id) or f"{reference}:latest" == tag:
+                return {"Id": image_id, "RepoTags": [t for t, i in {**IMAGES, **self.loaded}.items() if i == image_id]}
+        return None
+
+    async def remove_image(self, reference: str) -> None:
+        self.loaded = {t: i for t, i in self.loaded.items() if reference not in (t, i)}
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None, progress: Any) -> None:
+        raise PullFailed(f"Get \"https://{reference.split('/')[0]}/v2/\": dial tcp: connect: connection refused")
+
+    async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str:
+        data = b"".join([c async for c in chunks])
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.extractfile("manifest.json")
+                manifest = json.loads(member.read()) if member else None
+        except (tarfile.TarError, KeyError, ValueError) as exc:
+            raise EngineRefused(500, f"Docker Engine refused the image: {exc}") from None
+        if not manifest:
+            raise EngineRefused(500, "Docker Engine refused the image: no manifest")
+        image_id = "sha256:" + manifest[0]["Config"].removesuffix(".json")
+        for tag in manifest[0].get("RepoTags") or [image_id]:
+            self.loaded[tag] = image_id
+        return f"Loaded image ID: {image_id}"
+
+    async def save(self, reference: str) -> AsyncIterator[bytes]:
+        if reference not in self.saved:
+            raise EngineRefused(404, f"no image {reference}")
+        yield self.saved[reference]
+
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
+                    dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str:
+        """A "build": an image of the context's bytes, tagged, that ``save`` gives back as docker save would."""
+        from tests.unit.test_images import save_tarball
+
+        data, image_id = save_tarball((tag,), payload=context)
+        self.loaded[tag] = image_id
+        self.saved[tag] = data
+        return f"Successfully tagged {tag}"
 
     async def ensure_network(self, subnet: str) -> bool:
         if self.networks and self.networks[-1] == subnet:
@@ -236,8 +288,11 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
                                      b"\x00" * 32, b"k" * 32)
             health = HealthMonitor(lambda _summary: None)
             health.add("raft", driver.problem)
+            images_dir = Path(tempfile.mkdtemp(prefix="corral-images-"))
+            images = ImageManager(node, state, engine, images_dir, SECRET, sealer, session, urls.get,
+                                  replica.propose_anywhere)
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
-                           gossip, ring, overlay, health, secret=SECRET)
+                           gossip, ring, overlay, health, secret=SECRET, images=images)
             app = create_app(deps)
             runner = web.AppRunner(app)
             await runner.setup()
@@ -246,9 +301,11 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
             urls[node] = url
             try:
-                yield Harness(app, replica, engine, url, token)
+                async with images.running(feed):
+                    yield Harness(app, replica, engine, url, token)
             finally:
                 await runner.cleanup()
+                shutil.rmtree(images_dir, ignore_errors=True)
         finally:
             await replica.close()
             await driver.stop()

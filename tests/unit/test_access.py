@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import re
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from agent.model.policy import Grants, Permission, Role, allowed, may_delegate, 
 from agent.model.state import ClusterState
 from mesh import pki
 from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
+from tests.unit.test_images import save_tarball
 
 # ---------------------------------------------------------------------- the pure policy
 
@@ -237,6 +240,12 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/ca/finish"): "admin", ("POST", "/v1/join"): "public", ("GET", "/v1/jointokens"): "admin",
     ("POST", "/v1/jointokens"): "admin", ("DELETE", "/v1/jointokens/{id}"): "admin",
     ("POST", "/v1/internal/certificate"): "system",
+    ("GET", "/v1/registries"): "admin", ("POST", "/v1/registries"): "admin",
+    ("DELETE", "/v1/registries/{name}"): "admin", ("GET", "/v1/images"): "any",
+    ("POST", "/v1/images"): "deploy-anywhere", ("DELETE", "/v1/images/{id}"): "admin",
+    ("POST", "/v1/images/{id}/fetch"): "deploy-anywhere",
+    ("POST", "/v1/images/build"): "deploy-anywhere", ("GET", "/v1/host/images"): "any",
+    ("GET", "/v1/internal/images/{id}"): "system",
 }
 ROLE_OF = {"read-only": Role.READ_ONLY, "restricted": Role.RESTRICTED, "member": Role.MEMBER, "owner": Role.OWNER}
 ALLOWED: dict[str, set[str]] = {
@@ -253,7 +262,7 @@ def test_the_table_names_every_route_as_the_route_table_does() -> None:
     assert set(NEEDS) == {(r.method, r.path) for r in ROUTES}, "a new route needs its row here"
     as_permission = {"public": {P.PUBLIC}, "system": {P.SYSTEM}, "any": {P.AUTHENTICATED, P.READ},
                      "read": {P.READ}, "deploy": {P.DEPLOY}, "manage": {P.MANAGE}, "admin": {P.ADMIN},
-                     "self": {P.AUTHENTICATED}}
+                     "self": {P.AUTHENTICATED}, "deploy-anywhere": {P.DEPLOY}}
     for route in ROUTES:
         assert route.permission in as_permission[NEEDS[(route.method, route.path)]], (route.method, route.path)
 
@@ -424,6 +433,29 @@ async def _join(w: World, env: str, caller: str) -> Request:
     return "/v1/join", {"token": made["token"], "name": name, "address": "10.9.9.9", "csr": csr}
 
 
+async def _image(w: World, env: str, caller: str) -> Request:
+    """An image in the catalog (loaded by the administrator), by its id."""
+    data, image_id = save_tarball(payload=w.fresh("payload").encode())
+    async with w.session.post(w.h.url + "/v1/images", data=data, headers={
+            "Authorization": f"Bearer {w.tokens['admin']}", "Content-Type": "application/x-tar"}) as resp:
+        assert resp.status == 201, await resp.text()
+    return f"/v1/images/{image_id}", None
+
+
+async def _build_context(w: World, env: str, caller: str) -> Request:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        text = b"FROM corral/base\nRUN true\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    return f"/v1/images/build?tag=test/built:{w.fresh('v')}", out.getvalue()
+
+
+async def _new_image(w: World, env: str, caller: str) -> Request:
+    return "/v1/images", save_tarball(payload=w.fresh("payload").encode())[0]
+
+
 KEY = "A" * 43 + "="
 BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/openapi.json"): _fixed("/v1/openapi.json"), ("GET", "/v1/health"): _fixed("/v1/health"),
@@ -471,6 +503,13 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/jointokens"): _fixed("/v1/jointokens"),
     ("POST", "/v1/jointokens"): _fixed("/v1/jointokens", {"uses": 1}), ("DELETE", "/v1/jointokens/{id}"): _join_token,
     ("POST", "/v1/internal/certificate"): _fixed("/v1/internal/certificate", {}),
+    ("GET", "/v1/registries"): _fixed("/v1/registries"),
+    ("POST", "/v1/registries"): _fixed("/v1/registries", {"host": "r.example:5000", "username": "u", "password": "p"}),
+    ("DELETE", "/v1/registries/{name}"): _fixed("/v1/registries/r.example:5000"),
+    ("GET", "/v1/images"): _fixed("/v1/images"), ("POST", "/v1/images"): _new_image,
+    ("DELETE", "/v1/images/{id}"): _image, ("POST", "/v1/images/{id}/fetch"): _then(_image, "/fetch"),
+    ("GET", "/v1/host/images"): _fixed("/v1/host/images"), ("POST", "/v1/images/build"): _build_context,
+    ("GET", "/v1/internal/images/{id}"): _fixed("/v1/internal/images/" + "a" * 64),
 }
 
 
@@ -486,6 +525,8 @@ def _expected(need: str, caller: str, env: str, path: str) -> str:
         return "400"
     if need in ("any", "self"):
         return "ok"
+    if need == "deploy-anywhere":  # cluster-wide (images): a role that may deploy in any environment
+        return "ok" if caller in ALLOWED["deploy"] else "403"
     if need == "admin":
         return "ok" if caller == "admin" else "403"
     if caller == "admin":

@@ -253,7 +253,7 @@ async def test_a_service_with_a_health_check_can_be_scaled_and_changed(api: Api)
     ({"stack": "web-server", "name": "nginx", "image": "corral/base"}, 409, "conflict", "name"),
     ({"stack": "web-server", "name": "X", "image": "corral/base"}, 400, "bad_request", "name"),
     ({"stack": "web-server", "name": "x"}, 400, "bad_request", "image"),
-    ({"stack": "web-server", "name": "x", "image": "nosuch/image"}, 400, "bad_request", "image"),
+    ({"stack": "web-server", "name": "x", "image": "No Such/Image"}, 400, "bad_request", "image"),
     ({"stack": "web-server", "name": "x", "image": "corral/base", "scale": 1001}, 400, "bad_request", "scale"),
     ({"stack": "web-server", "name": "x", "image": "corral/base", "ports": ["99999:1"]}, 400, "bad_request",
      "ports[0]"),
@@ -282,7 +282,7 @@ async def test_service_changes_refuse_bad_input(api: Api) -> None:
     await api.error("PATCH", path, 400, "bad_request", "name", {"name": "other"})
     await api.error("PATCH", path, 400, "bad_request", "body", {})
     await api.error("PATCH", path, 400, "bad_request", "memory", {"memory": "lots"})
-    await api.error("PATCH", path, 400, "bad_request", "image", {"image": "nosuch/image"})
+    await api.error("PATCH", path, 400, "bad_request", "image", {"image": "No Such/Image"})
     await api.error("POST", path + "/scale", 400, "bad_request", "scale", {"scale": "ten"})
     await api.error("POST", path + "/scale", 400, "bad_request", "scale", {})
     await api.error("POST", path + "/scale", 400, "bad_request", "extra", {"scale": 1, "extra": 1})

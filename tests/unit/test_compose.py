@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.model.compose import ComposeError, load
@@ -69,3 +71,35 @@ services:
     assert services["b"]["health_check"] == {"type": "command", "command": "test -f /ready", "start_period": "30s"}
     assert services["c"]["health_check"] == {"type": "command", "command": "nc -z localhost 80", "timeout": "1s"}
     assert "health_check" not in services["d"] and "health_check" not in services["e"]
+
+
+def test_build_is_read_and_its_context_is_the_same_bytes_for_the_same_files(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from agent.cli.stacks import build_context
+    from agent.model.compose import BUILT, parse
+
+    parsed = parse("services:\n  web:\n    build: {context: ./app, dockerfile: web.Dockerfile, args: [A=1]}\n"
+                   "    pull_policy: always\n  db:\n    image: corral/base\n")
+    assert parsed.builds["web"].context == "./app" and parsed.builds["web"].args == {"A": "1"}
+    assert parsed.services["web"]["image"] == BUILT and parsed.services["web"]["pull"] == "always"
+    assert "db" not in parsed.builds
+    for bad in ("services:\n  web:\n    build: {context: ., target: x}\n",
+                "services:\n  web:\n    build: {dockerfile: /etc/passwd}\n",
+                "services:\n  web:\n    image: x\n    pull_policy: sometimes\n"):
+        with pytest.raises(ComposeError):
+            parse(bad)
+    (tmp_path / "Dockerfile").write_text("FROM corral/base\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("a")
+    (tmp_path / "secret.key").write_text("no")
+    (tmp_path / ".dockerignore").write_text("# comment\nsecret.key\n")
+    first = build_context(tmp_path)
+    (tmp_path / "sub" / "a.txt").touch()  # a new mtime, the same content
+    assert build_context(tmp_path) == first, "times are not part of the context"
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
+    assert names == [".dockerignore", "Dockerfile", "sub", "sub/a.txt"], names
+    (tmp_path / "sub" / "a.txt").write_text("b")
+    assert build_context(tmp_path) != first

@@ -68,6 +68,8 @@ async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> 
             got = {k: json.loads(json.dumps(to_wire(v))) for k, v in getattr(state, collection).items()}
             if collection == "hosts":  # hosts have an environment since; an old host is the default one's
                 assert all(h.pop("environment") == "default" for h in got.values())
+            if collection == "services":  # specs have a pull policy since; an old service pulls if-not-present
+                assert all(v["spec"].pop("pull") == "if-not-present" for v in got.values())
             assert got == expected[collection], collection
         assert set(state.instances) == set(expected["instances"])
         for inst_id, old in expected["instances"].items():

@@ -1,0 +1,244 @@
+"""Images: registries' credentials, the catalog of images the cluster distributes itself, and the
+agents' transfer of a catalog tarball (``agent/node/images.py`` does the work).
+
+- ``POST /v1/registries`` ``{"host", "username", "password"}`` keeps a registry's credentials, the
+  password sealed with the cluster secret; nothing returns it (``GET`` shows the host and the user).
+- ``POST /v1/images`` takes a ``docker save`` tarball (streamed, at most ``MAX_UPLOAD``), loads it into
+  this host's engine, keeps it, and adds it to the catalog: hosts that are placed a container of it
+  later fetch it from a peer. ``GET /v1/images`` lists the catalog and which hosts hold each image.
+- ``GET /v1/internal/images/{digest}`` sends a tarball to another agent (``Range`` to resume), or says
+  whom to ask instead (503 with ``redirect``): only with a membership proof sealed with the cluster key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from agent.api.auth import authorize, write
+from agent.api.body import json_object
+from agent.api.deps import DEPS, ApiDeps
+from agent.api.params import ID, NAME, StrParam
+from agent.api.views import page
+from agent.errors import BadRequest, Forbidden, NotFound, Unavailable
+from agent.model.commands import ImageRemove, RegistryRemove, RegistrySet
+from agent.model.images import CatalogImage, Registry, check_registry_host
+from agent.model.policy import Permission
+from agent.node import transfer
+from agent.node.docker import BuildFailed
+from agent.node.images import MEMBER_HEADER, REGISTRY_PURPOSE, ImageError, ImageManager, proof_ok
+from mesh import sealing
+
+MAX_UPLOAD = 8 * 2**30
+MAX_PASSWORD = 1024
+
+
+def _manager(deps: ApiDeps) -> ImageManager:
+    if deps.images is None:
+        raise Unavailable("this agent moves no images (it runs without an engine)")
+    return deps.images
+
+
+def registry_view(registry: Registry) -> dict[str, object]:
+    return {"host": registry.host, "username": registry.username, "created": registry.created}
+
+
+def image_view(image: CatalogImage) -> dict[str, object]:
+    return {"id": image.id, "tags": list(image.tags), "digest": image.digest, "size": image.tar_size,
+            "holders": list(image.holders), "source": image.source, "created": image.created}
+
+
+# ---------------------------------------------------------------------- registries
+
+
+async def list_registries(request: web.Request) -> web.Response:
+    registries = request.app[DEPS].replica.state.images.registries
+    return page(request, (registry_view(r) for r in sorted(registries.values(), key=lambda r: r.host)))
+
+
+async def set_registry(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    body = await json_object(request, ("host", "username", "password"))
+    host, username, password = body.get("host"), body.get("username"), body.get("password")
+    if not isinstance(host, str):
+        raise BadRequest("host is required: the registry as image references name it (registry.example:5000)",
+                         field="host")
+    check_registry_host(host)
+    if not isinstance(username, str) or not username:
+        raise BadRequest("username is required", field="username")
+    if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
+        raise BadRequest(f"password is required: 1-{MAX_PASSWORD} characters", field="password")
+    sealed = sealing.seal(deps.secret, REGISTRY_PURPOSE, password.encode())
+    await write(request, RegistrySet(host, username, sealed))
+    return web.json_response(registry_view(deps.replica.state.images.registries[host]), status=201)
+
+
+async def remove_registry(request: web.Request) -> web.Response:
+    host = NAME.get(request)
+    if host not in request.app[DEPS].replica.state.images.registries:
+        raise NotFound(f"no registry {host} has credentials here", field="host")
+    await write(request, RegistryRemove(host))
+    return web.json_response({"removed": host})
+
+
+# ---------------------------------------------------------------------- the catalog
+
+
+async def list_images(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    catalog = deps.replica.state.images.catalog
+    return page(request, (image_view(i) for i in sorted(catalog.values(), key=lambda i: (i.tags, i.id))))
+
+
+async def image_status(request: web.Request) -> web.Response:
+    """What this host's image manager is doing: pulls and fetches, what it sends to whom, counters."""
+    return web.json_response(_manager(request.app[DEPS]).status())
+
+
+async def load_image(request: web.Request) -> web.Response:
+    """A ``docker save`` tarball (the request body, streamed) into the catalog, held by this host."""
+    deps = request.app[DEPS]
+    authorize(request, Permission.DEPLOY)  # any environment: images are the cluster's
+    manager = _manager(deps)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            yield chunk
+
+    try:
+        add = await manager.receive_upload(body(), request.content_length, MAX_UPLOAD)
+    except ImageError as exc:
+        raise BadRequest(exc.reason, field="body") from None
+    try:
+        await write(request, add)
+    finally:
+        manager.pending.pop(add.digest, None)  # in the catalog now, or an orphan the next sync removes
+    return web.json_response(image_view(deps.replica.state.images.catalog[add.id]), status=201)
+
+
+BUILD_TAG = StrParam("tag", "the image's tag (name:tag)", max_length=255,
+                     pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DOCKERFILE = StrParam("dockerfile", "the Dockerfile's path in the context", max_length=255)
+BUILD_ARGS = StrParam("args", "build arguments: a JSON map of strings", max_length=4096)
+MAX_CONTEXT = 256 * 2**20
+FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _base_images(context: bytes, dockerfile: str) -> list[str]:
+    """The images a build context's Dockerfile starts FROM (BadRequest if it has no Dockerfile)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(context), mode="r:*") as tar:
+            member = tar.extractfile(dockerfile.removeprefix("./"))
+            text = member.read(1 << 20).decode(errors="replace") if member is not None else None
+    except KeyError:
+        text = None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadRequest(f"the build context is not a tar archive: {exc}", field="body") from None
+    if text is None:
+        raise BadRequest(f"the build context has no {dockerfile}", field="dockerfile")
+    return [m for m in FROM_RE.findall(text) if m.lower() != "scratch" and "$" not in m]
+
+
+async def build_image(request: web.Request) -> web.Response:
+    """Build a context (a tar, the body) with this host's Docker, tagged ``tag``; the image goes into the
+    catalog (source ``build``) and reaches other hosts peer to peer. Its FROM images that the catalog
+    holds are fetched from peers first (a build never asks a registry for what the cluster has)."""
+    deps = request.app[DEPS]
+    authorize(request, Permission.DEPLOY)
+    manager = _manager(deps)
+    tag, dockerfile = BUILD_TAG.get(request), DOCKERFILE.find(request) or "Dockerfile"
+    try:
+        args = json.loads(BUILD_ARGS.find(request) or "{}")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in args.items()):
+        raise BadRequest("args is a JSON map of strings", field="args")
+    if request.content_length is not None and request.content_length > MAX_CONTEXT:
+        raise BadRequest(f"a build context is at most {MAX_CONTEXT // 2**20} MiB", field="body")
+    context = await request.content.read(MAX_CONTEXT + 1)
+    if len(context) > MAX_CONTEXT:
+        raise BadRequest(f"a build context is at most {MAX_CONTEXT // 2**20} MiB", field="body")
+    for base in _base_images(context, dockerfile):
+        image = deps.replica.state.images.by_reference(base)
+        if image is not None:
+            job = await manager.get_now(image)
+            if job.error is not None:
+                raise Unavailable(f"the build needs {base}, which this host could not fetch: {job.error}")
+    try:
+        output = await manager.build(context, tag, dockerfile, args)
+        add = await manager.keep_local(tag, "build")
+    except BuildFailed as exc:
+        raise BadRequest(f"the build failed: {exc.reason}" + (f"\n{exc.output}" if exc.output else ""),
+                         field="body") from None
+    except ImageError as exc:
+        raise BadRequest(exc.reason, field="body") from None
+    try:
+        await write(request, add)
+    finally:
+        manager.pending.pop(add.digest, None)
+    return web.json_response({**image_view(deps.replica.state.images.catalog[add.id]), "output": output[-4000:]},
+                             status=201)
+
+
+async def fetch_image(request: web.Request) -> web.Response:
+    """This host gets a catalog image now (from its peers), and keeps it: answered once it is here."""
+    deps = request.app[DEPS]
+    authorize(request, Permission.DEPLOY)
+    image = deps.replica.state.images.by_reference(ID.get(request))
+    if image is None:
+        raise NotFound(f"no image {ID.get(request)} in the catalog", field="id")
+    job = await _manager(deps).get_now(image)
+    if job.error is not None:
+        raise Unavailable(job.error, field="id")
+    return web.json_response({"image": image.id, "host": deps.node.name, "detail": job.describe(),
+                              "resumed": list(job.resumed)})
+
+
+async def remove_image(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    image = deps.replica.state.images.by_reference(ID.get(request))
+    if image is None:
+        raise NotFound(f"no image {ID.get(request)} in the catalog", field="id")
+    await write(request, ImageRemove(image.id))
+    return web.json_response({"removed": image.id})
+
+
+# ---------------------------------------------------------------------- agent to agent
+
+
+async def send_tarball(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    manager = _manager(deps)
+    digest = ID.get(request)
+    if not proof_ok(deps.replica.sealer, request.headers.get(MEMBER_HEADER), digest, time.time()):
+        raise Forbidden("a tarball goes to members only: no valid membership proof")
+    asker = request.headers.get("Corral-Host", request.remote or "?")
+    size = manager.size_of(digest)
+    if size is None:
+        raise NotFound(f"this host holds no tarball {digest[:16]}", field="id")
+    offset = transfer.parse_range(request.headers.get("Range"), size)
+    if offset is None:
+        return web.json_response({"error": "bad_request", "message": f"Range is bytes=N- with N below {size}"},
+                                 status=416, headers={"Content-Range": f"bytes */{size}"})
+    admission = manager.admission(digest, asker, offset)
+    if not admission.serve:
+        return web.json_response({"error": "unavailable", "message": admission.reason,
+                                  "redirect": list(admission.redirect)}, status=503)
+    response = web.StreamResponse(status=206, headers={
+        "Content-Type": "application/x-tar", "Content-Range": f"bytes {offset}-{size - 1}/{size}",
+        "Content-Length": str(size - offset)})
+    await response.prepare(request)
+    async for chunk in manager.send(digest, asker, offset):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+__all__ = ["MAX_UPLOAD", "build_image", "fetch_image", "image_status", "image_view", "list_images", "list_registries",
+           "load_image", "registry_view", "remove_image", "remove_registry", "send_tarball", "set_registry"]

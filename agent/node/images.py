@@ -1,0 +1,690 @@
+"""Getting a service's image onto this host: pulled from its registry, or fetched from a peer.
+
+The reconciler asks :meth:`ImageManager.check` before it creates a container. An image the engine has
+(and, for ``pull: always``, pulled a moment ago) is ready; otherwise a background job gets it and the
+instance waits, reported as ``pulling`` with how far it is, or ``pull-failed`` with the reason while
+the job backs off (2 s, doubling to 5 min; at once again when the registry's credentials or the
+catalog change). One job per image, however many instances wait for it; other instances are never
+held up (the reconciler goes on without the ones that wait, and is kicked when a job ends).
+
+**From a registry** (an image the catalog does not know): Docker pulls it, with the credentials of its
+registry (``corral registry add``; the password opened from the replicated state for this pull only,
+never logged). Docker's own words become a reason a user can act on (:func:`pull_reason`).
+
+**From a peer** (an image of the catalog: ``corral image load``, a ``build:``): every holder keeps the
+image's ``docker save`` tarball, the same bytes on each, in ``DATA_DIR/images/DIGEST.tar``. The host
+streams it from a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of
+membership sealed with the cluster key) into a spool file and, at once, into its engine's
+``POST /images/load``, hashing as it goes. The last chunk is held back until the whole has the
+catalog's SHA-256: bytes that do not match never complete a load (the engine drops a load cut short,
+and checks each layer against the image config; the loaded image must then have the catalog's id).
+A sender that stops is replaced by another at the offset reached (``Range``); who sends to whom is
+:mod:`agent.node.transfer`'s (a tree of relays: a host passes bytes on while it still receives them).
+Once loaded, the spool becomes this host's copy and the host says it holds the image
+(:class:`~agent.model.commands.ImageHeld`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tarfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from agent.cluster.feed import Feed
+from agent.errors import EngineUnreachable
+from agent.model.changes import Topic
+from agent.model.commands import Command, ImageAdd, ImageHeld
+from agent.model.entities import Status
+from agent.model.images import CatalogImage, normal_tag, registry_of
+from agent.model.spec import PullPolicy
+from agent.model.state import ClusterState
+from agent.node import transfer
+from agent.node.docker import CHUNK, EngineRefused, PullFailed
+from mesh import sealing
+from mesh.aio import supervised
+
+log = logging.getLogger("corral.images")
+
+CACHE_DIR = "images"
+BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
+ALWAYS_FRESH = 30.0
+"""A ``pull: always`` pull serves the containers created within this many seconds of it (ten new
+replicas are one pull, not ten)."""
+MEMBER_HEADER = "Corral-Member"
+PROOF_AGE = 60.0
+SOURCE_STALL = 20.0
+"""Seconds a sender may send nothing before the transfer moves to another."""
+REGISTRY_PURPOSE = b"registry password"
+PROGRESS_STEP = 0.05
+"""Progress is reported (a reconcile pass, a status write) each time it moves this much."""
+PENDING_AGE = 600.0
+"""Seconds an uploaded tarball waits for its ImageAdd before it counts as an orphan."""
+FREE_MARGIN = 256 * 2**20
+"""An upload or fetch is refused unless the disk keeps this much free beyond the tarball."""
+
+
+class ImageEngine(Protocol):
+    """What moving images needs of the engine (:class:`~agent.node.docker.DockerEngine`)."""
+
+    async def image_inspect(self, reference: str) -> dict[str, Any] | None: ...
+
+    async def remove_image(self, reference: str) -> None: ...
+
+    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+                   progress: Callable[[float | None], None]) -> None: ...
+
+    async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str: ...
+
+    def save(self, reference: str) -> AsyncIterator[bytes]: ...
+
+    async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
+                    dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str: ...
+
+
+class ImageError(Exception):
+    """Why an image could not be got or taken (``retry``: trying again later may help)."""
+
+    def __init__(self, reason: str, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.retry = reason, retry
+
+
+class Redirected(Exception):
+    def __init__(self, hosts: list[str]) -> None:
+        super().__init__(", ".join(hosts))
+        self.hosts = hosts
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Why an instance's container is not created yet: :data:`Status.PULLING` or :data:`Status.PULL_FAILED`."""
+
+    status: Status
+    detail: str
+
+
+@dataclasses.dataclass
+class Job:
+    reference: str
+    source: str
+    """``registry HOST`` or ``peer``."""
+    task: asyncio.Task[None] | None = None
+    progress: float | None = None
+    via: str = ""
+    error: str | None = None
+    attempts: int = 0
+    retry_at: float = 0.0
+    done_at: float | None = None
+    resumed: list[str] = dataclasses.field(default_factory=list)
+    """``HOST@OFFSET`` for each source a peer transfer moved to after one broke."""
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def describe(self) -> str:
+        share = f" {self.progress * 100:.0f} %" if self.progress is not None else ""
+        where = f" from {self.via}" if self.via else ""
+        return f"{'fetching' if self.source == 'peer' else 'pulling'}{share}{where}"
+
+
+def pull_reason(registry: str, reference: str, message: str, has_credentials: bool) -> str:
+    """What Docker said about a failed pull, as a reason a user can act on."""
+    text = message.strip().replace("\n", " ")
+    low = text.lower()
+    if "unauthorized" in low or "no basic auth credentials" in low or "authentication required" in low \
+            or "incorrect username or password" in low or "denied" in low:
+        said = f" ({text[:200]})"
+        if has_credentials:
+            return f"image.pull_failed: {registry} refused the credentials{said}"
+        return f"image.pull_failed: {registry} asks for credentials: `corral registry add {registry}`{said}"
+    if "manifest unknown" in low or ("not found" in low and "manifest" in low) or "name unknown" in low:
+        return f"image.pull_failed: {reference} is not in {registry} (no such repository or tag)"
+    if "no such host" in low or "server misbehaving" in low:
+        return f"image.pull_failed: this host cannot resolve {registry} ({text[:200]})"
+    if "connection refused" in low:
+        return f"image.pull_failed: {registry} refused the connection"
+    if "x509" in low or "certificate" in low:
+        return (f"image.pull_failed: this host's Docker does not trust {registry}'s certificate "
+                f"(/etc/docker/certs.d/{registry}/ca.crt): {text[:200]}")
+    if "hangs" in low or "timeout" in low or "deadline" in low:
+        return f"image.pull_failed: {registry} did not answer ({text[:200]})"
+    return f"image.pull_failed: {registry}: {text[:300]}"
+
+
+def proof(sealer: Any, digest: str, now: float) -> str:
+    """A membership proof for one tarball's transfer: ``DIGEST:TIME`` sealed with the cluster key."""
+    return base64.b64encode(sealer.seal(f"{digest}:{now:.3f}".encode())).decode()
+
+
+def proof_ok(sealer: Any, header: str | None, digest: str, now: float) -> bool:
+    if not header:
+        return False
+    try:
+        plain = sealer.open(base64.b64decode(header, validate=True))
+    except (ValueError, TypeError):
+        return False
+    if plain is None:
+        return False
+    said, _, at = plain.decode(errors="replace").rpartition(":")
+    try:
+        return said == digest and abs(now - float(at)) <= PROOF_AGE
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass
+class Spool:
+    """A tarball this host is receiving (or receiving an upload of): readers follow the writer."""
+
+    path: Path
+    size: int
+    received: int = 0
+    complete: bool = False
+    failed: str | None = None
+    grew: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def advance(self, received: int) -> None:
+        self.received = received
+        self.grew.set()
+        self.grew = asyncio.Event()
+
+
+def tarball_manifest(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(image id, tags) of a ``docker save`` tarball of one image: ImageError if it is not one."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.extractfile("manifest.json")
+            if member is None:
+                raise ImageError("the tarball has no manifest.json: make it with `docker save`", retry=False)
+            manifest = json.loads(member.read(1 << 20))
+    except KeyError:
+        raise ImageError("the tarball has no manifest.json: make it with `docker save`", retry=False) from None
+    except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+        raise ImageError(f"the tarball cannot be read ({exc}): is it a whole `docker save` file?", retry=False) \
+            from None
+    if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
+        raise ImageError("the tarball must hold exactly one image (`docker save IMAGE`)", retry=False)
+    config = str(manifest[0].get("Config") or "")
+    hexid = config.rsplit("/", 1)[-1].removesuffix(".json")
+    if len(hexid) != 64 or any(c not in "0123456789abcdef" for c in hexid):
+        raise ImageError("the tarball's manifest names no image config", retry=False)
+    tags = tuple(str(t) for t in manifest[0].get("RepoTags") or ())
+    return "sha256:" + hexid, tags
+
+
+class ImageManager:
+    def __init__(self, host: str, state: ClusterState, engine: ImageEngine, data_dir: Path, secret: bytes,
+                 sealer: Any, session: aiohttp.ClientSession | None, api_of: Callable[[str], str | None],
+                 propose: Callable[[Command], Awaitable[object]], kick: Callable[[], None] = lambda: None,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+                 send_rate: float | None = None) -> None:
+        self.host, self.state, self.engine = host, state, engine
+        self.dir = data_dir / CACHE_DIR
+        self.secret, self.sealer, self.session = secret, sealer, session
+        self.api_of, self.propose, self.kick = api_of, propose, kick
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.send_rate = send_rate
+        """Bytes/s at most per tarball sent (``--image-send-rate``)."""
+        self.jobs: dict[str, Job] = {}
+        self.spools: dict[str, Spool] = {}
+        self.serving: dict[str, dict[str, int]] = {}
+        """Tarball digest → the hosts this host sends it to now → the offset each has reached."""
+        self.stats = {"served_bytes": 0, "received_bytes": 0, "redirects": 0, "resumes": 0, "digest_mismatch": 0}
+        self._wake: asyncio.TimerHandle | None = None
+        self._building = asyncio.Lock()
+        self.pending: dict[str, float] = {}
+        """Tarballs kept here whose ImageAdd is not committed yet (an upload, a build) → since when."""
+
+    # ------------------------------------------------------------------ life cycle
+
+    @contextlib.asynccontextmanager
+    async def running(self, feed: Feed) -> AsyncIterator[ImageManager]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "partial").mkdir(exist_ok=True)
+        for stale in (self.dir / "partial").iterdir():  # a transfer the last run did not finish
+            stale.unlink(missing_ok=True)
+        changes = feed.subscribe(lambda c: c.topic in (Topic.IMAGE, Topic.ALL), "images")
+
+        async def follow() -> None:
+            while True:
+                await self.sync_holdings()
+                await changes.next()
+                for job in self.jobs.values():  # new credentials or a new holder: try again now
+                    if not job.running and job.error is not None:
+                        job.retry_at = 0.0
+                self.kick()
+
+        try:
+            async with supervised(follow(), "image catalog"):
+                yield self
+        finally:
+            changes.close()
+            for job in self.jobs.values():
+                if job.task is not None:
+                    job.task.cancel()
+            await asyncio.gather(*(j.task for j in self.jobs.values() if j.task), return_exceptions=True)
+            if self._wake is not None:
+                self._wake.cancel()
+
+    def cached(self, digest: str) -> Path:
+        return self.dir / f"{digest}.tar"
+
+    async def sync_holdings(self) -> None:
+        """Say which catalog tarballs this host holds (after a restart, a lost file) and drop the files of
+        images the catalog no longer has."""
+        digests = {image.digest: image for image in self.state.images.catalog.values()}
+        now = time.monotonic()
+        for digest in [d for d, since in self.pending.items() if d in digests or now - since > PENDING_AGE]:
+            del self.pending[digest]
+        for path in self.dir.glob("*.tar"):
+            # an upload or a build is kept before its ImageAdd is committed: not an orphan yet
+            if path.stem not in digests and path.stem not in self.pending:
+                path.unlink(missing_ok=True)
+        for image in digests.values():
+            has = self.cached(image.digest).exists()
+            if has != (self.host in image.holders) and image.digest not in self.spools:
+                with contextlib.suppress(Exception):
+                    await self.propose(ImageHeld(image.id, self.host, has))
+
+    # ------------------------------------------------------------------ what the reconciler asks
+
+    async def check(self, reference: str, policy: PullPolicy = PullPolicy.IF_NOT_PRESENT) -> Wait | None:
+        """None if a container of ``reference`` can be created now; else why not, with a job started."""
+        now = self.clock()
+        catalog = self.state.images.by_reference(reference)
+        job = self.jobs.get(reference)
+        if job is not None and job.running:
+            return Wait(Status.PULLING, job.describe())
+        always = policy is PullPolicy.ALWAYS and catalog is None  # a catalog image has no registry to ask again
+        fresh = job is not None and job.error is None and job.done_at is not None and now - job.done_at < ALWAYS_FRESH
+        if (not always or fresh) and await self.engine.image_inspect(catalog.id if catalog else reference):
+            return None
+        if job is not None and job.error is not None and now < job.retry_at:
+            return Wait(Status.PULL_FAILED, job.error)
+        self._start(reference, catalog)
+        return Wait(Status.PULLING, self.jobs[reference].describe())
+
+    async def get_now(self, image: CatalogImage) -> Job:
+        """Make this host hold a catalog image now (``corral image fetch``: warm a host before it is
+        needed); the job, done or failed. A job already getting it is waited for, not doubled."""
+        reference = image.tags[0] if image.tags else image.id
+        job = self.jobs.get(reference)
+        if (job is None or not job.running) and await self.engine.image_inspect(image.id) is not None \
+                and self.cached(image.digest).exists():
+            return job or Job(reference, "peer", progress=1.0, done_at=self.clock())
+        if job is None or not job.running:
+            self._start(reference, image)
+            job = self.jobs[reference]
+        assert job.task is not None
+        await asyncio.shield(job.task)
+        return job
+
+    def _start(self, reference: str, catalog: CatalogImage | None) -> None:
+        old = self.jobs.get(reference)
+        job = Job(reference, "peer" if catalog else f"registry {registry_of(reference)}",
+                  attempts=(old.attempts if old and old.error else 0))
+        job.via = "" if catalog else registry_of(reference)
+        self.jobs[reference] = job
+        job.task = asyncio.get_running_loop().create_task(self._run(job, catalog), name=f"image {reference}")
+
+    async def _run(self, job: Job, catalog: CatalogImage | None) -> None:
+        job.attempts += 1
+        try:
+            if catalog is not None:
+                await self.fetch(catalog, job)
+            else:
+                await self._pull(job)
+        except asyncio.CancelledError:
+            raise
+        except (ImageError, PullFailed) as exc:
+            self._failed(job, exc.reason)
+        except EngineUnreachable as exc:
+            self._failed(job, f"image.pull_failed: {exc.message}")
+        except Exception as exc:  # a bug: say so, and retry like any failure
+            log.exception("getting image %s failed", job.reference)
+            self._failed(job, f"image.pull_failed: {type(exc).__name__}: {exc}")
+        else:
+            job.error, job.done_at, job.progress = None, self.clock(), 1.0
+            log.info("image %s is here (%s)", job.reference, job.describe())
+        self.kick()
+
+    def _failed(self, job: Job, reason: str) -> None:
+        delay = min(BACKOFF_FIRST * 2 ** (job.attempts - 1), BACKOFF_MAX)
+        job.error, job.retry_at = reason, self.clock() + delay
+        log.warning("%s (attempt %d; again in %.0f s)", reason, job.attempts, delay)
+        loop = asyncio.get_running_loop()
+        if self._wake is None or self._wake.when() > loop.time() + delay:
+            if self._wake is not None:
+                self._wake.cancel()
+            self._wake = loop.call_later(delay + 0.01, self.kick)
+
+    def _progress(self, job: Job, share: float | None) -> None:
+        if share is None or job.progress is None or share - job.progress >= PROGRESS_STEP or share >= 1.0:
+            moved = share != job.progress
+            job.progress = share
+            if moved:
+                self.kick()
+
+    # ------------------------------------------------------------------ from a registry
+
+    def credentials(self, registry: str) -> dict[str, str] | None:
+        record = self.state.images.registries.get(registry)
+        if record is None:
+            return None
+        password = sealing.open_sealed(self.secret, REGISTRY_PURPOSE, record.sealed_password).decode()
+        return {"username": record.username, "password": password, "serveraddress": registry}
+
+    async def _pull(self, job: Job) -> None:
+        registry = registry_of(job.reference)
+        try:
+            auth = self.credentials(registry)
+        except sealing.SealError as exc:
+            raise ImageError(f"image.pull_failed: the credentials of {registry} cannot be opened: {exc}") from None
+        try:
+            await self.engine.pull(job.reference, auth, lambda share: self._progress(job, share))
+        except PullFailed as exc:
+            raise ImageError(pull_reason(registry, job.reference, exc.reason, auth is not None), exc.retry) from None
+
+    # ------------------------------------------------------------------ from a peer
+
+    async def fetch(self, image: CatalogImage, job: Job | None = None) -> None:
+        """Get the catalog image's tarball from its holders into the engine (and keep it here)."""
+        job = job or Job(image.id, "peer")
+        if self.cached(image.digest).exists():  # the tarball is here, the image not (removed by hand)
+            await self._load_file(image)
+            return
+        self._check_space(image.tar_size)
+        spool = Spool(self.dir / "partial" / f"{image.digest}.tar", image.tar_size)
+        self.spools[image.digest] = spool
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        load = asyncio.get_running_loop().create_task(self.engine.load_stream(chunks(), image.tar_size))
+        try:
+            await self._receive(image, job, spool, queue)
+            await load
+        except BaseException as exc:
+            spool.failed = str(exc) or type(exc).__name__
+            spool.advance(spool.received)
+            if not load.done():
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(ImageError(spool.failed))
+                load.cancel()
+            with contextlib.suppress(BaseException):
+                await load
+            spool.path.unlink(missing_ok=True)
+            if isinstance(exc, EngineRefused):
+                raise ImageError(f"image.pull_failed: this host's engine refused the tarball: {exc.message}") \
+                    from None
+            raise
+        finally:
+            if self.spools.get(image.digest) is spool:
+                del self.spools[image.digest]
+        if await self.engine.image_inspect(image.id) is None:
+            spool.path.unlink(missing_ok=True)
+            raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
+        spool.path.replace(self.cached(image.digest))
+        spool.complete = True
+        spool.advance(spool.received)
+        try:
+            await self.propose(ImageHeld(image.id, self.host, True))
+        except Exception as exc:  # removed from the catalog meanwhile, or no leader: the next sync says it
+            log.info("could not say this host holds %s: %s", image.id[:19], getattr(exc, "message", exc))
+            await self.sync_holdings()
+
+    def _check_space(self, size: int) -> None:
+        free = shutil.disk_usage(self.dir).free
+        if free < size + FREE_MARGIN:
+            raise ImageError(f"image.pull_failed: {size // 2**20} MiB do not fit on this host's disk "
+                             f"({free // 2**20} MiB free, {FREE_MARGIN // 2**20} MiB kept)")
+
+    async def _receive(self, image: CatalogImage, job: Job, spool: Spool,
+                       queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        hasher = hashlib.sha256()
+        failed: dict[str, str] = {}
+        hints: list[str] = []
+        held_back = b""
+        # unbuffered: a relay reads the file up to ``spool.received`` while it grows
+        with spool.path.open("wb", buffering=0) as out:
+            while spool.received < image.tar_size:
+                current = self.state.images.catalog.get(image.id)
+                holders = current.holders if current is not None else image.holders
+                source = transfer.next_source(holders, hints, self.host, failed, self.rng)
+                if source is None:
+                    tried = ", ".join(f"{h} ({why})" for h, why in failed.items()) or "none"
+                    raise ImageError(f"image.pull_failed: no host that holds the image could send it (tried: "
+                                     f"{tried})")
+                if spool.received:
+                    job.resumed.append(f"{source}@{spool.received}")
+                    self.stats["resumes"] += 1
+                job.via = source
+                hints = [h for h in hints if h != source]
+                try:
+                    async for chunk in self._download(source, image.digest, spool.received):
+                        chunk = chunk[:image.tar_size - spool.received]
+                        view = memoryview(chunk)
+                        while view:
+                            written = out.write(view)
+                            if not written:
+                                raise OSError("the disk took none of the bytes written")
+                            view = view[written:]
+                        hasher.update(chunk)
+                        if held_back:
+                            await queue.put(held_back)
+                        held_back = chunk
+                        spool.advance(spool.received + len(chunk))
+                        self.stats["received_bytes"] += len(chunk)
+                        self._progress(job, spool.received / image.tar_size)
+                        if spool.received >= image.tar_size:
+                            break
+                except Redirected as exc:
+                    self.stats["redirects"] += 1
+                    hints = [h for h in exc.hosts if h not in failed] + hints
+                    failed[source] = "busy: redirected"
+                except (aiohttp.ClientError, TimeoutError, OSError, ImageError) as exc:
+                    failed[source] = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                    log.info("image %s: %s stopped sending at %d bytes (%s)", image.id[:19], source,
+                             spool.received, failed[source])
+                if spool.received < image.tar_size and source not in failed:
+                    failed[source] = "ended early"
+            out.flush()
+            if hasher.hexdigest() != image.digest:
+                self.stats["digest_mismatch"] += 1
+                raise ImageError(f"image.pull_failed: the bytes received (from {', '.join(failed) or job.via}) do "
+                                 "not have the image's SHA-256: not loaded")
+            await queue.put(held_back)
+            await queue.put(None)
+            # On disk before this host says it holds the tarball (fetch renames it and proposes ImageHeld once
+            # this returns), but in a thread while the engine loads its last bytes: an fsync of a whole tarball
+            # takes seconds, and on the event loop it would stop the agent (relays, gossip, the API) meanwhile.
+            await asyncio.to_thread(os.fsync, out.fileno())
+
+    async def _download(self, host: str, digest: str, offset: int) -> AsyncIterator[bytes]:
+        url = self.api_of(host)
+        if url is None or self.session is None:
+            raise ImageError("no API address known")
+        headers = {"Range": f"bytes={offset}-", MEMBER_HEADER: proof(self.sealer, digest, time.time()),
+                   "Corral-Host": self.host}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=SOURCE_STALL)
+        async with self.session.get(f"{url}/v1/internal/images/{digest}", headers=headers, timeout=timeout) as resp:
+            if resp.status == 503:
+                body = await resp.json(content_type=None)
+                redirect = body.get("redirect") if isinstance(body, dict) else None
+                raise Redirected([str(h) for h in redirect or ()])
+            if resp.status != 206:
+                raise ImageError(f"HTTP {resp.status}: {(await resp.read())[:200]!r}")
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                yield chunk
+
+    async def _load_file(self, image: CatalogImage) -> None:
+        path = self.cached(image.digest)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+
+        try:
+            await self.engine.load_stream(chunks(), path.stat().st_size)
+        except EngineRefused as exc:
+            path.unlink(missing_ok=True)
+            raise ImageError(f"image.pull_failed: this host's copy of the tarball was refused: {exc.message}") \
+                from None
+        if await self.engine.image_inspect(image.id) is None:
+            raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
+
+    # ------------------------------------------------------------------ sending to a peer
+
+    def admission(self, digest: str, asker: str, offset: int) -> transfer.Admission:
+        spool = self.spools.get(digest)
+        complete = self.cached(digest).exists()
+        if not complete and spool is None:
+            return transfer.Admission(False, (), "this host does not hold that image")
+        return transfer.admit(asker, offset, complete, spool.received if spool else 0,
+                              self.serving.get(digest, {}))
+
+    async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
+        """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
+        serving = self.serving.setdefault(digest, {})
+        serving[asker] = offset
+        started, sent = time.monotonic(), 0
+        try:
+            spool = self.spools.get(digest)
+            path = self.cached(digest) if spool is None else spool.path
+            with path.open("rb") as f:
+                f.seek(offset)
+                while True:
+                    chunk = f.read(CHUNK)
+                    if chunk:
+                        offset += len(chunk)
+                        serving[asker] = offset
+                        self.stats["served_bytes"] += len(chunk)
+                        yield chunk
+                        sent += len(chunk)
+                        if self.send_rate:
+                            await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - started)))
+                        continue
+                    if spool is None or spool.complete:
+                        return
+                    if spool.failed:
+                        raise ImageError(f"this host's own transfer failed: {spool.failed}")
+                    if offset >= spool.size:
+                        return
+                    grew = spool.grew
+                    if spool.received <= offset:
+                        await asyncio.wait_for(grew.wait(), SOURCE_STALL)
+                    else:  # written, not readable yet: never spin without yielding
+                        await asyncio.sleep(0.005)
+        finally:
+            serving.pop(asker, None)
+            if not serving:
+                self.serving.pop(digest, None)
+
+    def size_of(self, digest: str) -> int | None:
+        spool = self.spools.get(digest)
+        if spool is not None:
+            return spool.size
+        path = self.cached(digest)
+        return path.stat().st_size if path.exists() else None
+
+    # ------------------------------------------------------------------ an upload: `corral image load`
+
+    async def receive_upload(self, body: AsyncIterator[bytes], length: int | None, max_size: int,
+                             load: bool = True) -> ImageAdd:
+        """Keep an uploaded ``docker save`` tarball, load it into this host's engine (``load``: it is
+        not there yet), and say what it is (the command that puts it into the catalog). ImageError
+        (nothing kept) if it is not one."""
+        if length is not None:
+            if length > max_size:
+                raise ImageError(f"the tarball is {length} bytes; at most {max_size} are taken", retry=False)
+            self._check_space(length)
+        partial = self.dir / "partial" / f"upload-{os.getpid()}-{self.rng.getrandbits(48):012x}.tar"
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with partial.open("wb") as out:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > max_size:
+                        raise ImageError(f"the tarball is larger than {max_size} bytes", retry=False)
+                    out.write(chunk)
+                    hasher.update(chunk)
+            if size == 0:
+                raise ImageError("the request has no tarball", retry=False)
+            image_id, tags = tarball_manifest(partial)
+            digest = hasher.hexdigest()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            final = self.cached(digest)
+            self.pending[digest] = time.monotonic()
+            partial.replace(final)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise ImageError(f"the tarball could not be kept on this host: {exc.strerror or exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        image = CatalogImage(image_id, tags, digest, size, (self.host,), "load", 0)
+        try:
+            if load:
+                await self._load_file(image)
+        except ImageError as exc:
+            final.unlink(missing_ok=True)
+            raise ImageError(exc.reason.removeprefix("image.pull_failed: "), retry=False) from None
+        return ImageAdd(image_id, tags, digest, size, self.host, "load")
+
+    async def build(self, context: bytes, tag: str, dockerfile: str, args: Mapping[str, str]) -> str:
+        """Build a context with this host's engine (one build at a time per host: builds are heavy)."""
+        async with self._building:
+            return await self.engine.build(context, tag, {"corral.built": tag}, dockerfile, args)
+
+    async def keep_local(self, reference: str, source: str) -> ImageAdd:
+        """Save an image this host's engine has (one it built) as a catalog tarball kept here."""
+        present = await self.engine.image_inspect(reference)
+        if present is None:
+            raise ImageError(f"this host's engine has no image {reference}", retry=False)
+
+        async def saved() -> AsyncIterator[bytes]:
+            async for chunk in self.engine.save(reference):
+                yield chunk
+
+        add = await self.receive_upload(saved(), None, 1 << 40, load=False)
+        return dataclasses.replace(add, tags=tuple(sorted({*add.tags, normal_tag(reference)})), source=source)
+
+    # ------------------------------------------------------------------ for the API
+
+    def status(self) -> dict[str, object]:
+        return {
+            "jobs": [{"image": j.reference, "source": j.source, "state": "running" if j.running else
+                      ("failed" if j.error else "done"), "detail": j.error or j.describe(), "attempts": j.attempts,
+                      "resumed": list(j.resumed)} for j in self.jobs.values()],
+            "serving": {d[:16]: dict(s) for d, s in self.serving.items()},
+            **self.stats,
+        }
+
+
+__all__ = ["ALWAYS_FRESH", "MEMBER_HEADER", "REGISTRY_PURPOSE", "ImageEngine", "ImageError", "ImageManager", "Job",
+           "Spool", "Wait", "proof", "proof_ok", "pull_reason", "tarball_manifest"]

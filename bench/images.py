@@ -1,0 +1,473 @@
+"""How fast an image reaches the hosts a service is placed on (issue 15): peer to peer against the floor
+and against the lab's registry, in the same run.
+
+Run as root: ``python -m bench.images [--quick] [--sizes 100,500] [--hosts 1,3,5]``. It builds its own lab of
+six hosts with a registry (``CORRAL_LAB_ID=3`` unless set) and takes it down at the end. h1 is the
+source; "to N hosts" means N of h2…h6. For each size S (an image made here: busybox and a layer of S MB
+that does not compress, :func:`agent.lab.image.build_base_image`), every measurement uses an image of
+its own (a fresh seed: nothing is cached anywhere), removed again afterwards:
+
+- **floor**: ``docker save`` from h1's engine streamed into ``docker load`` of h2's, timed end to end
+  (twice, before and after the size's other runs; the faster is the floor). Beside it, each half alone:
+  the save into nothing, and the load of the tarball from memory, on an idle engine.
+- **peer to peer to N hosts**: ``POST /v1/images`` on h1 (timed apart: the upload), then one service of
+  scale N on N target hosts, timed from its creation until its N containers run. h1's bytes sent,
+  against N × the tarball, show the tree of relays.
+- **registry to N hosts**: the image pushed to the lab registry through h1's engine (timed apart), the
+  cluster given the registry's credentials, and the same service of ``REGISTRY/bench/…`` (each host's
+  Docker pulls it), timed the same way.
+- **no transfer**: the same service of ``corral/base``, which every host has: what scheduling and starting
+  N containers cost, inside every figure above and absent from the floor.
+
+During every timed window, the machine's CPU (busy share of all its cores) and the CPU seconds of the
+targets' dockerds, h1's dockerd, the agents, the registry and this process, to show where the time goes.
+
+Targets (issue 15): 5 hosts ≤ 1.5 × the one-host floor, and no slower than the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+# bench.labutil picks the lab id before agent.lab is imported: take Lab from it
+from bench.labutil import (
+    Lab,
+    auth,
+    get_json,
+    in_thread,
+    lab_up,
+    log,
+    machine_load,
+    send_json,
+    table,
+    tls,
+    until,
+    verdict,
+    wait_healthy,
+)
+
+# isort: split
+from agent.lab import registry as lab_registry
+from agent.lab.image import build_base_image
+from agent.lab.layout import BASE_IMAGE
+from agent.node.docker import CHUNK, DockerEngine, RegistryAuth
+
+MB = 10**6
+HOSTS = 6
+SOURCE = "h1"
+TARGETS = [f"h{i}" for i in range(2, HOSTS + 1)]
+POLL = 0.1  # seconds between polls while timing: each poll costs the agents CPU the transfers want
+TIMEOUT = 600.0
+TARGET_FLOOR, TARGET_REGISTRY = 1.5, 1.0
+TD = "targets' dockerd"
+
+
+# ---------------------------------------------------------------------- CPU accounting
+
+
+def _stat(pid: str) -> tuple[int, float] | None:
+    """(session id, CPU seconds) of a process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[3]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sessions_cpu() -> dict[int, float]:
+    """CPU seconds of every session's live processes (each lab daemon is a session of its own:
+    a dockerd with its containerd and shims, an agent, the registry)."""
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            got = _stat(entry)
+            if got:
+                out[got[0]] = out.get(got[0], 0.0) + got[1]
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine since boot, all cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(fields[:8]) / tick
+    idle = (fields[3] + fields[4]) / tick
+    return total - idle, total
+
+
+def _pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+class CpuMeter:
+    """CPU used between :meth:`start` and :meth:`stop`, by group."""
+
+    def __init__(self, lab: Lab, targets: list[str]) -> None:
+        hosts = {h.name: h for h in lab.hosts()}
+        self.groups: dict[str, set[int]] = {
+            TD: {_pid(hosts[t].dockerd_pidfile) for t in targets},
+            "h1 dockerd": {_pid(hosts[SOURCE].dockerd_pidfile)},
+            "agents": {_pid(h.agent_pidfile) for h in hosts.values()},
+            "registry": set(lab_registry.pids(lab.root)),
+        }
+        self.before: dict[int, float] = {}
+        self.machine0 = (0.0, 0.0)
+        self.own0 = 0.0
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        self.before, self.machine0, self.own0, self.t0 = sessions_cpu(), machine_cpu(), _own(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        after, machine, own, wall = sessions_cpu(), machine_cpu(), _own(), time.monotonic() - self.t0
+        out = {name: sum(after.get(s, 0.0) - self.before.get(s, 0.0) for s in sessions)
+               for name, sessions in self.groups.items()}
+        out["bench"] = own - self.own0
+        busy, total = machine[0] - self.machine0[0], machine[1] - self.machine0[1]
+        out["machine busy"] = busy / total if total else 0.0
+        out["wall"] = wall
+        out["cores"] = busy / wall if wall else 0.0  # cores in use on average
+        return out
+
+
+def _own() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+# ---------------------------------------------------------------------- the cluster
+
+
+class Bench:
+    def __init__(self, lab: Lab, session: aiohttp.ClientSession, engines: dict[str, DockerEngine]) -> None:
+        self.lab, self.session, self.engines = lab, session, engines
+        self.url = lab.host(SOURCE).api_url
+        self.registry = lab.registry_address
+        self.counter = 0
+
+    def fresh(self, size: int, kind: str) -> tuple[str, str]:
+        self.counter += 1
+        return f"bench/img{size // MB}-{kind}{self.counter}:1", f"bench-{size}-{kind}-{self.counter}-{time.time()}"
+
+    async def build(self, size: int, kind: str) -> tuple[str, bytes, str]:
+        tag, seed = self.fresh(size, kind)
+        started = time.monotonic()
+        data, image_id = await in_thread(lambda: build_base_image(tag=tag, payload=size, seed=seed))
+        log(f"built {tag}: {len(data) / MB:.0f} MB in {time.monotonic() - started:.1f} s")
+        return tag, data, image_id
+
+    async def api(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+        status, answer = await send_json(self.session, method, self.url + path, body, timeout=60)
+        if status not in ok:
+            raise SystemExit(f"{method} {path}: HTTP {status}: {answer}")
+        return answer
+
+    async def upload(self, data: bytes) -> dict[str, Any]:
+        async with self.session.post(self.url + "/v1/images", data=data, ssl=tls(),
+                                     headers={**auth(), "Content-Type": "application/x-tar"},
+                                     timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
+            body = await resp.json(content_type=None)
+            if resp.status != 201:
+                raise SystemExit(f"POST /v1/images: HTTP {resp.status}: {body}")
+            return dict(body)
+
+    async def transfers(self, host: str) -> dict[str, Any]:
+        body = await get_json(self.session, self.lab.host(host).api_url + "/v1/host/images")
+        return dict(body or {})
+
+    async def service(self, name: str, image: str, targets: list[str]) -> tuple[str, str]:
+        stack = await self.api("POST", "/v1/stacks", {"name": name})
+        excluded = [SOURCE] + [t for t in TARGETS if t not in targets]
+        service = await self.api("POST", "/v1/services", {
+            "stack": stack["id"], "name": "app", "image": image, "scale": len(targets),
+            "command": "exec sleep 3600",
+            "placement": {"constraints": [f"node.hostname!={h}" for h in excluded]}})
+        return stack["id"], service["id"]
+
+    async def containers(self, service: str) -> list[dict[str, Any]]:
+        body = await get_json(self.session, f"{self.url}/v1/containers?service={service}")
+        return list((body or {}).get("items") or [])
+
+    async def run_to(self, name: str, image: str, targets: list[str], size: int | None,
+                     meter: CpuMeter) -> dict[str, Any]:
+        """Create the service and time it until every container runs; per host, when its bytes had all
+        arrived (peer to peer) and when its container ran."""
+        received0 = {t: (await self.transfers(t)).get("received_bytes", 0) for t in targets}
+        meter.start()
+        started = time.monotonic()
+        stack, service = await self.service(name, image, targets)
+        arrived: dict[str, float] = {}
+        running: dict[str, float] = {}
+        failed: list[str] = []
+        while len(running) < len(targets):
+            if time.monotonic() - started > TIMEOUT:
+                raise SystemExit(f"{name}: not every container ran within {TIMEOUT:g} s: {failed or running}")
+            now = time.monotonic() - started
+            for c in await self.containers(service):
+                if c["state"] == "running" and c["host"] not in running:
+                    running[c["host"]] = now
+                elif c["state"] == "pull-failed" and c.get("error") and c["error"] not in failed:
+                    failed.append(c["error"])
+                    log(f"{name}: {c['host']} {c['state']}: {c['error']}")
+            if size is not None:
+                for t in targets:
+                    if t not in arrived:
+                        got = (await self.transfers(t)).get("received_bytes", 0) - received0[t]
+                        if got >= size:
+                            arrived[t] = time.monotonic() - started
+            await asyncio.sleep(POLL)
+        elapsed = max(running.values())
+        cpu = meter.stop()
+        if sorted(running) != sorted(targets):
+            raise SystemExit(f"{name}: containers ran on {sorted(running)}, not {targets}")
+        return {"seconds": elapsed, "stack": stack, "service": service, "running": running, "arrived": arrived,
+                "cpu": cpu, "failed": failed}
+
+    async def remove(self, stack: str, service: str, references: list[str], hosts: list[str],
+                     catalog_id: str | None = None) -> None:
+        """The stack, the catalog entry and the images gone again, checked."""
+        await self.api("DELETE", f"/v1/stacks/{stack}")
+
+        async def gone() -> bool:
+            if await self.containers(service):
+                return False
+            for h in hosts:
+                if await self.engines[h].containers.list():
+                    return False
+            return True
+
+        await until(f"stack {stack}'s containers removed", gone, 120, every=0.2)
+        if catalog_id is not None:
+            listed = await get_json(self.session, self.lab.host(SOURCE).api_url + "/v1/images")
+            catalog_before = list((listed or {}).get("items") or [])
+            await self.api("DELETE", f"/v1/images/{catalog_id}")
+
+            removed = next((i["digest"] for i in catalog_before if i["id"] == catalog_id), None)
+
+            def left() -> dict[str, list[str]]:  # the removed image's tarball (the base image's stays)
+                files = {h: [p.name[:16] for p in (self.lab.host(h).agent_data / "images").glob("*.tar")
+                             if p.stem == removed] for h in [SOURCE, *TARGETS]}
+                return {h: f for h, f in files.items() if f}
+
+            async def dropped() -> bool:
+                return not left()
+
+            try:
+                await until("every host dropped the tarball", dropped, 30, every=0.2)
+            except TimeoutError:
+                for h in left():
+                    seen = await get_json(self.session, self.lab.host(h).api_url + "/v1/images")
+                    log(f"{h} still has {left().get(h)}; its catalog: {seen}; "
+                        f"its transfers: {await self.transfers(h)}")
+                raise
+        for host in hosts:
+            for ref in references:
+                await self.engines[host].remove_image(ref)
+                if await self.engines[host].image_inspect(ref) is not None:
+                    raise SystemExit(f"{host} still has {ref} after its removal")
+
+
+async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), CHUNK):
+        yield bytes(view[i:i + CHUNK])
+
+
+async def drain(stream: AsyncIterator[bytes]) -> int:
+    n = 0
+    async for chunk in stream:
+        n += len(chunk)
+    return n
+
+
+# ---------------------------------------------------------------------- the measurements
+
+
+async def floor(b: Bench, size: int) -> dict[str, float]:
+    """save | load from h1 to h2, and each half alone (save into nothing from h1, load from memory into h3)."""
+    tag, data, image_id = await b.build(size, "f")
+    h1, h2, h3 = b.engines[SOURCE], b.engines["h2"], b.engines["h3"]
+    await h1.load_stream(chunks_of(data))
+    meter = CpuMeter(b.lab, ["h2"])
+    meter.start()
+    t = time.monotonic()
+    await h2.load_stream(h1.save(tag))
+    piped = time.monotonic() - t
+    cpu = meter.stop()
+    if (await h2.image_inspect(tag) or {}).get("Id") != image_id:
+        raise SystemExit(f"the floor's load left h2 without {tag} ({image_id[:19]})")
+    t = time.monotonic()
+    saved = await drain(h1.save(tag))
+    save_alone = time.monotonic() - t
+    t = time.monotonic()
+    await h3.load_stream(chunks_of(data))
+    load_alone = time.monotonic() - t
+    for host in (SOURCE, "h2", "h3"):
+        await b.engines[host].remove_image(tag)
+        if await b.engines[host].image_inspect(tag) is not None:
+            raise SystemExit(f"{host} still has {tag}")
+    log(f"floor {size // MB} MB: save|load {piped:.2f} s, save alone {save_alone:.2f} s ({saved / MB:.0f} MB), "
+        f"load alone {load_alone:.2f} s; {cpu['cores']:.2f} cores busy")
+    return {"piped": piped, "save": save_alone, "load": load_alone, "cores": cpu["cores"],
+            "dockerd": cpu[TD] + cpu["h1 dockerd"]}
+
+
+async def peer_to_peer(b: Bench, size: int, n: int) -> dict[str, Any]:
+    tag, data, image_id = await b.build(size, f"p{n}-")
+    t = time.monotonic()
+    added = await b.upload(data)
+    upload = time.monotonic() - t
+    if added["id"] != image_id:
+        raise SystemExit(f"the catalog says {added['id']}, the tarball is {image_id}")
+    served0 = (await b.transfers(SOURCE)).get("served_bytes", 0)
+    redirects = 0
+    for h in [SOURCE, *TARGETS]:
+        redirects -= (await b.transfers(h)).get("redirects", 0)
+    targets = TARGETS[:n]
+    result = await b.run_to(f"p2p{size // MB}-{n}", tag, targets, len(data), CpuMeter(b.lab, targets))
+    served = (await b.transfers(SOURCE)).get("served_bytes", 0) - served0
+    for h in [SOURCE, *TARGETS]:
+        redirects += (await b.transfers(h)).get("redirects", 0)
+    result.update(upload=upload, tar=len(data), served=served, redirects=redirects)
+    await b.remove(result["stack"], result["service"], [tag, image_id], [SOURCE, *targets], added["id"])
+    log(f"p2p {size // MB} MB to {n}: {result['seconds']:.2f} s (upload {upload:.2f} s); h1 sent "
+        f"{served / len(data):.2f} tarballs; arrived {_times(result['arrived'])}; running {_times(result['running'])}")
+    return result
+
+
+async def from_registry(b: Bench, size: int, n: int) -> dict[str, Any]:
+    tag, data, image_id = await b.build(size, f"r{n}-")
+    reference = f"{b.registry}/{tag}"
+    h1 = b.engines[SOURCE]
+    await h1.load_stream(chunks_of(data))
+    await h1.tag_image(tag, reference)
+    user, password = b.lab.registry_credentials()
+    t = time.monotonic()
+    await h1.push_image(reference, RegistryAuth(user, password), timeout=TIMEOUT)
+    push = time.monotonic() - t
+    await h1.remove_image(reference)
+    await h1.remove_image(tag)
+    targets = TARGETS[:n]
+    result = await b.run_to(f"reg{size // MB}-{n}", reference, targets, None, CpuMeter(b.lab, targets))
+    result.update(push=push)
+    await b.remove(result["stack"], result["service"], [reference, image_id], targets)
+    log(f"registry {size // MB} MB to {n}: {result['seconds']:.2f} s (push {push:.2f} s); "
+        f"running {_times(result['running'])}")
+    return result
+
+
+async def baseline(b: Bench, n: int) -> float:
+    """No transfer: the same service of an image every host has."""
+    targets = TARGETS[:n]
+    result = await b.run_to(f"base-{n}", BASE_IMAGE, targets, None, CpuMeter(b.lab, targets))
+    await b.remove(result["stack"], result["service"], [], targets)
+    return float(result["seconds"])
+
+
+def _times(per_host: dict[str, float]) -> str:
+    return " ".join(f"{h}={t:.1f}" for h, t in sorted(per_host.items())) or "-"
+
+
+# ---------------------------------------------------------------------- the run
+
+
+async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
+    engines: dict[str, DockerEngine] = {}
+    out: list[str] = []
+    connector = aiohttp.TCPConnector(limit=32)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            for host in lab.hosts():
+                engines[host.name] = await DockerEngine.connect(host.docker_host, timeout=120)
+            await wait_healthy(session, lab)
+            b = Bench(lab, session, engines)
+            user, password = lab.registry_credentials()
+            await b.api("POST", "/v1/registries", {"host": b.registry, "username": user, "password": password})
+            base = {n: await baseline(b, n) for n in counts}
+            log("no transfer: " + ", ".join(f"{n} hosts {s:.2f} s" for n, s in base.items()))
+            summary: tuple[int, int, float, float, float] | None = None
+            for size in sizes:
+                floors = [await floor(b, size)]
+                p2p: dict[int, dict[str, Any]] = {}
+                reg: dict[int, dict[str, Any]] = {}
+                for n in counts:
+                    p2p[n] = await peer_to_peer(b, size, n)
+                    reg[n] = await from_registry(b, size, n)
+                floors.append(await floor(b, size))
+                best = min(floors, key=lambda f: f["piped"])
+                fl = best["piped"]
+                runs = ", ".join(f"{f['piped']:.2f}" for f in floors)
+                out.append(f"\n{size // MB} MB image ({p2p[counts[0]]['tar'] / MB:.1f} MB tarball): floor "
+                           f"(save | load, one host) {fl:.2f} s [runs: {runs}]"
+                           f"; save alone {best['save']:.2f} s, load alone {best['load']:.2f} s "
+                           f"({best['load'] / fl * 100:.0f} % of the floor); {best['cores']:.2f} cores busy")
+                rows = []
+                for n in counts:
+                    p, r = p2p[n], reg[n]
+                    rows.append([
+                        n, f"{p['seconds']:.2f}", f"{r['seconds']:.2f}", f"{base[n]:.2f}",
+                        f"{p['seconds'] / fl:.2f}×", f"{p['seconds'] / r['seconds']:.2f}×",
+                        f"{p['served'] / p['tar']:.2f} / {n}", p["redirects"],
+                        f"{p['cpu']['cores']:.2f} / {r['cpu']['cores']:.2f}",
+                        f"{p['cpu'][TD]:.1f} / {r['cpu'][TD]:.1f}",
+                        f"{p['cpu']['agents']:.1f} / {r['cpu']['agents']:.1f}",
+                        f"{p['upload']:.1f} / {r['push']:.1f}",
+                    ])
+                out.append(table(["hosts", "p2p s", "registry s", "no-transfer s", "p2p/floor", "p2p/registry",
+                                  "h1 sent (tarballs)", "redirects", "cores busy p2p/reg",
+                                  "dockerd cpu-s p2p/reg", "agents cpu-s p2p/reg", "upload / push s"], rows))
+                detail = []
+                for n in counts:
+                    p, r = p2p[n], reg[n]
+                    detail.append([f"p2p {n}", _times(p["arrived"]), _times(p["running"]),
+                                   f"{p['cpu']['h1 dockerd']:.1f}", f"{p['cpu']['registry']:.1f}",
+                                   f"{p['cpu']['bench']:.1f}"])
+                    detail.append([f"registry {n}", "-", _times(r["running"]), f"{r['cpu']['h1 dockerd']:.1f}",
+                                   f"{r['cpu']['registry']:.1f}", f"{r['cpu']['bench']:.1f}"])
+                out.append(table(["run", "bytes all in (s after create)", "running (s after create)",
+                                  "h1 dockerd cpu-s", "registry cpu-s", "bench cpu-s"], detail))
+                n = max(counts)
+                summary = (n, size, p2p[n]["seconds"] / fl, fl, p2p[n]["seconds"] / reg[n]["seconds"])
+            if summary is not None:
+                n, size, to_floor, fl, to_reg = summary
+                ok = to_floor <= TARGET_FLOOR and to_reg <= TARGET_REGISTRY
+                out.append(f"\nimages: {n} hosts {size // MB} MB peer to peer {to_floor:.2f}× the one-host floor "
+                           f"(floor {fl:.1f} s), {to_reg:.2f}× the registry; target ≤ {TARGET_FLOOR}× the floor and "
+                           f"≤ {TARGET_REGISTRY}× the registry: {verdict(ok)} ({machine_load()})")
+        finally:
+            for engine in engines.values():
+                with contextlib.suppress(Exception):
+                    await engine.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="only the 100 MB image")
+    parser.add_argument("--sizes", default="100,500", help="image payloads in MB, comma-separated")
+    parser.add_argument("--hosts", default="1,3,5", help="target host counts, comma-separated (at most 5)")
+    args = parser.parse_args()
+    sizes = [100 * MB] if args.quick else [int(s) * MB for s in args.sizes.split(",")]
+    counts = [int(n) for n in args.hosts.split(",")]
+    if not all(1 <= n <= len(TARGETS) for n in counts):
+        raise SystemExit(f"--hosts: each between 1 and {len(TARGETS)}")
+    print(f"images: {HOSTS}-host lab with a registry; {machine_load()}", flush=True)
+    with lab_up(HOSTS, registry=True) as lab:
+        lines = asyncio.run(run(lab, sizes, counts))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

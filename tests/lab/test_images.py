@@ -1,0 +1,189 @@
+"""Images on the real lab, with no registry: `corral image load` on one host, and the hosts a service is
+then placed on fetch the image from peers (verified, resumed from another holder when the sender is
+killed mid-transfer); bad tarballs refused with nothing left behind.
+
+Each host sends a tarball at 40 MB/s at most here (``--image-send-rate``), so that a transfer lasts long
+enough to be cut off on purpose and several hosts ask at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli.client import ApiError, Client
+from agent.lab import Lab
+from agent.lab.image import build_base_image
+from tests.cli import corral
+from tests.lab.cluster import until
+from tests.lab.conftest import fresh_lab
+
+RATE = "40"
+
+
+@pytest.fixture(scope="module")
+def lab4() -> Iterator[Lab]:
+    before = os.environ.get("CORRAL_IMAGE_SEND_RATE")
+    os.environ["CORRAL_IMAGE_SEND_RATE"] = RATE
+    try:
+        yield from fresh_lab(4)
+    finally:
+        if before is None:
+            os.environ.pop("CORRAL_IMAGE_SEND_RATE", None)
+        else:
+            os.environ["CORRAL_IMAGE_SEND_RATE"] = before
+
+
+def _client(lab: Lab, host: str) -> Client:
+    return Client(lab.host(host).api_url, token=lab.admin_token())
+
+
+def _service(lab: Lab, name: str, image: str, scale: int, on: list[str] | None = None) -> dict[str, Any]:
+    admin = _client(lab, "h1")
+    stack = admin.post("/v1/stacks", {"name": name})
+    body: dict[str, Any] = {"stack": stack["id"], "name": "app", "image": image, "scale": scale,
+                            "command": "exec sleep 3600"}
+    if on:
+        body["placement"] = {"constraints": [f"node.hostname=={on[0]}"]} if len(on) == 1 else {
+            "constraints": [f"node.hostname!={h}" for h in ("h1", "h2", "h3", "h4") if h not in on]}
+    return dict(admin.post("/v1/services", body))
+
+
+def _running(lab: Lab, service: str, scale: int, via: str = "h4") -> list[dict[str, Any]] | None:
+    items = _client(lab, via).items("/v1/containers", service=service)
+    return items if len(items) == scale and all(c["state"] == "running" for c in items) else None
+
+
+def _load(lab: Lab, host: str, tarball: Path) -> dict[str, Any]:
+    with tarball.open("rb") as f:
+        return dict(_client(lab, host).upload("/v1/images", f, tarball.stat().st_size))
+
+
+def test_an_image_loaded_on_one_host_reaches_the_hosts_a_service_is_placed_on(lab4: Lab, tmp_path: Path) -> None:
+    data, image_id = build_base_image(tag="test/spread:1", payload=60 * 2**20, seed="spread")
+    tarball = tmp_path / "spread.tar"
+    tarball.write_bytes(data)
+    env = {"CORRAL_URL": lab4.host("h1").api_url}
+    hosts = ("h1", "h2", "h3", "h4")
+    before = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}  # the base image came this way too
+    loaded = corral("image", "load", str(tarball), env=env)
+    assert loaded.returncode == 0 and "held by h1" in loaded.stdout, loaded.stderr
+    service = _service(lab4, "spread", "test/spread:1", 4)
+    # the others wait for the image, saying so, then run
+    until("every container runs", lambda: _running(lab4, service["id"], 4), 90)
+    catalog = {i["id"]: i["holders"] for i in _client(lab4, "h3").items("/v1/images")}
+    assert catalog[image_id] == ["h1", "h2", "h3", "h4"]
+    events = [e["message"] for e in _client(lab4, "h1").items("/v1/events", kind="image.added")]
+    assert any("test/spread:1" in m and "on h1" in m for m in events)
+    after = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}
+    delta = {h: {k: after[h][k] - before[h][k] for k in ("received_bytes", "served_bytes", "redirects")}
+             for h in hosts}
+    assert sum(d["received_bytes"] for d in delta.values()) == 3 * len(data), "three hosts got every byte once"
+    # three asked at once, h1 sends two at a time: the third got its bytes relayed, not all from h1
+    assert delta["h1"]["served_bytes"] < 3 * len(data), delta
+    assert sum(d["redirects"] for d in delta.values()) >= 1, delta
+    listed = corral("image", "ls", env=env)
+    assert listed.returncode == 0 and "test/spread:1" in listed.stdout and "h1, h2, h3, h4" in listed.stdout
+
+
+def test_a_transfer_cut_by_killing_its_sender_resumes_from_another_holder(lab4: Lab, tmp_path: Path) -> None:
+    data, image_id = build_base_image(tag="test/resume:1", payload=160 * 2**20, seed="resume")
+    tarball = tmp_path / "resume.tar"
+    tarball.write_bytes(data)
+    _load(lab4, "h1", tarball)
+    first = _service(lab4, "resume-a", "test/resume:1", 1, on=["h2"])
+    until("h2 runs it", lambda: _running(lab4, first["id"], 1), 90)
+    until("h2 holds it too", lambda: any(i["id"] == image_id and i["holders"] == ["h1", "h2"]
+                                         for i in _client(lab4, "h1").items("/v1/images")), 10)
+    second = _service(lab4, "resume-b", "test/resume:1", 1, on=["h3"])
+    h3 = _client(lab4, "h3")
+
+    def sending() -> str | None:
+        for job in h3.get("/v1/host/images")["jobs"]:
+            if job["image"] == "test/resume:1" and job["state"] == "running" and " from h" in job["detail"]:
+                share = job["detail"].split()[1]
+                if share.isdigit() and 10 <= int(share) <= 70:
+                    return str(job["detail"].rsplit(" ", 1)[-1])
+        return None
+
+    sender = until("h3 is part way through", sending, 60, every=0.05)
+    lab4.kill_agent(sender)
+    try:
+        until("the container runs on h3 all the same", lambda: _running(lab4, second["id"], 1), 90)
+        job = next(j for j in h3.get("/v1/host/images")["jobs"] if j["image"] == "test/resume:1")
+        assert job["state"] == "done" and job["attempts"] == 1, job
+        other = "h2" if sender == "h1" else "h1"
+        assert job["resumed"] and job["resumed"][0].startswith(other + "@"), job
+        assert int(job["resumed"][0].split("@")[1]) > 0, "resumed at the offset reached, not from the start"
+        assert h3.get("/v1/host/images")["received_bytes"] < 1.5 * len(data)
+    finally:
+        lab4.start_agent(sender)
+
+
+def test_bad_tarballs_are_refused_and_leave_nothing_behind(lab4: Lab, tmp_path: Path) -> None:
+    data, _ = build_base_image(tag="test/bad:1", payload=2 * 2**20, seed="bad")
+    h4 = lab4.host("h4")
+    cases = {"truncated": data[: len(data) // 2], "garbage": os.urandom(200_000),
+             "no manifest": data[:1024] + b"\0" * 2048}
+    before = _client(lab4, "h4").items("/v1/images")
+    for name, body in cases.items():
+        path = tmp_path / "bad.tar"
+        path.write_bytes(body)
+        with pytest.raises(ApiError) as refused:
+            _load(lab4, "h4", path)
+        assert refused.value.status == 400 and refused.value.code == "bad_request", (name, refused.value.message)
+    cli = corral("image", "load", str(tmp_path / "nowhere.tar"), env={"CORRAL_URL": h4.api_url})
+    assert cli.returncode != 0 and "nowhere.tar" in cli.stderr
+    assert _client(lab4, "h4").items("/v1/images") == before
+    cache = h4.agent_data / "images"
+    assert not list((cache / "partial").iterdir()), "no partial file is left"
+    assert {p.name for p in cache.glob("*.tar")} <= {f"{i['digest']}.tar" for i in before}
+    # an image no peer holds, from a registry that refuses (h4's own loopback: nothing leaves the lab)
+    waiting = _service(lab4, "nothing", "127.0.0.1:9/nothing:1", 1, on=["h4"])
+
+    def failed() -> dict[str, Any] | None:
+        items = _client(lab4, "h4").items("/v1/containers", service=waiting["id"])
+        return items[0] if items and items[0]["state"] == "pull-failed" else None
+
+    seen = until("an image nobody has is a pull failure with the reason", failed, 60)
+    assert "image.pull_failed: 127.0.0.1:9 refused the connection" in (seen.get("error") or ""), seen
+
+
+def test_a_stack_with_build_is_built_on_one_host_and_reaches_the_others(lab4: Lab, tmp_path: Path) -> None:
+    """`build:` in a compose file: the folder goes to one host, which builds it FROM the cluster's base image;
+    the others fetch the built image peer to peer; a changed folder is a new tag that replaces the
+    containers; a failing build is a clear error and changes nothing."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text('FROM corral/base\nCOPY hello.txt /hello.txt\n'
+                                    'CMD ["sh", "-c", "cat /hello.txt; exec sleep 3600"]\n')
+    (app / "hello.txt").write_text("hello v1\n")
+    (app / "secret.key").write_text("left out by .dockerignore\n")
+    (app / ".dockerignore").write_text("secret.key\n")
+    (tmp_path / "compose.yml").write_text("services:\n  web:\n    build: ./app\n    deploy:\n      replicas: 4\n")
+    env = {"CORRAL_URL": lab4.host("h2").api_url}
+    done = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert done.returncode == 0 and "built sha256:" in done.stdout and "4/4 running" in done.stdout, \
+        done.stdout + done.stderr
+    service = next(s for s in _client(lab4, "h1").items("/v1/services") if s["stack_name"] == "built")
+    tag = service["spec"]["image"]
+    assert tag.startswith("corral-build/built-web:")
+    built = next(i for i in _client(lab4, "h1").items("/v1/images") if tag in i["tags"])
+    assert built["source"] == "build" and built["holders"] == ["h1", "h2", "h3", "h4"]
+    again = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert again.returncode == 0 and "built already" in again.stdout, again.stdout + again.stderr
+    (app / "hello.txt").write_text("hello v2\n")
+    changed = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    service = _client(lab4, "h1").get(f"/v1/services/{service['id']}")
+    assert service["spec"]["image"] != tag, "a changed folder is a new tag"
+    running = until("4 containers of the new build", lambda: _running(lab4, service["id"], 4), 90)
+    logs = corral("logs", running[0]["id"], env=env)
+    assert "hello v2" in logs.stdout, logs.stdout + logs.stderr
+    (app / "Dockerfile").write_text("FROM corral/base\nRUN exit 3\n")
+    failed = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
+    assert failed.returncode == 1 and "the build failed" in failed.stderr and "non-zero code: 3" in failed.stderr
+    assert _client(lab4, "h1").get(f"/v1/services/{service['id']}")["spec"]["image"] == service["spec"]["image"]
