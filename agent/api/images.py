@@ -122,7 +122,7 @@ async def load_image(request: web.Request) -> web.Response:
     return web.json_response(image_view(deps.replica.state.images.catalog[add.id]), status=201)
 
 
-BUILD_TAG = StrParam("tag", "the image's tag (name:tag)", max_length=255,
+BUILD_TAG = StrParam("tag", "the image's tag (name:tag)", required=True, max_length=255,
                      pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DOCKERFILE = StrParam("dockerfile", "the Dockerfile's path in the context", max_length=255)
 BUILD_ARGS = StrParam("args", "build arguments: a JSON map of strings", max_length=4096)
@@ -190,9 +190,7 @@ async def fetch_image(request: web.Request) -> web.Response:
     """This host gets a catalog image now (from its peers), and keeps it: answered once it is here."""
     deps = request.app[DEPS]
     authorize(request, Permission.DEPLOY)
-    image = deps.replica.state.images.by_reference(ID.get(request))
-    if image is None:
-        raise NotFound(f"no image {ID.get(request)} in the catalog", field="id")
+    image = await _catalog_image(deps, ID.get(request))
     job = await _manager(deps).get_now(image)
     if job.error is not None:
         raise Unavailable(job.error, field="id")
@@ -200,11 +198,21 @@ async def fetch_image(request: web.Request) -> web.Response:
                               "resumed": list(job.resumed)})
 
 
+async def _catalog_image(deps: ApiDeps, reference: str) -> CatalogImage:
+    """The catalog image ``reference`` names; if this replica has not heard of it, it asks the leader how
+    far the log is and looks again (an image just loaded through another host), then 404."""
+    image = deps.replica.state.images.by_reference(reference)
+    if image is None:
+        await deps.replica.consistent()
+        image = deps.replica.state.images.by_reference(reference)
+    if image is None:
+        raise NotFound(f"no image {reference} in the catalog", field="id")
+    return image
+
+
 async def remove_image(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    image = deps.replica.state.images.by_reference(ID.get(request))
-    if image is None:
-        raise NotFound(f"no image {ID.get(request)} in the catalog", field="id")
+    image = await _catalog_image(deps, ID.get(request))
     await write(request, ImageRemove(image.id))
     return web.json_response({"removed": image.id})
 

@@ -25,6 +25,8 @@ class Param:
     name: str
     description: str
     where: str = "query"
+    required: bool = False
+    """A query parameter the route cannot do without (path parameters always are)."""
 
     def raw(self, request: web.Request) -> str | None:
         return request.match_info.get(self.name) if self.where == "path" else request.query.get(self.name)
@@ -35,7 +37,7 @@ class Param:
     def doc(self) -> dict[str, object]:
         out: dict[str, object] = {"name": self.name, "in": self.where, "description": self.description,
                                   "schema": self.schema()}
-        if self.where == "path":
+        if self.where == "path" or self.required:
             out["required"] = True
         return out
 

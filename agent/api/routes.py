@@ -171,7 +171,7 @@ ROUTES: tuple[Route, ...] = (
           body="raw", write=True, created=True, statuses=(503,), permission=P.DEPLOY),
     Route("DELETE", "/v1/images/{id}", images.remove_image, "images", "Take an image out of the catalog (hosts "
           "drop their tarballs; engines keep the image)", (ID,), write=True, statuses=(404,)),
-    Route("POST", "/v1/images/build", images.build_image, "images",
+    Route("POST", "/v1/builds", images.build_image, "images",
           "Build a context (a tar, the body) on the answering host; the image goes into the catalog",
           (images.BUILD_TAG, images.DOCKERFILE, images.BUILD_ARGS), body="raw", write=True, created=True,
           statuses=(503,), permission=P.DEPLOY),

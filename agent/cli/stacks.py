@@ -59,10 +59,7 @@ def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
     service with `build:` is built first: its folder goes to the answering host, which builds it; the
     image is tagged by its content (a changed folder is a new tag, which rolls the service) and reaches
     the other hosts peer to peer."""
-    try:
-        parsed = compose.parse(path.read_text())
-    except compose.ComposeError as exc:
-        raise fail(f"{path}: {exc}") from None
+    parsed = compose.parse(path.read_text())
     services = parsed.services
     client = Client(url)
     for svc, build in parsed.builds.items():
@@ -93,7 +90,7 @@ def _built(client: Client, folder: Path, stack_name: str, service: str, build: c
         click.echo(f"service {stack_name}/{service}: {tag} is built already")
         return tag
     click.echo(f"service {stack_name}/{service}: building {context} ({len(data) // 1024} KiB) as {tag}")
-    made = client.upload("/v1/images/build", data, len(data), query={
+    made = client.upload("/v1/builds", data, len(data), query={
         "tag": tag, "dockerfile": build.dockerfile, "args": json.dumps(dict(build.args))})
     click.echo(f"service {stack_name}/{service}: built {made['id'][:19]} on {', '.join(made['holders'])}")
     return tag

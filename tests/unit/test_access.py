@@ -244,7 +244,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/registries/{name}"): "admin", ("GET", "/v1/images"): "any",
     ("POST", "/v1/images"): "deploy-anywhere", ("DELETE", "/v1/images/{id}"): "admin",
     ("POST", "/v1/images/{id}/fetch"): "deploy-anywhere",
-    ("POST", "/v1/images/build"): "deploy-anywhere", ("GET", "/v1/host/images"): "any",
+    ("POST", "/v1/builds"): "deploy-anywhere", ("GET", "/v1/host/images"): "any",
     ("GET", "/v1/internal/images/{id}"): "system",
 }
 ROLE_OF = {"read-only": Role.READ_ONLY, "restricted": Role.RESTRICTED, "member": Role.MEMBER, "owner": Role.OWNER}
@@ -449,7 +449,7 @@ async def _build_context(w: World, env: str, caller: str) -> Request:
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(text)
         tar.addfile(info, io.BytesIO(text))
-    return f"/v1/images/build?tag=test/built:{w.fresh('v')}", out.getvalue()
+    return f"/v1/builds?tag=test/built:{w.fresh('v')}", out.getvalue()
 
 
 async def _new_image(w: World, env: str, caller: str) -> Request:
@@ -508,7 +508,7 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("DELETE", "/v1/registries/{name}"): _fixed("/v1/registries/r.example:5000"),
     ("GET", "/v1/images"): _fixed("/v1/images"), ("POST", "/v1/images"): _new_image,
     ("DELETE", "/v1/images/{id}"): _image, ("POST", "/v1/images/{id}/fetch"): _then(_image, "/fetch"),
-    ("GET", "/v1/host/images"): _fixed("/v1/host/images"), ("POST", "/v1/images/build"): _build_context,
+    ("GET", "/v1/host/images"): _fixed("/v1/host/images"), ("POST", "/v1/builds"): _build_context,
     ("GET", "/v1/internal/images/{id}"): _fixed("/v1/internal/images/" + "a" * 64),
 }
 
