@@ -77,21 +77,27 @@ def _ca_name(cluster: str, generation: int) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_ca(cluster: str, now: float, generation: int = 1) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) of a new cluster CA; a rotated one has its generation in its name
-    (two CAs trusted at once must differ by name, or a chain could not be told from the other)."""
+def self_signed_ca(name: x509.Name, days: int, path_length: int, now: float) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a new self-signed CA of ``name`` (``path_length``: how many CAs may
+    stand between it and a leaf)."""
     key = new_key()
-    name = _ca_name(cluster, generation)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_utc(now - 300)).not_valid_after(_utc(now + CA_DAYS * 86400))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .not_valid_before(_utc(now - 300)).not_valid_after(_utc(now + days * 86400))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+
+def make_ca(cluster: str, now: float, generation: int = 1) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a new cluster CA; a rotated one has its generation in its name
+    (two CAs trusted at once must differ by name, or a chain could not be told from the other). It
+    allows one CA below it: the cross-signed successor of a rotation."""
+    return self_signed_ca(_ca_name(cluster, generation), CA_DAYS, 1, now)
 
 
 def next_ca(old_ca_pem: bytes, generation: int, now: float) -> tuple[bytes, bytes]:

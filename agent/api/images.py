@@ -17,7 +17,6 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -107,12 +106,9 @@ async def load_image(request: web.Request) -> web.Response:
     authorize(request, Permission.DEPLOY)  # any environment: images are the cluster's
     manager = _manager(deps)
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            yield chunk
-
     try:
-        add = await manager.receive_upload(body(), request.content_length, MAX_UPLOAD)
+        add = await manager.receive_upload(request.content.iter_chunked(256 * 1024), request.content_length,
+                                           MAX_UPLOAD)
     except ImageError as exc:
         raise BadRequest(exc.reason, field="body") from None
     try:

@@ -74,12 +74,11 @@ def parse_join_token(token: object) -> tuple[str, str, str]:
     return match.group(1), hashlib.sha256(secret).hexdigest(), match.group(3)
 
 
-_authority = authority_of
 
 
 def issue(deps: ApiDeps, csr: object, name: str, address: str, manager: bool, now: float) -> pki.Issued:
     """Sign a node's CSR with the cluster CA; BadRequest naming what is wrong with it."""
-    authority = _authority(deps)
+    authority = authority_of(deps)
     if not isinstance(csr, str):
         raise BadRequest("csr is required: a PEM certificate signing request", field="csr")
     try:
@@ -110,7 +109,7 @@ async def join(request: web.Request) -> web.Response:
     manager = body.get("manager", False)
     if not isinstance(manager, bool):
         raise BadRequest("manager is true or false", field="manager")
-    authority = _authority(deps)
+    authority = authority_of(deps)
     try:
         if fingerprint not in authority.fingerprints:
             raise Forbidden("the join token is for another cluster (its CA fingerprint is not this cluster's)",
@@ -153,7 +152,7 @@ async def create_token(request: web.Request) -> web.Response:
     description = body.get("description", "")
     if not isinstance(description, str) or len(description) > 200:
         raise BadRequest("description is a string of at most 200 characters", field="description")
-    authority = _authority(deps)
+    authority = authority_of(deps)
     token_id, secret_hash, token = new_join_token(authority.fingerprint)
     await write(request, JoinTokenCreate(token_id, secret_hash, deps.auth.clock() + ttl, uses, description,
                                          environment))
@@ -182,7 +181,7 @@ async def internal_certificate(request: web.Request) -> web.Response:
                                   "cluster's key"}, status=403)
     issued = issue(deps, ask["csr"], specs.name(ask["name"]), ask["address"], bool(ask.get("manager")),
                    deps.auth.clock())
-    authority = _authority(deps)
+    authority = authority_of(deps)
     answer = msgpack.packb({"cert": issued.cert_pem + authority.cross_pem.encode(),
                             "ca": authority.trusted_pem.encode()}, use_bin_type=True)
     return web.Response(body=deps.replica.sealer.seal(bytes(answer)), content_type="application/octet-stream")

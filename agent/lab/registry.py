@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.lab import procs
 from mesh.files import write_private
-from mesh.pki import key_pem, load_key, new_key
+from mesh.pki import key_pem, load_key, new_key, self_signed_ca
 
 BINARY = "docker-registry"
 PORT = 5000
@@ -131,20 +131,10 @@ def _utc(now: float) -> datetime.datetime:
 def make_ca(root: Path, now: float) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) of a lab's registry CA, named after the lab root (so that its copy
     in certs.d tells whose it is). It may sign servers only (path length 0)."""
-    key = new_key()
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corral lab"),
                       x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, str(root)),
                       x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_utc(now - 300)).not_valid_after(_utc(now + CERT_DAYS * 86400))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+    return self_signed_ca(name, CERT_DAYS, 0, now)
 
 
 def make_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, address: str, now: float) -> tuple[bytes, bytes]:

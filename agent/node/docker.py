@@ -71,11 +71,11 @@ def _cause(exc: BaseException) -> str:
 
 class PullFailed(Exception):
     """A pull the registry (or the engine on its behalf) refused or could not finish: ``reason`` as
-    Docker said it, ``retry`` whether trying again may help."""
+    Docker said it."""
 
-    def __init__(self, reason: str, retry: bool = True) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason, self.retry = reason, retry
+        self.reason = reason
 
 
 class BuildFailed(Exception):
@@ -213,14 +213,14 @@ class DockerEngine:
             if exc.status != NOT_FOUND:
                 raise
 
-    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+    async def pull(self, reference: str, auth: RegistryAuth | None,
                    progress: Callable[[float | None], None], stall: float = PULL_STALL) -> None:
         """``POST /images/create``: pull ``reference`` (with ``auth`` for its registry), calling
         ``progress`` with the share of bytes fetched so far (None while unknown). PullFailed with the
         registry's or the engine's reason; a registry that sends nothing for ``stall`` seconds is
         given up on."""
         layers: dict[str, tuple[int, int]] = {}
-        stream = self._client.images.pull(reference, auth=dict(auth) if auth else None, stream=True)
+        stream = self._client.images.pull(reference, auth=_auth(auth), stream=True)
         try:
             while True:
                 try:
@@ -228,9 +228,9 @@ class DockerEngine:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise PullFailed(f"the registry sent nothing for {stall:g} s (it hangs)", retry=True) from None
+                    raise PullFailed(f"the registry sent nothing for {stall:g} s (it hangs)") from None
                 if item.get("error"):
-                    raise PullFailed(str(item["error"]), retry=True)
+                    raise PullFailed(str(item["error"]))
                 layer, detail = str(item.get("id") or ""), item.get("progressDetail") or {}
                 status = str(item.get("status") or "")
                 if layer and status == "Downloading" and detail.get("total"):

@@ -53,7 +53,7 @@ from agent.model.images import CatalogImage, normal_tag, registry_of
 from agent.model.spec import PullPolicy
 from agent.model.state import ClusterState
 from agent.node import transfer
-from agent.node.docker import CHUNK, EngineRefused, PullFailed
+from agent.node.docker import CHUNK, EngineRefused, PullFailed, RegistryAuth
 from mesh import sealing
 from mesh.aio import supervised
 
@@ -84,7 +84,7 @@ class ImageEngine(Protocol):
 
     async def remove_image(self, reference: str) -> None: ...
 
-    async def pull(self, reference: str, auth: Mapping[str, str] | None,
+    async def pull(self, reference: str, auth: RegistryAuth | None,
                    progress: Callable[[float | None], None]) -> None: ...
 
     async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str: ...
@@ -96,11 +96,11 @@ class ImageEngine(Protocol):
 
 
 class ImageError(Exception):
-    """Why an image could not be got or taken (``retry``: trying again later may help)."""
+    """Why an image could not be got or taken."""
 
-    def __init__(self, reason: str, retry: bool = True) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason, self.retry = reason, retry
+        self.reason = reason
 
 
 class Redirected(Exception):
@@ -210,19 +210,19 @@ def tarball_manifest(path: Path) -> tuple[str, tuple[str, ...]]:
         with tarfile.open(path, mode="r:") as tar:
             member = tar.extractfile("manifest.json")
             if member is None:
-                raise ImageError("the tarball has no manifest.json: make it with `docker save`", retry=False)
+                raise ImageError("the tarball has no manifest.json: make it with `docker save`")
             manifest = json.loads(member.read(1 << 20))
     except KeyError:
-        raise ImageError("the tarball has no manifest.json: make it with `docker save`", retry=False) from None
+        raise ImageError("the tarball has no manifest.json: make it with `docker save`") from None
     except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
-        raise ImageError(f"the tarball cannot be read ({exc}): is it a whole `docker save` file?", retry=False) \
+        raise ImageError(f"the tarball cannot be read ({exc}): is it a whole `docker save` file?") \
             from None
     if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
-        raise ImageError("the tarball must hold exactly one image (`docker save IMAGE`)", retry=False)
+        raise ImageError("the tarball must hold exactly one image (`docker save IMAGE`)")
     config = str(manifest[0].get("Config") or "")
     hexid = config.rsplit("/", 1)[-1].removesuffix(".json")
     if len(hexid) != 64 or any(c not in "0123456789abcdef" for c in hexid):
-        raise ImageError("the tarball's manifest names no image config", retry=False)
+        raise ImageError("the tarball's manifest names no image config")
     tags = tuple(str(t) for t in manifest[0].get("RepoTags") or ())
     return "sha256:" + hexid, tags
 
@@ -265,10 +265,11 @@ class ImageManager:
             while True:
                 await self.sync_holdings()
                 await changes.next()
-                for job in self.jobs.values():  # new credentials or a new holder: try again now
-                    if not job.running and job.error is not None:
-                        job.retry_at = 0.0
-                self.kick()
+                waiting = [j for j in self.jobs.values() if not j.running and j.error is not None]
+                for job in waiting:  # new credentials or a new holder: try again now
+                    job.retry_at = 0.0
+                if waiting:
+                    self.kick()
 
         try:
             async with supervised(follow(), "image catalog"):
@@ -383,12 +384,12 @@ class ImageManager:
 
     # ------------------------------------------------------------------ from a registry
 
-    def credentials(self, registry: str) -> dict[str, str] | None:
+    def credentials(self, registry: str) -> RegistryAuth | None:
         record = self.state.images.registries.get(registry)
         if record is None:
             return None
-        password = sealing.open_sealed(self.secret, REGISTRY_PURPOSE, record.sealed_password).decode()
-        return {"username": record.username, "password": password, "serveraddress": registry}
+        return RegistryAuth(record.username,
+                            sealing.open_sealed(self.secret, REGISTRY_PURPOSE, record.sealed_password).decode())
 
     async def _pull(self, job: Job) -> None:
         registry = registry_of(job.reference)
@@ -399,7 +400,7 @@ class ImageManager:
         try:
             await self.engine.pull(job.reference, auth, lambda share: self._progress(job, share))
         except PullFailed as exc:
-            raise ImageError(pull_reason(registry, job.reference, exc.reason, auth is not None), exc.retry) from None
+            raise ImageError(pull_reason(registry, job.reference, exc.reason, auth is not None)) from None
 
     # ------------------------------------------------------------------ from a peer
 
@@ -620,7 +621,7 @@ class ImageManager:
         (nothing kept) if it is not one."""
         if length is not None:
             if length > max_size:
-                raise ImageError(f"the tarball is {length} bytes; at most {max_size} are taken", retry=False)
+                raise ImageError(f"the tarball is {length} bytes; at most {max_size} are taken")
             self._check_space(length)
         partial = self.dir / "partial" / f"upload-{os.getpid()}-{self.rng.getrandbits(48):012x}.tar"
         hasher = hashlib.sha256()
@@ -630,11 +631,11 @@ class ImageManager:
                 async for chunk in body:
                     size += len(chunk)
                     if size > max_size:
-                        raise ImageError(f"the tarball is larger than {max_size} bytes", retry=False)
+                        raise ImageError(f"the tarball is larger than {max_size} bytes")
                     out.write(chunk)
                     hasher.update(chunk)
             if size == 0:
-                raise ImageError("the request has no tarball", retry=False)
+                raise ImageError("the request has no tarball")
             image_id, tags = tarball_manifest(partial)
             digest = hasher.hexdigest()
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -653,7 +654,7 @@ class ImageManager:
                 await self._load_file(image)
         except ImageError as exc:
             final.unlink(missing_ok=True)
-            raise ImageError(exc.reason.removeprefix("image.pull_failed: "), retry=False) from None
+            raise ImageError(exc.reason.removeprefix("image.pull_failed: ")) from None
         return ImageAdd(image_id, tags, digest, size, self.host, "load")
 
     async def build(self, context: bytes, tag: str, dockerfile: str, args: Mapping[str, str]) -> str:
@@ -665,13 +666,9 @@ class ImageManager:
         """Save an image this host's engine has (one it built) as a catalog tarball kept here."""
         present = await self.engine.image_inspect(reference)
         if present is None:
-            raise ImageError(f"this host's engine has no image {reference}", retry=False)
+            raise ImageError(f"this host's engine has no image {reference}")
 
-        async def saved() -> AsyncIterator[bytes]:
-            async for chunk in self.engine.save(reference):
-                yield chunk
-
-        add = await self.receive_upload(saved(), None, 1 << 40, load=False)
+        add = await self.receive_upload(self.engine.save(reference), None, 1 << 40, load=False)
         return dataclasses.replace(add, tags=tuple(sorted({*add.tags, normal_tag(reference)})), source=source)
 
     # ------------------------------------------------------------------ for the API

@@ -15,7 +15,7 @@ import pytest
 from agent.cli.client import Client
 from agent.lab import Lab, procs, registry
 from agent.lab.layout import BASE_IMAGE
-from agent.node.docker import DockerEngine, PullFailed
+from agent.node.docker import DockerEngine, PullFailed, RegistryAuth
 from tests.cli import corral
 from tests.lab.cluster import until
 from tests.lab.conftest import fresh_lab
@@ -133,11 +133,10 @@ async def test_a_host_that_never_pushed_pulls_the_base_image_with_the_credential
         with pytest.raises(PullFailed, match="no basic auth credentials"):
             await engine.pull(reference, None, lambda _share: None)
         with pytest.raises(PullFailed, match="unauthorized"):
-            await engine.pull(reference, {"username": user, "password": "wrong"}, lambda _share: None)
+            await engine.pull(reference, RegistryAuth(user, "wrong"), lambda _share: None)
         assert reference not in await engine.image_ids()
         shares: list[float | None] = []
-        await engine.pull(reference, {"username": user, "password": password,
-                                      "serveraddress": lab.registry_address}, shares.append)
+        await engine.pull(reference, RegistryAuth(user, password), shares.append)
         images = await engine.image_ids()
         assert images[reference] == images[BASE_IMAGE], "the same image, by its id"
         assert shares and all(s is None or 0 <= s <= 1 for s in shares)

@@ -152,7 +152,7 @@ class FakeEngine:
     async def remove_image(self, reference: str) -> None:
         self.loaded = {t: i for t, i in self.loaded.items() if reference not in (t, i)}
 
-    async def pull(self, reference: str, auth: Mapping[str, str] | None, progress: Any) -> None:
+    async def pull(self, reference: str, auth: Any, progress: Any) -> None:
         raise PullFailed(f"Get \"https://{reference.split('/')[0]}/v2/\": dial tcp: connect: connection refused")
 
     async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str:
