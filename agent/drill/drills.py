@@ -229,6 +229,8 @@ class Drills:
             self.healthy(90)
         except DrillFailed as exc:
             result.fail(f"not healthy again after the drill: {exc}")
+        if self.probe.probes_overlay and not self.probe.wait_overlay_round(before, 30):
+            result.fail("the overlay probe reached no verdict in 30 s after the drill")
         counts = self.probe.snapshot().minus(before)
         result.figures.update(duration_s=round(time.monotonic() - started, 2), business_sent=counts.sent,
                               business_failed=counts.failed)

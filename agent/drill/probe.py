@@ -59,6 +59,8 @@ class Counts:
     overlay_failed: int = 0
     floor_sent: int = 0
     floor_failed: int = 0
+    #: Overlay rounds that reached a verdict (a drill's window stays open until one has).
+    overlay_rounds: int = 0
 
     def minus(self, other: Counts) -> Counts:
         errors = {k: v - other.errors.get(k, 0) for k, v in self.errors.items() if v - other.errors.get(k, 0)}
@@ -108,6 +110,21 @@ class BusinessProbe(threading.Thread):
         for t in self._overlay_threads:
             if t.is_alive():
                 t.join(timeout=10)
+
+    @property
+    def probes_overlay(self) -> bool:
+        return self.overlay_host is not None and self._docker is not None
+
+    def wait_overlay_round(self, since: Counts, timeout: float) -> bool:
+        """Wait until an overlay round has reached its verdict after ``since`` was taken (a drill
+        shorter than one round would otherwise have measured nothing over the overlay)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.counts.overlay_rounds > since.overlay_rounds:
+                    return True
+            time.sleep(0.05)
+        return False
 
     def snapshot(self) -> Counts:
         with self._lock:
@@ -181,6 +198,7 @@ class BusinessProbe(threading.Thread):
         ok = {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
         with self._lock:
             c = self.counts
+            c.overlay_rounds += 1
             for i, (host, _ip, _) in enumerate(targets):
                 c.sent += 1
                 c.overlay_sent += 1
