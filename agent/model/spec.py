@@ -20,7 +20,9 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from agent.model import mounts as mount_rules
 from agent.model.errors import SpecError
+from agent.model.mounts import Mount
 from agent.model.scheduler import Constraint, Strategy
 
 MAX_SCALE = 1000
@@ -38,7 +40,7 @@ DURATION_RE = re.compile(DURATION_PATTERN)
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_MEMORY = 2**50  # 1 PiB: any real host is smaller; keeps every figure inside msgpack's integers
 SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale", "restart", "cpus", "memory",
-                  "placement", "health_check", "pull")
+                  "placement", "health_check", "pull", "mounts", "on_host_loss", "mode")
 MAX_IMAGE = 255
 MAX_STRING = 4096
 HEALTH_INTERVAL = (0.5, 3600.0)
@@ -59,6 +61,23 @@ class PullPolicy(enum.StrEnum):
 
     IF_NOT_PRESENT = "if-not-present"
     ALWAYS = "always"
+
+
+class ServiceMode(enum.StrEnum):
+    """``replicated``: ``scale`` instances placed by the scheduler; ``global``: one on every host of the
+    environment that its placement allows (compose's ``deploy.mode: global``)."""
+
+    REPLICATED = "replicated"
+    GLOBAL = "global"
+
+
+class HostLoss(enum.StrEnum):
+    """What happens to an instance whose volume lives on a host that is lost: it ``wait``s for that
+    host (the default: never started elsewhere on an empty volume), or is ``recreate-empty`` on
+    another host with a new, empty volume."""
+
+    WAIT = "wait"
+    RECREATE_EMPTY = "recreate-empty"
 
 
 class Protocol(enum.StrEnum):
@@ -142,6 +161,9 @@ class ServiceSpec:
     placement: PlacementSpec
     health_check: HealthCheck | None
     pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    mounts: tuple[Mount, ...] = ()
+    on_host_loss: HostLoss = HostLoss.WAIT
+    mode: ServiceMode = ServiceMode.REPLICATED
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -152,7 +174,8 @@ class ServiceSpec:
             "labels": dict(self.labels), "scale": self.scale, "restart": self.restart.value, "cpus": self.cpus,
             "memory": self.memory, "placement": self.placement.to_request(),
             "health_check": self.health_check.to_request() if self.health_check else None,
-            "pull": self.pull.value,
+            "pull": self.pull.value, "mounts": [m.to_request() for m in self.mounts],
+            "on_host_loss": self.on_host_loss.value, "mode": self.mode.value,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -397,10 +420,14 @@ def parse(raw: object) -> ServiceSpec:
         placement=placement(raw.get("placement")),
         health_check=health_check(raw.get("health_check")),
         pull=_enum(PullPolicy, raw.get("pull", "if-not-present"), "pull"),
+        mounts=mount_rules.mounts(raw.get("mounts"), memory_bytes),
+        on_host_loss=_enum(HostLoss, raw.get("on_host_loss", "wait"), "on_host_loss"),
+        mode=_enum(ServiceMode, raw.get("mode", "replicated"), "mode"),
     )
 
 
 __all__ = [
-    "MAX_SCALE", "NAME_RE", "HealthCheck", "HealthType", "OnUnhealthy", "PlacementSpec", "Port", "Protocol",
-    "PullPolicy", "RestartPolicy", "ServiceSpec", "health_check", "memory_bytes", "name", "parse", "seconds",
+    "MAX_SCALE", "NAME_RE", "HealthCheck", "HealthType", "HostLoss", "OnUnhealthy", "PlacementSpec", "Port",
+    "Protocol", "PullPolicy", "RestartPolicy", "ServiceMode", "ServiceSpec", "health_check", "memory_bytes", "name",
+    "parse", "seconds",
 ]

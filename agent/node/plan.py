@@ -15,8 +15,10 @@ import enum
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from agent.errors import CorralError
+from agent.model import spec as spec_rules
 from agent.model.codec import to_wire
 from agent.model.entities import Health, Instance, Status
 from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy
@@ -25,6 +27,9 @@ from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
 
 # Only what shapes the container: a new scale or placement rule must not restart the ones that stay.
 CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory", "health_check")
+# Fields added since: in the fingerprint only when they differ from their default, so that a new
+# agent does not replace every container an older one made.
+LATER_CONTAINER_FIELDS = ("mounts",)
 INSTANCE_LABEL = LABEL_PREFIX + "instance"
 SPEC_LABEL = LABEL_PREFIX + "spec"
 
@@ -93,6 +98,7 @@ def container_config(state: ClusterState, instance: Instance) -> dict[str, objec
     wire = to_wire(spec)
     assert isinstance(wire, dict)
     shape = {k: wire[k] for k in CONTAINER_FIELDS}
+    shape.update({k: wire[k] for k in LATER_CONTAINER_FIELDS if wire.get(k) != _DEFAULT_WIRE.get(k)})
     fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
     labels = {
         **spec.labels,
@@ -125,6 +131,9 @@ def container_config(state: ClusterState, instance: Instance) -> dict[str, objec
                                  "Timeout": _ns(check.timeout), "Retries": check.retries,
                                  "StartPeriod": _ns(check.start_period)}
     return config
+
+
+_DEFAULT_WIRE = cast(dict[str, object], to_wire(spec_rules.parse({"image": "x"})))
 
 
 def _ns(seconds: float) -> int:

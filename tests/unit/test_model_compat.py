@@ -58,6 +58,9 @@ async def started_on_fixture(tmp_path: Path) -> tuple[ClusterState, RaftDriver, 
     return state, driver, storage, transport
 
 
+SPEC_FIELDS_SINCE = {"pull": "if-not-present", "mounts": [], "on_host_loss": "wait", "mode": "replicated"}
+
+
 async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> None:
     expected = json.loads((FIXTURE / "expected.json").read_text())
     state, driver, storage, transport = await started_on_fixture(tmp_path)
@@ -68,8 +71,9 @@ async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> 
             got = {k: json.loads(json.dumps(to_wire(v))) for k, v in getattr(state, collection).items()}
             if collection == "hosts":  # hosts have an environment since; an old host is the default one's
                 assert all(h.pop("environment") == "default" for h in got.values())
-            if collection == "services":  # specs have a pull policy since; an old service pulls if-not-present
-                assert all(v["spec"].pop("pull") == "if-not-present" for v in got.values())
+            if collection == "services":  # fields specs have had since: an old service has their defaults
+                for field, default in SPEC_FIELDS_SINCE.items():
+                    assert all(v["spec"].pop(field) == default for v in got.values()), field
             assert got == expected[collection], collection
         assert set(state.instances) == set(expected["instances"])
         for inst_id, old in expected["instances"].items():
