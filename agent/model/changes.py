@@ -26,6 +26,10 @@ class Topic(enum.StrEnum):
     ACCESS = "access"
     IMAGE = "image"
     """An image of the catalog (key: its id) or a registry's credentials (key: ``registry:HOST``)."""
+    VOLUME = "volume"
+    """A volume's record (key: ``ENVIRONMENT/NAME``)."""
+    CONFIG = "config"
+    """A config or secret (key: ``ENVIRONMENT/NAME``), or the allowed bind paths (``bind-paths``)."""
 
 
 @dataclasses.dataclass(frozen=True)

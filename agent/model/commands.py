@@ -65,6 +65,13 @@ class Op(enum.StrEnum):
     IMAGE_ADD = "image.add"
     IMAGE_HELD = "image.held"
     IMAGE_REMOVE = "image.remove"
+    VOLUME_CREATE = "volume.create"
+    VOLUME_REMOVE = "volume.remove"
+    VOLUME_GONE = "volume.gone"
+    CONFIG_SET = "config.set"
+    CONFIG_REMOVE = "config.remove"
+    BIND_PATHS_SET = "bind_paths.set"
+    STACK_DEPLOY = "stack.deploy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,8 @@ class StackCreate:
 @dataclasses.dataclass(frozen=True)
 class StackRemove:
     id: str
+    volumes: bool = False
+    """Also remove the stack's volumes (``stack rm --volumes``); kept otherwise, for the next deploy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +356,79 @@ class ImageRemove:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeCreate:
+    """An external volume, made beforehand (``corral volume create``), on ``host`` or, when None, on the
+    host of the first instance that mounts it."""
+
+    name: str
+    environment: str = "default"
+    host: str | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeRemove:
+    """Remove a volume no service mounts: its host deletes it (``volume.gone``), then it is forgotten."""
+
+    name: str
+    environment: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeGone:
+    """``host`` has deleted a volume being removed (or found it gone)."""
+
+    name: str
+    environment: str
+    host: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFiles:
+    """A config's or a secret's content: (relative path, bytes) pairs; one pair with the path ``""`` is
+    a single file. A secret's bytes are sealed with the cluster secret (``mesh.sealing``)."""
+
+    name: str
+    files: tuple[tuple[str, bytes], ...]
+    secret: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSet:
+    """A config (or secret) of an environment; ``stack`` set: the stack's (named ``STACK_NAME``)."""
+
+    environment: str
+    stack: str | None
+    config: ConfigFiles
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigRemove:
+    name: str
+    environment: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class BindPathsSet:
+    """The host folders services may bind-mount (and everything under them): none by default."""
+
+    paths: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StackDeploy:
+    """A whole compose file at once: the stack (made if new), its configs, its services (made, or their
+    spec replaced); all checked before anything changes, so a file is deployed whole or not at all.
+    ``prune``: services of the stack the file no longer names are removed."""
+
+    name: str
+    environment: str
+    services: Mapping[str, Mapping[str, object]]
+    configs: tuple[ConfigFiles, ...] = ()
+    prune: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class JoinTokenCreate:
     id: str
     secret_hash: str
@@ -387,7 +469,8 @@ Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | 
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
            | JoinTokenUse | HostMove | CaRotate | CaRetire | RegistrySet | RegistryRemove | ImageAdd | ImageHeld
-           | ImageRemove)
+           | ImageRemove | VolumeCreate | VolumeRemove | VolumeGone | ConfigSet | ConfigRemove | BindPathsSet
+           | StackDeploy)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -401,7 +484,9 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
     Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove, Op.CA_ROTATE: CaRotate, Op.CA_RETIRE: CaRetire,
     Op.REGISTRY_SET: RegistrySet, Op.REGISTRY_REMOVE: RegistryRemove, Op.IMAGE_ADD: ImageAdd,
-    Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove,
+    Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove, Op.VOLUME_CREATE: VolumeCreate,
+    Op.VOLUME_REMOVE: VolumeRemove, Op.VOLUME_GONE: VolumeGone, Op.CONFIG_SET: ConfigSet,
+    Op.CONFIG_REMOVE: ConfigRemove, Op.BIND_PATHS_SET: BindPathsSet, Op.STACK_DEPLOY: StackDeploy,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -504,10 +589,14 @@ __all__ = [
     "OP_OF",
     "Actor",
     "AdminBootstrap",
+    "BindPathsSet",
     "CaRetire",
     "CaRotate",
     "CaSet",
     "Command",
+    "ConfigFiles",
+    "ConfigRemove",
+    "ConfigSet",
     "EnvCreate",
     "HostMove",
     "HostRegister",
@@ -539,12 +628,16 @@ __all__ = [
     "ServiceSetState",
     "ServiceUpdate",
     "StackCreate",
+    "StackDeploy",
     "StackRemove",
     "TeamRemove",
     "TeamSet",
     "UserCreate",
     "UserRemove",
     "UserUpdate",
+    "VolumeCreate",
+    "VolumeGone",
+    "VolumeRemove",
     "decode",
     "decode_entry",
     "decode_result",

@@ -100,6 +100,13 @@ class EventKind(enum.StrEnum):
     IMAGE_REMOVED = "image.removed"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
+    VOLUME_CREATED = "volume.created"
+    VOLUME_MOVED = "volume.moved"
+    VOLUME_REMOVED = "volume.removed"
+    CONFIG_CHANGED = "config.changed"
+    CONFIG_REMOVED = "config.removed"
+    SETTINGS_CHANGED = "settings.changed"
+    STACK_DEPLOYED = "stack.deployed"
 
 
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,

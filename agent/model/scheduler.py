@@ -6,6 +6,7 @@ user can act on. It never reads the clock, draws randomness or does I/O, so the 
 is reproducible from the committed state alone.
 
 Filters, in order (the first one a host fails is the reason given for it):
+  0. a request pinned to a host (its volumes live there) fits that host only;
   1. the host is schedulable (alive and active, as gossip sees it);
   2. every ``must`` constraint holds (``zone==a``, ``zone!=b``, ``node.hostname==h1``);
   3. ``one_per_host``: no instance of the service is there yet;
@@ -97,6 +98,9 @@ class Request:
     cpus: float = 0.0
     memory: int = 0
     rules: Rules = Rules()
+    pin: str | None = None
+    """The only host the slots may go to (where their volumes live), and why (``pin_reason``)."""
+    pin_reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +143,8 @@ def _mib(n: int) -> str:
 
 def _why_not(host: HostFacts, load: _Load, req: Request) -> str | None:
     """The first filter ``host`` fails for ``req``, in words; None when it fits."""
+    if req.pin is not None and host.name != req.pin:
+        return f"{host.name} is not {req.pin}, where {req.pin_reason}"
     if not host.schedulable:
         return f"{host.name} is {host.state if host.state != 'active' else 'not schedulable'}"
     for rule in req.rules.must:
@@ -185,5 +191,7 @@ def schedule(requests: Sequence[Request], hosts: Iterable[HostFacts], running: I
 def _reason(req: Request, hosts: Mapping[str, HostFacts], loads: Mapping[str, _Load]) -> str:
     if not hosts:
         return "no hosts in the cluster"
+    if req.pin is not None and req.pin in hosts:
+        return f"{req.pin_reason}, which does not fit: {_why_not(hosts[req.pin], loads[req.pin], req)}"
     reasons = [_why_not(hosts[name], loads[name], req) for name in sorted(hosts)]
     return "no host fits: " + "; ".join(r for r in reasons if r)

@@ -35,10 +35,13 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.commands import (
     Actor,
     AdminBootstrap,
+    BindPathsSet,
     CaRetire,
     CaRotate,
     CaSet,
     Command,
+    ConfigRemove,
+    ConfigSet,
     EnvCreate,
     HostMove,
     HostRegister,
@@ -69,12 +72,16 @@ from agent.model.commands import (
     ServiceSetState,
     ServiceUpdate,
     StackCreate,
+    StackDeploy,
     StackRemove,
     TeamRemove,
     TeamSet,
     UserCreate,
     UserRemove,
     UserUpdate,
+    VolumeCreate,
+    VolumeGone,
+    VolumeRemove,
     decode_entry,
 )
 from agent.model.entities import (
@@ -95,7 +102,10 @@ from agent.model.entities import (
 )
 from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, forbidden, not_found
 from agent.model.images import Images
+from agent.model.mounts import MountType, volume_key
 from agent.model.policy import Grants, Permission, allowed
+from agent.model.scheduler import Constraint, HostFacts
+from agent.model.storage import MAX_CONFIGS_TOTAL, Storage, check_files, config_digest
 from overlay.ipam import PoolExhausted, SubnetLeases
 
 SNAPSHOT_FORMAT = 2
@@ -105,6 +115,37 @@ MAX_KEYS = 16
 KV_ENVIRONMENT = "default"
 """The key-value store belongs to the default environment: its roles say who reads and writes it."""
 HEX = frozenset("0123456789abcdef")
+
+
+@dataclasses.dataclass
+class DeployPlan:
+    """What a stack deploy does (``--dry-run`` prints it): services made, changed, left as they are and
+    removed (``prune``); configs made, changed, unchanged; volumes that will be made at first placement."""
+
+    stack: str
+    stack_id: str | None
+    specs: dict[str, specs.ServiceSpec] = dataclasses.field(default_factory=dict)
+    created: list[str] = dataclasses.field(default_factory=list)
+    changed: list[str] = dataclasses.field(default_factory=list)
+    unchanged: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    configs_created: list[str] = dataclasses.field(default_factory=list)
+    configs_changed: list[str] = dataclasses.field(default_factory=list)
+    configs_unchanged: list[str] = dataclasses.field(default_factory=list)
+    volumes_new: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{len(v)} {k}" for k, v in (("created", self.created), ("changed", self.changed),
+                                              ("unchanged", self.unchanged), ("removed", self.removed)) if v]
+        return ", ".join(parts) or "nothing"
+
+    def to_view(self) -> dict[str, object]:
+        return {"stack": self.stack, "exists": self.stack_id is not None,
+                "services": {"created": self.created, "changed": self.changed, "unchanged": self.unchanged,
+                             "removed": self.removed},
+                "configs": {"created": self.configs_created, "changed": self.configs_changed,
+                            "unchanged": self.configs_unchanged},
+                "volumes": {"created": self.volumes_new}}
 
 
 class Entry(Protocol):
@@ -133,6 +174,7 @@ class ClusterState:
         self.keyring: Keyring | None = None  # None: only the key derived from the cluster secret
         self.access = Access()
         self.images = Images()
+        self.storage = Storage()
         self.host_environments: dict[str, str] = {}
         """host → environment, from joins and moves (a host joins before the leader registers it)."""
         self._actor: Actor | None = None  # who asked for the command being applied (for its events)
@@ -189,6 +231,10 @@ class ClusterState:
                 return Permission.DEPLOY, cmd.environment
             case StackRemove():
                 return Permission.DEPLOY, self._env_of_stack(cmd.id)
+            case StackDeploy() | VolumeCreate() | VolumeRemove() | ConfigSet() | ConfigRemove():
+                return Permission.DEPLOY, cmd.environment
+            case VolumeGone():
+                return Permission.SYSTEM, None
             case ServiceCreate():
                 return Permission.DEPLOY, self._env_of_stack(cmd.stack)
             case ServiceUpdate() | ServiceScale() | ServiceSetState() | ServiceRemove():
@@ -308,6 +354,21 @@ class ClusterState:
                 return outcome
             case HostMove():
                 return self._host_move(cmd, index)
+            case StackDeploy():
+                return self._stack_deploy(cmd, index)
+            case VolumeCreate():
+                return self.storage.volume_create(cmd, index, self.environments, self.hosts, self)
+            case VolumeRemove():
+                return self.storage.volume_remove(cmd, index, self.volume_users(cmd.environment, cmd.name), self)
+            case VolumeGone():
+                return self.storage.volume_gone(cmd, index, self)
+            case ConfigSet():
+                return self.storage.config_set(cmd, index, self.environments, self)
+            case ConfigRemove():
+                key = f"{cmd.environment}/{cmd.name}"
+                return self.storage.config_remove(key, index, self.config_users(key), self)
+            case BindPathsSet():
+                return self.storage.bind_paths_set(cmd, index, self)
 
     def snapshot(self) -> bytes:
         body = {
@@ -323,6 +384,7 @@ class ClusterState:
             "keyring": to_wire(self.keyring) if self.keyring else None,
             "access": self.access.to_wire(),
             "images": self.images.to_wire(),
+            "storage": self.storage.to_wire(),
             "host_environments": dict(self.host_environments),
         }
         return bytes(msgpack.packb(body, use_bin_type=True))
@@ -354,6 +416,7 @@ class ClusterState:
             leases = SubnetLeases.from_dict(subnets) if isinstance(subnets, dict) and subnets else SubnetLeases()
             access = Access.from_wire(body.get("access"))
             images = Images.from_wire(body.get("images"))
+            storage = Storage.from_wire(body.get("storage"))
             host_envs = body.get("host_environments") or {}
             if not isinstance(host_envs, dict):
                 raise WireError("host_environments", "must be a map")
@@ -374,6 +437,7 @@ class ClusterState:
         self.keyring = keyring
         self.access = access
         self.images = images
+        self.storage = storage
         self.host_environments = {str(k): str(v) for k, v in host_envs.items()}
         self._changes = [Change(self.applied_index, Topic.ALL)]
 
@@ -567,9 +631,20 @@ class ClusterState:
         removed: list[str] = []
         for service in self.services_of(stack.id):
             removed += self._service_remove(service.id, index).removed
+        for key, config in sorted(self.storage.configs.items()):
+            if config.environment == stack.environment and config.stack == stack.name:
+                self.storage.config_remove(key, index, [], self)
+        kept = []
+        for volume in sorted(self.storage.volumes.values(), key=lambda v: v.name):
+            if volume.environment == stack.environment and volume.stack == stack.name:
+                if cmd.volumes:
+                    self.storage.mark_removing(volume, index, self)
+                else:
+                    kept.append(volume.name)
         del self.stacks[stack.id]
         self._change(index, Topic.STACK, stack.id, removed=True)
-        self._event(index, EventKind.STACK_REMOVED, f"stack {stack.name} removed", stack=stack.id)
+        note = f"; its volumes are kept ({', '.join(kept)}): `stack rm --volumes` removes them" if kept else ""
+        self._event(index, EventKind.STACK_REMOVED, f"stack {stack.name} removed{note}", stack=stack.id)
         return Outcome(index, removed=tuple(removed))
 
     def _service_create(self, cmd: ServiceCreate, index: int) -> Outcome:
@@ -578,16 +653,125 @@ class ClusterState:
         if any(s.name == name and s.stack == stack.id for s in self.services.values()):
             raise conflict(f"service {name!r} exists in stack {stack.name!r}", "name")
         spec = specs.parse(cmd.spec)
-        service = Service(f"sv{index}", stack.id, name, spec, ServiceState.ACTIVE, version=index, created=index,
-                          updated=index)
+        self.storage.check_spec(stack.environment, stack.name, spec)
+        return self._make_service(stack, name, spec, index, f"sv{index}")
+
+    def _make_service(self, stack: Stack, name: str, spec: specs.ServiceSpec, index: int, id: str) -> Outcome:
+        service = Service(id, stack.id, name, spec, ServiceState.ACTIVE, version=index, created=index, updated=index)
         self._put_service(service, index)
         self._event(index, EventKind.SERVICE_CREATED, f"service {stack.name}/{name} created, scale {spec.scale}",
                     service=service.id)
         return Outcome(index, id=service.id)
 
+    def check_deploy(self, cmd: StackDeploy) -> DeployPlan:
+        """What a stack deploy would do, every part checked first (CommandError naming the service, mount
+        or config otherwise): the API's ``dry_run`` answers with it, :meth:`_stack_deploy` applies it."""
+        if cmd.environment not in self.environments:
+            raise not_found("environment", cmd.environment, "environment")
+        name = specs.name(cmd.name)
+        if not cmd.services:
+            raise bad_request("a stack deploy names at least one service", "services")
+        stack = next((s for s in self.stacks.values() if s.name == name and s.environment == cmd.environment), None)
+        plan = DeployPlan(stack=name, stack_id=stack.id if stack else None)
+        sizes = {k: c.size for k, c in self.storage.configs.items()}
+        for config in cmd.configs:
+            check_files(config, f"configs.{config.name}")
+            key = f"{cmd.environment}/{name}_{config.name}"
+            old = self.storage.configs.get(key)
+            if old is not None and (old.stack != name or old.secret != config.secret):
+                raise conflict(f"configs.{config.name}: {old.name} exists already as "
+                               f"{'a secret' if old.secret else 'a config'}", f"configs.{config.name}")
+            digest = config_digest(sorted(config.files))
+            (plan.configs_unchanged if old is not None and old.digest == digest
+             else plan.configs_changed if old is not None else plan.configs_created).append(config.name)
+            sizes[key] = sum(len(d) for _, d in config.files)
+        if sum(sizes.values()) > MAX_CONFIGS_TOTAL:
+            raise bad_request(f"configs would hold {sum(sizes.values())} bytes in all; at most "
+                              f"{MAX_CONFIGS_TOTAL // 2**20} MiB", "configs")
+        pending = {f"{name}_{c.name}": c.secret for c in cmd.configs}
+        existing = {s.name: s for s in self.services_of(stack.id)} if stack else {}
+        for svc_name, raw in sorted(cmd.services.items()):
+            field = f"services.{svc_name}"
+            specs.name(svc_name, field)
+            try:
+                spec = specs.parse(raw)
+                self.storage.check_spec(cmd.environment, name, spec, pending)
+            except CommandError as exc:
+                raise CommandError(exc.code, f"{field}: {exc.message}", f"{field}.{exc.field or ''}".rstrip(".")) \
+                    from None
+            plan.specs[svc_name] = spec
+            old_service = existing.get(svc_name)
+            (plan.created if old_service is None else plan.unchanged if old_service.spec == spec
+             else plan.changed).append(svc_name)
+            for m in spec.mounts:
+                if m.type == MountType.VOLUME:
+                    vname = volume_key(name, m, 1)
+                    if self.storage.volume(cmd.environment, vname) is None and vname not in plan.volumes_new:
+                        plan.volumes_new.append(vname)
+        if cmd.prune:
+            plan.removed = sorted(set(existing) - set(cmd.services))
+        return plan
+
+    def _stack_deploy(self, cmd: StackDeploy, index: int) -> Outcome:
+        plan = self.check_deploy(cmd)
+        if plan.stack_id is None:
+            stack_id = self._stack_create(StackCreate(plan.stack, cmd.environment), index).id
+            assert stack_id is not None
+        else:
+            stack_id = plan.stack_id
+        stack = self.stacks[stack_id]
+        for config in cmd.configs:
+            self.storage.config_set(ConfigSet(cmd.environment, stack.name, config), index, self.environments, self)
+        existing = {s.name: s for s in self.services_of(stack.id)}
+        for svc_name in plan.removed:
+            self._service_remove(existing[svc_name].id, index)
+        for svc_name, spec in sorted(plan.specs.items()):
+            old = existing.get(svc_name)
+            if old is None:
+                self._make_service(stack, svc_name, spec, index, f"sv{index}-{svc_name}")
+            elif old.spec != spec:
+                for inst in self.instances_of(old.id):
+                    if spec.mode == specs.ServiceMode.REPLICATED and inst.slot > spec.scale:
+                        self._drop_instance(inst, index)
+                self._put_service(dataclasses.replace(old, spec=spec, version=index, updated=index), index)
+                self._event(index, EventKind.SERVICE_UPDATED, f"service {stack.name}/{svc_name} updated",
+                            service=old.id)
+        self._event(index, EventKind.STACK_DEPLOYED, f"stack {stack.name} deployed: {plan.summary()}", stack=stack.id)
+        return Outcome(index, id=stack.id)
+
+    def volume_users(self, environment: str, name: str) -> list[str]:
+        """The services (``stack/service``) that mount volume ``name`` (any of their slots)."""
+        users = []
+        for service in self.services.values():
+            stack = self.stacks.get(service.stack)
+            if stack is None or stack.environment != environment:
+                continue
+            slots = {i.slot for i in self.instances_of(service.id)} | set(range(1, service.spec.scale + 1))
+            if any(m.type == MountType.VOLUME and any(volume_key(stack.name, m, slot) == name for slot in slots)
+                   for m in service.spec.mounts):
+                users.append(f"{stack.name}/{service.name}")
+        return users
+
+    def config_users(self, key: str) -> list[str]:
+        """The services (``stack/service``) that mount the config (or secret) ``ENVIRONMENT/NAME``."""
+        users = []
+        for service in self.services.values():
+            stack = self.stacks.get(service.stack)
+            if stack is None:
+                continue
+            for m in service.spec.mounts:
+                if m.type in (MountType.CONFIG, MountType.SECRET) and m.source is not None:
+                    config = self.storage.config_for(stack.environment, stack.name, m.source)
+                    if config is not None and config.key == key:
+                        users.append(f"{stack.name}/{service.name}")
+                        break
+        return users
+
     def _service_update(self, cmd: ServiceUpdate, index: int) -> Outcome:
         service = self.service(cmd.id)
         spec = service.spec.changed(cmd.spec)
+        stack = self.stacks[service.stack]
+        self.storage.check_spec(stack.environment, stack.name, spec)
         self._put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
         self._event(index, EventKind.SERVICE_UPDATED, f"service {service.name} updated", service=service.id)
         return Outcome(index)
@@ -631,13 +815,21 @@ class ClusterState:
         """The leader's decision for one service: re-checked here, since the state may have moved on."""
         service = self.service(cmd.service)
         taken = {i.slot: i for i in self.instances_of(service.id)}
+        stack = self.stacks[service.stack]
+        top = specs.MAX_SCALE if service.spec.mode == specs.ServiceMode.GLOBAL else service.spec.scale
+        recreate = service.spec.on_host_loss == specs.HostLoss.RECREATE_EMPTY
         placed = []
         for slot, host in cmd.placements:
-            if not 1 <= slot <= service.spec.scale or host not in self.hosts:
+            if not 1 <= slot <= top or host not in self.hosts:
                 continue
             old = taken.get(slot)
             if old is not None and old.host == host:
                 continue
+            volumes = [(m, volume_key(stack.name, m, slot)) for m in service.spec.mounts if m.type == MountType.VOLUME]
+            if not all(self.storage.may_pin(stack.environment, name, host, recreate) for _, name in volumes):
+                continue  # its volume lives elsewhere now: the leader decided on an older state
+            for mount, name in volumes:
+                self.storage.pin(stack.environment, stack.name, mount, name, host, index, self, recreate)
             if old is not None:
                 self._drop_instance(old, index)
             inst = Instance(
@@ -655,12 +847,16 @@ class ClusterState:
         for slot in cmd.evict:
             old = taken.get(slot)
             record = self.hosts.get(old.host) if old is not None else None
-            if old is not None and record is not None and record.environment != environment:
+            gone = service.spec.mode == specs.ServiceMode.GLOBAL and old is not None and (
+                record is None or not self._fits_global(service, record))
+            if old is not None and (gone or (record is not None and record.environment != environment)):
                 self._drop_instance(old, index)
                 del taken[slot]
-                self._event(index, EventKind.INSTANCE_REMOVED, f"{service.name}-{slot} left {record.name}, which "
-                            f"is in {record.environment} now", service=service.id, instance=old.id,
-                            host=record.name)
+                why = (f"left {old.host}, which is gone" if record is None else
+                       f"left {record.name}, which is in {record.environment} now" if record.environment != environment
+                       else f"left {record.name}, which its placement no longer allows")
+                self._event(index, EventKind.INSTANCE_REMOVED, f"{service.name}-{slot} {why}", service=service.id,
+                            instance=old.id, host=old.host)
         unplaced = cmd.unplaced or None
         if unplaced != service.unplaced:
             self._put_service(dataclasses.replace(service, unplaced=unplaced), index)
@@ -668,6 +864,12 @@ class ClusterState:
                 self._event(index, EventKind.SERVICE_UNPLACED, f"service {service.name}: {unplaced[0][1]}",
                             service=service.id)
         return Outcome(index, placed=tuple(placed))
+
+    def _fits_global(self, service: Service, host: Host) -> bool:
+        """Whether a global service's instance may stay on ``host`` (its environment, its constraints)."""
+        facts = HostFacts(host.name, True, host.labels, host.cpus, host.memory, host.state.value)
+        return host.environment == self.environment_of_service(service.id) and all(
+            Constraint.parse(c).holds(facts) for c in service.spec.placement.must)
 
     def _instance_status(self, cmd: InstanceStatus, index: int) -> Outcome:
         inst = self.instances.get(cmd.id)
