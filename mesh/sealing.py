@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -26,6 +26,16 @@ def seal(cluster_secret: bytes, purpose: bytes, plain: bytes) -> bytes:
     return nonce + AESGCM(_key(cluster_secret, purpose)).encrypt(nonce, plain, purpose)
 
 
+def seal_deterministic(cluster_secret: bytes, purpose: bytes, plain: bytes) -> bytes:
+    """As :func:`seal`, with the nonce derived from the plaintext (HMAC-SHA256 under a key of its own):
+    the same value seals to the same bytes, so a replicated record of it does not change when the
+    value is sent again (a secret deployed twice). It shows which values are equal, nothing more."""
+    mac = hmac.HMAC(_key(cluster_secret, purpose + b" nonce"), hashes.SHA256())
+    mac.update(plain)
+    nonce = mac.finalize()[:12]
+    return nonce + AESGCM(_key(cluster_secret, purpose)).encrypt(nonce, plain, purpose)
+
+
 def open_sealed(cluster_secret: bytes, purpose: bytes, sealed: bytes) -> bytes:
     try:
         return AESGCM(_key(cluster_secret, purpose)).decrypt(sealed[:12], sealed[12:], purpose)
@@ -33,4 +43,4 @@ def open_sealed(cluster_secret: bytes, purpose: bytes, sealed: bytes) -> bytes:
         raise SealError(f"the sealed {purpose.decode()} cannot be opened with this cluster's secret") from exc
 
 
-__all__ = ["SealError", "open_sealed", "seal"]
+__all__ = ["SealError", "open_sealed", "seal", "seal_deterministic"]

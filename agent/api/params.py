@@ -13,7 +13,7 @@ import re
 from aiohttp import web
 
 from agent.errors import BadRequest
-from agent.model.spec import DURATION_PATTERN, DURATION_UNITS
+from agent.model.spec import DURATION_PATTERN, DURATION_UNITS, NAME_PATTERN
 
 MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
 INT_PATTERN = r"^(0|[1-9][0-9]{0,18})$"
@@ -177,12 +177,17 @@ WAIT = DurationParam("wait", "block up to this long for a change", default=30.0,
 STREAM = BoolParam("stream", "stream newline-delimited JSON")
 CONSISTENT = BoolParam("consistent", "linearizable read (ReadIndex through the leader)")
 FOLLOW = BoolParam("follow", "keep streaming new lines")
+VOLUMES = BoolParam("volumes", "remove the stack's volumes too, and their data (kept otherwise)")
+DRY_RUN = BoolParam("dry_run", "check everything and say what would change, changing nothing")
+CONTENT = BoolParam("content", "with the files' content (base64; never a secret's)")
 AUDIT = BoolParam("audit", "only what users' requests did (each with the user, key and client address)")
 TAIL = IntParam("tail", "only the last N lines", default=0, minimum=0, maximum=100_000)
 STACK = StrParam("stack", "stack id or name")
 SERVICE = StrParam("service", "service id or name")
 HOST = StrParam("host", "host name")
 ENVIRONMENT = StrParam("environment", "environment name")
+IN_ENVIRONMENT = StrParam("environment", "the environment (default: default)", max_length=63,
+                          pattern=NAME_PATTERN)
 KIND = StrParam("kind", "event kind")
 STATE = StrParam("state", "state")
 USER = StrParam("user", "a user name", max_length=63)

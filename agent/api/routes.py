@@ -17,15 +17,18 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import ca, cluster, containers, events, hosts, images, join, kv, node, services, stacks, users
+from agent.api import ca, cluster, containers, events, hosts, images, join, kv, node, services, stacks, storage, users
 from agent.api.params import (
     AUDIT,
     CAS,
     CONSISTENT,
+    CONTENT,
+    DRY_RUN,
     ENVIRONMENT,
     FOLLOW,
     HOST,
     ID,
+    IN_ENVIRONMENT,
     INDEX,
     KEY,
     KIND,
@@ -40,6 +43,7 @@ from agent.api.params import (
     SUBJECT,
     TAIL,
     USER,
+    VOLUMES,
     WAIT,
     Param,
 )
@@ -121,8 +125,37 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/stacks", stacks.create_stack, "stacks", "Create a stack", body="StackCreate",
           statuses=(404, 409), write=True, created=True, permission=P.DEPLOY),
     Route("GET", "/v1/stacks/{id}", stacks.get_stack, "stacks", "One stack", (ID,), statuses=(404,), permission=P.READ),
-    Route("DELETE", "/v1/stacks/{id}", stacks.delete_stack, "stacks", "Remove a stack and its services", (ID,),
+    Route("DELETE", "/v1/stacks/{id}", stacks.delete_stack, "stacks",
+          "Remove a stack, its services and configs (its volumes only with volumes=true)", (ID, VOLUMES),
           statuses=(404,), write=True, permission=P.DEPLOY),
+    Route("POST", "/v1/stacks/{id}/deploy", storage.deploy_stack, "stacks",
+          "Deploy a whole compose file (made by `corral stack deploy`): the stack named, its configs and services, "
+          "all or nothing; dry_run says what would change", (ID, DRY_RUN), body="StackDeploy",
+          statuses=(404, 409, 413), write=True, permission=P.DEPLOY),
+    Route("GET", "/v1/volumes", storage.list_volumes, "volumes", "Volumes: where each lives, who mounts it",
+          (*PAGE, IN_ENVIRONMENT), permission=P.READ),
+    Route("POST", "/v1/volumes", storage.create_volume, "volumes",
+          "Create an external volume (on a host, or where its first container goes)", body="VolumeCreate",
+          statuses=(404, 409, 413), write=True, created=True, permission=P.DEPLOY),
+    Route("GET", "/v1/volumes/{name}", storage.get_volume, "volumes", "One volume", (NAME, IN_ENVIRONMENT),
+          statuses=(404,), permission=P.READ),
+    Route("DELETE", "/v1/volumes/{name}", storage.remove_volume, "volumes",
+          "Remove a volume no service mounts (its host deletes it and its data)", (NAME, IN_ENVIRONMENT),
+          statuses=(404, 409), write=True, permission=P.DEPLOY),
+    Route("GET", "/v1/configs", storage.list_configs, "volumes", "Configs and secrets (never a secret's bytes)",
+          (*PAGE, IN_ENVIRONMENT), permission=P.READ),
+    Route("POST", "/v1/configs", storage.create_config, "volumes",
+          "Create or replace a config or a secret of an environment (a stack's come with its deploy)",
+          body="ConfigCreate", statuses=(404, 409, 413), write=True, created=True, permission=P.DEPLOY),
+    Route("GET", "/v1/configs/{name}", storage.get_config, "volumes", "One config (its files with content=true) "
+          "or secret (never its bytes)", (NAME, IN_ENVIRONMENT, CONTENT), statuses=(404,), permission=P.READ),
+    Route("DELETE", "/v1/configs/{name}", storage.remove_config, "volumes",
+          "Remove a config or secret no service mounts", (NAME, IN_ENVIRONMENT), statuses=(404, 409), write=True,
+          permission=P.DEPLOY),
+    Route("GET", "/v1/settings", storage.get_settings, "cluster", "Cluster settings: the host folders services may "
+          "bind-mount", permission=P.AUTHENTICATED),
+    Route("PATCH", "/v1/settings", storage.change_settings, "cluster", "Change the cluster settings",
+          body="Settings", write=True),
     Route("GET", "/v1/services", services.list_services, "services", "Services", (*PAGE, STACK, STATE),
           permission=P.READ),
     Route("POST", "/v1/services", services.create_service, "services", "Create a service", body="ServiceCreate",

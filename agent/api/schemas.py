@@ -13,6 +13,7 @@ from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
 from agent.model.images import REGISTRY_RE
+from agent.model.mounts import MAX_MOUNTS, MAX_PATH, VOLUME_NAME_PATTERN
 from agent.model.policy import Role
 from agent.model.scheduler import CONSTRAINT_PATTERN
 from agent.model.spec import (
@@ -78,6 +79,31 @@ HEALTH_CHECK: Schema = {"oneOf": [
 ]}
 CONSTRAINTS: Schema = nullable({"type": "array", "items": {"type": "string", "pattern": CONSTRAINT_PATTERN}})
 
+ABS_PATH: Schema = {"type": "string", "pattern": "^/[^:\\x00\\n\\r]*$", "maxLength": MAX_PATH,
+                    "description": "an absolute, normalised path"}
+VOLUME: Schema = {"type": "string", "pattern": VOLUME_NAME_PATTERN}
+_MOUNT_COMMON: dict[str, Schema] = {"target": ABS_PATH, "read_only": {"type": "boolean"}}
+MOUNT: Schema = {"oneOf": [
+    {"type": "object", "additionalProperties": False, "required": ["type", "target"], "properties": {
+        "type": {"const": "volume"}, "source": VOLUME, "scope": {"enum": ["stack", "instance", "external"]},
+        **_MOUNT_COMMON}, "description": "a named volume (no source: an anonymous, instance volume)"},
+    {"type": "object", "additionalProperties": False, "required": ["type", "source", "target"], "properties": {
+        "type": {"const": "bind"}, "source": ABS_PATH, **_MOUNT_COMMON},
+     "description": "a host folder, only under the cluster's bind_paths"},
+    {"type": "object", "additionalProperties": False, "required": ["type", "source"], "properties": {
+        "type": {"enum": ["config", "secret"]}, "source": VOLUME, "mode": {"type": "integer", "minimum": 0,
+                                                                          "maximum": 0o777}, **_MOUNT_COMMON},
+     "description": "a config (target required) or secret (default target /run/secrets/SOURCE)"},
+    {"type": "object", "additionalProperties": False, "required": ["type", "target"], "properties": {
+        "type": {"const": "tmpfs"}, "size": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY},
+                                                        {"type": "string", "pattern": MEMORY_PATTERN}]},
+        **_MOUNT_COMMON}},
+]}
+CONFIG_FILES: Schema = {"type": "array", "minItems": 1, "maxItems": 256, "items": {
+    "type": "object", "additionalProperties": False, "required": ["path", "data"], "properties": {
+        "path": {"type": "string", "maxLength": 1024, "description": "relative; \"\" for a single file"},
+        "data": {"type": "string", "contentEncoding": "base64"}}}}
+
 SPEC_PROPERTIES: dict[str, Schema] = {
     "image": {"type": "string", "pattern": "\\S", "maxLength": MAX_IMAGE},
     "command": {"anyOf": [STR, {"type": "array", "items": STR}, NULL]},
@@ -98,6 +124,10 @@ SPEC_PROPERTIES: dict[str, Schema] = {
         "constraints": CONSTRAINTS, "preferences": CONSTRAINTS, "must": CONSTRAINTS, "should": CONSTRAINTS,
         "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"}}}, NULL]},
     "health_check": HEALTH_CHECK,
+    "mounts": nullable({"type": "array", "maxItems": MAX_MOUNTS, "description": "no target twice", "items": MOUNT}),
+    "on_host_loss": {"enum": ["wait", "recreate-empty"], "description": "when the host a volume lives on is lost: "
+                     "wait for it (default), or start again elsewhere on an empty volume"},
+    "mode": {"enum": ["replicated", "global"], "description": "global: one on every host its placement allows"},
     "pull": {"enum": ["if-not-present", "always"],
              "description": "fetch the image only when the host has none of that name (default), or before "
                             "every container it creates"},
@@ -166,6 +196,22 @@ SCHEMAS: dict[str, Schema] = {
                   "description": "retire the old CA even if a live host still shows its certificate"}}},
     "HostMove": {"type": "object", "required": ["environment"], "additionalProperties": False,
                  "properties": {"environment": NAME}},
+    "StackDeploy": {"type": "object", "required": ["services"], "additionalProperties": False, "properties": {
+        "environment": NAME,
+        "services": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME_PATTERN},
+                     "additionalProperties": {"type": "object", "required": ["image"], "additionalProperties": False,
+                                              "properties": SPEC_PROPERTIES}},
+        "configs": {"type": "object", "propertyNames": {"pattern": VOLUME_NAME_PATTERN},
+                    "additionalProperties": {"type": "object", "required": ["files"], "additionalProperties": False,
+                                             "properties": {"secret": {"type": "boolean"}, "files": CONFIG_FILES}}},
+        "prune": {"type": "boolean", "description": "remove the stack's services the file does not name"}}},
+    "VolumeCreate": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+        "name": VOLUME, "environment": NAME, "host": nullable(STR), "labels": STRING_MAP}},
+    "ConfigCreate": {"type": "object", "required": ["name", "files"], "additionalProperties": False, "properties": {
+        "name": VOLUME, "environment": NAME, "secret": {"type": "boolean"}, "files": CONFIG_FILES}},
+    "Settings": {"type": "object", "required": ["bind_paths"], "additionalProperties": False, "properties": {
+        "bind_paths": {"type": "array", "maxItems": 32, "items": ABS_PATH,
+                       "description": "host folders services may bind-mount (and all under them)"}}},
     "Entity": ENTITY,
 }
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from agent.api.auth import authorize, grants, write
 from agent.api.body import json_object
 from agent.api.deps import DEPS
-from agent.api.params import ENVIRONMENT, ID
+from agent.api.params import ENVIRONMENT, ID, VOLUMES
 from agent.api.views import find_stack, page, readable, stack_view
 from agent.model import spec as specs
 from agent.model.commands import StackCreate, StackRemove
@@ -40,7 +40,7 @@ async def delete_stack(request: web.Request) -> web.Response:
     replica = request.app[DEPS].replica
     stack = find_stack(replica.state, ID.get(request), grants(request))
     authorize(request, Permission.DEPLOY, stack.environment)
-    await write(request, StackRemove(stack.id))
+    await write(request, StackRemove(stack.id, VOLUMES.get(request)))
     return web.json_response({"removed": stack.id})
 
 

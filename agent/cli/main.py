@@ -23,6 +23,7 @@ from agent.cli.keys import keys
 from agent.cli.output import CorralGroup
 from agent.cli.services import service
 from agent.cli.stacks import stack
+from agent.cli.volumes import config, settings, volume
 from agent.drill.cli import drill
 from agent.errors import CorralError
 from agent.lab.cli import lab
@@ -168,7 +169,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,
-                 ca, registry, image, api, lab, drill):
+                 ca, registry, image, api, lab, drill, volume, config, settings):
     cli.add_command(_command)
 
 

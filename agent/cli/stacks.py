@@ -42,37 +42,59 @@ def stack_ls(url: str) -> None:
 
 @stack.command("rm")
 @click.argument("name")
+@click.option("--volumes", is_flag=True, help="remove its volumes too, and their data (kept otherwise, for the "
+              "next deploy of a stack of that name)")
 @url_option
-def stack_rm(name: str, url: str) -> None:
-    """Remove stack NAME (an id or a name) with its services and containers."""
-    Client(url).delete(f"/v1/stacks/{name}")
-    click.echo(f"stack {name} removed")
+def stack_rm(name: str, volumes: bool, url: str) -> None:
+    """Remove stack NAME (an id or a name) with its services, containers and configs."""
+    Client(url).request("DELETE", f"/v1/stacks/{name}", query={"volumes": "true"} if volumes else None)
+    click.echo(f"stack {name} removed" + (" with its volumes" if volumes else ""))
 
 
 @stack.command("deploy")
 @click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.argument("name")
 @url_option
+@click.option("--env", "environment", default="default", show_default=True, help="the stack's environment")
+@click.option("--dry-run", is_flag=True, help="check the whole file against the server and print what would be "
+              "created, changed and ignored; change nothing (exit status 1 only on errors)")
+@click.option("--prune", is_flag=True, help="remove the stack's services the file no longer names")
 @click.option("--wait/--no-wait", default=True, help="wait until every container runs")
-def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
-    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`). A
-    service with `build:` is built first: its folder goes to the answering host, which builds it; the
+def stack_deploy(path: Path, name: str, url: str, environment: str, dry_run: bool, prune: bool, wait: bool) -> None:
+    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`), whole:
+    every service, config and secret is checked first, and nothing changes unless all of it is right.
+    A service with `build:` is built first: its folder goes to the answering host, which builds it; the
     image is tagged by its content (a changed folder is a new tag, which rolls the service) and reaches
-    the other hosts peer to peer."""
+    the other hosts peer to peer (a dry run builds nothing). Docs: docs/COMPOSE.md."""
     parsed = compose.parse(path.read_text())
     services = parsed.services
     client = Client(url)
     for svc, build in parsed.builds.items():
-        services[svc] = {**services[svc], "image": _built(client, path.parent, name, svc, build)}
-    stacks = {s["name"]: s for s in client.items("/v1/stacks")}
-    if name not in stacks:
-        stacks[name] = client.post("/v1/stacks", {"name": name})
-    existing = {s["name"]: s for s in client.items("/v1/services", stack=stacks[name]["id"])}
-    ids = [_deploy_service(client, stacks[name]["id"], name, svc, spec, existing.get(svc))
-           for svc, spec in services.items()]
-    if wait:
-        for sid in ids:
-            converge(client, sid)
+        services[svc] = {**services[svc], "image": "corral-build/dry-run:latest" if dry_run
+                         else _built(client, path.parent, name, svc, build)}
+    body: dict[str, Any] = {"environment": environment, "services": services, "prune": prune}
+    plan = client.request("POST", f"/v1/stacks/{name}/deploy", body, query={"dry_run": "true"} if dry_run else None)
+    _print_plan(plan, name)
+    if dry_run or not wait:
+        return
+    stack_id = plan["stack_view"]["id"]
+    for made in client.items("/v1/services", stack=stack_id):
+        if made["name"] in services:
+            converge(client, made["id"])
+
+
+def _print_plan(plan: dict[str, Any], name: str) -> None:
+    would = "would be " if plan.get("dry_run") else ""
+    if not plan["exists"]:
+        click.echo(f"stack {name} {would}created")
+    for verb in ("created", "changed", "unchanged", "removed"):
+        for svc in plan["services"][verb]:
+            click.echo(f"service {name}/{svc} {would if verb != 'unchanged' else ''}{verb}")
+    for verb in ("created", "changed"):
+        for conf in plan["configs"][verb]:
+            click.echo(f"config {name}_{conf} {would}{verb}")
+    for vol in plan["volumes"]["created"]:
+        click.echo(f"volume {vol} {'would be made' if would else 'will be made'} on the host of its first container")
 
 
 def _built(client: Client, folder: Path, stack_name: str, service: str, build: compose.Build) -> str:

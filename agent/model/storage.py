@@ -41,6 +41,8 @@ from agent.model.errors import bad_request, conflict, not_found
 from agent.model.mounts import Mount, MountType, VolumeScope, check_path, volume_key, volume_name
 from agent.model.spec import ServiceSpec
 
+SECRET_PURPOSE = b"secret"
+"""The sealing purpose of secrets' bytes (``mesh.sealing``): the API seals, the container's host opens."""
 MAX_CONFIG = 512 * 1024
 """Bytes of one config's files (Docker swarm's limit is 500 KB): a config is a file, not a data set."""
 MAX_CONFIGS_TOTAL = 16 * 2**20
@@ -360,4 +362,5 @@ def _whose(volume: Volume) -> str:
     return f"{'an instance' if volume.scope == VolumeScope.INSTANCE else 'a'} volume of stack {volume.stack}"
 
 
-__all__ = ["MAX_CONFIG", "Config", "Storage", "Volume", "allowed_bind", "check_files", "config_digest"]
+__all__ = ["MAX_CONFIG", "SECRET_PURPOSE", "Config", "Storage", "Volume", "allowed_bind", "check_files",
+           "config_digest"]

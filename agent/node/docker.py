@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, cast
 
 import aiodocker
+import aiodocker.volumes
 import aiohttp
 
 from agent.errors import Conflict, EngineUnreachable
@@ -140,6 +141,12 @@ class Engine(Protocol):
     async def image_ids(self) -> dict[str, str]: ...
 
     async def ensure_network(self, subnet: str) -> bool: ...
+
+    async def volumes(self) -> dict[str, dict[str, Any]]: ...
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
+
+    async def remove_volume(self, name: str) -> None: ...
 
     @property
     def containers(self) -> ContainerOps: ...
@@ -325,6 +332,32 @@ class DockerEngine:
         registry's reason (``unauthorized``, an unknown CA …) when the engine reports one."""
         repo, tag = split_reference(reference)
         await self._call("an image push", self._client.images.push(repo, tag=tag, auth=_auth(auth)), timeout)
+
+    # ---------------------------------------------------------------- volumes
+
+    async def volumes(self) -> dict[str, dict[str, Any]]:
+        """The engine's volumes that Corral made (label ``corral.volume``), by name."""
+        data = await self._call("a volume list",
+                                cast(Any, self._client.volumes).list(filters={"label": [LABEL_PREFIX + "volume"]}))
+        return {str(v["Name"]): v for v in (data or {}).get("Volumes") or ()}
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """``POST /volumes/create`` (the ``local`` driver); a volume of that name already there is kept
+        as it is, data and all."""
+        await self._call("a volume create", cast(Any, self._client.volumes).create(
+            {"Name": name, "Driver": "local", "Labels": dict(labels)}))
+
+    async def remove_volume(self, name: str) -> None:
+        """``DELETE /volumes/{name}``; gone already is done. Conflict while a container uses it."""
+        try:
+            volume = cast(Any, aiodocker.volumes.DockerVolume)(self._client, name)
+            await self._call("a volume remove", volume.delete())
+        except EngineRefused as exc:
+            if exc.status == NOT_FOUND:
+                return
+            if exc.status == CONFLICT:
+                raise Conflict(f"volume {name} is in use by a container") from None
+            raise
 
     async def ensure_network(self, subnet: str) -> bool:
         """The ``corral`` bridge network on this host's overlay /24 (gateway .1); True if it was (re)made.

@@ -21,6 +21,7 @@ from agent.errors import CorralError
 from agent.model import spec as spec_rules
 from agent.model.codec import to_wire
 from agent.model.entities import Health, Instance, Status
+from agent.model.mounts import DEFAULT_FILE_MODE, MountType, volume_key
 from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy
 from agent.model.state import MAX_ERROR, ClusterState
 from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
@@ -57,6 +58,33 @@ class Why(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class HostPaths:
+    """Where this host writes the files of configs and secrets it mounts into containers."""
+
+    configs: str = "/var/lib/corral/configs"
+    secrets: str = "/run/corral/secrets"
+    """On a memory file system (``/run``): a secret's clear bytes never reach a disk."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSet:
+    """A config's files as this host writes them: into ``directory`` (named after the config's digest
+    and the files' mode), ``content`` for a single file, else the tree under ``tree/``."""
+
+    directory: str
+    config: str
+    """The config's key (``ENVIRONMENT/NAME``), to find its bytes in the state."""
+    digest: str
+    mode: int
+    secret: bool
+    single: bool
+
+    @property
+    def source(self) -> str:
+        return f"{self.directory}/content" if self.single else f"{self.directory}/tree"
+
+
+@dataclasses.dataclass(frozen=True)
 class Desired:
     instance: str
     name: str
@@ -65,6 +93,10 @@ class Desired:
     config: Mapping[str, object]
     health_check: HealthCheck | None = None
     pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    volumes: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """The Docker volumes it mounts, with the labels each is made with."""
+    files: tuple[FileSet, ...] = ()
+    """The config and secret files it mounts, written before it is created."""
 
     @property
     def image(self) -> str:
@@ -86,8 +118,50 @@ class Action:
     desired: Desired | None = None
 
 
-def container_config(state: ClusterState, instance: Instance) -> dict[str, object]:
-    """The engine's create request for an instance: image, command, env, ports, labels, health check."""
+def storage_of(state: ClusterState, instance: Instance, paths: HostPaths = HostPaths()
+               ) -> tuple[list[dict[str, object]], Desired]:
+    """The ``HostConfig.Mounts`` of an instance's container, and the volumes and files they need (as a
+    Desired carrying only those): volumes by their name on this host (``agent/model/mounts.py``),
+    configs and secrets by the directory this host writes their files into."""
+    service = state.services[instance.service]
+    stack = state.stacks[service.stack]
+    out: list[dict[str, object]] = []
+    volumes: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    files: list[FileSet] = []
+    for m in service.spec.mounts:
+        if m.type == MountType.VOLUME:
+            name = volume_key(stack.name, m, instance.slot)
+            labels = ((LABEL_PREFIX + "volume", f"{stack.environment}/{name}"), (LABEL_PREFIX + "stack", stack.name))
+            volumes.append((name, labels))
+            out.append({"Type": "volume", "Source": name, "Target": m.target, "ReadOnly": m.read_only})
+        elif m.type == MountType.BIND:
+            out.append({"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only})
+        elif m.type == MountType.TMPFS:
+            tmpfs: dict[str, object] = {"Type": "tmpfs", "Target": m.target}
+            if m.size is not None:
+                tmpfs["TmpfsOptions"] = {"SizeBytes": m.size}
+            out.append(tmpfs)
+        else:
+            assert m.source is not None
+            config = state.storage.config_for(stack.environment, stack.name, m.source)
+            if config is None:  # removed meanwhile (the state refuses that while it is mounted)
+                raise MissingConfig(f"{m.type} {m.source} does not exist")
+            mode = m.mode if m.mode is not None else DEFAULT_FILE_MODE
+            root = paths.secrets if config.secret else paths.configs
+            single = len(config.files) == 1 and config.files[0][0] == ""
+            fileset = FileSet(f"{root}/{config.digest[:32]}-{mode:o}", config.key, config.digest, mode, config.secret,
+                              single)
+            files.append(fileset)
+            out.append({"Type": "bind", "Source": fileset.source, "Target": m.target, "ReadOnly": True})
+    return out, dataclasses.replace(_NO_STORAGE, volumes=tuple(volumes), files=tuple(files))
+
+
+class MissingConfig(CorralError):
+    """A container mounts a config the state no longer has."""
+
+
+def container_config(state: ClusterState, instance: Instance, paths: HostPaths = HostPaths()) -> dict[str, object]:
+    """The engine's create request for an instance: image, command, env, ports, labels, health check, mounts."""
     service = state.services[instance.service]
     stack = state.stacks[service.stack]
     spec = service.spec
@@ -99,6 +173,9 @@ def container_config(state: ClusterState, instance: Instance) -> dict[str, objec
     assert isinstance(wire, dict)
     shape = {k: wire[k] for k in CONTAINER_FIELDS}
     shape.update({k: wire[k] for k in LATER_CONTAINER_FIELDS if wire.get(k) != _DEFAULT_WIRE.get(k)})
+    mounts, needs = storage_of(state, instance, paths) if spec.mounts else ([], _NO_STORAGE)
+    if needs.files:  # new content in a config is a new container
+        shape["config_digests"] = [f.digest for f in needs.files]
     fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
     labels = {
         **spec.labels,
@@ -123,6 +200,10 @@ def container_config(state: ClusterState, instance: Instance) -> dict[str, objec
             "MemoryReservation": spec.memory,
         },
     }
+    if mounts:
+        host_config = config["HostConfig"]
+        assert isinstance(host_config, dict)
+        host_config["Mounts"] = mounts
     if spec.command:
         config["Cmd"] = list(spec.command)
     check = spec.health_check
@@ -133,6 +214,7 @@ def container_config(state: ClusterState, instance: Instance) -> dict[str, objec
     return config
 
 
+_NO_STORAGE = Desired("", "", False, RestartPolicy.NO, {})
 _DEFAULT_WIRE = cast(dict[str, object], to_wire(spec_rules.parse({"image": "x"})))
 
 
@@ -140,15 +222,17 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-def desired_one(state: ClusterState, inst: Instance) -> Desired:
+def desired_one(state: ClusterState, inst: Instance, paths: HostPaths = HostPaths()) -> Desired:
     spec = state.services[inst.service].spec
+    needs = storage_of(state, inst, paths)[1] if spec.mounts else _NO_STORAGE
     return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
-                   container_config(state, inst), spec.health_check, spec.pull)
+                   container_config(state, inst, paths), spec.health_check, spec.pull, needs.volumes, needs.files)
 
 
-def desired_here(state: ClusterState, host: str) -> dict[str, Desired]:
+def desired_here(state: ClusterState, host: str, paths: HostPaths = HostPaths()) -> dict[str, Desired]:
     """Every instance assigned to ``host``, as the container it should be."""
-    return {inst.id: desired_one(state, inst) for inst in state.instances_on(host) if inst.service in state.services}
+    return {inst.id: desired_one(state, inst, paths) for inst in state.instances_on(host)
+            if inst.service in state.services}
 
 
 def plan(desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) -> list[Action]:

@@ -28,6 +28,7 @@ from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
 from agent.model.changes import Change, Topic
 from agent.model.entities import Service, Stack
+from agent.model.mounts import MountType
 from agent.model.spec import HealthType, PullPolicy
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, Engine, EngineContainer, NameInUse
@@ -35,9 +36,11 @@ from agent.node.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
 from agent.node.images import ImageManager, Wait
 from agent.node.plan import (
     CONTAINER_FIELDS,
+    LATER_CONTAINER_FIELDS,
     Action,
     ActionKind,
     Desired,
+    HostPaths,
     Observed,
     Why,
     desired_one,
@@ -45,6 +48,7 @@ from agent.node.plan import (
     plan,
     reason,
 )
+from agent.node.storage import HostStorage
 from mesh.aio import supervised, wait_event
 
 log = logging.getLogger("corral.reconciler")
@@ -61,9 +65,12 @@ Reporter = Callable[[str, Observed], Awaitable[None]]
 
 class Reconciler:
     def __init__(self, host: str, state: ClusterState, engine: Engine, report: Reporter,
-                 images: ImageManager | None = None) -> None:
+                 images: ImageManager | None = None, storage: HostStorage | None = None,
+                 paths: HostPaths | None = None) -> None:
         self.host = host
         self.images = images
+        self.storage = storage
+        self.paths = paths or HostPaths()
         self.waiting: dict[str, Wait] = {}
         """Instances whose container waits for its image this pass (and why: how far the fetch is)."""
         self.state = state
@@ -73,7 +80,7 @@ class Reconciler:
         self._reported: dict[str, Observed] = {}
         self._inspected: dict[str, tuple[tuple[str, str | None], Mapping[str, object]]] = {}
         self._network: str | None = None
-        self._desired: dict[str, tuple[tuple[int, str], Service, Stack, Desired]] = {}
+        self._desired: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         self._known: dict[str, tuple[str, int]] = {}  # instance → (desired, generation) the last pass saw
         self._shapes: dict[str, tuple[object, ...]] = {}  # service → what of its spec shapes containers
         #: Why the last pass could not act on an instance (a create Docker refused…): reported with its
@@ -131,6 +138,11 @@ class Reconciler:
             return change.key in self._shapes and (service is None or shape(service) != self._shapes[change.key])
         if change.topic is Topic.HOST:
             return change.key == self.host
+        if change.topic is Topic.VOLUME:  # one of this host's volumes to remove
+            volume = self.state.storage.volumes.get(change.key)
+            return volume is not None and volume.host == self.host and volume.removing
+        if change.topic is Topic.CONFIG:  # new content for a config a container here mounts
+            return any(f.config == change.key for entry in self._desired.values() for f in entry[3].files)
         return change.topic is Topic.ALL
 
     async def _loop(self, changes: Subscription) -> None:
@@ -180,23 +192,32 @@ class Reconciler:
         frozen and replaced when they change, so an unchanged one is the same object next pass.
         """
         out: dict[str, Desired] = {}
-        cache: dict[str, tuple[tuple[int, str], Service, Stack, Desired]] = {}
+        cache: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         for inst in self.state.instances_on(self.host):
             service = self.state.services.get(inst.service)
             if service is None:
                 continue
             stack = self.state.stacks[service.stack]
-            key = (inst.generation, inst.desired.value)  # all of an instance that shapes its container
+            # all of an instance that shapes its container (with the content of the configs it mounts)
+            key = (inst.generation, inst.desired.value, *self._config_digests(service, stack))
             hit = self._desired.get(inst.id)
             if hit is not None and hit[0] == key and hit[1] is service and hit[2] is stack:
                 want = hit[3]
             else:
-                want = desired_one(self.state, inst)
+                want = desired_one(self.state, inst, self.paths)
             cache[inst.id] = (key, service, stack, want)
             out[inst.id] = want
         self._desired = cache
-        self._known = {i: (entry[0][1], entry[0][0]) for i, entry in cache.items()}
+        self._known = {i: (str(entry[0][1]), int(str(entry[0][0]))) for i, entry in cache.items()}
         self._shapes = {entry[1].id: shape(entry[1]) for entry in cache.values()}
+        return out
+
+    def _config_digests(self, service: Service, stack: Stack) -> list[str | None]:
+        out = []
+        for m in service.spec.mounts:
+            if m.source is not None and m.type in (MountType.CONFIG, MountType.SECRET):
+                config = self.state.storage.config_for(stack.environment, stack.name, m.source)
+                out.append(config.digest if config else None)
         return out
 
     async def reconcile_once(self) -> list[Action]:
@@ -222,6 +243,9 @@ class Reconciler:
         if actions:  # what the pass did: look again before reporting it
             seen = self._with_health(desired, await self.engine.containers.list())
         self._probe(desired, seen)
+        if self.storage is not None:
+            self.storage.sweep(desired.values())
+            await self.storage.remove_volumes()
         reported = await self._report_statuses(desired, seen)
         if failures:  # what did succeed is reported above; the next pass retries the rest
             raise failures[0]
@@ -286,6 +310,8 @@ class Reconciler:
 
     async def _create(self, want: Desired) -> None:
         containers = self.engine.containers
+        if self.storage is not None:
+            await self.storage.prepare(want)
         try:
             container_id = await containers.create(want.name, want.config)
         except NameInUse:
@@ -392,7 +418,7 @@ class Reconciler:
 
 def shape(service: Service) -> tuple[object, ...]:
     """What of a service decides its containers (a new scale or placement rule does not)."""
-    return (service.name, *(getattr(service.spec, f) for f in CONTAINER_FIELDS))
+    return (service.name, *(getattr(service.spec, f) for f in (*CONTAINER_FIELDS, *LATER_CONTAINER_FIELDS)))
 
 
 __all__ = ["CONCURRENCY", "SAFETY_PERIOD", "Reconciler"]

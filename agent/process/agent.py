@@ -41,8 +41,9 @@ from agent.node import hostinfo, keyring
 from agent.node.docker import DockerEngine, Engine
 from agent.node.images import ImageEngine, ImageManager
 from agent.node.overlay import OverlayRuntime, load_or_make_key
-from agent.node.plan import Observed
+from agent.node.plan import HostPaths, Observed
 from agent.node.reconciler import Reconciler
+from agent.node.storage import HostStorage
 from agent.process import bootstrap, credentials, joining
 from agent.process.certs import NodeCerts, renewing
 from agent.process.config import AgentConfig
@@ -313,7 +314,9 @@ class Agent:
                 container_id=observed.container_id, ip=observed.ip, ports=observed.ports, error=observed.error,
                 health=observed.health, health_detail=observed.health_detail))
 
-        reconciler = Reconciler(name, self.state, self.engine, report, self.images)
+        paths = HostPaths(configs=str(self.config.data_dir / "configs"), secrets=f"/run/corral/{name}/secrets")
+        storage = HostStorage(name, self.state, self.engine, paths, self.secret, replica.propose_anywhere)
+        reconciler = Reconciler(name, self.state, self.engine, report, self.images, storage, paths)
         async with reconciler.running(self.feed):
             self.reconciler = reconciler
             self.health.add("reconciler", reconciler.problem)

@@ -131,6 +131,7 @@ class FakeEngine:
         self.networks: list[str] = []
         self.loaded: dict[str, str] = {}
         self.saved: dict[str, bytes] = {}
+        self.volume_labels: dict[str, dict[str, str]] = {}
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "fake", "ApiVersion": "1.41"}
@@ -184,6 +185,15 @@ class FakeEngine:
         self.loaded[tag] = image_id
         self.saved[tag] = data
         return f"Successfully tagged {tag}"
+
+    async def volumes(self) -> dict[str, dict[str, Any]]:
+        return {name: {"Name": name, "Labels": dict(labels)} for name, labels in self.volume_labels.items()}
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.volume_labels.setdefault(name, dict(labels))
+
+    async def remove_volume(self, name: str) -> None:
+        self.volume_labels.pop(name, None)
 
     async def ensure_network(self, subnet: str) -> bool:
         if self.networks and self.networks[-1] == subnet:

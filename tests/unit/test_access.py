@@ -246,6 +246,10 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/images/{id}/fetch"): "deploy-anywhere",
     ("POST", "/v1/builds"): "deploy-anywhere", ("GET", "/v1/host/images"): "any",
     ("GET", "/v1/internal/images/{id}"): "system",
+    ("POST", "/v1/stacks/{id}/deploy"): "deploy", ("GET", "/v1/volumes"): "any", ("POST", "/v1/volumes"): "deploy",
+    ("GET", "/v1/volumes/{name}"): "read", ("DELETE", "/v1/volumes/{name}"): "deploy", ("GET", "/v1/configs"): "any",
+    ("POST", "/v1/configs"): "deploy", ("GET", "/v1/configs/{name}"): "read", ("DELETE", "/v1/configs/{name}"): "deploy",
+    ("GET", "/v1/settings"): "any", ("PATCH", "/v1/settings"): "admin",
 }
 ROLE_OF = {"read-only": Role.READ_ONLY, "restricted": Role.RESTRICTED, "member": Role.MEMBER, "owner": Role.OWNER}
 ALLOWED: dict[str, set[str]] = {
@@ -456,6 +460,31 @@ async def _new_image(w: World, env: str, caller: str) -> Request:
     return "/v1/images", save_tarball(payload=w.fresh("payload").encode())[0]
 
 
+async def _deploy(w: World, env: str, caller: str) -> Request:
+    return f"/v1/stacks/{w.fresh('st')}/deploy", {"environment": env, "services": {"web": {"image": "corral/base"}}}
+
+
+async def _new_volume(w: World, env: str, caller: str) -> Request:
+    return "/v1/volumes", {"name": w.fresh("vol"), "environment": env}
+
+
+async def _volume(w: World, env: str, caller: str) -> Request:
+    made = await w.admin("POST", "/v1/volumes", {"name": w.fresh("vol"), "environment": env})
+    return f"/v1/volumes/{made['name']}?environment={env}", None
+
+
+CONFIG_FILES = [{"path": "", "data": "aGVsbG8="}]
+
+
+async def _new_config(w: World, env: str, caller: str) -> Request:
+    return "/v1/configs", {"name": w.fresh("conf"), "environment": env, "files": CONFIG_FILES}
+
+
+async def _config(w: World, env: str, caller: str) -> Request:
+    made = await w.admin("POST", "/v1/configs", {"name": w.fresh("conf"), "environment": env, "files": CONFIG_FILES})
+    return f"/v1/configs/{made['name']}?environment={env}", None
+
+
 KEY = "A" * 43 + "="
 BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/openapi.json"): _fixed("/v1/openapi.json"), ("GET", "/v1/health"): _fixed("/v1/health"),
@@ -510,6 +539,12 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("DELETE", "/v1/images/{id}"): _image, ("POST", "/v1/images/{id}/fetch"): _then(_image, "/fetch"),
     ("GET", "/v1/host/images"): _fixed("/v1/host/images"), ("POST", "/v1/builds"): _build_context,
     ("GET", "/v1/internal/images/{id}"): _fixed("/v1/internal/images/" + "a" * 64),
+    ("POST", "/v1/stacks/{id}/deploy"): _deploy, ("GET", "/v1/volumes"): _fixed("/v1/volumes"),
+    ("POST", "/v1/volumes"): _new_volume, ("GET", "/v1/volumes/{name}"): _volume,
+    ("DELETE", "/v1/volumes/{name}"): _volume, ("GET", "/v1/configs"): _fixed("/v1/configs"),
+    ("POST", "/v1/configs"): _new_config, ("GET", "/v1/configs/{name}"): _config,
+    ("DELETE", "/v1/configs/{name}"): _config, ("GET", "/v1/settings"): _fixed("/v1/settings"),
+    ("PATCH", "/v1/settings"): _fixed("/v1/settings", {"bind_paths": ["/srv"]}),
 }
 
 

@@ -49,12 +49,15 @@ SCHEMA.config.generation.update(max_examples=int(os.environ.get("CORRAL_FUZZ_EXA
 RULES_BEYOND_JSON_SCHEMA = {("POST", "/v1/services"), ("PATCH", "/v1/services/{id}"), ("POST", "/v1/keys"),
                             ("POST", "/v1/auth/login"), ("POST", "/v1/apikeys"), ("PATCH", "/v1/users/{name}"),
                             ("POST", "/v1/auth/logout"), ("POST", "/v1/images"), ("POST", "/v1/registries"),
-                            ("POST", "/v1/builds")}
+                            ("POST", "/v1/builds"), ("POST", "/v1/stacks/{id}/deploy"), ("POST", "/v1/configs"),
+                            ("PATCH", "/v1/settings")}
 """Operations whose valid-looking bodies may still be refused by a documented 400 (see the module doc;
 a key change is refused when the ring cannot take it: a key installed twice, the primary removed; a
 ttl such as "999999d" matches the duration pattern but is over ten years; one's own password changes only
 with the current one; a logout is for sessions, not API keys; an image upload is bytes that must be a
-`docker save` tarball, a build context a tar with a Dockerfile; a registry's user name may not be one it takes)."""
+`docker save` tarball, a build context a tar with a Dockerfile; a registry's user name may not be one it takes;
+a deploy's services are specs, and its configs' files base64 with relative paths; bind paths are absolute and
+normalised, which a pattern says only in part)."""
 TOKEN: list[str] = []
 """The in-memory agent's admin token, once it runs."""
 ADMIN = "Bearer <the administrator's token>"
