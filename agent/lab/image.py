@@ -51,7 +51,7 @@ def _applets(busybox: Path) -> list[str]:
     return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
 
 
-def _arch() -> str:
+def docker_arch() -> str:
     machine = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
 
@@ -114,7 +114,7 @@ def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload
     layers = [_layer(busybox)] + ([_payload_layer(payload, seed or tag)] if payload else [])
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     config = {
-        "architecture": _arch(),
+        "architecture": docker_arch(),
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"], "Env": [PATH_ENV], "WorkingDir": "/"},
@@ -125,8 +125,8 @@ def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     out = io.BytesIO()
-    image_id = write_saved_image(out, tag, config_bytes,
-                                 [(hashlib.sha256(layer).hexdigest(), len(layer), io.BytesIO(layer)) for layer in layers])
+    streams = [(hashlib.sha256(layer).hexdigest(), len(layer), io.BytesIO(layer)) for layer in layers]
+    image_id = write_saved_image(out, tag, config_bytes, streams)
     return out.getvalue(), image_id
 
 
