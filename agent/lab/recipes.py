@@ -5,10 +5,10 @@ the Debian packages an image holds and how it starts; :mod:`agent.lab.debian` ma
 ``debootstrap --variant=minbase`` (the host's own suite and mirror), strips what a container never
 reads, and packs the root filesystem as a one-layer ``docker save`` tarball.
 
-Everything here is pure (no I/O): the recipes, the cache key (suite, architecture, packages, files,
-start command and :data:`RECIPE_VERSION`), the host's suite from ``/etc/os-release`` and its mirror
-from its apt sources, given as text. A tarball is cached under its key, so a second build of the same
-recipe on the same suite is a lookup.
+Everything here is pure (no I/O but reading ``web.cgi``, beside this file, once): the recipes, the
+cache key (suite, architecture, packages, files, start command and :data:`RECIPE_VERSION`), the host's
+suite from ``/etc/os-release`` and its mirror from its apt sources, given as text. A tarball is cached
+under its key, so a second build of the same recipe on the same suite is a lookup.
 """
 
 from __future__ import annotations
