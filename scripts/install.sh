@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Corral needs on a Debian 12 machine, as root: the system packages (Docker
-# Engine, busybox-static for the base image, iproute2, iptables, the lab's registry and its htpasswd,
-# the benchmark references) and the corral package with its test tools into ./.venv. Safe to run
+# Engine, busybox-static for the base image, debootstrap for the lab's images from Debian packages,
+# iproute2, iptables, the lab's registry and its htpasswd, the benchmark references) and the corral package with its test tools into ./.venv. Safe to run
 # again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(docker.io busybox-static iproute2 iptables util-linux procps ca-certificates
+packages=(docker.io busybox-static debootstrap iproute2 iptables util-linux procps ca-certificates
           docker-registry apache2-utils iperf3 wireguard-go etcd-server)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)

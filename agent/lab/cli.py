@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from agent.lab import debian, recipes
 from agent.lab.image import ImageBuildError
 from agent.lab.lab import Lab, LabError
 from agent.lab.layout import DEFAULT_SUBNET, MAX_HOSTS
@@ -183,3 +184,72 @@ def degrade(host: str, loss: str) -> None:
         return
     _run(lambda: Lab().degrade(host, percent))
     console.print(f"{host}: loss {percent:g}%")
+
+
+@lab.group("image")
+def image_group() -> None:
+    """Lab images made from Debian's packages with debootstrap (no registry needed), cached on this
+    machine and loaded into the lab's cluster."""
+
+
+def _recipe_list() -> str:
+    return "\n".join(f"  {r.name:<6} {r.summary}" for r in recipes.RECIPES.values())
+
+
+@image_group.command("build", help=f"""Make lab image NAME… (corral-lab/NAME:latest) from Debian's packages and
+load it into the lab's cluster (on h1, fetched peer to peer by the other hosts) if a lab is up.
+
+debootstrap --variant=minbase with this machine's Debian suite and apt mirror, the recipe's packages,
+docs/locales/apt lists stripped; the tarball is cached in {debian.DEFAULT_CACHE}/images (CORRAL_LAB_CACHE
+moves it) under a key of suite, packages and recipe version, so building again takes seconds.
+
+\b
+Recipes:
+{_recipe_list()}""")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--rebuild", is_flag=True, help="run debootstrap again even if the cache has the tarball")
+@click.option("--no-load", "no_load", is_flag=True, help="only build (or find) the tarball; leave the lab alone")
+@click.option("--mirror", default=None, metavar="URL",
+              help="the Debian mirror (default: the one this machine's apt sources use for its suite)")
+def image_build(names: tuple[str, ...], rebuild: bool, no_load: bool, mirror: str | None) -> None:
+    try:
+        chosen = [recipes.recipe(name) for name in names]
+    except recipes.UnknownRecipe as exc:
+        _fail(str(exc))
+        return
+    started = time.monotonic()
+
+    def say(name: str) -> debian.Say:
+        return lambda message: console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{name}[/bold]  "
+                                             f"{message}", markup=True, highlight=False)
+
+    host = _run(lambda: debian.this_host(mirror))
+    built = [_run(lambda r=r: debian.build(r, host, rebuild=rebuild, say=say(r.name))) for r in chosen]
+    for image in built:
+        how = "from the cache" if image.cached else f"built in {image.build_seconds:.1f} s"
+        console.print(f"{image.tag}: {image.image_id[:19]}, {image.size / 2**20:.1f} MiB, {how} ({image.path})")
+    if no_load:
+        return
+    lab_ = _lab()
+    if lab_.read_state() is None:
+        console.print("no lab is up: the images are cached only (`corral lab up`, then build again to load them)")
+        return
+    for image in built:
+        _run(lambda i=image: lab_.load_image(i.path, i.tag))
+    console.print(f"loaded into the lab's cluster: {', '.join(i.tag for i in built)} "
+                  f"({time.monotonic() - started:.1f} s in all)")
+
+
+@image_group.command("ls")
+@click.option("--mirror", default=None, metavar="URL", help="as for build (the mirror is not part of the key)")
+def image_ls(mirror: str | None) -> None:
+    """The recipes, their packages, and whether this machine's cache holds their tarball."""
+    host = _run(lambda: debian.this_host(mirror))
+    table = Table(title=f"lab images ({host.suite}, {host.arch}, cache {debian.cache_dir()})")
+    for col in ("name", "tag", "packages", "cached"):
+        table.add_column(col)
+    for recipe in recipes.RECIPES.values():
+        found = debian.cached(recipe, host)
+        table.add_row(recipe.name, recipe.tag, " ".join(recipe.packages),
+                      f"{found.size / 2**20:.1f} MiB, {found.image_id[:19]}" if found else "no")
+    console.print(table)

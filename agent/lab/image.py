@@ -14,7 +14,9 @@ import platform
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from agent.lab.layout import BASE_IMAGE
 
@@ -49,7 +51,7 @@ def _applets(busybox: Path) -> list[str]:
     return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
 
 
-def _arch() -> str:
+def docker_arch() -> str:
     machine = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
 
@@ -112,7 +114,7 @@ def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload
     layers = [_layer(busybox)] + ([_payload_layer(payload, seed or tag)] if payload else [])
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     config = {
-        "architecture": _arch(),
+        "architecture": docker_arch(),
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"], "Env": [PATH_ENV], "WorkingDir": "/"},
@@ -122,19 +124,32 @@ def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload
            if payload else []),
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    image_hex = hashlib.sha256(config_bytes).hexdigest()
-    layer_dirs = [hashlib.sha256(layer).hexdigest() for layer in layers]
-    manifest = [{"Config": f"{image_hex}.json", "RepoTags": [tag], "Layers": [f"{d}/layer.tar" for d in layer_dirs]}]
     out = io.BytesIO()
+    streams = [(hashlib.sha256(layer).hexdigest(), len(layer), io.BytesIO(layer)) for layer in layers]
+    image_id = write_saved_image(out, tag, config_bytes, streams)
+    return out.getvalue(), image_id
+
+
+def write_saved_image(out: BinaryIO, tag: str, config_bytes: bytes,
+                      layers: Sequence[tuple[str, int, BinaryIO]]) -> str:
+    """Write a ``docker save`` tarball of one image to ``out`` (its config, then each layer as
+    ``HEX/layer.tar``, then ``manifest.json``; fixed mtimes, so the same input is the same bytes) and
+    return its image id. ``layers`` are (SHA-256 hex, size, stream) each, the stream read ``size`` bytes."""
+    image_hex = hashlib.sha256(config_bytes).hexdigest()
+    manifest = [{"Config": f"{image_hex}.json", "RepoTags": [tag], "Layers": [f"{d}/layer.tar" for d, _, _ in layers]}]
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        files = [(f"{image_hex}.json", config_bytes)]
-        files += [(f"{d}/layer.tar", layer) for d, layer in zip(layer_dirs, layers, strict=True)]
-        files.append(("manifest.json", json.dumps(manifest).encode()))
-        for name, data in files:
+
+        def add(name: str, size: int, stream: BinaryIO) -> None:
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue(), "sha256:" + image_hex
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            tar.addfile(info, stream)
+
+        add(f"{image_hex}.json", len(config_bytes), io.BytesIO(config_bytes))
+        for digest, size, stream in layers:
+            add(f"{digest}/layer.tar", size, stream)
+        manifest_bytes = json.dumps(manifest).encode()
+        add("manifest.json", len(manifest_bytes), io.BytesIO(manifest_bytes))
+    return "sha256:" + image_hex
 
 
 def busybox_available() -> bool:

@@ -51,6 +51,7 @@ STATE_VERSION = 1
 DOCKERD_TIMEOUT = 60.0
 AGENT_TIMEOUT = 30.0
 CLUSTER_TIMEOUT = 30.0
+IMAGE_TIMEOUT = 600.0  # a lab image from Debian's packages is ~90 MB, each host loads it into its engine
 ROOT_FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, *faults.COMMENT, "-j", "ACCEPT"]
 
 
@@ -242,27 +243,49 @@ class Lab:
             await engine.close()
 
     async def _spread_base_image(self, hosts: list[HostSpec], tarball: bytes) -> None:
-        """``corral image load`` of the base image on the first host, then every other host fetches it
+        await self._spread_image(hosts, tarball, f"base image {BASE_IMAGE}", AGENT_TIMEOUT)
+
+    def load_image(self, tarball: Path, what: str) -> dict[str, Any]:
+        """A ``docker save`` tarball into the lab's cluster the way the base image goes (loaded on the
+        first host that is up, fetched from peers by every other running host); the catalog's view of it.
+        ``what`` names it in progress lines and errors."""
+        hosts = [h for h in self.hosts() if _agent_pid(h) is not None]
+        if not hosts:
+            raise LabError("no agent of the lab is running")
+        return asyncio.run(self._spread_image(hosts, tarball, what, IMAGE_TIMEOUT))
+
+    async def _spread_image(self, hosts: list[HostSpec], tarball: bytes | Path, what: str,
+                            timeout_s: float) -> dict[str, Any]:
+        """``corral image load`` of an image on the first host, then every other host fetches it
         from its peers (``POST /v1/images/{id}/fetch``, all at once: the holders relay)."""
         first, rest = hosts[0], hosts[1:]
-        timeout = aiohttp.ClientTimeout(total=AGENT_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls()), timeout=timeout,
                                          headers=self.auth_headers()) as session:
-            async with session.post(first.api_url + "/v1/images", data=tarball,
-                                    headers={"Content-Type": "application/x-tar"}) as resp:
-                loaded = await resp.json(content_type=None)
-                if resp.status != 201:
-                    raise LabError(f"{first.name} did not take the base image: HTTP {resp.status} {loaded}")
-            self.progress(first.name, f"base image {BASE_IMAGE} loaded into the cluster ({loaded['id'][:19]})")
+            with contextlib.ExitStack() as files:
+                body = tarball if isinstance(tarball, bytes) else files.enter_context(tarball.open("rb"))
+                try:
+                    async with session.post(first.api_url + "/v1/images", data=body,
+                                            headers={"Content-Type": "application/x-tar"}) as resp:
+                        loaded: dict[str, Any] = await resp.json(content_type=None)
+                        if resp.status != 201:
+                            raise LabError(f"{first.name} did not take the {what}: HTTP {resp.status} {loaded}")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise LabError(f"{first.name} did not take the {what}: {exc or type(exc).__name__}") from exc
+            self.progress(first.name, f"{what} loaded into the cluster ({loaded['id'][:19]})")
 
             async def fetch(host: HostSpec) -> None:
-                async with session.post(f"{host.api_url}/v1/images/{loaded['id']}/fetch") as resp:
-                    answer = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        raise LabError(f"{host.name} could not fetch the base image: HTTP {resp.status} {answer}")
-                self.progress(host.name, f"base image fetched from a peer ({answer['detail']})")
+                try:
+                    async with session.post(f"{host.api_url}/v1/images/{loaded['id']}/fetch") as resp:
+                        answer = await resp.json(content_type=None)
+                        if resp.status != 200:
+                            raise LabError(f"{host.name} could not fetch the {what}: HTTP {resp.status} {answer}")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise LabError(f"{host.name} could not fetch the {what}: {exc or type(exc).__name__}") from exc
+                self.progress(host.name, f"{what} fetched from a peer ({answer['detail']})")
 
             await asyncio.gather(*(fetch(h) for h in rest))
+        return loaded
 
     async def _start_registry(self, pusher: HostSpec) -> None:
         """The registry, trusted by every engine, with the base image pushed to it through ``pusher``'s."""
