@@ -18,6 +18,7 @@ from agent.model.codec import to_wire
 from agent.model.entities import Event, Health, Host, Instance, KvEntry, Service, Stack, Status
 from agent.model.errors import not_found
 from agent.model.policy import Grants, role_in
+from agent.model.spec import ServiceMode
 from agent.model.state import ClusterState
 
 Row = dict[str, object]
@@ -41,7 +42,8 @@ def service_view(state: ClusterState, service: Service) -> Row:
     instances = state.instances_of(service.id)
     running = [i for i in instances if i.status == Status.RUNNING]
     healthy = sum(1 for i in running if i.health == Health.HEALTHY)
-    return {**wire(service), "stack_name": state.stacks[service.stack].name, "scale": service.spec.scale,
+    scale = len(instances) if service.spec.mode == ServiceMode.GLOBAL else service.spec.scale
+    return {**wire(service), "stack_name": state.stacks[service.stack].name, "scale": scale,
             "running": len(running), "healthy": healthy if service.spec.health_check else None,
             "containers": [i.id for i in instances]}
 
@@ -49,9 +51,12 @@ def service_view(state: ClusterState, service: Service) -> Row:
 def container_view(state: ClusterState, inst: Instance) -> Row:
     service = state.services.get(inst.service)
     stack = state.stacks.get(service.stack) if service else None
+    waiting = next((why for slot, why in (service.unplaced or ()) if slot == inst.slot), None) if service else None
+    host = state.hosts.get(inst.host)
     return {**wire(inst), "name": state.container_name(inst) if service else inst.id,
             "service_name": service.name if service else None, "stack": service.stack if service else None,
-            "stack_name": stack.name if stack else None, "state": inst.status.value}
+            "stack_name": stack.name if stack else None, "state": inst.status.value,
+            "host_state": host.state.value if host else None, "waiting": waiting}
 
 
 def event_view(event: Event) -> Row:

@@ -26,6 +26,10 @@ def ps(stack: str | None, service_: str | None, host: str | None, url: str) -> N
 def state_cell(c: dict[str, Any]) -> str:
     """``running (healthy)``, ``missing: create failed: …``, ``running (unhealthy: GET / answered 500)``."""
     cell = str(c["state"])
+    if c.get("host_state") not in (None, "active"):
+        cell = f"{cell}, as last reported by its host ({c['host_state']})"
+    if c.get("waiting"):
+        cell += f"; waiting: {c['waiting']}"
     if c.get("health"):
         cell += f" ({c['health']}: {c['health_detail']})" if c.get("health_detail") else f" ({c['health']})"
     return f"{cell}: {c['error']}" if c.get("error") else cell

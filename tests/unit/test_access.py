@@ -248,8 +248,8 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/internal/images/{id}"): "system",
     ("POST", "/v1/stacks/{id}/deploy"): "deploy", ("GET", "/v1/volumes"): "any", ("POST", "/v1/volumes"): "deploy",
     ("GET", "/v1/volumes/{name}"): "read", ("DELETE", "/v1/volumes/{name}"): "deploy", ("GET", "/v1/configs"): "any",
-    ("POST", "/v1/configs"): "deploy", ("GET", "/v1/configs/{name}"): "read", ("DELETE", "/v1/configs/{name}"): "deploy",
-    ("GET", "/v1/settings"): "any", ("PATCH", "/v1/settings"): "admin",
+    ("POST", "/v1/configs"): "deploy", ("GET", "/v1/configs/{name}"): "read",
+    ("DELETE", "/v1/configs/{name}"): "deploy", ("GET", "/v1/settings"): "any", ("PATCH", "/v1/settings"): "admin",
 }
 ROLE_OF = {"read-only": Role.READ_ONLY, "restricted": Role.RESTRICTED, "member": Role.MEMBER, "owner": Role.OWNER}
 ALLOWED: dict[str, set[str]] = {
