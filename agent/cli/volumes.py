@@ -159,24 +159,21 @@ def read_files(path: Path) -> list[dict[str, str]]:
     return out
 
 
-@click.group("settings", invoke_without_command=True)
-@click.pass_context
+@click.command("settings")
+@click.option("--allow-bind-path", "paths", multiple=True, metavar="PATH",
+              help="allow services to bind-mount this host folder and all under it (repeat for more; replaces "
+                   "the folders allowed before)")
+@click.option("--no-bind-paths", is_flag=True, help="allow no bind mounts of host folders (the default)")
 @url_option
-def settings(ctx: click.Context, url: str) -> None:
-    """The cluster's settings (without a subcommand: print them)."""
-    if ctx.invoked_subcommand is None:
-        got = Client(url).get("/v1/settings")
-        click.echo(f"bind paths: {', '.join(got['bind_paths']) or 'none (no bind mounts of host folders)'}")
-
-
-@settings.command("bind-paths")
-@click.argument("paths", nargs=-1)
-@url_option
-def settings_bind_paths(paths: tuple[str, ...], url: str) -> None:
-    """Allow services to bind-mount these host folders (and all under them); none: allow no bind mounts.
-    Administrators only. The allowed folders replace the ones before."""
-    got = Client(url).patch("/v1/settings", {"bind_paths": list(paths)})
-    click.echo(f"bind paths: {', '.join(got['bind_paths']) or 'none'}")
+def settings(paths: tuple[str, ...], no_bind_paths: bool, url: str) -> None:
+    """The cluster's settings: print them, or change them (administrators). Today one: the host folders
+    services may bind-mount (`- /srv/www:/usr/share/www` in a compose file); none by default."""
+    client = Client(url)
+    if paths and no_bind_paths:
+        raise fail("--allow-bind-path and --no-bind-paths contradict each other")
+    got = client.patch("/v1/settings", {"bind_paths": list(paths)}) if paths or no_bind_paths else \
+        client.get("/v1/settings")
+    click.echo(f"bind paths: {', '.join(got['bind_paths']) or 'none (no bind mounts of host folders)'}")
 
 
 __all__ = ["config", "read_files", "settings", "volume"]

@@ -182,7 +182,7 @@ class Storage:
                 if not allowed_bind(m.source, self.bind_paths):
                     allowed = ", ".join(self.bind_paths) or "none"
                     raise bad_request(f"{field}: binding host path {m.source} is not allowed (allowed: {allowed}; "
-                                      "an administrator allows more with `corral settings bind-paths`)", field)
+                                      "an administrator allows more with `corral settings --allow-bind-path`)", field)
             elif m.type in (MountType.CONFIG, MountType.SECRET):
                 assert m.source is not None
                 own = f"{stack}_{m.source}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +151,34 @@ def test_configs_and_secrets_are_mounted_read_only_and_secrets_never_shown(lab: 
     with pytest.raises(ApiError) as err:
         admin.delete("/v1/configs/conf_pw")
     assert err.value.status == 400 and "goes with the stack" in err.value.message
+
+
+def test_host_folders_only_where_the_cluster_allows_and_configs_from_the_cli(lab: Lab, tmp_path: Path) -> None:
+    folder = tmp_path / "www"
+    folder.mkdir()
+    (folder / "index.html").write_text("from the host\n")
+    url = lab.host("h2").api_url
+    bind = {"image": "corral/base", "command": "exec sleep 1000000",
+            "mounts": [{"type": "bind", "source": str(folder), "target": "/www", "read_only": True}]}
+    with pytest.raises(ApiError) as err:
+        _deploy(lab, "binds", {"web": bind})
+    assert err.value.status == 400 and f"binding host path {folder} is not allowed" in err.value.message
+    allowed = corral("settings", "--allow-bind-path", str(tmp_path), "--host", url)
+    assert allowed.returncode == 0 and str(tmp_path) in allowed.stdout, allowed.stderr
+    _deploy(lab, "binds", {"web": bind})
+    row = until("web runs", lambda: _one(lab, "binds/web"), 60)
+    assert _in(lab, row["host"], row["name"], "cat /www/index.html") == "from the host\n"
+    assert corral("settings", "--host", url).stdout.strip() == f"bind paths: {tmp_path}"
+
+    (tmp_path / "motd").write_text("hello\n")
+    made = corral("config", "create", "motd", str(tmp_path / "motd"), "--host", url)
+    assert made.returncode == 0 and "config motd created (6 bytes)" in made.stdout, made.stderr
+    shown = corral("config", "inspect", "motd", "--content", "--host", url)
+    assert "hello" in shown.stdout
+    too_big = tmp_path / "big"
+    too_big.write_bytes(b"x" * (600 * 1024))
+    refused = corral("config", "create", "big", str(too_big), "--host", url)
+    assert refused.returncode == 1 and "a config is at most 512 KiB" in refused.stderr
+    assert corral("config", "rm", "motd", "--host", url).returncode == 0
+    assert "motd" not in corral("config", "ls", "--host", url).stdout
+    assert corral("settings", "--no-bind-paths", "--host", url).stdout.strip().startswith("bind paths: none")
