@@ -65,6 +65,7 @@ class Op(enum.StrEnum):
     IMAGE_ADD = "image.add"
     IMAGE_HELD = "image.held"
     IMAGE_REMOVE = "image.remove"
+    CONTAINER_EXEC = "container.exec"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +176,38 @@ class InstanceStatus:
 @dataclasses.dataclass(frozen=True)
 class InstanceRemove:
     id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerExec:
+    """A user runs ``cmd`` in a container (``corral exec``): nothing of the desired state changes, but
+    the command is authorized by the state machine like any change and recorded in the events (the
+    audit trail) before the container's host starts it."""
+
+    id: str
+    cmd: tuple[str, ...]
+    tty: bool = False
+    interactive: bool = False
+
+
+EXEC_MAX_ARGS = 16
+EXEC_MAX_ARG = 512
+EXEC_MAX_TOTAL = 4096
+"""An exec's command: 1 to 16 arguments of at most 512 characters, 4096 in all (it travels in the
+request's URL, and every event carries it whole)."""
+
+
+def exec_command_problem(cmd: tuple[str, ...]) -> str | None:
+    """What is wrong with an exec's command, or None."""
+    if not cmd or not cmd[0]:
+        return "an exec needs a command (its first argument may not be empty)"
+    if len(cmd) > EXEC_MAX_ARGS:
+        return f"an exec's command has at most {EXEC_MAX_ARGS} arguments"
+    if any(len(arg) > EXEC_MAX_ARG or "\x00" in arg for arg in cmd):
+        return f"an exec's argument is at most {EXEC_MAX_ARG} characters, with no NUL"
+    if sum(map(len, cmd)) > EXEC_MAX_TOTAL:
+        return f"an exec's command is at most {EXEC_MAX_TOTAL} characters in all"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +420,7 @@ Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | 
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
            | JoinTokenUse | HostMove | CaRotate | CaRetire | RegistrySet | RegistryRemove | ImageAdd | ImageHeld
-           | ImageRemove)
+           | ImageRemove | ContainerExec)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -401,7 +434,7 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.CA_SET: CaSet, Op.JOIN_TOKEN_CREATE: JoinTokenCreate, Op.JOIN_TOKEN_REVOKE: JoinTokenRevoke,
     Op.JOIN_TOKEN_USE: JoinTokenUse, Op.HOST_MOVE: HostMove, Op.CA_ROTATE: CaRotate, Op.CA_RETIRE: CaRetire,
     Op.REGISTRY_SET: RegistrySet, Op.REGISTRY_REMOVE: RegistryRemove, Op.IMAGE_ADD: ImageAdd,
-    Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove,
+    Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove, Op.CONTAINER_EXEC: ContainerExec,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -501,6 +534,9 @@ def decode_result(data: bytes) -> Result:
 __all__ = [
     "CLASS_OF",
     "ENVELOPE",
+    "EXEC_MAX_ARG",
+    "EXEC_MAX_ARGS",
+    "EXEC_MAX_TOTAL",
     "OP_OF",
     "Actor",
     "AdminBootstrap",
@@ -508,6 +544,7 @@ __all__ = [
     "CaRotate",
     "CaSet",
     "Command",
+    "ContainerExec",
     "EnvCreate",
     "HostMove",
     "HostRegister",
@@ -550,4 +587,5 @@ __all__ = [
     "decode_result",
     "encode",
     "encode_result",
+    "exec_command_problem",
 ]

@@ -100,6 +100,8 @@ class EventKind(enum.StrEnum):
     IMAGE_REMOVED = "image.removed"
     WRITE = "write"
     """A user's write that has no event of its own (a kv write): recorded for the audit trail."""
+    CONTAINER_EXEC = "container.exec"
+    """A user ran a command in a container (``corral exec``): which, where, with a TTY or not."""
 
 
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,
