@@ -86,6 +86,13 @@ def test_an_interactive_shell_through_a_pseudo_terminal(target: dict[str, Any]) 
         os.write(primary, b"stty size; echo $((6*7))\n")
         shown = read_until(primary, b"42", 15)
         assert b"42" in shown and b"33 111" in shown, shown
+        # what the shell prints is told from the terminal's echo of what was typed by its arithmetic
+        os.write(primary, b"echo $((2+3))started; sleep 60; echo $((3+4))slept\n")
+        assert b"5started" in read_until(primary, b"5started", 15)
+        os.write(primary, b"\x03")  # Ctrl-C: to the sleep in the container, not to the CLI
+        os.write(primary, b"echo $((4+5))back\n")
+        shown = read_until(primary, b"9back", 15)
+        assert b"9back" in shown and b"7slept" not in shown and process.poll() is None, shown
         os.write(primary, b"exit 0\n")
         assert process.wait(30) == 0
     finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,8 +33,9 @@ from agent.model.commands import (
 )
 from agent.model.entities import EventKind, Status
 from agent.model.errors import CommandError, ErrorCode
+from mesh import pki
 from mesh.waiting import until_async
-from tests.unit.fakes import Harness, running_api, running_pair
+from tests.unit.fakes import Harness, harness_ca, running_api, running_pair
 
 # ---------------------------------------------------------------------- the framing, pure
 
@@ -121,10 +124,11 @@ def test_an_exec_is_authorized_and_recorded_when_applied() -> None:
 # ---------------------------------------------------------------------- the route, on the real app
 
 
-async def running_container(h: Harness, host: str = "h1", state: str = "running") -> str:
+async def running_container(h: Harness, host: str = "h1", state: str = "running",
+                            tls: ssl.SSLContext | None = None) -> str:
     """A container of service web/nginx placed on ``host`` and running in ``h``'s fake engine."""
-    headers = h.auth
-    async with aiohttp.ClientSession(headers=headers) as s:
+    connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(headers=h.auth, connector=connector) as s:
         async with s.post(h.url + "/v1/stacks", json={"name": "web"}) as resp:
             assert resp.status == 201, await resp.text()
         async with s.post(h.url + "/v1/services", json={"stack": "web", "name": "nginx", "image": "corral/base"}) \
@@ -312,3 +316,54 @@ def test_the_docs_describe_the_protocol_the_code_speaks() -> None:
     for literal in (wire.resize(80, 24), wire.input_end(), wire.exited(3), json.dumps({"error": "TEXT"}),
                     "`0`", "`1`", "`2`", "cmd=sh&cmd=-c", "container.exec"):
         assert literal in text, literal
+
+
+# ---------------------------------------------------------------------- the host believes a node's record, only
+
+
+def _node_tls(tmp_path: Any) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
+    """(server, a node's client with its certificate, a client with none) over the harness CA."""
+    ca_pem, ca_key = harness_ca()
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    for name in ("h1", "h2"):
+        key = pki.new_key()
+        issued = pki.sign(ca_pem, ca_key, pki.make_csr(name, key), name, "manager", ["127.0.0.1"], time.time())
+        (tmp_path / f"{name}.pem").write_bytes(issued.cert_pem)
+        (tmp_path / f"{name}-key.pem").write_bytes(pki.key_pem(key))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.verify_mode = ssl.CERT_OPTIONAL
+    server.load_cert_chain(tmp_path / "h1.pem", tmp_path / "h1-key.pem")
+    server.load_verify_locations(cafile=str(tmp_path / "ca.pem"))
+    node = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    node.check_hostname = False
+    node.load_cert_chain(tmp_path / "h2.pem", tmp_path / "h2-key.pem")
+    user = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    user.check_hostname = False
+    return server, node, user
+
+
+async def test_the_host_believes_an_audit_record_only_from_a_node_and_only_of_this_exec(tmp_path: Any) -> None:
+    server, node, user = _node_tls(tmp_path)
+    async with running_api(ssl_context=server) as h:
+        inst = await running_container(h, tls=user)
+
+        async def attempt(ctx: ssl.SSLContext, cmd: str, index: int) -> int | str:
+            async with aiohttp.ClientSession(middlewares=(wire.refused_upgrades,)) as s:
+                try:
+                    async with s.ws_connect(f"{h.url}/v1/containers/{inst}/exec?cmd={cmd}", ssl=ctx,
+                                            headers={**h.auth, wire.AUDITED: str(index)}) as ws:
+                        return [m.data async for m in ws][-1]
+                except wire.UpgradeRefused as exc:
+                    return exc.status
+
+        def recorded() -> list[str]:
+            return [e.refs["command"] for e in h.replica.state.events if e.kind is EventKind.CONTAINER_EXEC]
+
+        assert await attempt(user, "true", h.replica.applied_index) == wire.exited(0)
+        assert recorded() == ["true"], "a caller without a node certificate: the host records the exec itself"
+        index = next(e.index for e in h.replica.state.events if e.kind is EventKind.CONTAINER_EXEC)
+        assert await attempt(node, "true", index) == wire.exited(0)
+        assert recorded() == ["true"], "a node's record of this very exec is believed: recorded once"
+        assert await attempt(node, "echo", index) == 403, "a record of another command is not this exec's"
+        assert await attempt(node, "true", index - 1) == 403, "nor an index that is not this exec's record"
+        assert recorded() == ["true"] and len(h.engine.execs) == 2, "a refused exec runs nothing"
