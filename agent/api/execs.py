@@ -49,7 +49,7 @@ async def exec_container(request: web.Request) -> web.StreamResponse:
     replica = deps.replica
     audited = await _audited_elsewhere(request)
     inst = find_container(replica.state, ID.get(request), grants(request))
-    name = replica.state.container_name(inst)
+    name = replica.state.container_name(inst) if inst.service in replica.state.services else inst.id
     authorize(request, Permission.DEPLOY, container_env(replica.state, inst))
     cmd = CMD.find(request) or wire.DEFAULT_CMD
     problem = exec_command_problem(cmd)
