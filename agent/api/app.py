@@ -19,6 +19,10 @@ from agent.errors import Forbidden
 from agent.model.policy import Permission
 
 PATH_PATTERNS = {"{key}": r"{key:[\s\S]+}"}  # a kv key may hold "/" (and any other character)
+MAX_LINE_SIZE = 128 * 1024
+"""The HTTP server's request line limit (``web.AppRunner(app, max_line_size=MAX_LINE_SIZE)``): as long as the
+longest the document allows, percent-encoded (an exec's command is in its query: 16 arguments of 512
+characters, 12 bytes each at worst, and a 256-character id), not aiohttp's 8190 bytes."""
 
 
 @web.middleware
@@ -83,4 +87,4 @@ def create_app(deps: ApiDeps) -> web.Application:
     return app
 
 
-__all__ = ["create_app", "index_header"]
+__all__ = ["MAX_LINE_SIZE", "create_app", "index_header"]

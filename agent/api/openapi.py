@@ -37,6 +37,9 @@ def operation(route: Route) -> dict[str, object]:
         ok = {**ok, route.stream: {"schema": {"type": "string"}}}
     responses: dict[str, object] = {"201" if route.created else "200": {
         "description": "Created" if route.created else "OK", "content": ok}}
+    if route.websocket:
+        responses = {"101": {"description": "Switching Protocols: the websocket (its framing: docs/EXEC.md); "
+                                            "without the upgrade headers, a 400"}}
     authenticated = route.permission not in (Permission.PUBLIC, Permission.SYSTEM)
     for status in sorted({400, *route.statuses, *((503,) if route.write else ()),
                           *((401, 403) if authenticated else ())}):
@@ -55,6 +58,9 @@ def operation(route: Route) -> dict[str, object]:
                                                     else "") + "."]
     if route.write:
         words.append("A write: any node takes it and forwards it to the leader.")
+    if route.websocket:
+        words.append("A websocket (send Connection: Upgrade, Upgrade: websocket); any node takes it and relays it "
+                     "to the container's host.")
     op["description"] = " ".join(words)
     op["x-corral-permission"] = route.permission.value
     if not authenticated:

@@ -13,6 +13,7 @@ import re
 from aiohttp import web
 
 from agent.errors import BadRequest
+from agent.model.commands import EXEC_MAX_ARG, EXEC_MAX_ARGS
 from agent.model.spec import DURATION_PATTERN, DURATION_UNITS, NAME_PATTERN
 
 MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
@@ -167,6 +168,38 @@ class EnumParam(Param):
         return raw
 
 
+@dataclasses.dataclass(frozen=True)
+class ListParam(Param):
+    """A query parameter given once per value (``?cmd=sh&cmd=-c``): the values in their order."""
+
+    max_items: int = 256
+    max_length: int = 4096
+
+    def schema(self) -> dict[str, object]:
+        return {"type": "array", "maxItems": self.max_items, "items": {"type": "string", "maxLength": self.max_length}}
+
+    def doc(self) -> dict[str, object]:
+        return {**super().doc(), "style": "form", "explode": True}
+
+    def raw(self, request: web.Request) -> str | None:
+        values = request.query.getall(self.name, [])
+        return values[0] if values else None
+
+    def parse(self, request: web.Request) -> object:
+        return self.find(request)
+
+    def find(self, request: web.Request) -> tuple[str, ...] | None:
+        values = tuple(request.query.getall(self.name, []))
+        if not values:
+            return None
+        if len(values) > self.max_items:
+            raise BadRequest(f"{self.name} is given at most {self.max_items} times", field=self.name)
+        for value in values:
+            if len(value) > self.max_length:
+                raise self.bad(value, f"is longer than {self.max_length} characters")
+        return values
+
+
 # ---------------------------------------------------------------------- the parameters the API takes
 
 LIMIT = IntParam("limit", "page size", default=100, minimum=1, maximum=1000)
@@ -191,6 +224,10 @@ IN_ENVIRONMENT = StrParam("environment", "the environment (default: default)", m
 KIND = StrParam("kind", "event kind")
 STATE = StrParam("state", "state")
 USER = StrParam("user", "a user name", max_length=63)
+CMD = ListParam("cmd", "the command and its arguments, one cmd= each, in order (none: sh)",
+                max_items=EXEC_MAX_ARGS, max_length=EXEC_MAX_ARG)
+TTY = BoolParam("tty", "a terminal in the container (output and errors merged, as a terminal does)")
+INTERACTIVE = BoolParam("interactive", "attach the command's standard input")
 MEMBER_STATE = EnumParam("state", "member state", values=("alive", "suspect", "dead", "left"))
 
 MAX_KEY = 512
@@ -203,10 +240,12 @@ KEY = StrParam("key", f"a key: 1-{MAX_KEY} characters, '/' allowed", where="path
 __all__ = [
     "AUDIT",
     "CAS",
+    "CMD",
     "CONSISTENT",
     "FOLLOW",
     "ID",
     "INDEX",
+    "INTERACTIVE",
     "KEY",
     "LIMIT",
     "NAME",
@@ -214,12 +253,14 @@ __all__ = [
     "STREAM",
     "SUBJECT",
     "TAIL",
+    "TTY",
     "USER",
     "WAIT",
     "BoolParam",
     "DurationParam",
     "EnumParam",
     "IntParam",
+    "ListParam",
     "Param",
     "StrParam",
 ]

@@ -17,10 +17,26 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api import ca, cluster, containers, events, hosts, images, join, kv, node, services, stacks, storage, users
+from agent.api import (
+    ca,
+    cluster,
+    containers,
+    events,
+    execs,
+    hosts,
+    images,
+    join,
+    kv,
+    node,
+    services,
+    stacks,
+    storage,
+    users,
+)
 from agent.api.params import (
     AUDIT,
     CAS,
+    CMD,
     CONSISTENT,
     CONTENT,
     DRY_RUN,
@@ -30,6 +46,7 @@ from agent.api.params import (
     ID,
     IN_ENVIRONMENT,
     INDEX,
+    INTERACTIVE,
     KEY,
     KIND,
     LIMIT,
@@ -42,6 +59,7 @@ from agent.api.params import (
     STREAM,
     SUBJECT,
     TAIL,
+    TTY,
     USER,
     VOLUMES,
     WAIT,
@@ -72,6 +90,8 @@ class Route:
     """Answers 201 (not 200) with what it made."""
     stream: str | None = None
     """The content type when the answer is a stream rather than JSON."""
+    websocket: bool = False
+    """Answers 101 and speaks a websocket (``exec``: its framing is :mod:`agent.api.exec_wire`'s)."""
     permission: Permission = Permission.ADMIN
     """What the caller needs (:mod:`agent.model.policy`); a route that names none is for administrators."""
     environment: str | None = None
@@ -186,6 +206,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/containers/{id}/stats", containers.stats, "containers",
           "CPU, memory, network, block I/O (from the container's host)", (ID,), statuses=(404, 503),
           permission=P.READ),
+    Route("GET", "/v1/containers/{id}/exec", execs.exec_container, "containers",
+          "Run a command in the container (a websocket: binary frames are its input and output, text frames "
+          "resizes and its exit code; docs/EXEC.md)", (ID, CMD, TTY, INTERACTIVE), statuses=(404, 409, 503),
+          websocket=True, permission=P.DEPLOY),
     Route("GET", "/v1/events", events.events, "events",
           "Cluster events (those of the environments the caller has a role in, and the cluster's own)",
           (*PAGE, INDEX, WAIT, STREAM, KIND, AUDIT), stream="application/x-ndjson", permission=P.AUTHENTICATED),

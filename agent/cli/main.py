@@ -17,6 +17,7 @@ import click
 from agent import __version__
 from agent.cli.access import api, apikey, ca, env, login, logout, team, token, user, whoami
 from agent.cli.containers import events, logs, ps
+from agent.cli.execs import exec_
 from agent.cli.hosts import hosts
 from agent.cli.images import image, registry
 from agent.cli.keys import keys
@@ -168,8 +169,8 @@ WantedBy=multi-user.target
 """
 
 
-for _command in (hosts, stack, service, ps, events, logs, keys, login, logout, whoami, user, apikey, team, env, token,
-                 ca, registry, image, api, lab, drill, volume, config, settings):
+for _command in (hosts, stack, service, ps, events, logs, exec_, keys, login, logout, whoami, user, apikey, team, env,
+                 token, ca, registry, image, api, lab, drill, volume, config, settings):
     cli.add_command(_command)
 
 

@@ -72,6 +72,7 @@ class Op(enum.StrEnum):
     CONFIG_REMOVE = "config.remove"
     BIND_PATHS_SET = "bind_paths.set"
     STACK_DEPLOY = "stack.deploy"
+    CONTAINER_EXEC = "container.exec"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +185,38 @@ class InstanceStatus:
 @dataclasses.dataclass(frozen=True)
 class InstanceRemove:
     id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerExec:
+    """A user runs ``cmd`` in a container (``corral exec``): nothing of the desired state changes, but
+    the command is authorized by the state machine like any change and recorded in the events (the
+    audit trail) before the container's host starts it."""
+
+    id: str
+    cmd: tuple[str, ...]
+    tty: bool = False
+    interactive: bool = False
+
+
+EXEC_MAX_ARGS = 16
+EXEC_MAX_ARG = 512
+EXEC_MAX_TOTAL = 4096
+"""An exec's command: 1 to 16 arguments of at most 512 characters, 4096 in all (it travels in the
+request's URL, and every event carries it whole)."""
+
+
+def exec_command_problem(cmd: tuple[str, ...]) -> str | None:
+    """What is wrong with an exec's command, or None."""
+    if not cmd or not cmd[0]:
+        return "an exec needs a command (its first argument may not be empty)"
+    if len(cmd) > EXEC_MAX_ARGS:
+        return f"an exec's command has at most {EXEC_MAX_ARGS} arguments"
+    if any(len(arg) > EXEC_MAX_ARG or "\x00" in arg for arg in cmd):
+        return f"an exec's argument is at most {EXEC_MAX_ARG} characters, with no NUL"
+    if sum(map(len, cmd)) > EXEC_MAX_TOTAL:
+        return f"an exec's command is at most {EXEC_MAX_TOTAL} characters in all"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,7 +503,7 @@ Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | 
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
            | JoinTokenUse | HostMove | CaRotate | CaRetire | RegistrySet | RegistryRemove | ImageAdd | ImageHeld
            | ImageRemove | VolumeCreate | VolumeRemove | VolumeGone | ConfigSet | ConfigRemove | BindPathsSet
-           | StackDeploy)
+           | StackDeploy | ContainerExec)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -487,6 +520,7 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove, Op.VOLUME_CREATE: VolumeCreate,
     Op.VOLUME_REMOVE: VolumeRemove, Op.VOLUME_GONE: VolumeGone, Op.CONFIG_SET: ConfigSet,
     Op.CONFIG_REMOVE: ConfigRemove, Op.BIND_PATHS_SET: BindPathsSet, Op.STACK_DEPLOY: StackDeploy,
+    Op.CONTAINER_EXEC: ContainerExec,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -586,6 +620,9 @@ def decode_result(data: bytes) -> Result:
 __all__ = [
     "CLASS_OF",
     "ENVELOPE",
+    "EXEC_MAX_ARG",
+    "EXEC_MAX_ARGS",
+    "EXEC_MAX_TOTAL",
     "OP_OF",
     "Actor",
     "AdminBootstrap",
@@ -597,6 +634,7 @@ __all__ = [
     "ConfigFiles",
     "ConfigRemove",
     "ConfigSet",
+    "ContainerExec",
     "EnvCreate",
     "HostMove",
     "HostRegister",
@@ -643,4 +681,5 @@ __all__ = [
     "decode_result",
     "encode",
     "encode_result",
+    "exec_command_problem",
 ]

@@ -107,6 +107,8 @@ class EventKind(enum.StrEnum):
     CONFIG_REMOVED = "config.removed"
     SETTINGS_CHANGED = "settings.changed"
     STACK_DEPLOYED = "stack.deployed"
+    CONTAINER_EXEC = "container.exec"
+    """A user ran a command in a container (``corral exec``): which, where, with a TTY or not."""
 
 
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shlex
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -42,6 +43,7 @@ from agent.model.commands import (
     Command,
     ConfigRemove,
     ConfigSet,
+    ContainerExec,
     EnvCreate,
     HostMove,
     HostRegister,
@@ -83,6 +85,7 @@ from agent.model.commands import (
     VolumeGone,
     VolumeRemove,
     decode_entry,
+    exec_command_problem,
 )
 from agent.model.entities import (
     Desired,
@@ -239,7 +242,7 @@ class ClusterState:
                 return Permission.DEPLOY, self._env_of_stack(cmd.stack)
             case ServiceUpdate() | ServiceScale() | ServiceSetState() | ServiceRemove():
                 return Permission.DEPLOY, self.environment_of_service(cmd.id)
-            case InstanceRemove():
+            case InstanceRemove() | ContainerExec():
                 inst = self.instances.get(cmd.id)
                 return Permission.DEPLOY, self.environment_of_service(inst.service) if inst else None
             case InstanceStatus():
@@ -302,6 +305,8 @@ class ClusterState:
                 return self._instance_status(cmd, index)
             case InstanceRemove():
                 return self._instance_remove(cmd, index)
+            case ContainerExec():
+                return self._container_exec(cmd, index, actor)
             case KeysSet():
                 return self._keys_set(cmd, index)
             case KvPut():
@@ -898,6 +903,23 @@ class ClusterState:
         self._drop_instance(inst, index)
         self._event(index, EventKind.INSTANCE_REMOVED, f"container {inst.id} removed", instance=inst.id)
         return Outcome(index, removed=(inst.id,))
+
+    def _container_exec(self, cmd: ContainerExec, index: int, actor: Actor | None) -> Outcome:
+        """Only the event: who ran what in which container (the exec itself runs on the container's host)."""
+        if actor is None:
+            raise bad_request("an exec is a user's: it names who ran it", "by")
+        problem = exec_command_problem(cmd.cmd)
+        if problem is not None:
+            raise bad_request(problem, "cmd")
+        inst = self.instances.get(cmd.id)
+        if inst is None or inst.service not in self.services:
+            raise not_found("container", cmd.id, "id")
+        name, command = self.container_name(inst), shlex.join(cmd.cmd)
+        mode = " with a TTY" if cmd.tty else ""
+        self._event(index, EventKind.CONTAINER_EXEC, f"{actor.user} ran {command} in container {name}{mode}",
+                    instance=inst.id, host=inst.host, command=command, tty="1" if cmd.tty else "0",
+                    interactive="1" if cmd.interactive else "0")
+        return Outcome(index, id=inst.id)
 
     # -------------------------------------------------------------- the gossip/Raft keyring
 

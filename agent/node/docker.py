@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import aiodocker
@@ -127,6 +127,41 @@ class ContainerOps(Protocol):
     def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]: ...
 
     async def stats(self, container_id: str) -> dict[str, Any]: ...
+
+    async def exec(self, container_id: str, cmd: Sequence[str], tty: bool, stdin: bool) -> ExecSession:
+        """Start ``cmd`` in a running container (``docker exec``); EngineRefused 404/409 when the engine
+        has no such container or it is not running. The caller closes the session."""
+        ...
+
+
+STDOUT, STDERR = 1, 2
+EXIT_WAIT = 5.0
+"""Seconds an exec whose output has ended may take to be seen as exited by the engine."""
+
+
+class ExecSession(Protocol):
+    """A command started in a container, its output and input attached (:class:`DockerExec`)."""
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next piece of output: (:data:`STDOUT` or :data:`STDERR`, bytes); None once it has ended.
+        With a TTY everything is STDOUT (the terminal merges them, as Docker's does)."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Into the command's standard input (when it was started with stdin)."""
+        ...
+
+    async def close_stdin(self) -> None:
+        """End the command's standard input (what it reads next is end-of-file); output goes on."""
+        ...
+
+    async def resize(self, cols: int, rows: int) -> None: ...
+
+    async def exit_code(self) -> int | None:
+        """The command's exit status once its output has ended (None if the engine does not know it)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Engine(Protocol):
@@ -535,3 +570,61 @@ class Containers:
         container = self._client.containers.container(container_id)
         result = await self._engine._call("a stats read", container.stats(stream=False))
         return dict(result[0] if isinstance(result, list) else result)
+
+    async def exec(self, container_id: str, cmd: Sequence[str], tty: bool, stdin: bool) -> DockerExec:
+        container = self._client.containers.container(container_id)
+        created = await self._engine._call("an exec create", container.exec(list(cmd), stdin=stdin, tty=tty))
+        stream = created.start(detach=False)
+        await self._engine._call("an exec start", stream.__aenter__())
+        return DockerExec(self._engine, created, stream)
+
+
+class DockerExec:
+    """``POST /exec/{id}/start`` with the connection hijacked: output as aiodocker parses it (stream 1 or
+    2 without a TTY, all of it as 1 with one), input written straight to the connection."""
+
+    def __init__(self, engine: DockerEngine, created: aiodocker.execs.Exec, stream: aiodocker.stream.Stream) -> None:
+        self._engine, self._exec, self._stream = engine, created, stream
+
+    async def read(self) -> tuple[int, bytes] | None:
+        try:
+            message = await self._stream.read_out()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnreachable(f"the exec's connection to Docker Engine at {self._engine.url} broke: {exc}") \
+                from exc
+        if message is None:
+            return None
+        return (STDERR if message.stream == STDERR else STDOUT), bytes(message.data)
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write_in(data)
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:  # RuntimeError: written after close
+            raise EngineUnreachable(f"cannot write to the exec at Docker Engine {self._engine.url}: {exc}") from exc
+
+    async def close_stdin(self) -> None:
+        # aiodocker's Stream.close() half-closes and then drops the connection (and the output with it):
+        # only the half-close is wanted here, as `docker exec -i` does on its stdin's end (CloseWrite).
+        response = self._stream._resp
+        transport = response.connection.transport if response is not None and response.connection else None
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._engine._call("an exec resize", self._exec.resize(h=rows, w=cols))
+
+    async def exit_code(self) -> int | None:
+        # the output ends a moment before the engine has seen the process exit: ask until it has
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_WAIT
+        while True:
+            info: dict[str, Any] = await self._engine._call("an exec inspect", self._exec.inspect())
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return int(code) if isinstance(code, int) else None
+            if loop.time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self._stream.close()

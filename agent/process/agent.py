@@ -26,7 +26,7 @@ import uvloop
 from aiohttp import web
 
 from agent import __version__
-from agent.api.app import create_app
+from agent.api.app import MAX_LINE_SIZE, create_app
 from agent.api.deps import ApiDeps, NodeInfo
 from agent.api.join import parse_join_token
 from agent.cluster.feed import Feed
@@ -357,7 +357,7 @@ class Agent:
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
                        images=self.images)
-        runner = web.AppRunner(create_app(deps),
+        runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()
         try:

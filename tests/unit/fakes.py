@@ -15,7 +15,7 @@ import ssl
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import aiohttp
 import argon2
 from aiohttp import web
 
-from agent.api.app import create_app
+from agent.api.app import MAX_LINE_SIZE, create_app
 from agent.api.auth import new_key
 from agent.api.deps import ApiDeps, NodeInfo
 from agent.api.passwords import ARGON2
@@ -113,11 +113,73 @@ class FakeContainers:
                 "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 20}},
                 "blkio_stats": {"io_service_bytes_recursive": [{"op": "Read", "value": 5}]}}
 
+    async def exec(self, container_id: str, cmd: Sequence[str], tty: bool, stdin: bool) -> FakeExec:
+        c = self._get(container_id)
+        if c.state != "running":
+            raise EngineRefused(409, f"Docker Engine at fake://docker refused an exec create: container {c.id} is "
+                                "not running")
+        session = FakeExec(tuple(cmd), tty, stdin)
+        self.engine.execs.append(session)
+        return session
+
     def _get(self, container_id: str) -> FakeContainer:
         for c in self.engine.containers_by_id.values():
             if container_id in (c.id, c.name):
                 return c
         raise EngineRefused(404, f"no such container {container_id}")
+
+
+NOT_FOUND_IN_PATH = ('OCI runtime exec failed: exec failed: unable to start container process: exec: "{}": '
+                     'executable file not found in $PATH: unknown\r\n')
+
+
+class FakeExec:
+    """A command in a fake container, as a few programs: ``true``; ``echo ARGS``; ``cat`` (its input,
+    until it ends); ``warn ARGS`` (to standard error, exit 1); ``exitwith N``; anything else is not
+    found (Docker's message on the output, exit 127, as the engine does)."""
+
+    def __init__(self, cmd: tuple[str, ...], tty: bool, stdin: bool) -> None:
+        self.cmd, self.tty, self.stdin = cmd, tty, stdin
+        self.resizes: list[tuple[int, int]] = []
+        self.closed = False
+        self.code: int | None = None
+        self._out: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        program, args = cmd[0], cmd[1:]
+        if program == "cat":
+            return  # until its input ends
+        if program == "echo":
+            self._emit(1, (" ".join(args) + "\n").encode())
+        elif program == "warn":
+            self._emit(2, (" ".join(args) + "\n").encode())
+        elif program not in ("true", "exitwith"):
+            self._emit(1, NOT_FOUND_IN_PATH.format(program).encode())
+        self.code = {"true": 0, "echo": 0, "warn": 1}.get(program, int(args[0]) if program == "exitwith" else 127)
+        self._out.put_nowait(None)
+
+    def _emit(self, stream: int, data: bytes) -> None:
+        self._out.put_nowait((1 if self.tty else stream, data))
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        assert self.stdin, "input to an exec started without stdin"
+        if self.cmd[0] == "cat":
+            self._emit(1, data)
+
+    async def close_stdin(self) -> None:
+        if self.cmd[0] == "cat" and self.code is None:
+            self.code = 0
+            self._out.put_nowait(None)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        self.resizes.append((cols, rows))
+
+    async def exit_code(self) -> int | None:
+        return self.code
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class FakeEngine:
@@ -132,6 +194,7 @@ class FakeEngine:
         self.loaded: dict[str, str] = {}
         self.saved: dict[str, bytes] = {}
         self.volume_labels: dict[str, dict[str, str]] = {}
+        self.execs: list[FakeExec] = []
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "fake", "ApiVersion": "1.41"}
@@ -304,7 +367,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
                            gossip, ring, overlay, health, secret=SECRET, images=images)
             app = create_app(deps)
-            runner = web.AppRunner(app)
+            runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
             await site.start()
@@ -339,5 +402,5 @@ async def running_pair() -> AsyncIterator[tuple[Harness, Harness]]:
         yield h1, h2
 
 
-__all__ = ["ADMIN_PASSWORD", "SECRET", "FakeEngine", "Harness", "NoHealth", "bootstrap_admin", "harness_ca",
+__all__ = ["ADMIN_PASSWORD", "SECRET", "FakeEngine", "FakeExec", "Harness", "NoHealth", "bootstrap_admin", "harness_ca",
            "running_api", "running_pair"]

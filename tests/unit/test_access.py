@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.api import exec_wire as wire
 from agent.api.auth import new_key, parse_token
 from agent.api.passwords import ARGON2, LoginLimiter, Passwords
 from agent.api.routes import ROUTES
@@ -227,6 +228,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/services/{id}/restart"): "deploy", ("GET", "/v1/containers"): "any",
     ("GET", "/v1/containers/{id}"): "read", ("DELETE", "/v1/containers/{id}"): "deploy",
     ("GET", "/v1/containers/{id}/logs"): "read", ("GET", "/v1/containers/{id}/stats"): "read",
+    ("GET", "/v1/containers/{id}/exec"): "deploy",
     ("GET", "/v1/events"): "any", ("POST", "/v1/auth/login"): "public", ("POST", "/v1/auth/logout"): "any",
     ("GET", "/v1/auth/whoami"): "any", ("GET", "/v1/auth/stats"): "admin", ("GET", "/v1/users"): "admin",
     ("POST", "/v1/users"): "admin", ("GET", "/v1/users/{name}"): "self", ("PATCH", "/v1/users/{name}"): "self",
@@ -287,6 +289,18 @@ class World:
                 return resp.status, json.loads(text) if text else None
             except ValueError:
                 return resp.status, text
+
+    async def exec(self, caller: str, path: str) -> tuple[int, Any]:
+        """A websocket route: 200 for an exec that ran to its end, else the status of the refusal."""
+        headers = {"Authorization": f"Bearer {self.tokens[caller]}"} if caller in self.tokens else {}
+        async with aiohttp.ClientSession(middlewares=(wire.refused_upgrades,)) as session:
+            try:
+                async with session.ws_connect(self.h.url + path, headers=headers) as ws:
+                    controls = [wire.server_control(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
+            except wire.UpgradeRefused as exc:
+                return exc.status, json.loads(exc.body)
+        assert controls == [wire.Exited(0)], controls
+        return 200, controls
 
     async def admin(self, method: str, path: str, body: Any = None) -> Any:
         status, payload = await self.call("admin", method, path, body)
@@ -352,6 +366,12 @@ async def _service(w: World, env: str, caller: str) -> Request:
 
 async def _container(w: World, env: str, caller: str) -> Request:
     return f"/v1/containers/{await w.container(env)}", None
+
+
+async def _running_container(w: World, env: str, caller: str) -> Request:
+    inst = await w.container(env)
+    await w.h.engine.containers.start(w.h.replica.state.instances[inst].container_id or "")
+    return f"/v1/containers/{inst}", None
 
 
 async def _user(w: World, env: str, caller: str) -> Request:
@@ -511,6 +531,7 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/containers"): _fixed("/v1/containers"), ("GET", "/v1/containers/{id}"): _container,
     ("DELETE", "/v1/containers/{id}"): _container, ("GET", "/v1/containers/{id}/logs"): _then(_container, "/logs"),
     ("GET", "/v1/containers/{id}/stats"): _then(_container, "/stats"), ("GET", "/v1/events"): _fixed("/v1/events"),
+    ("GET", "/v1/containers/{id}/exec"): _then(_running_container, "/exec?cmd=exitwith&cmd=0"),
     ("POST", "/v1/auth/login"): _fixed("/v1/auth/login", {"user": "admin", "password": ADMIN_PASSWORD}),
     ("POST", "/v1/auth/logout"): _fixed("/v1/auth/logout"), ("GET", "/v1/auth/whoami"): _fixed("/v1/auth/whoami"),
     ("GET", "/v1/auth/stats"): _fixed("/v1/auth/stats"), ("GET", "/v1/users"): _fixed("/v1/users"),
@@ -586,7 +607,9 @@ async def test_every_route_answers_every_caller_as_the_policy_says(world: World)
             for caller in CALLER_NAMES:
                 path, body = await BUILD[(route.method, route.path)](world, env, caller)
                 index = world.h.replica.applied_index
-                if isinstance(body, bytes):
+                if route.websocket:
+                    status, payload = await world.exec(caller, path)
+                elif isinstance(body, bytes):
                     headers = {"Authorization": f"Bearer {world.tokens[caller]}"} if caller in world.tokens else {}
                     async with world.session.request(route.method, world.h.url + path, data=body,
                                                      headers=headers) as resp:

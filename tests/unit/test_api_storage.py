@@ -75,7 +75,7 @@ async def test_bad_deploys_name_what_is_wrong_and_leave_nothing(api: Api) -> Non
         await api.error("POST", "/v1/stacks/app/deploy", status, code, field, body=body)
     assert not api.h.replica.state.stacks and not api.h.replica.state.storage.configs
     got, payload, _ = await api.call("POST", "/v1/stacks/app/deploy", raw=b"{" + b" " * (25 * 2**20) + b"}")
-    assert got == 413
+    assert got == 413 and payload["error"] == "too_large"
 
 
 async def test_volumes_and_settings(api: Api) -> None:
@@ -92,6 +92,7 @@ async def test_volumes_and_settings(api: Api) -> None:
 
     assert await api.ok("GET", "/v1/settings") == {"bind_paths": []}
     await api.error("PATCH", "/v1/settings", 400, "bad_request", "paths[0]", body={"bind_paths": ["srv"]})
-    assert await api.ok("PATCH", "/v1/settings", {"bind_paths": ["/srv", "/data/"]}) == {"bind_paths": ["/data", "/srv"]}
+    changed = await api.ok("PATCH", "/v1/settings", {"bind_paths": ["/srv", "/data/"]})
+    assert changed == {"bind_paths": ["/data", "/srv"]}
     bind = {"image": "corral/base", "mounts": [{"type": "bind", "source": "/srv/www", "target": "/www"}]}
     await api.ok("POST", "/v1/stacks/b/deploy", {"services": {"web": bind}})
