@@ -201,9 +201,10 @@ SCHEMAS: dict[str, Schema] = {
         "services": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME_PATTERN},
                      "additionalProperties": {"type": "object", "required": ["image"], "additionalProperties": False,
                                               "properties": SPEC_PROPERTIES}},
-        "configs": {"type": "object", "propertyNames": {"pattern": VOLUME_NAME_PATTERN},
-                    "additionalProperties": {"type": "object", "required": ["files"], "additionalProperties": False,
-                                             "properties": {"secret": {"type": "boolean"}, "files": CONFIG_FILES}}},
+        "configs": nullable({"type": "object", "propertyNames": {"pattern": VOLUME_NAME_PATTERN},
+                             "additionalProperties": {"type": "object", "required": ["files"],
+                                                      "additionalProperties": False, "properties": {
+                                                          "secret": {"type": "boolean"}, "files": CONFIG_FILES}}}),
         "prune": {"type": "boolean", "description": "remove the stack's services the file does not name"}}},
     "VolumeCreate": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
         "name": VOLUME, "environment": NAME, "host": nullable(STR), "labels": STRING_MAP}},
