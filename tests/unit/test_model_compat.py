@@ -80,6 +80,7 @@ async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> 
             got = {k: json.loads(json.dumps(to_wire(v))) for k, v in getattr(state, collection).items()}
             if collection == "hosts":  # hosts have an environment since; an old host is the default one's
                 assert all(h.pop("environment") == "default" for h in got.values())
+                assert all(h.pop("manager") is False for h in got.values())  # since issue 16
             if collection == "services":  # fields specs have had since: an old service has their defaults
                 for field, default in SPEC_FIELDS_SINCE.items():
                     assert all(v["spec"].pop(field) == default for v in got.values()), field
