@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -51,15 +52,22 @@ def stack_rm(name: str, url: str) -> None:
 
 @stack.command("deploy")
 @click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.argument("name")
+@click.argument("name", required=False)
 @url_option
 @click.option("--wait/--no-wait", default=True, help="wait until every container runs")
-def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
-    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`). A
-    service with `build:` is built first: its folder goes to the answering host, which builds it; the
-    image is tagged by its content (a changed folder is a new tag, which rolls the service) and reaches
-    the other hosts peer to peer."""
-    parsed = compose.parse(path.read_text())
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="variables for ${VAR} in the file, instead of the .env beside it")
+@click.option("--profile", "profiles", multiple=True, help="deploy the services of this profile too (repeatable)")
+def stack_deploy(path: Path, name: str | None, url: str, wait: bool, env_file: Path | None,
+                 profiles: tuple[str, ...]) -> None:
+    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`; NAME
+    defaults to the file's top-level `name:`). Every key of the file that Corral does not apply is
+    printed as a warning (docs/COMPOSE.md). A service with `build:` is built first: its folder goes to
+    the answering host, which builds it; the image is tagged by its content (a changed folder is a new
+    tag, which rolls the service) and reaches the other hosts peer to peer."""
+    parsed = read_compose(path, env_file, profiles)
+    name = stack_name(parsed, name)
+    print_warnings(parsed)
     services = parsed.services
     client = Client(url)
     for svc, build in parsed.builds.items():
@@ -73,6 +81,40 @@ def stack_deploy(path: Path, name: str, url: str, wait: bool) -> None:
     if wait:
         for sid in ids:
             converge(client, sid)
+
+
+def read_compose(path: Path, env_file: Path | None = None, profiles: tuple[str, ...] = ()) -> compose.Compose:
+    """The compose file, read with this shell's environment, the files beside it and the profiles asked for."""
+    folder = path.parent
+
+    def read(relative: str) -> str | None:
+        file = Path(relative) if Path(relative).is_absolute() else folder / relative
+        try:
+            return file.read_text() if file.is_file() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"{relative}: {exc}") from None
+
+    try:
+        return compose.parse(path.read_text(), environ=os.environ, read=read, profiles=profiles,
+                             env_file=str(env_file.resolve()) if env_file is not None else None)
+    except compose.ComposeError as exc:
+        raise fail(f"{path}: {exc}") from None
+
+
+def stack_name(parsed: compose.Compose, given: str | None) -> str:
+    """The stack's name: the one given, else the file's ``name:``."""
+    if given is None:
+        if parsed.name is None:
+            raise fail("give the stack's NAME (the file has no top-level name:)")
+        return parsed.name
+    if parsed.name is not None and parsed.name != given:
+        parsed.warnings.insert(0, f"name: {parsed.name}: the stack's name given, {given}, is used")
+    return given
+
+
+def print_warnings(parsed: compose.Compose) -> None:
+    for warning in parsed.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _built(client: Client, folder: Path, stack_name: str, service: str, build: compose.Build) -> str:

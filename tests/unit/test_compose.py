@@ -594,3 +594,26 @@ def test_real_compose_files_parse_with_the_expected_warnings(name: str) -> None:
         assert any(w.startswith(expected) for w in parsed.warnings), (expected, parsed.warnings)
     for svc in parsed.services.values():
         spec.parse(svc)
+
+
+def test_the_cli_reads_the_environment_the_files_beside_and_the_profiles(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.cli.output import CommandFailed
+    from agent.cli.stacks import read_compose, stack_name
+
+    (tmp_path / "compose.yml").write_text(
+        "name: shop\nservices:\n  web: {image: 'x:$TAG', env_file: web.env}\n  dbg: {image: x, profiles: [debug]}\n")
+    (tmp_path / ".env").write_text("TAG=beside\n")
+    (tmp_path / "web.env").write_text("A=1\n")
+    (tmp_path / "other.env").write_text("TAG=other\n")
+    monkeypatch.delenv("TAG", raising=False)
+    parsed = read_compose(tmp_path / "compose.yml")
+    assert parsed.services["web"]["image"] == "x:beside" and parsed.services["web"]["environment"] == {"A": "1"}
+    assert read_compose(tmp_path / "compose.yml", tmp_path / "other.env").services["web"]["image"] == "x:other"
+    monkeypatch.setenv("TAG", "shell")
+    assert read_compose(tmp_path / "compose.yml").services["web"]["image"] == "x:shell"
+    assert set(read_compose(tmp_path / "compose.yml", profiles=("debug",)).services) == {"web", "dbg"}
+    assert stack_name(parsed, None) == "shop" and stack_name(parsed, "shop") == "shop"
+    assert stack_name(parsed, "other") == "other" and parsed.warnings[0].startswith("name: shop: the stack's name")
+    with pytest.raises(CommandFailed, match="give the stack's NAME"):
+        stack_name(parse("services: {web: {image: x}}"), None)
