@@ -617,3 +617,12 @@ def test_the_cli_reads_the_environment_the_files_beside_and_the_profiles(tmp_pat
     assert stack_name(parsed, "other") == "other" and parsed.warnings[0].startswith("name: shop: the stack's name")
     with pytest.raises(CommandFailed, match="give the stack's NAME"):
         stack_name(parse("services: {web: {image: x}}"), None)
+
+
+def test_docs_compose_names_every_key_the_reader_knows() -> None:
+    from agent.model import compose_deploy
+
+    doc = (Path(__file__).parent.parent.parent / "docs" / "COMPOSE.md").read_text()
+    keys = [*compose_service.MAPPED, *compose_service.IGNORED, *compose_service.REFUSED, *compose_deploy.DEPLOY_KEYS]
+    missing = [k for k in keys if f"`{k}`" not in doc and f"`{k}." not in doc]
+    assert not missing, missing
