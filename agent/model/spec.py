@@ -477,11 +477,11 @@ def ports(value: object) -> tuple[Port, ...]:
 
 
 def _strings(value: object, field: str, pattern: re.Pattern[str] | None = None, what: str = "a string",
-             limit: int = MAX_LIST) -> tuple[str, ...]:
-    """A list of strings (each matching ``pattern`` if given); a single string is a list of one."""
+             limit: int = MAX_LIST, one: bool = False) -> tuple[str, ...]:
+    """A list of strings (each matching ``pattern`` if given); with ``one``, a single string is a list of one."""
     if value is None:
         return ()
-    if isinstance(value, str):
+    if one and isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or len(value) > limit:
         raise SpecError(field, f"must be a list of at most {limit} strings")
@@ -685,7 +685,7 @@ def parse(raw: object) -> ServiceSpec:
         sysctls=sysctls(raw.get("sysctls")),
         ulimits=ulimits(raw.get("ulimits")),
         extra_hosts=extra_hosts(raw.get("extra_hosts")),
-        dns=tuple(host_ip(d, f"dns[{i}]") for i, d in enumerate(_strings(raw.get("dns"), "dns", limit=8))),
+        dns=tuple(host_ip(d, f"dns[{i}]") for i, d in enumerate(_strings(raw.get("dns"), "dns", limit=8, one=True))),
         stop_signal=_optional_str(raw.get("stop_signal"), "stop_signal", SIGNAL_RE, "a signal such as SIGQUIT"),
         stop_grace_period=_optional_seconds(raw.get("stop_grace_period"), "stop_grace_period", MAX_STOP_GRACE),
         shm_size=memory_bytes(raw.get("shm_size", 0), "shm_size"),
