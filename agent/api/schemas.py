@@ -150,6 +150,7 @@ SPEC_PROPERTIES: dict[str, Schema] = {
                             "additionalProperties": {"enum": ["started", "healthy", "completed"]}}),
     "service_labels": STRING_MAP,
     "aliases": nullable({"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": NAME_PATTERN}}),
+    "no_new_privileges": nullable({"type": "boolean"}),
 }
 
 ENTITY: Schema = {"type": "object"}

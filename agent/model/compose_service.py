@@ -324,6 +324,15 @@ def _networks(s: Service, v: object) -> None:
         s.spec["aliases"] = [a.lower().replace("_", "-") for a in dict.fromkeys(aliases)]
 
 
+def _security_opt(s: Service, v: object) -> None:
+    for i, opt in enumerate(strings(s.ctx, v, s.at("security_opt"))):
+        name, _, value = opt.replace("=", ":", 1).partition(":")
+        if name == "no-new-privileges" and value in ("", "true", "false"):
+            s.spec["no_new_privileges"] = value != "false"
+        else:
+            s.warn(f"security_opt[{i}]", f"{opt}: ignored: the engine's default security options apply")
+
+
 def _profiles(s: Service, v: object) -> None:
     strings(s.ctx, v, s.at("profiles"))  # read by the document (which services are deployed)
 
@@ -444,6 +453,8 @@ def _volume_mount(s: Service, key: str, source: str | None, target: str, read_on
 
 def _bind_mount(s: Service, key: str, source: str, target: str, read_only: bool) -> dict[str, object]:
     if source.startswith("/"):
+        if posixpath.normpath(source) == "/":
+            raise s.error(key, f"{source}: the host's root folder cannot be mounted")
         return {"type": "bind", "source": posixpath.normpath(source), "target": target, "read_only": read_only}
     name = s.ctx.bind_config(source, s.at(key))
     if not read_only:
@@ -633,7 +644,8 @@ MAPPED: dict[str, Callable[[Service, object], None]] = {
     "extra_hosts": _extra_hosts, "dns": _list("dns"), "stop_signal": _copy("stop_signal"),
     "stop_grace_period": _stop_grace_period, "shm_size": _size("shm_size"), "tmpfs": _tmpfs,
     "volumes": _volumes, "configs": _file_mounts("config"), "secrets": _file_mounts("secret"),
-    "networks": _networks, "network_mode": _network_mode, "depends_on": _depends_on, "profiles": _profiles,
+    "networks": _networks, "network_mode": _network_mode, "security_opt": _security_opt,
+    "depends_on": _depends_on, "profiles": _profiles,
     "scale": _scale, "cpus": _cpus, "mem_limit": _size("memory_limit", "mem_limit"),
     "mem_reservation": _size("memory", "mem_reservation"), "x-corral": _x_corral,
     "deploy": lambda s, v: None,  # read by compose_deploy, after the service's own keys
@@ -654,7 +666,6 @@ IGNORED: dict[str, str] = {
     "logging": "ignored: containers log with the engine's default driver (corral logs reads them)",
     "platform": "ignored: a host runs the image's variant for its own platform",
     "pull_refresh_after": "ignored: see pull_policy",
-    "security_opt": "ignored: the engine's default security options apply",
 }
 REFUSED: dict[str, str] = {
     "cgroup": "a container's cgroup namespace is the engine's default",

@@ -54,7 +54,7 @@ SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale",
                   "sysctls", "ulimits", "extra_hosts", "dns", "stop_signal", "stop_grace_period", "shm_size",
                   "expose", "privileged", "tty", "stdin_open", "cpu_limit", "memory_limit",
                   "restart_max_attempts", "restart_delay", "restart_window", "depends_on", "service_labels",
-                  "aliases")
+                  "aliases", "no_new_privileges")
 CAPABILITY_PATTERN = r"^(?:CAP_)?[A-Z][A-Z0-9_]{0,31}$"
 SYSCTL_PATTERN = r"^[a-z0-9_][a-z0-9_./-]{0,127}$"
 SIGNAL_PATTERN = r"^(?:SIG)?[A-Z][A-Z0-9+-]{0,15}$|^[1-9][0-9]?$"
@@ -257,6 +257,8 @@ class ServiceSpec:
     """Labels of the service itself (compose's ``deploy.labels``), not put on its containers."""
     aliases: tuple[str, ...] = ()
     """More DNS names the service answers to on the stack's network."""
+    no_new_privileges: bool = False
+    """The container's processes cannot gain privileges (setuid binaries): Docker's ``no-new-privileges``."""
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -281,6 +283,7 @@ class ServiceSpec:
             "restart_max_attempts": self.restart_max_attempts, "restart_delay": self.restart_delay,
             "restart_window": self.restart_window, "depends_on": {k: v.value for k, v in self.depends_on.items()},
             "service_labels": dict(self.service_labels), "aliases": list(self.aliases),
+            "no_new_privileges": self.no_new_privileges,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -702,6 +705,7 @@ def parse(raw: object) -> ServiceSpec:
         depends_on=depends_on(raw.get("depends_on")),
         service_labels=str_map(raw.get("service_labels"), "service_labels"),
         aliases=_strings(raw.get("aliases"), "aliases", NAME_RE, "a DNS name (lowercase letters, digits, '-')", 32),
+        no_new_privileges=_bool(raw.get("no_new_privileges"), "no_new_privileges"),
     )
 
 

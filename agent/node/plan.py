@@ -33,7 +33,7 @@ CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "resta
 LATER_CONTAINER_FIELDS = ("mounts", "entrypoint", "user", "working_dir", "hostname", "cap_add", "cap_drop",
                           "read_only", "init", "sysctls", "ulimits", "extra_hosts", "dns", "stop_signal",
                           "stop_grace_period", "shm_size", "expose", "privileged", "tty", "stdin_open", "cpu_limit",
-                          "memory_limit", "restart_max_attempts")
+                          "memory_limit", "restart_max_attempts", "no_new_privileges")
 # Sub-fields added since to records inside CONTAINER_FIELDS: left out of the fingerprint when unset.
 LATER_PORT_FIELDS = ("host_ip",)
 INSTANCE_LABEL = LABEL_PREFIX + "instance"
@@ -189,6 +189,8 @@ def _later_fields(spec: ServiceSpec, config: dict[str, object]) -> None:
             host[key] = value
     if spec.init is not None:
         host["Init"] = spec.init
+    if spec.no_new_privileges:
+        host["SecurityOpt"] = ["no-new-privileges"]
     if spec.ulimits:
         host["Ulimits"] = [{"Name": k, "Soft": u.soft, "Hard": u.hard} for k, u in sorted(spec.ulimits.items())]
 

@@ -77,6 +77,8 @@ MAPPED = [
     ("image: x\npull_policy: always", {"pull": "always"}),
     ("image: x\npull_policy: missing", {"pull": "if-not-present"}),
     ("image: x\nx-corral: {on_host_loss: recreate-empty}", {"on_host_loss": "recreate-empty"}),
+    ("image: x\nsecurity_opt: ['no-new-privileges:true']", {"no_new_privileges": True}),
+    ("image: x\nsecurity_opt: [no-new-privileges]", {"no_new_privileges": True}),
     ("image: x\nx-whatever: {anything: 1}", {"image": "x"}),
     ("image: x\nnetworks: [default]", {"image": "x"}),
     ("image: x\nnetworks: {default: {aliases: [www, web_1]}}", {"aliases": ["www", "web-1"]}),
@@ -157,6 +159,7 @@ WARNED = [
     ("image: x\nconfigs: [{source: app, uid: '103'}]", "services.web.configs[0].uid: ignored"),
     ("image: x\nenvironment: [NOT_SET_ANYWHERE]", "services.web.environment[0]: NOT_SET_ANYWHERE is not set"),
     ("image: x\npull_policy: never", "services.web.pull_policy: never: not supported"),
+    ("image: x\nsecurity_opt: ['seccomp:unconfined']", "services.web.security_opt[0]: seccomp:unconfined: ignored"),
     ("image: x\ndepends_on: {db: {condition: service_started, restart: true}}",
      "services.web.depends_on.db.restart: ignored"),
 ]
@@ -211,6 +214,7 @@ def test_every_refused_service_key_is_an_error_with_its_path_and_line(key: str) 
     ("services: {web: {image: x, networks: [back]}}", "services.web.networks.back: is not declared"),
     ("services: {web: {image: x, volumes: ['data:/x']}}", "the volume data is not declared"),
     ("services: {web: {image: x, volumes: ['~/x:/x']}}", "home folder"),
+    ("services: {web: {image: x, volumes: ['/:/rootfs:ro']}}", "the host's root folder cannot be mounted"),
     ("services: {web: {image: x, volumes: [{type: npipe, source: a, target: /x}]}}", "only volume, bind and tmpfs"),
     ("services: {web: {image: x, configs: [app]}}", "the config app is not declared"),
     ("services: {web: {image: x, secrets: [pw]}}", "the secret pw is not declared"),
@@ -554,7 +558,6 @@ EXPECTED: dict[str, tuple[set[str], list[str]]] = {
         "services.node_exporter.volumes[0]: rslave: ignored",
         "services.node_exporter.deploy.placement.constraints[0]: node.platform.os == linux: ignored"]),
     "mattermost.yml": ({"postgres", "mattermost"}, [
-        "services.postgres.security_opt: ignored", "services.mattermost.security_opt: ignored",
         "services.postgres.pids_limit: ignored", "services.mattermost.pids_limit: ignored",
         "services.postgres.environment[0]: TZ is not set in the environment: left out"]),
     "plausible.yml": ({"plausible-db", "plausible-events-db", "plausible"}, [

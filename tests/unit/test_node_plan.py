@@ -140,6 +140,7 @@ def test_every_new_field_reaches_dockers_create_body_and_the_fingerprint() -> No
         "stdin_open": (True, lambda c: c["OpenStdin"] is True),
         "cpu_limit": (1.5, lambda c: c["HostConfig"]["NanoCpus"] == 1_500_000_000),
         "memory_limit": ("1g", lambda c: c["HostConfig"]["Memory"] == 2**30),
+        "no_new_privileges": (True, lambda c: c["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]),
         "ports": (["127.0.0.1:8080:80"], lambda c: c["HostConfig"]["PortBindings"] == {
             "80/tcp": [{"HostPort": "8080", "HostIp": "127.0.0.1"}]}),
     }
