@@ -31,6 +31,7 @@ services:
     cap_drop: [MKNOD]
     read_only: true
     init: true
+    security_opt: ["no-new-privileges:true"]
     sysctls:
       net.core.somaxconn: 1024
     ulimits:
@@ -95,7 +96,7 @@ def test_mapped_compose_keys_reach_the_container(lab1: Lab, tmp_path: Path) -> N
     assert config["Labels"]["tier"] == "web" and "team" not in config["Labels"]
     assert "9000/tcp" in config["ExposedPorts"]
     assert host["CapAdd"] == ["NET_ADMIN"] and host["CapDrop"] == ["MKNOD"]
-    assert host["ReadonlyRootfs"] is True and host["Init"] is True
+    assert host["ReadonlyRootfs"] is True and host["Init"] is True and host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Sysctls"] == {"net.core.somaxconn": "1024"}
     assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
     assert host["ExtraHosts"] == ["db.local:10.0.0.5"] and host["Dns"] == ["10.0.0.53"]
