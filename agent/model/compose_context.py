@@ -91,6 +91,41 @@ class Context:
         return name
 
 
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """A service's ``build:``: its context folder (relative to the compose file), Dockerfile and args."""
+
+    context: str
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Service:
+    """One service being read: the spec so far and what the document needs of it."""
+
+    ctx: Context
+    name: str
+    path: str
+    body: Mapping[str, object]
+    spec: dict[str, object] = dataclasses.field(default_factory=dict)
+    build: Build | None = None
+    depends: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Compose names of the services this one depends on → started, healthy or completed."""
+    optional: set[str] = dataclasses.field(default_factory=set)
+    """Of those, the ones with ``required: false``."""
+    mounts: list[dict[str, object]] = dataclasses.field(default_factory=list)
+
+    def error(self, key: str, problem: str) -> ComposeError:
+        return self.ctx.error(f"{self.path}.{key}" if key else self.path, problem)
+
+    def warn(self, key: str, problem: str) -> None:
+        self.ctx.warn(f"{self.path}.{key}", problem)
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+
 def text(ctx: Context, value: object, path: str, what: str = "a string") -> str:
     """A string value; numbers and booleans are taken as their text (``true``, as compose writes them)."""
     if isinstance(value, bool):
@@ -176,5 +211,18 @@ def strings(ctx: Context, value: object, path: str) -> list[str]:
     return [text(ctx, v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
-__all__ = ["ComposeError", "ConfigSource", "Context", "Reader", "VolumeDecl", "flag", "number", "str_map",
-           "strings", "text", "whole"]
+__all__ = [
+    "Build",
+    "ComposeError",
+    "ConfigSource",
+    "Context",
+    "Reader",
+    "Service",
+    "VolumeDecl",
+    "flag",
+    "number",
+    "str_map",
+    "strings",
+    "text",
+    "whole",
+]

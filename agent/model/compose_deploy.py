@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.model.compose_context import number, str_map, text, whole
-from agent.model.compose_service import CONDITION, Service, _seconds, _size
+from agent.model.compose_service import CONDITION, Service, seconds_of, size_field
 
 DEPLOY_KEYS = ("mode", "replicas", "resources", "restart_policy", "labels", "placement", "update_config",
                "rollback_config", "endpoint_mode")
@@ -63,7 +63,7 @@ def _resources(s: Service, value: object) -> None:
             if key == "cpus":
                 s.spec["cpu_limit" if part == "limits" else "cpus"] = number(s.ctx, figure, s.at(at))
             elif key == "memory":
-                _size("memory_limit" if part == "limits" else "memory", at)(s, figure)
+                size_field("memory_limit" if part == "limits" else "memory", at)(s, figure)
             elif key in ("pids", "devices", "generic_resources"):
                 s.warn(at, "ignored: not applied by Corral yet")
             else:
@@ -91,7 +91,7 @@ def _restart_policy(s: Service, value: object) -> None:
             elif attempts:
                 s.warn(at, f"ignored with condition {condition}: Docker limits retries only on failure")
         elif key in ("delay", "window"):
-            s.spec[f"restart_{key}"] = _seconds(s, at, figure)
+            s.spec[f"restart_{key}"] = seconds_of(s, at, figure)
             s.warn(at, "recorded, not enforced: Docker restarts with its own back-off (100 ms doubling)")
         else:
             raise s.error(at, "is not a field of a restart policy (condition, delay, max_attempts, window)")
