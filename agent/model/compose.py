@@ -78,6 +78,9 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
         raise ComposeError(str(exc)) from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("services"), Mapping) or not doc["services"]:
         raise ComposeError("a compose file needs a 'services' map with at least one service")
+    doc = {k: v if k.startswith("x-") else _without_extensions(v) for k, v in doc.items()}
+    services = doc["services"]
+    assert isinstance(services, Mapping)
     ctx = Context(lines, lookup, read)
     for key in doc:
         if key == "include":
@@ -95,7 +98,7 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
     _volumes(ctx, doc.get("volumes"))
     _files(ctx, doc.get("configs"), secret=False)
     _files(ctx, doc.get("secrets"), secret=True)
-    chosen = _chosen(ctx, doc["services"], set(profiles))
+    chosen = _chosen(ctx, services, set(profiles))
     read_services: dict[str, compose_service.Service] = {}
     for compose_name, body in chosen.items():
         path = f"services.{compose_name}"
@@ -115,6 +118,17 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
         if svc.build is not None:
             builds[ctx.names[compose_name]] = svc.build
     return Compose(services, builds, ctx.configs, ctx.warnings, name)
+
+
+def _without_extensions(value: object) -> object:
+    """``value`` without its ``x-*`` keys at any depth (the file's own: the specification lets them be
+    anywhere), but ``x-corral``, which is Corral's."""
+    if isinstance(value, Mapping):
+        return {k: _without_extensions(v) for k, v in value.items()
+                if not (isinstance(k, str) and k.startswith("x-") and k != "x-corral")}
+    if isinstance(value, list):
+        return [_without_extensions(v) for v in value]
+    return value
 
 
 def _chosen(ctx: Context, services: Mapping[str, object], profiles: set[str]) -> dict[str, Mapping[str, object]]:

@@ -119,6 +119,14 @@ def test_every_mapped_key_reaches_its_spec_fields(service: str, expected: dict[s
     spec.parse(got)  # and the API takes it
 
 
+def test_extension_keys_anywhere_are_ignored_silently() -> None:
+    text = ("x-top: {a: 1}\nservices:\n  web:\n    image: x\n    x-svc: 1\n"
+            "    healthcheck: {test: 'true', x-note: why}\n    ports: [{target: 80, x-port: 1}]\n"
+            "    deploy: {x-d: 1, resources: {limits: {x-l: 1, cpus: 1}}}\nvolumes:\n  v: {x-note: 1}\n")
+    parsed = parse(text)
+    assert parsed.warnings == [] and parsed.services["web"]["ports"] == [{"target": 80}]
+
+
 def test_a_disabled_health_check_is_none() -> None:
     for body in ("image: x\nhealthcheck: {test: [NONE]}", "image: x\nhealthcheck: {test: 'true', disable: true}",
                  "image: x\nhealthcheck: {disable: true}"):
