@@ -79,8 +79,8 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
     if not isinstance(doc, Mapping) or not isinstance(doc.get("services"), Mapping) or not doc["services"]:
         raise ComposeError("a compose file needs a 'services' map with at least one service")
     doc = {k: v if k.startswith("x-") else _without_extensions(v) for k, v in doc.items()}
-    services = doc["services"]
-    assert isinstance(services, Mapping)
+    bodies = doc["services"]
+    assert isinstance(bodies, Mapping)
     ctx = Context(lines, lookup, read)
     for key in doc:
         if key == "include":
@@ -98,7 +98,7 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
     _volumes(ctx, doc.get("volumes"))
     _files(ctx, doc.get("configs"), secret=False)
     _files(ctx, doc.get("secrets"), secret=True)
-    chosen = _chosen(ctx, services, set(profiles))
+    chosen = _chosen(ctx, bodies, set(profiles))
     read_services: dict[str, compose_service.Service] = {}
     for compose_name, body in chosen.items():
         path = f"services.{compose_name}"
