@@ -14,7 +14,7 @@ from aiohttp import web
 
 from agent.errors import BadRequest
 from agent.model.commands import EXEC_MAX_ARG, EXEC_MAX_ARGS
-from agent.model.spec import DURATION_PATTERN, DURATION_UNITS, NAME_PATTERN
+from agent.model.spec import DURATION_PATTERN, NAME_PATTERN, duration
 
 MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
 INT_PATTERN = r"^(0|[1-9][0-9]{0,18})$"
@@ -115,10 +115,10 @@ class DurationParam(Param):
         raw = self.raw(request)
         if raw is None:
             return self.default
-        match = re.match(DURATION_PATTERN, raw)
-        if not match:
+        parsed = duration(raw)
+        if parsed is None:
             raise self.bad(raw, "is not a duration such as 30s or 500ms")
-        return min(float(match.group(1)) * DURATION_UNITS[match.group(2)], self.maximum)
+        return min(parsed, self.maximum)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,19 +17,25 @@ from agent.model.mounts import MAX_MOUNTS, MAX_PATH, VOLUME_NAME_PATTERN
 from agent.model.policy import Role
 from agent.model.scheduler import CONSTRAINT_PATTERN
 from agent.model.spec import (
+    CAPABILITY_PATTERN,
     DURATION_PATTERN,
     HEALTH_INTERVAL,
     HEALTH_RETRIES,
     HEALTH_START_PERIOD,
     HEALTH_TIMEOUT,
+    HOSTNAME_PATTERN,
     MAX_CPUS,
     MAX_IMAGE,
     MAX_MEMORY,
+    MAX_RESTART_ATTEMPTS,
     MAX_SCALE,
+    MAX_STOP_GRACE,
     MAX_STRING,
     MEMORY_PATTERN,
     NAME_PATTERN,
     PORT_PATTERN,
+    SIGNAL_PATTERN,
+    SYSCTL_PATTERN,
 )
 
 Schema = dict[str, object]
@@ -77,6 +83,8 @@ HEALTH_CHECK: Schema = {"oneOf": [
                     "command": {"type": "string", "pattern": "\\S", "maxLength": MAX_STRING}, **_CHECK_COMMON}},
     NULL,
 ]}
+SIZE: Schema = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY},
+                          {"type": "string", "pattern": MEMORY_PATTERN, "description": "512m, 1g, 64MiB …"}]}
 CONSTRAINTS: Schema = nullable({"type": "array", "items": {"type": "string", "pattern": CONSTRAINT_PATTERN}})
 
 ABS_PATH: Schema = {"type": "string", "pattern": "^/[^:\\x00\\n\\r]*$", "maxLength": MAX_PATH,
@@ -112,17 +120,19 @@ SPEC_PROPERTIES: dict[str, Schema] = {
         {"type": "string", "pattern": PORT_PATTERN, "description": "[PUBLISHED:]TARGET[/tcp|udp]"},
         PORT,
         {"type": "object", "additionalProperties": False, "required": ["target"],
-         "properties": {"target": PORT, "published": nullable(PORT), "protocol": {"enum": ["tcp", "udp"]}}},
+         "properties": {"target": PORT, "published": nullable(PORT), "protocol": {"enum": ["tcp", "udp"]},
+                        "host_ip": nullable({"type": "string", "description": "an IPv4 or IPv6 address"})}},
     ]}}),
     "labels": STRING_MAP,
     "scale": {"type": "integer", "minimum": 0, "maximum": MAX_SCALE},
-    "restart": {"enum": ["always", "on-failure", "no"]},
+    "restart": {"enum": ["always", "on-failure", "no", "unless-stopped"]},
     "cpus": {"type": "number", "minimum": 0, "maximum": MAX_CPUS},
-    "memory": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY},
-                         {"type": "string", "pattern": MEMORY_PATTERN, "description": "512m, 1g, 64MiB …"}]},
+    "memory": SIZE,
     "placement": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
         "constraints": CONSTRAINTS, "preferences": CONSTRAINTS, "must": CONSTRAINTS, "should": CONSTRAINTS,
-        "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"}}}, NULL]},
+        "strategy": {"enum": ["spread", "pack"]}, "one_per_host": {"type": "boolean"},
+        "spread": nullable({"type": "array", "maxItems": 8, "items": {"type": "string"},
+                            "description": "host label keys whose values the instances spread over"})}}, NULL]},
     "health_check": HEALTH_CHECK,
     "mounts": nullable({"type": "array", "maxItems": MAX_MOUNTS, "description": "no target twice", "items": MOUNT}),
     "on_host_loss": {"enum": ["wait", "recreate-empty"], "description": "when the host a volume lives on is lost: "
@@ -131,6 +141,46 @@ SPEC_PROPERTIES: dict[str, Schema] = {
     "pull": {"enum": ["if-not-present", "always"],
              "description": "fetch the image only when the host has none of that name (default), or before "
                             "every container it creates"},
+    # since issue 16 (docs/COMPOSE.md says which compose key each one comes from)
+    "entrypoint": nullable({"type": "array", "items": STR}),
+    "user": nullable({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}(:[A-Za-z0-9_.-]{1,64})?$"}),
+    "working_dir": nullable({"type": "string", "pattern": "^/", "description": "an absolute, normalised path"}),
+    "hostname": nullable({"type": "string", "pattern": HOSTNAME_PATTERN,
+                          "description": "default: the container's name"}),
+    "cap_add": nullable({"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": CAPABILITY_PATTERN}}),
+    "cap_drop": nullable({"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": CAPABILITY_PATTERN}}),
+    "read_only": nullable({"type": "boolean"}),
+    "init": nullable({"type": "boolean"}),
+    "sysctls": {"anyOf": [{"type": "object", "propertyNames": {"pattern": SYSCTL_PATTERN},
+                           "additionalProperties": {"anyOf": [STR, {"type": "number"}]}},
+                          {"type": "array", "items": {"type": "string", "pattern": "^[^=][^=]*="}}, NULL]},
+    "ulimits": nullable({"type": "object", "propertyNames": {"pattern": "^[a-z]{1,16}$"}, "additionalProperties": {
+        "anyOf": [{"type": "integer", "minimum": -1},
+                  {"type": "object", "additionalProperties": False, "required": ["soft", "hard"],
+                   "properties": {"soft": {"type": "integer", "minimum": -1},
+                                  "hard": {"type": "integer", "minimum": -1}}}]}}),
+    "extra_hosts": nullable({"type": "array", "items": {"type": "string", "description": "HOST:IP or HOST=IP"}}),
+    "dns": {"anyOf": [STR, {"type": "array", "maxItems": 8, "items": STR}, NULL],
+            "description": "name server addresses"},
+    "stop_signal": nullable({"type": "string", "pattern": SIGNAL_PATTERN}),
+    "stop_grace_period": nullable(duration(0, MAX_STOP_GRACE)),
+    "shm_size": SIZE,
+    "expose": nullable({"type": "array", "items": {"anyOf": [
+        PORT, {"type": "string", "pattern": "^[0-9]+(/(tcp|udp))?$"}]}}),
+    "privileged": nullable({"type": "boolean"}),
+    "tty": nullable({"type": "boolean"}),
+    "stdin_open": nullable({"type": "boolean"}),
+    "cpu_limit": {"type": "number", "minimum": 0, "maximum": MAX_CPUS, "description": "0: no limit"},
+    "memory_limit": {**SIZE, "description": "0: no limit"},
+    "restart_max_attempts": {"type": "integer", "minimum": 0, "maximum": MAX_RESTART_ATTEMPTS,
+                             "description": "with on-failure: Docker's MaximumRetryCount (0: no limit)"},
+    "restart_delay": duration(0, 3600),
+    "restart_window": duration(0, 86400),
+    "depends_on": nullable({"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                            "additionalProperties": {"enum": ["started", "healthy", "completed"]}}),
+    "service_labels": STRING_MAP,
+    "aliases": nullable({"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": NAME_PATTERN}}),
+    "no_new_privileges": nullable({"type": "boolean"}),
 }
 
 ENTITY: Schema = {"type": "object"}

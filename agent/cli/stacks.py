@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ import click
 
 from agent.cli.client import Client
 from agent.cli.output import console, fail, table, url_option
+from agent.cli.volumes import read_files
 from agent.model import compose
 
 
@@ -53,26 +56,37 @@ def stack_rm(name: str, volumes: bool, url: str) -> None:
 
 @stack.command("deploy")
 @click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.argument("name")
+@click.argument("name", required=False)
 @url_option
 @click.option("--env", "environment", default="default", show_default=True, help="the stack's environment")
 @click.option("--dry-run", is_flag=True, help="check the whole file against the server and print what would be "
               "created, changed and ignored; change nothing (exit status 1 only on errors)")
 @click.option("--prune", is_flag=True, help="remove the stack's services the file no longer names")
 @click.option("--wait/--no-wait", default=True, help="wait until every container runs")
-def stack_deploy(path: Path, name: str, url: str, environment: str, dry_run: bool, prune: bool, wait: bool) -> None:
-    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`), whole:
-    every service, config and secret is checked first, and nothing changes unless all of it is right.
-    A service with `build:` is built first: its folder goes to the answering host, which builds it; the
-    image is tagged by its content (a changed folder is a new tag, which rolls the service) and reaches
-    the other hosts peer to peer (a dry run builds nothing). Docs: docs/COMPOSE.md."""
-    parsed = compose.parse(path.read_text())
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="variables for ${VAR} in the file, instead of the .env beside it")
+@click.option("--profile", "profiles", multiple=True, help="deploy the services of this profile too (repeatable)")
+def stack_deploy(path: Path, name: str | None, url: str, environment: str, dry_run: bool, prune: bool, wait: bool,
+                 env_file: Path | None, profiles: tuple[str, ...]) -> None:
+    """Create or update stack NAME from a compose file (like `docker stack deploy -c FILE NAME`; NAME
+    defaults to the file's top-level `name:`), whole: every service, config and secret is checked
+    first, and nothing changes unless all of it is right. Every key of the file that Corral does not
+    apply is printed as a warning (docs/COMPOSE.md). The file's relative bind mounts
+    (`./nginx.conf:/etc/nginx/nginx.conf`), `configs:` and `secrets:` are read here and shipped with the
+    stack; a relative folder that is missing or empty is a stack volume instead. A service with `build:`
+    is built first: its folder goes to the answering host, which builds it; the image is tagged by its
+    content (a changed folder is a new tag, which rolls the service) and reaches the other hosts peer to
+    peer (a dry run builds nothing)."""
+    parsed = read_compose(path, env_file, profiles)
+    name = stack_name(parsed, name)
+    print_warnings(parsed)
     services = parsed.services
     client = Client(url)
     for svc, build in parsed.builds.items():
         services[svc] = {**services[svc], "image": "corral-build/dry-run:latest" if dry_run
                          else _built(client, path.parent, name, svc, build)}
-    body: dict[str, Any] = {"environment": environment, "services": services, "prune": prune}
+    configs = ship_configs(parsed, path.parent, services)
+    body: dict[str, Any] = {"environment": environment, "services": services, "configs": configs, "prune": prune}
     plan = client.request("POST", f"/v1/stacks/{name}/deploy", body, query={"dry_run": "true"} if dry_run else None)
     _print_plan(plan, name)
     if dry_run or not wait:
@@ -81,6 +95,49 @@ def stack_deploy(path: Path, name: str, url: str, environment: str, dry_run: boo
     for made in client.items("/v1/services", stack=stack_id):
         if made["name"] in services:
             converge(client, made["id"])
+
+
+def ship_configs(parsed: compose.Compose, folder: Path, services: dict[str, dict[str, object]]
+                 ) -> dict[str, dict[str, object]]:
+    """The file's configs and secrets as the deploy request carries them, read from the compose file's
+    folder (or given inline); external ones are left to the server (made beforehand with `corral config
+    create`). A relative bind mount whose folder is missing or empty becomes a stack volume instead (its
+    mounts in ``services`` change to say so), as docker compose would give it an empty folder."""
+    out: dict[str, dict[str, object]] = {}
+    for name, source in sorted(parsed.configs.items()):
+        if source.external:
+            continue
+        if source.content is not None:
+            out[name] = {"secret": source.secret, "files": [
+                {"path": "", "data": base64.b64encode(source.content.encode()).decode()}]}
+            continue
+        assert source.path is not None
+        target = folder / source.path
+        if source.from_bind and (not target.exists() or (target.is_dir() and not any(target.iterdir()))):
+            _to_volume(services, name)
+            click.echo(f"{source.path}: {'missing' if not target.exists() else 'an empty folder'}: a stack volume "
+                       f"{name} instead", err=True)
+            continue
+        try:
+            files = read_files(target)
+        except FileNotFoundError:
+            raise fail(f"{'secrets' if source.secret else 'configs'}.{name}: {target} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise fail(f"{source.path}: {exc}") from None
+        if not files:
+            raise fail(f"{source.path}: a folder with no files in it")
+        out[name] = {"secret": source.secret, "files": files}
+    return out
+
+
+def _to_volume(services: dict[str, dict[str, object]], name: str) -> None:
+    for spec in services.values():
+        mounts = spec.get("mounts")
+        if not isinstance(mounts, list):
+            continue
+        spec["mounts"] = [{"type": "volume", "source": name, "target": m["target"], "scope": "stack"}
+                          if isinstance(m, dict) and m.get("type") == "config" and m.get("source") == name else m
+                          for m in mounts]
 
 
 def _print_plan(plan: dict[str, Any], name: str) -> None:
@@ -95,6 +152,40 @@ def _print_plan(plan: dict[str, Any], name: str) -> None:
             click.echo(f"config {name}_{conf} {would}{verb}")
     for vol in plan["volumes"]["created"]:
         click.echo(f"volume {vol} {'would be made' if would else 'will be made'} on the host of its first container")
+
+
+def read_compose(path: Path, env_file: Path | None = None, profiles: tuple[str, ...] = ()) -> compose.Compose:
+    """The compose file, read with this shell's environment, the files beside it and the profiles asked for."""
+    folder = path.parent
+
+    def read(relative: str) -> str | None:
+        file = Path(relative) if Path(relative).is_absolute() else folder / relative
+        try:
+            return file.read_text() if file.is_file() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"{relative}: {exc}") from None
+
+    try:
+        return compose.parse(path.read_text(), environ=os.environ, read=read, profiles=profiles,
+                             env_file=str(env_file.resolve()) if env_file is not None else None)
+    except compose.ComposeError as exc:
+        raise fail(f"{path}: {exc}") from None
+
+
+def stack_name(parsed: compose.Compose, given: str | None) -> str:
+    """The stack's name: the one given, else the file's ``name:``."""
+    if given is None:
+        if parsed.name is None:
+            raise fail("give the stack's NAME (the file has no top-level name:)")
+        return parsed.name
+    if parsed.name is not None and parsed.name != given:
+        parsed.warnings.insert(0, f"name: {parsed.name}: the stack's name given, {given}, is used")
+    return given
+
+
+def print_warnings(parsed: compose.Compose) -> None:
+    for warning in parsed.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _built(client: Client, folder: Path, stack_name: str, service: str, build: compose.Build) -> str:

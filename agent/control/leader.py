@@ -143,9 +143,10 @@ class Leader:
             labels = _labels(m.meta.get("labels"))
             cpus, memory = float(_number(m.meta.get("cpus"))), int(_number(m.meta.get("memory")))
             overlay_key = m.meta_str("overlay_key")
-            if host is None or (host.address, dict(host.labels), host.cpus, host.memory, host.overlay_key) != (
-                    m.address, labels, cpus, memory, overlay_key):
-                await self.replica.write(HostRegister(name, m.address, labels, cpus, memory, overlay_key))
+            manager = bool(m.meta.get("manager"))
+            if host is None or (host.address, dict(host.labels), host.cpus, host.memory, host.overlay_key,
+                                host.manager) != (m.address, labels, cpus, memory, overlay_key, manager):
+                await self.replica.write(HostRegister(name, m.address, labels, cpus, memory, overlay_key, manager))
             wanted = GOSSIP_TO_HOST.get(m.state, HostState.DISCONNECTED)
             current = self.state.hosts.get(name)
             if current is not None and current.state != wanted:

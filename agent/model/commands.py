@@ -90,6 +90,7 @@ class HostRegister:
     cpus: float = 0.0
     memory: int = 0
     overlay_key: str | None = None
+    manager: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

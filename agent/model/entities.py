@@ -138,6 +138,8 @@ class Host:
     overlay_key: str | None
     environment: str = "default"
     """The environment whose containers this host runs (and whose overlay it is on)."""
+    manager: bool = False
+    """A Raft voter candidate (its gossip metadata says so): ``node.role==manager`` in a constraint."""
 
 
 @dataclasses.dataclass(frozen=True)

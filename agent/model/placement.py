@@ -35,7 +35,7 @@ def host_facts(state: ClusterState, lost: Set[str], environment: str | None = No
     takes the new environment's containers only once the old one's have left it)."""
     return [
         HostFacts(name=h.name, schedulable=h.state == HostState.ACTIVE and h.name not in lost
-                  and not state.foreign_on(h.name), labels=h.labels, cpus=h.cpus, memory=h.memory,
+                  and not state.foreign_on(h.name), labels=h.labels, cpus=h.cpus, memory=h.memory, manager=h.manager,
                   state=HostState.DISCONNECTED.value if h.name in lost else h.state.value)
         for h in state.hosts.values() if environment is None or h.environment == environment
     ]
@@ -45,7 +45,8 @@ def _request(service: Service, slots: tuple[int, ...]) -> Request:
     spec = service.spec
     rules = Rules(must=tuple(Constraint.parse(c) for c in spec.placement.must),
                   should=tuple(Constraint.parse(c) for c in spec.placement.should),
-                  strategy=spec.placement.strategy, one_per_host=spec.placement.one_per_host)
+                  strategy=spec.placement.strategy, one_per_host=spec.placement.one_per_host,
+                  spread=spec.placement.spread)
     return Request(service.id, slots, cpus=spec.cpus, memory=spec.memory, rules=rules)
 
 

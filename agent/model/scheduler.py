@@ -11,7 +11,8 @@ Filters, in order (the first one a host fails is the reason given for it):
   2. every ``must`` constraint holds (``zone==a``, ``zone!=b``, ``node.hostname==h1``);
   3. ``one_per_host``: no instance of the service is there yet;
   4. the CPU and memory reservations fit beside what is reserved there already.
-Then the survivors are ranked: most ``should`` constraints met first; then, for ``spread`` (the
+Then the survivors are ranked: most ``should`` constraints met first; then, for each ``spread`` label key,
+fewest instances of the service on hosts with the same value of it; then, for ``spread`` (the
 default), fewest instances of this service, fewest instances in all, most free memory; for
 ``pack``, the most loaded host that still fits. Ties go to the host name, so the order is total.
 """
@@ -25,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 HOSTNAME_KEY = "node.hostname"
+ROLE_KEY = "node.role"
+"""``manager`` for a host that is a Raft voter candidate, else ``worker`` (never a host label)."""
 # KEY (label-key characters, compose's ``node.labels.`` prefix dropped), == or !=, a VALUE on one line.
 CONSTRAINT_PATTERN = (r"^\s*(?:node\.labels\.)?(?P<key>[A-Za-z0-9_-][A-Za-z0-9_./-]{0,254})\s*(?P<op>==|!=)\s*"
                       r"(?P<value>[^\s=!](?:[^\r\n]{0,1022}[^\s])?)\s*$")
@@ -45,7 +48,12 @@ class Constraint:
     value: str
 
     def holds(self, host: HostFacts) -> bool:
-        actual = host.name if self.key == HOSTNAME_KEY else host.labels.get(self.key)
+        if self.key == HOSTNAME_KEY:
+            actual: str | None = host.name
+        elif self.key == ROLE_KEY:
+            actual = "manager" if host.manager else "worker"
+        else:
+            actual = host.labels.get(self.key)
         return (actual == self.value) if self.op == "==" else (actual != self.value)
 
     def __str__(self) -> str:
@@ -67,6 +75,9 @@ class Rules:
     should: tuple[Constraint, ...] = ()
     strategy: Strategy = Strategy.SPREAD
     one_per_host: bool = False
+    spread: tuple[str, ...] = ()
+    """Label keys whose values the service's instances spread over evenly (hosts without the label are
+    one group of their own), first key first; ranked after ``should``, before the strategy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,7 @@ class HostFacts:
     cpus: float = 0.0
     memory: int = 0
     state: str = "active"
+    manager: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +171,19 @@ def _why_not(host: HostFacts, load: _Load, req: Request) -> str | None:
     return None
 
 
-def _rank(host: HostFacts, load: _Load, req: Request) -> tuple[float | str, ...]:
+def _rank(host: HostFacts, load: _Load, req: Request, spread: tuple[int, ...] = ()) -> tuple[float | str, ...]:
     should = -sum(rule.holds(host) for rule in req.rules.should)
     free_memory = host.memory - load.memory
     if req.rules.strategy == Strategy.PACK:
-        return (should, -load.per_service.get(req.service, 0), -load.total, free_memory, host.name)
-    return (should, load.per_service.get(req.service, 0), load.total, -free_memory, host.name)
+        return (should, *spread, -load.per_service.get(req.service, 0), -load.total, free_memory, host.name)
+    return (should, *spread, load.per_service.get(req.service, 0), load.total, -free_memory, host.name)
+
+
+def _spread(host: HostFacts, req: Request, hosts: Mapping[str, HostFacts],
+            loads: Mapping[str, _Load]) -> tuple[int, ...]:
+    """For each spread key: how many of the service's instances run on hosts with ``host``'s value of it."""
+    return tuple(sum(loads[h.name].per_service.get(req.service, 0) for h in hosts.values()
+                     if h.labels.get(key) == host.labels.get(key)) for key in req.rules.spread)
 
 
 def schedule(requests: Sequence[Request], hosts: Iterable[HostFacts], running: Iterable[Running]) -> Decision:
@@ -182,7 +201,7 @@ def schedule(requests: Sequence[Request], hosts: Iterable[HostFacts], running: I
             if not fitting:
                 unplaced.append(Unplaced(req.service, slot, _reason(req, by_name, loads)))
                 continue
-            best = min(fitting, key=lambda h: _rank(h, loads[h.name], req))
+            best = min(fitting, key=lambda h: _rank(h, loads[h.name], req, _spread(h, req, by_name, loads)))
             loads[best.name].add(req.service, req.cpus, req.memory)
             placements.append(Placement(req.service, slot, best.name))
     return Decision(tuple(placements), tuple(unplaced))

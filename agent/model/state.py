@@ -559,6 +559,7 @@ class ClusterState:
             subnet=str(subnet), overlay_key=cmd.overlay_key if cmd.overlay_key is not None
             else (old.overlay_key if old else None),
             environment=self.host_environments.get(cmd.name, old.environment if old else "default"),
+            manager=cmd.manager,
         ), index)
         if old is None:
             self._event(index, EventKind.HOST_REGISTERED, f"host {cmd.name} ({cmd.address}) joined", host=cmd.name)

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -22,7 +23,7 @@ from agent.model import spec as spec_rules
 from agent.model.codec import to_wire
 from agent.model.entities import Health, Instance, Status
 from agent.model.mounts import DEFAULT_FILE_MODE, MountType, volume_key
-from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy
+from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy, ServiceSpec
 from agent.model.state import MAX_ERROR, ClusterState
 from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
 
@@ -30,7 +31,12 @@ from agent.node.docker import BRIDGE, LABEL_PREFIX, NETWORK, EngineContainer
 CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "restart", "cpus", "memory", "health_check")
 # Fields added since: in the fingerprint only when they differ from their default, so that a new
 # agent does not replace every container an older one made.
-LATER_CONTAINER_FIELDS = ("mounts",)
+LATER_CONTAINER_FIELDS = ("mounts", "entrypoint", "user", "working_dir", "hostname", "cap_add", "cap_drop",
+                          "read_only", "init", "sysctls", "ulimits", "extra_hosts", "dns", "stop_signal",
+                          "stop_grace_period", "shm_size", "expose", "privileged", "tty", "stdin_open", "cpu_limit",
+                          "memory_limit", "restart_max_attempts", "no_new_privileges")
+# Sub-fields added since to records inside CONTAINER_FIELDS: left out of the fingerprint when unset.
+LATER_PORT_FIELDS = ("host_ip",)
 INSTANCE_LABEL = LABEL_PREFIX + "instance"
 SPEC_LABEL = LABEL_PREFIX + "spec"
 
@@ -93,6 +99,7 @@ class Desired:
     config: Mapping[str, object]
     health_check: HealthCheck | None = None
     pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    restart_max_attempts: int = 0
     volumes: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     """The Docker volumes it mounts, with the labels each is made with."""
     files: tuple[FileSet, ...] = ()
@@ -167,16 +174,16 @@ def container_config(state: ClusterState, instance: Instance, paths: HostPaths =
     spec = service.spec
     name = state.container_name(instance)
     exposed: dict[str, object] = {f"{p.target}/{p.protocol}": {} for p in spec.ports}
-    # "80" publishes on an ephemeral host port (as compose does); "8080:80" on 8080.
-    bindings = {f"{p.target}/{p.protocol}": [{"HostPort": str(p.published or "")}] for p in spec.ports}
-    wire = to_wire(spec)
-    assert isinstance(wire, dict)
-    shape = {k: wire[k] for k in CONTAINER_FIELDS}
-    shape.update({k: wire[k] for k in LATER_CONTAINER_FIELDS if wire.get(k) != _DEFAULT_WIRE.get(k)})
+    exposed.update({port: {} for port in spec.expose})
+    # "80" publishes on an ephemeral host port (as compose does); "8080:80" on 8080; a host_ip only there.
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for p in spec.ports:
+        binding = {"HostPort": str(p.published or "")}
+        if p.host_ip is not None:
+            binding["HostIp"] = p.host_ip
+        bindings.setdefault(f"{p.target}/{p.protocol}", []).append(binding)
     mounts, needs = storage_of(state, instance, paths) if spec.mounts else ([], _NO_STORAGE)
-    if needs.files:  # new content in a config is a new container
-        shape["config_digests"] = [f.digest for f in needs.files]
-    fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = _fingerprint(spec, [f.digest for f in needs.files])
     labels = {
         **spec.labels,
         INSTANCE_LABEL: instance.id,
@@ -188,7 +195,7 @@ def container_config(state: ClusterState, instance: Instance, paths: HostPaths =
     }
     config: dict[str, object] = {
         "Image": spec.image,
-        "Hostname": name,
+        "Hostname": spec.hostname or name,
         "Env": [f"{k}={v}" for k, v in sorted(spec.environment.items())]
         + [f"CORRAL_CONTAINER={name}", f"CORRAL_SERVICE={service.name}", f"CORRAL_STACK={stack.name}"],
         "Labels": labels,
@@ -206,6 +213,7 @@ def container_config(state: ClusterState, instance: Instance, paths: HostPaths =
         host_config["Mounts"] = mounts
     if spec.command:
         config["Cmd"] = list(spec.command)
+    _later_fields(spec, config)
     check = spec.health_check
     if check and check.type == HealthType.COMMAND:  # Docker runs it in the container; http/tcp: node/health.py
         config["Healthcheck"] = {"Test": ["CMD-SHELL", check.command], "Interval": _ns(check.interval),
@@ -218,6 +226,58 @@ _NO_STORAGE = Desired("", "", False, RestartPolicy.NO, {})
 _DEFAULT_WIRE = cast(dict[str, object], to_wire(spec_rules.parse({"image": "x"})))
 
 
+def _fingerprint(spec: ServiceSpec, config_digests: list[str] | None = None) -> str:
+    """A hash of what shapes the container; a field added since enters it only when set, so an upgrade
+    does not replace the containers an older agent made. New content in a config it mounts
+    (``config_digests``) is a new container."""
+    wire = to_wire(spec)
+    assert isinstance(wire, dict)
+    shape = {k: wire[k] for k in CONTAINER_FIELDS}
+    ports = shape["ports"]
+    assert isinstance(ports, list)
+    shape["ports"] = [{k: v for k, v in p.items() if k not in LATER_PORT_FIELDS or v is not None} for p in ports]
+    shape.update({k: wire[k] for k in LATER_CONTAINER_FIELDS if wire.get(k) != _DEFAULT_WIRE.get(k)})
+    if config_digests:
+        shape["config_digests"] = config_digests
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _later_fields(spec: ServiceSpec, config: dict[str, object]) -> None:
+    """The fields added since issue 16, into Docker's create body only when set (the old body is unchanged)."""
+    host = config["HostConfig"]
+    assert isinstance(host, dict)
+    if spec.entrypoint is not None:
+        config["Entrypoint"] = list(spec.entrypoint)
+    if spec.user is not None:
+        config["User"] = spec.user
+    if spec.working_dir is not None:
+        config["WorkingDir"] = spec.working_dir
+    if spec.stop_signal is not None:
+        config["StopSignal"] = spec.stop_signal if spec.stop_signal.isdigit() or spec.stop_signal.startswith("SIG") \
+            else "SIG" + spec.stop_signal
+    if spec.stop_grace_period is not None:
+        config["StopTimeout"] = math.ceil(spec.stop_grace_period)
+    if spec.tty:
+        config["Tty"] = True
+    if spec.stdin_open:
+        config["OpenStdin"] = True
+    if spec.restart == RestartPolicy.ON_FAILURE and spec.restart_max_attempts:
+        host["RestartPolicy"] = {"Name": spec.restart.value, "MaximumRetryCount": spec.restart_max_attempts}
+    for key, value in (("CapAdd", list(spec.cap_add)), ("CapDrop", list(spec.cap_drop)),
+                       ("ExtraHosts", list(spec.extra_hosts)), ("Dns", list(spec.dns)),
+                       ("Sysctls", dict(spec.sysctls)), ("ReadonlyRootfs", spec.read_only),
+                       ("Privileged", spec.privileged), ("ShmSize", spec.shm_size),
+                       ("NanoCpus", round(spec.cpu_limit * 1e9)), ("Memory", spec.memory_limit)):
+        if value:
+            host[key] = value
+    if spec.init is not None:
+        host["Init"] = spec.init
+    if spec.no_new_privileges:
+        host["SecurityOpt"] = ["no-new-privileges"]
+    if spec.ulimits:
+        host["Ulimits"] = [{"Name": k, "Soft": u.soft, "Hard": u.hard} for k, u in sorted(spec.ulimits.items())]
+
+
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
@@ -226,7 +286,8 @@ def desired_one(state: ClusterState, inst: Instance, paths: HostPaths = HostPath
     spec = state.services[inst.service].spec
     needs = storage_of(state, inst, paths)[1] if spec.mounts else _NO_STORAGE
     return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
-                   container_config(state, inst, paths), spec.health_check, spec.pull, needs.volumes, needs.files)
+                   container_config(state, inst, paths), spec.health_check, spec.pull, spec.restart_max_attempts,
+                   needs.volumes, needs.files)
 
 
 def desired_here(state: ClusterState, host: str, paths: HostPaths = HostPaths()) -> dict[str, Desired]:
@@ -260,8 +321,11 @@ def plan(desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) ->
             actions.append(Action(ActionKind.REMOVE, instance, Why.UNHEALTHY, keep.id))
             actions.append(Action(ActionKind.CREATE, instance, Why.REPLACE_UNHEALTHY, desired=want))
         elif want.running and keep.state in ("created", "exited", "dead"):
-            if want.restart == RestartPolicy.ALWAYS or keep.state == "created" or (
-                    want.restart == RestartPolicy.ON_FAILURE and keep.exit_code not in (0, None)):
+            # unless-stopped is always for Corral: a service Corral stopped is not desired running; an
+            # on-failure with a retry limit is left to Docker, which counts the retries (RestartCount).
+            if want.restart in (RestartPolicy.ALWAYS, RestartPolicy.UNLESS_STOPPED) or keep.state == "created" or (
+                    want.restart == RestartPolicy.ON_FAILURE and keep.exit_code not in (0, None)
+                    and not want.restart_max_attempts):
                 actions.append(Action(ActionKind.START, instance, Why.NOT_RUNNING, keep.id))
         elif not want.running and keep.state in ("running", "restarting"):
             actions.append(Action(ActionKind.STOP, instance, Why.SERVICE_STOPPED, keep.id))

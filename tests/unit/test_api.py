@@ -220,7 +220,7 @@ async def test_stacks(api: Api) -> None:
 async def test_services_create_change_scale_and_remove(api: Api) -> None:
     stack, service = await web(api)
     assert service["stack_name"] == "web-server" and service["scale"] == 2 and service["running"] == 0
-    assert service["spec"]["ports"] == [{"target": 80, "published": 8080, "protocol": "tcp"}]
+    assert service["spec"]["ports"] == [{"target": 80, "published": 8080, "protocol": "tcp", "host_ip": None}]
     assert service["healthy"] is None, "no health check: no healthy count"
     assert (await api.ok("GET", "/v1/services?stack=web-server"))["total"] == 1
     assert (await api.ok("GET", f"/v1/services?stack={stack['id']}"))["total"] == 1

@@ -99,4 +99,5 @@ def test_a_compose_file_the_reader_refuses_is_one_line_and_exit_1(tmp_path: Path
     bad = tmp_path / "bad.yml"
     bad.write_text("services: {web: {image: x, volumes: [a]}}\n")
     result = CliRunner().invoke(cli, ["stack", "deploy", "-f", str(bad), "web", "--host", "http://127.0.0.1:9"])
-    assert result.exit_code == 1 and result.stderr.strip() == "corral: services.web.volumes is not supported"
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        f"corral: {bad}: services.web.volumes[0]: a: a target is an absolute path in the container (line 1)")

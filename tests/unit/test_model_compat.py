@@ -58,7 +58,16 @@ async def started_on_fixture(tmp_path: Path) -> tuple[ClusterState, RaftDriver, 
     return state, driver, storage, transport
 
 
-SPEC_FIELDS_SINCE = {"pull": "if-not-present", "mounts": [], "on_host_loss": "wait", "mode": "replicated"}
+SPEC_FIELDS_SINCE = {"pull": "if-not-present", "mounts": [], "on_host_loss": "wait", "mode": "replicated",
+                     # issue 16: compose files as people write them
+                     "entrypoint": None, "user": None, "working_dir": None, "hostname": None, "cap_add": [],
+                     "cap_drop": [], "read_only": False, "init": None, "sysctls": {}, "ulimits": {},
+                     "extra_hosts": [], "dns": [], "stop_signal": None, "stop_grace_period": None, "shm_size": 0,
+                     "expose": [], "privileged": False, "tty": False, "stdin_open": False, "cpu_limit": 0.0,
+                     "memory_limit": 0, "restart_max_attempts": 0, "restart_delay": 0.0, "restart_window": 0.0,
+                     "depends_on": {}, "service_labels": {}, "aliases": [], "no_new_privileges": False}
+PLACEMENT_FIELDS_SINCE = {"spread": []}
+PORT_FIELDS_SINCE = {"host_ip": None}
 
 
 async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> None:
@@ -71,9 +80,14 @@ async def test_a_v1_data_dir_starts_with_every_record_intact(tmp_path: Path) -> 
             got = {k: json.loads(json.dumps(to_wire(v))) for k, v in getattr(state, collection).items()}
             if collection == "hosts":  # hosts have an environment since; an old host is the default one's
                 assert all(h.pop("environment") == "default" for h in got.values())
+                assert all(h.pop("manager") is False for h in got.values())  # since issue 16
             if collection == "services":  # fields specs have had since: an old service has their defaults
                 for field, default in SPEC_FIELDS_SINCE.items():
                     assert all(v["spec"].pop(field) == default for v in got.values()), field
+                for field, default in PLACEMENT_FIELDS_SINCE.items():
+                    assert all(v["spec"]["placement"].pop(field) == default for v in got.values()), field
+                for field, default in PORT_FIELDS_SINCE.items():
+                    assert all(p.pop(field) == default for v in got.values() for p in v["spec"]["ports"]), field
             assert got == expected[collection], collection
         assert set(state.instances) == set(expected["instances"])
         for inst_id, old in expected["instances"].items():

@@ -107,3 +107,21 @@ def test_a_moved_host_is_drained_even_when_no_host_can_take_its_containers() -> 
     apply_all(log)
     assert {i.host for i in log.state.instances_of(web)} == {"h1", "h2"}, "h3's went, with nowhere to go"
     assert log.state.services[web].unplaced and log.state.foreign_on("h3") == 0
+
+
+def test_a_managers_role_reaches_the_scheduler_and_node_role_constraints_hold_on_it() -> None:
+    from agent.model.placement import host_facts
+    from tests.unit.test_model_state import Log
+
+    log = Log()
+    assert log("host.register", name="m1", address="10.77.0.11", cpus=2, memory=2**30, manager=True)["ok"]
+    assert log("host.register", name="w1", address="10.77.0.12", cpus=2, memory=2**30)["ok"]
+    assert log.state.hosts["m1"].manager and not log.state.hosts["w1"].manager
+    assert {h.name: h.manager for h in host_facts(log.state, set())} == {"m1": True, "w1": False}
+    stack = log("stack.create", name="s")["id"]
+    made = log("service.create", stack=stack, name="proxy",
+               spec={"image": "x", "scale": 2, "placement": {"constraints": ["node.role==manager"]}})
+    assert made["ok"]
+    from agent.model.placement import decide
+    (cmd,) = decide(log.state, set())
+    assert [host for _, host in cmd.placements] == ["m1", "m1"], "never on the worker"

@@ -162,3 +162,30 @@ def test_hostname_constraint_pins_a_host() -> None:
 def test_bad_constraints_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not KEY==VALUE"):
         Constraint.parse(text)
+
+
+SPREAD_CASES = [
+    # hosts (name, zone label or None), instances placed already (host), slots to place → hosts chosen
+    ([("h1", "a"), ("h2", "a"), ("h3", "b")], [], 2, ["h1", "h3"]),
+    ([("h1", "a"), ("h2", "a"), ("h3", "b")], [], 4, ["h1", "h3", "h2", "h3"]),
+    ([("h1", "a"), ("h2", "b"), ("h3", None)], [], 3, ["h1", "h2", "h3"]),
+    ([("h1", "a"), ("h2", "a"), ("h3", "b")], ["h3", "h3"], 2, ["h1", "h2"]),
+    ([("h1", "a"), ("h2", "b"), ("h3", "b"), ("h4", "b")], [], 2, ["h1", "h2"]),
+]
+
+
+@pytest.mark.parametrize("hosts, placed, slots, chosen", SPREAD_CASES)
+def test_spread_over_a_label_evens_the_instances_over_its_values(
+        hosts: list[tuple[str, str | None]], placed: list[str], slots: int, chosen: list[str]) -> None:
+    facts = [HostFacts(name, True, {"zone": zone} if zone else {}) for name, zone in hosts]
+    running = [Running("s", host) for host in placed]
+    req = Request("s", tuple(range(1, slots + 1)), rules=Rules(spread=("zone",)))
+    assert [p.host for p in schedule([req], facts, running).placements] == chosen
+
+
+def test_node_role_is_the_hosts_role_never_a_label() -> None:
+    hosts = [HostFacts("h1", True, {"node.role": "manager"}), HostFacts("h2", True, manager=True)]
+    manager = Request("s", (1,), rules=Rules(must=(Constraint.parse("node.role == manager"),)))
+    worker = Request("w", (1,), rules=Rules(must=(Constraint.parse("node.role==worker"),)))
+    decision = schedule([manager, worker], hosts, [])
+    assert [(p.service, p.host) for p in decision.placements] == [("s", "h2"), ("w", "h1")]
