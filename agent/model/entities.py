@@ -54,6 +54,8 @@ class Status(enum.StrEnum):
     """Its host is fetching the image (from a registry or a peer): the detail says how far."""
     PULL_FAILED = "pull-failed"
     """Its host could not get the image: the error says why (retried with back-off)."""
+    WAITING = "waiting"
+    """Its container is not started yet: a service it ``depends_on`` is not started (healthy, done) yet."""
 
 
 class Health(enum.StrEnum):

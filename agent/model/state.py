@@ -716,6 +716,12 @@ class ClusterState:
                         plan.volumes_new.append(vname)
         if cmd.prune:
             plan.removed = sorted(set(existing) - set(cmd.services))
+        names = (set(existing) - set(plan.removed)) | set(plan.specs)
+        for svc_name, spec in sorted(plan.specs.items()):
+            for dep in sorted(spec.depends_on):
+                if dep not in names:
+                    raise bad_request(f"services.{svc_name}.depends_on: {dep} is not a service of stack {name}",
+                                      f"services.{svc_name}.depends_on")
         return plan
 
     def _stack_deploy(self, cmd: StackDeploy, index: int) -> Outcome:
@@ -873,7 +879,7 @@ class ClusterState:
 
     def _fits_global(self, service: Service, host: Host) -> bool:
         """Whether a global service's instance may stay on ``host`` (its environment, its constraints)."""
-        facts = HostFacts(host.name, True, host.labels, host.cpus, host.memory, host.state.value)
+        facts = HostFacts(host.name, True, host.labels, host.cpus, host.memory, host.state.value, host.manager)
         return host.environment == self.environment_of_service(service.id) and all(
             Constraint.parse(c).holds(facts) for c in service.spec.placement.must)
 

@@ -27,8 +27,9 @@ from contextlib import asynccontextmanager
 from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
 from agent.model.changes import Change, Topic
-from agent.model.entities import Service, Stack
+from agent.model.entities import Service, Stack, Status
 from agent.model.mounts import MountType
+from agent.model.order import waiting_for
 from agent.model.spec import HealthType, PullPolicy
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, Engine, EngineContainer, NameInUse
@@ -72,6 +73,8 @@ class Reconciler:
         self.storage = storage
         self.paths = paths or HostPaths()
         self.waiting: dict[str, Wait] = {}
+        self.ordered: dict[str, Wait] = {}
+        """Instances whose container waits for a service it depends on (``depends_on``) this pass."""
         """Instances whose container waits for its image this pass (and why: how far the fetch is)."""
         self.state = state
         self.engine = engine
@@ -127,6 +130,8 @@ class Reconciler:
     def concerns(self, change: Change) -> bool:
         """Whether an applied change decides what this host's engine should hold (the feed's filter)."""
         if change.topic is Topic.INSTANCE:
+            if self.ordered and change.key not in self.ordered:  # maybe what one of them waits for
+                return True
             if change.host != self.host:
                 return False
             inst = self.state.instances.get(change.key)
@@ -230,7 +235,7 @@ class Reconciler:
             self._network = me.subnet
         desired = self.desired()
         seen = self._with_health(desired, await self.engine.containers.list())
-        actions = await self._gate_images(self._hold_back(plan(desired, seen), seen, desired))
+        actions = await self._gate_images(self._gate_order(self._hold_back(plan(desired, seen), seen, desired)))
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
         if doomed:  # say so before the replacement hides it: the state keeps why, and an event
             if not await self._report_statuses(doomed, seen):
@@ -255,11 +260,24 @@ class Reconciler:
             self._retry_soon()
         return actions
 
+    def _gate_order(self, actions: list[Action]) -> list[Action]:
+        """Leave out the creation of a missing container whose service waits for another
+        (``depends_on``); it says ``waiting`` and why, and a change of any instance wakes a pass."""
+        self.ordered = {}
+        for action in actions:
+            if action.kind is ActionKind.CREATE and action.reason is Why.MISSING:
+                inst = self.state.instances.get(action.instance)
+                service = self.state.services.get(inst.service) if inst else None
+                why = waiting_for(self.state, service) if service else None
+                if why is not None:
+                    self.ordered[action.instance] = Wait(Status.WAITING, why)
+        return [a for a in actions if a.instance not in self.ordered]
+
     async def _gate_images(self, actions: list[Action]) -> list[Action]:
         """Leave out what an instance would do whose new container's image is not here yet (its old
         container, if any, keeps running meanwhile): the image manager fetches it in the background
         and kicks a pass when it is here; the instance says ``pulling`` (or why it failed) until then."""
-        self.waiting = {}
+        self.waiting = dict(self.ordered)
         if self.images is None:
             return actions
         verdicts: dict[tuple[str, PullPolicy], Wait | None] = {}

@@ -4,15 +4,10 @@ as it is written (web × 2 with a published port, Redis pinned to h1 with its da
 a value written and read through the web tier's published port, the database's container removed
 behind Corral's back (``docker rm -f`` on h1), and once Corral has replaced it the value read again:
 it survives because it is in the volume.
-
-``CORRAL_TWO_TIER_WITHOUT_VOLUMES=1`` deploys the example without its ``volumes`` and ``depends_on``
-keys, for a branch whose compose reader does not take them yet; every step then runs, and the last
-assertion (the value survives the replacement) fails, as it should with no volume.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import time
@@ -24,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agent.lab import Lab
 from tests.cli import corral
@@ -34,20 +28,6 @@ from tests.lab.conftest import fresh_lab
 EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "examples" / "two-tier.yml"
 STACK = "two-tier"
 WEB_PORT = 8081
-
-
-def _compose_file(directory: Path) -> Path:
-    """The example as written, or (CORRAL_TWO_TIER_WITHOUT_VOLUMES=1) without volumes and depends_on."""
-    if os.environ.get("CORRAL_TWO_TIER_WITHOUT_VOLUMES") != "1":
-        return EXAMPLE
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc.pop("volumes", None)
-    for service in doc["services"].values():
-        service.pop("volumes", None)
-        service.pop("depends_on", None)
-    variant = directory / "two-tier-without-volumes.yml"
-    variant.write_text(yaml.safe_dump(doc))
-    return variant
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +40,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         assert built.returncode == 0, built.stdout + built.stderr
         print(f"lab image build redis web: {time.monotonic() - started:.1f} s\n{built.stdout}")
         env = {"CORRAL_URL": lab.host("h1").api_url}
-        deployed = corral("stack", "deploy", "-f", str(_compose_file(tmp_path_factory.mktemp("two-tier"))), STACK,
+        deployed = corral("stack", "deploy", "-f", str(EXAMPLE), STACK,
                           "--wait", env=env, timeout=300)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         yield lab

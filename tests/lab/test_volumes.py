@@ -182,3 +182,80 @@ def test_host_folders_only_where_the_cluster_allows_and_configs_from_the_cli(lab
     assert corral("config", "rm", "motd", "--host", url).returncode == 0
     assert "motd" not in corral("config", "ls", "--host", url).stdout
     assert corral("settings", "--no-bind-paths", "--host", url).stdout.strip().startswith("bind paths: none")
+
+
+COMPOSE = """\
+services:
+  web:
+    image: corral/base
+    command: ["sh", "-c", "exec sleep 1000000"]
+    volumes:
+      - ./site.conf:/etc/site.conf:ro
+      - ./html:/www
+      - ./empty:/scratch
+      - cache:/cache
+    secrets: [token]
+    configs:
+      - source: motd
+        target: /etc/motd
+    container_name: ignored-name
+    depends_on:
+      db: {condition: service_healthy}
+  db:
+    image: corral/base
+    command: ["sh", "-c", "exec sleep 1000000"]
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 1s
+volumes:
+  cache:
+    x-corral: {scope: instance}
+configs:
+  motd:
+    content: "welcome to ${PLACE:-the lab}\\n"
+secrets:
+  token:
+    file: ./token.txt
+"""
+
+
+def test_a_compose_file_ships_its_files_and_a_dry_run_changes_nothing(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "compose.yml").write_text(COMPOSE)
+    (tmp_path / "site.conf").write_text("listen 80;\n")
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "index.html").write_text("<h1>hi</h1>\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "token.txt").write_text("s3cret")
+    url = lab.host("h3").api_url
+    args = ("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "files", "--host", url)
+    dry = corral(*args, "--dry-run", env={"PLACE": "Corral"})
+    assert dry.returncode == 0, dry.stderr
+    assert "service files/web would be created" in dry.stdout and "service files/db would be created" in dry.stdout
+    assert "volume files_cache-1 would be made" in dry.stdout
+    assert "services.web.container_name: ignored" in dry.stderr, dry.stderr
+    assert "./empty: an empty folder: a stack volume" in dry.stderr
+    assert not [s for s in _client(lab).items("/v1/stacks") if s["name"] == "files"], "a dry run makes nothing"
+
+    done = corral(*args, env={"PLACE": "Corral"}, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = until("web runs", lambda: _one(lab, "files/web"), 60)
+    host, name = row["host"], row["name"]
+    assert _in(lab, host, name, "cat /etc/site.conf /www/index.html") == "listen 80;\n<h1>hi</h1>\n"
+    assert _in(lab, host, name, "cat /etc/motd") == "welcome to Corral\n"
+    assert _in(lab, host, name, "cat /run/secrets/token") == "s3cret"
+    assert _in(lab, host, name, "touch /scratch/x /cache/y && echo ok") == "ok\n", "volumes are writable"
+    db = _containers(lab, "files/db")[0]
+    web_started = lab_sh(lab, host, f"docker inspect -f '{{{{.State.StartedAt}}}}' {name}").stdout.strip()
+    db_started = lab_sh(lab, db["host"], f"docker inspect -f '{{{{.State.StartedAt}}}}' {db['name']}").stdout.strip()
+    assert db_started < web_started, "web started once db was healthy (depends_on)"
+
+    bad = tmp_path / "cycle.yml"
+    bad.write_text("services:\n  a: {image: corral/base, depends_on: [b]}\n"
+                   "  b: {image: corral/base, depends_on: [a]}\n")
+    refused = corral("stack", "deploy", "-f", str(bad), "cycle", "--host", url)
+    assert refused.returncode == 1 and "a → b → a" in refused.stderr, refused.stderr
+    unset = tmp_path / "unset.yml"
+    unset.write_text("services:\n  a:\n    image: ${IMAGE}\n")
+    refused = corral("stack", "deploy", "-f", str(unset), "unset", "--host", url)
+    assert refused.returncode == 1 and "IMAGE" in refused.stderr and "line 3" in refused.stderr, refused.stderr
+    assert not [s for s in _client(lab).items("/v1/stacks") if s["name"] in ("cycle", "unset")]

@@ -242,3 +242,32 @@ def test_a_global_service_runs_one_instance_on_every_host_that_fits() -> None:
     apply_all(log)
     assert instances(log, "edge") == {}
     assert decide(log.state, frozenset()) == []
+
+
+def test_depends_on_names_services_of_the_stack_and_orders_their_start() -> None:
+    from agent.model.commands import InstanceStatus
+    from agent.model.entities import Health, Status
+    from agent.model.order import waiting_for
+
+    log = Log()
+    cluster(log)
+    bad = deploy(log, {"web": {"image": "corral/base", "depends_on": {"db": "started"}}})
+    assert not bad["ok"] and "db is not a service of stack app" in bad["message"]
+    db_spec = {"image": "corral/base", "health_check": {"type": "command", "command": "true"}}
+    services = {"db": db_spec, "migrate": {"image": "corral/base", "restart": "no"},
+                "web": {"image": "corral/base", "depends_on": {"db": "healthy", "migrate": "completed"}}}
+    assert deploy(log, services)["ok"]
+    apply_all(log)
+    by_name = {s.name: s for s in log.state.services.values()}
+    web = by_name["web"]
+    assert waiting_for(log.state, web) == "waiting for db to be healthy"
+    (db,) = log.state.instances_of(by_name["db"].id)
+    (migrate,) = log.state.instances_of(by_name["migrate"].id)
+    assert log.run(InstanceStatus(db.id, db.host, Status.RUNNING))["ok"]
+    assert waiting_for(log.state, web) == "waiting for db to be healthy", "running is not healthy"
+    assert log.run(InstanceStatus(db.id, db.host, Status.RUNNING, health=Health.HEALTHY))["ok"]
+    assert waiting_for(log.state, web) == "waiting for migrate to complete successfully"
+    assert log.run(InstanceStatus(migrate.id, migrate.host, Status.EXITED, exit_code=1))["ok"]
+    assert waiting_for(log.state, web) == "waiting for migrate to complete successfully", "exit 1 is no success"
+    assert log.run(InstanceStatus(migrate.id, migrate.host, Status.EXITED, exit_code=0))["ok"]
+    assert waiting_for(log.state, web) is None
