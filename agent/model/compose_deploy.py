@@ -90,9 +90,11 @@ def _restart_policy(s: Service, value: object) -> None:
                 s.spec["restart_max_attempts"] = attempts
             elif attempts:
                 s.warn(at, f"ignored with condition {condition}: Docker limits retries only on failure")
-        elif key in ("delay", "window"):
-            s.spec[f"restart_{key}"] = seconds_of(s, at, figure)
-            s.warn(at, "recorded, not enforced: Docker restarts with its own back-off (100 ms doubling)")
+        elif key == "delay":
+            s.spec["restart_delay"] = seconds_of(s, at, figure)
+        elif key == "window":
+            s.spec["restart_window"] = seconds_of(s, at, figure)
+            s.warn(at, "recorded, not enforced: every exit counts as a failed attempt")
         else:
             raise s.error(at, "is not a field of a restart policy (condition, delay, max_attempts, window)")
 

@@ -100,6 +100,8 @@ class Desired:
     health_check: HealthCheck | None = None
     pull: PullPolicy = PullPolicy.IF_NOT_PRESENT
     restart_max_attempts: int = 0
+    restart_delay: float = 0.0
+    """Seconds between an exit and the restart (Docker then restarts nothing itself: the agent does)."""
     volumes: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     """The Docker volumes it mounts, with the labels each is made with."""
     files: tuple[FileSet, ...] = ()
@@ -263,6 +265,8 @@ def _later_fields(spec: ServiceSpec, config: dict[str, object]) -> None:
         config["OpenStdin"] = True
     if spec.restart == RestartPolicy.ON_FAILURE and spec.restart_max_attempts:
         host["RestartPolicy"] = {"Name": spec.restart.value, "MaximumRetryCount": spec.restart_max_attempts}
+    if spec.restart_delay and spec.restart != RestartPolicy.NO:
+        host["RestartPolicy"] = {"Name": "no"}  # the agent restarts it, once the delay is over
     for key, value in (("CapAdd", list(spec.cap_add)), ("CapDrop", list(spec.cap_drop)),
                        ("ExtraHosts", list(spec.extra_hosts)), ("Dns", list(spec.dns)),
                        ("Sysctls", dict(spec.sysctls)), ("ReadonlyRootfs", spec.read_only),
@@ -287,7 +291,7 @@ def desired_one(state: ClusterState, inst: Instance, paths: HostPaths = HostPath
     needs = storage_of(state, inst, paths)[1] if spec.mounts else _NO_STORAGE
     return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
                    container_config(state, inst, paths), spec.health_check, spec.pull, spec.restart_max_attempts,
-                   needs.volumes, needs.files)
+                   spec.restart_delay, needs.volumes, needs.files)
 
 
 def desired_here(state: ClusterState, host: str, paths: HostPaths = HostPaths()) -> dict[str, Desired]:
@@ -322,10 +326,11 @@ def plan(desired: Mapping[str, Desired], observed: Sequence[EngineContainer]) ->
             actions.append(Action(ActionKind.CREATE, instance, Why.REPLACE_UNHEALTHY, desired=want))
         elif want.running and keep.state in ("created", "exited", "dead"):
             # unless-stopped is always for Corral: a service Corral stopped is not desired running; an
-            # on-failure with a retry limit is left to Docker, which counts the retries (RestartCount).
+            # on-failure with a retry limit is left to Docker, which counts the retries (RestartCount),
+            # unless a delay is asked for: then the agent restarts, and counts (the reconciler holds back).
             if want.restart in (RestartPolicy.ALWAYS, RestartPolicy.UNLESS_STOPPED) or keep.state == "created" or (
                     want.restart == RestartPolicy.ON_FAILURE and keep.exit_code not in (0, None)
-                    and not want.restart_max_attempts):
+                    and (not want.restart_max_attempts or want.restart_delay)):
                 actions.append(Action(ActionKind.START, instance, Why.NOT_RUNNING, keep.id))
         elif not want.running and keep.state in ("running", "restarting"):
             actions.append(Action(ActionKind.STOP, instance, Why.SERVICE_STOPPED, keep.id))

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -74,6 +77,7 @@ class Reconciler:
         self.paths = paths or HostPaths()
         self.waiting: dict[str, Wait] = {}
         self.ordered: dict[str, Wait] = {}
+        self._restarts: dict[str, int] = {}  # instance → restarts made after a delay, in a row
         """Instances whose container waits for a service it depends on (``depends_on``) this pass."""
         """Instances whose container waits for its image this pass (and why: how far the fetch is)."""
         self.state = state
@@ -235,7 +239,8 @@ class Reconciler:
             self._network = me.subnet
         desired = self.desired()
         seen = self._with_health(desired, await self.engine.containers.list())
-        actions = await self._gate_images(self._gate_order(self._hold_back(plan(desired, seen), seen, desired)))
+        actions = self._hold_back(plan(desired, seen), seen, desired)
+        actions = await self._gate_images(self._gate_order(await self._delay_restarts(actions, seen, desired)))
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
         if doomed:  # say so before the replacement hides it: the state keeps why, and an event
             if not await self._report_statuses(doomed, seen):
@@ -259,6 +264,37 @@ class Reconciler:
         else:
             self._retry_soon()
         return actions
+
+    async def _delay_restarts(self, actions: list[Action], seen: Sequence[EngineContainer],
+                              desired: Mapping[str, Desired]) -> list[Action]:
+        """A service with a restart delay (compose's ``restart_policy.delay``): an exited container is
+        started again only ``delay`` seconds after it exited (a pass is due then), and, with
+        ``max_attempts``, only that many times in a row (counted here; a new container starts over)."""
+        by_id = {c.id: c for c in seen}
+        out = []
+        now = time.time()
+        for action in actions:
+            want = desired.get(action.instance)
+            if action.kind is ActionKind.CREATE:
+                self._restarts.pop(action.instance, None)
+            container = by_id.get(action.container or "")
+            if (action.kind is not ActionKind.START or want is None or not want.restart_delay or container is None
+                    or container.state != "exited"):
+                out.append(action)
+                continue
+            done = self._restarts.get(action.instance, 0)
+            if want.restart_max_attempts and done >= want.restart_max_attempts:
+                continue  # given up, as Docker would: its exit code says why
+            inspect = await self._inspect(container)
+            finished = _finished_at(inspect)
+            due = (finished or now) + want.restart_delay - now
+            if finished is not None and due > 0:
+                asyncio.get_running_loop().call_later(due + 0.05, self.kick)
+                continue
+            self._restarts[action.instance] = done + 1
+            out.append(action)
+        self._restarts = {i: n for i, n in self._restarts.items() if i in desired}
+        return out
 
     def _gate_order(self, actions: list[Action]) -> list[Action]:
         """Leave out the creation of a missing container whose service waits for another
@@ -432,6 +468,20 @@ class Reconciler:
                 failed = True
                 log.warning("status report for %s failed: %s", instance, getattr(exc, "message", exc))
         return not failed
+
+
+def _finished_at(inspect: Mapping[str, object] | None) -> float | None:
+    """When an exited container exited (``State.FinishedAt``, RFC 3339 with nanoseconds), as a Unix time."""
+    state = (inspect or {}).get("State")
+    raw = state.get("FinishedAt") if isinstance(state, Mapping) else None
+    if not isinstance(raw, str) or raw.startswith("0001-"):
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", raw)
+    if match is None:
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    whole = datetime.datetime.fromisoformat(match.group(1) + zone).timestamp()
+    return whole + float("0" + (match.group(2) or ""))
 
 
 def shape(service: Service) -> tuple[object, ...]:

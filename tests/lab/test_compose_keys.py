@@ -3,8 +3,10 @@ of the container on its host shows each of them (and the warnings were printed).
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +113,51 @@ def test_mapped_compose_keys_reach_the_container(lab1: Lab, tmp_path: Path) -> N
     assert out[0] == "1000" and out[1] == "1024" and "10.0.0.5" in out[2] and out[3] == "read-only", out
     removed = corral("stack", "rm", "keys", env=env)
     assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
+RESTARTS = """
+services:
+  flaky:
+    image: corral/base
+    command: ["sh", "-c", "date +%s >> /log/starts; exit 1"]
+    volumes: [log:/log]
+    deploy:
+      restart_policy: {condition: on-failure, delay: 3s, max_attempts: 2}
+  everywhere:
+    image: corral/base
+    command: ["sleep", "3600"]
+    deploy: {mode: global}
+volumes:
+  log: {}
+"""
+
+
+def test_a_restart_delay_spaces_the_restarts_and_max_attempts_stops_them(lab1: Lab, tmp_path: Path) -> None:
+    (tmp_path / "compose.yml").write_text(RESTARTS)
+    env = {"CORRAL_URL": lab1.host("h1").api_url}
+    done = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "restarts", "--no-wait", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restart_policy.delay" not in done.stderr, "a delay is applied, not warned about"
+    client = Client(lab1.host("h1").api_url, token=lab1.admin_token())
+    services = {s["name"]: s for s in client.items("/v1/services") if s["stack_name"] == "restarts"}
+    assert services["everywhere"]["scale"] == 1, "global: one on the lab's one host"
+
+    def starts() -> list[int]:
+        argv, run_env = lab1.exec_argv("h1", ["sh", "-c", "docker run --rm -v restarts_log:/log corral/base "
+                                                          "cat /log/starts"])
+        out = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=30).stdout
+        return [int(x) for x in out.split()]
+
+    seen = until("the first run and two restarts", lambda: s if len(s := starts()) >= 3 else None, 60)
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    assert all(g >= 3 for g in gaps), f"restarts {gaps} s apart: not before the 3 s delay"
+    (container,) = client.items("/v1/containers", service=services["flaky"]["id"])
+    assert _inspect(lab1, "h1", container["container_id"])["HostConfig"]["RestartPolicy"]["Name"] == "no", \
+        "Docker restarts nothing itself: the agent does, after the delay"
+    time.sleep(8)  # two more delays: a third restart would have happened by now
+    assert len(starts()) == 3, "max_attempts 2: the first run and two restarts, no more"
+    (container,) = client.items("/v1/containers", service=services["flaky"]["id"])
+    assert container["state"] == "exited" and container["exit_code"] == 1
+    everywhere = client.items("/v1/containers", service=services["everywhere"]["id"])
+    assert [c["host"] for c in everywhere] == ["h1"]
+    assert corral("stack", "rm", "restarts", "--volumes", env=env).returncode == 0

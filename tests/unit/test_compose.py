@@ -149,7 +149,7 @@ WARNED = [
     ("image: x\ndeploy: {resources: {reservations: {devices: [{capabilities: [gpu]}]}}}",
      "services.web.deploy.resources.reservations.devices: ignored"),
     ("image: x\ndeploy: {restart_policy: {delay: 5s, window: 2m}}",
-     "services.web.deploy.restart_policy.delay: recorded, not enforced"),
+     "services.web.deploy.restart_policy.window: recorded, not enforced"),
     ("image: x\ndeploy: {restart_policy: {condition: any, max_attempts: 3}}",
      "services.web.deploy.restart_policy.max_attempts: ignored with condition any"),
     ("image: x\ndeploy: {placement: {max_replicas_per_node: 2}}",
@@ -579,7 +579,7 @@ EXPECTED: dict[str, tuple[set[str], list[str]]] = {
     "vaultwarden.yml": ({"vaultwarden"}, ["services.vaultwarden.container_name: ignored"]),
     "swarm-voting.yml": ({"redis", "db", "vote", "result", "worker"}, [
         "version: ignored", "services.vote.deploy.update_config: ignored", "services.redis.deploy.update_config",
-        "services.worker.deploy.restart_policy.delay: recorded, not enforced"]),
+        "services.worker.deploy.restart_policy.window: recorded, not enforced"]),
     "uptime-kuma.yml": ({"uptime-kuma"}, ["services.uptime-kuma.container_name: ignored"]),
 }
 ENVIRON = {"DB_PASSWORD": "s3cret", "POSTGRES_PASSWORD": "pg", "SECRET_KEY_BASE": "k" * 64, "GF_PASSWORD": "admin",
