@@ -118,3 +118,14 @@ async def test_a_volume_whose_record_is_missing_is_never_deleted(tmp_path: Path)
     async with rec.running(cluster.feed):
         await settle(rec)
     assert "old_data" in engine.volume_labels
+
+
+def test_when_a_container_finished_is_read_from_dockers_rfc3339_nanoseconds() -> None:
+    from agent.node.reconciler import _finished_at
+
+    assert _finished_at({"State": {"FinishedAt": "2026-12-02T07:40:00.5Z"}}) == 1796197200.5
+    assert _finished_at({"State": {"FinishedAt": "2026-12-02T08:40:00.123456789+01:00"}}) == \
+        1796197200.123456789
+    assert _finished_at({"State": {"FinishedAt": "0001-01-01T00:00:00Z"}}) is None, "never finished"
+    assert _finished_at({"State": {"FinishedAt": "yesterday"}}) is None
+    assert _finished_at(None) is None
