@@ -132,8 +132,15 @@ def test_configs_and_secrets_are_mounted_read_only_and_secrets_never_shown(lab: 
     assert _in(lab, host, name, "cat /run/secrets/pw") == "hunter2"
     refused = lab_sh(lab, host, f"docker exec {name} sh -c 'echo x > /etc/site.conf'")
     assert refused.returncode != 0, "a config is mounted read-only"
-    admin = _client(lab, "h3")
-    secret = admin.get("/v1/configs/conf_pw", content="true")
+    admin = _client(lab, "h3")  # reads are answered from h3's own replica: it may be a moment behind h2
+
+    def shown_on_h3() -> dict[str, Any] | None:
+        try:
+            return dict(admin.get("/v1/configs/conf_pw", content="true"))
+        except ApiError:
+            return None
+
+    secret = until("h3 has applied the deploy", shown_on_h3, 15)
     assert secret["secret"] and "content" not in secret and "hunter2" not in str(secret)
     assert "hunter2" not in str(admin.items("/v1/events")), "nor in the events"
     shown = admin.get("/v1/configs/conf_site.conf", content="true")
