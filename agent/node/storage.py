@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -65,9 +66,8 @@ class HostStorage:
                                 "while its container was being made")
         root = Path(fileset.directory).parent
         root.mkdir(parents=True, exist_ok=True, mode=0o700 if fileset.secret else 0o755)
-        temp = Path(f"{fileset.directory}.tmp-{os.getpid()}")
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir(mode=0o755)
+        temp = Path(tempfile.mkdtemp(prefix=Path(fileset.directory).name + ".tmp-", dir=root))
+        os.chmod(temp, 0o755)
         try:
             for path, data in config.files:
                 if fileset.secret:
@@ -81,7 +81,12 @@ class HostStorage:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                 os.chmod(target, fileset.mode)
-            os.rename(temp, fileset.directory)
+            try:
+                os.rename(temp, fileset.directory)
+            except OSError:  # another container's create wrote the same files first
+                if not os.path.isdir(fileset.directory):
+                    raise
+                shutil.rmtree(temp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise

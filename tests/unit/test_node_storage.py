@@ -129,3 +129,21 @@ def test_when_a_container_finished_is_read_from_dockers_rfc3339_nanoseconds() ->
     assert _finished_at({"State": {"FinishedAt": "0001-01-01T00:00:00Z"}}) is None, "never finished"
     assert _finished_at({"State": {"FinishedAt": "yesterday"}}) is None
     assert _finished_at(None) is None
+
+
+async def test_two_containers_mounting_one_config_write_it_once_at_the_same_time(tmp_path: Path) -> None:
+    import asyncio
+
+    cluster, engine = Cluster(), FakeEngine()
+    inst = deployed(cluster)
+    paths = HostPaths(str(tmp_path / "configs"), str(tmp_path / "secrets"))
+
+    async def propose(cmd: object) -> None:
+        raise AssertionError(cmd)
+
+    storage = HostStorage("h1", cluster.state, engine, paths, SECRET, propose)
+    want = desired_one(cluster.state, cluster.state.instances[inst], paths)
+    await asyncio.gather(*(storage.prepare(want) for _ in range(8)))
+    assert len(os.listdir(tmp_path / "configs")) == 1, "one directory, no temporary one left"
+    (only,) = os.listdir(tmp_path / "configs")
+    assert (tmp_path / "configs" / only / "content").read_bytes() == b"listen 80;\n"
