@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.model.commands import (
     ConfigFiles,
     HostRegister,
@@ -131,8 +133,12 @@ def test_when_a_container_finished_is_read_from_dockers_rfc3339_nanoseconds() ->
     assert _finished_at(None) is None
 
 
-async def test_two_containers_mounting_one_config_write_it_once_at_the_same_time(tmp_path: Path) -> None:
+async def test_two_containers_mounting_one_config_write_it_once_at_the_same_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
+    import threading
+
+    from agent.node import storage as storage_module
 
     cluster, engine = Cluster(), FakeEngine()
     inst = deployed(cluster)
@@ -143,7 +149,15 @@ async def test_two_containers_mounting_one_config_write_it_once_at_the_same_time
 
     storage = HostStorage("h1", cluster.state, engine, paths, SECRET, propose)
     want = desired_one(cluster.state, cluster.state.instances[inst], paths)
-    await asyncio.gather(*(storage.prepare(want) for _ in range(8)))
+    both_written = threading.Barrier(2, timeout=5)
+    rename = os.rename
+
+    def rename_together(src: object, dst: object) -> None:  # both writers are past "is it there yet?"
+        both_written.wait()
+        rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage_module.os, "rename", rename_together)
+    await asyncio.gather(storage.prepare(want), storage.prepare(want))
     assert len(os.listdir(tmp_path / "configs")) == 1, "one directory, no temporary one left"
     (only,) = os.listdir(tmp_path / "configs")
     assert (tmp_path / "configs" / only / "content").read_bytes() == b"listen 80;\n"
