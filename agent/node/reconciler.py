@@ -63,6 +63,10 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # after a failed pass or report: again after
 ENGINE_EVENTS = frozenset({"create", "start", "restart", "die", "destroy", "oom", "stop", "kill", "pause",
                            "unpause", "rename", "update"})
 FAILURES_BEFORE_DEGRADED = 3
+# Docker sends ``die`` before its container list shows the container stopped (the list reads a copy of
+# the state written after the event): a pass that still sees a died container running looks again
+# this many times, DIE_RECHECK seconds apart, instead of leaving it to the safety pass 30 s later.
+DIE_RECHECKS, DIE_RECHECK = 20, 0.1
 
 Reporter = Callable[[str, Observed], Awaitable[None]]
 
@@ -86,6 +90,7 @@ class Reconciler:
         self._kick = asyncio.Event()
         self._reported: dict[str, Observed] = {}
         self._inspected: dict[str, tuple[tuple[str, str | None], Mapping[str, object]]] = {}
+        self._died: dict[str, int] = {}  # container id → passes that still saw it running after its ``die``
         self._network: str | None = None
         self._desired: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         self._known: dict[str, tuple[str, int]] = {}  # instance → (desired, generation) the last pass saw
@@ -183,6 +188,7 @@ class Reconciler:
             try:
                 async for event in self.engine.containers.events():
                     action = str(event.get("Action", ""))
+                    self._note_event(action, event)
                     if action in ENGINE_EVENTS or action.startswith("health_status"):
                         self.kick()
             except asyncio.CancelledError:
@@ -191,6 +197,29 @@ class Reconciler:
                 log.warning("docker event stream ended (%s); resubscribing", exc)
             self.kick()
             await asyncio.sleep(1.0)
+
+    def _note_event(self, action: str, event: Mapping[str, object]) -> None:
+        actor = event.get("Actor")
+        container = event.get("id") or (actor.get("ID") if isinstance(actor, Mapping) else None)
+        if not isinstance(container, str):
+            return
+        if action in ("start", "restart", "die"):  # another run: its exit (FinishedAt, code) is news
+            self._inspected.pop(container, None)
+        if action == "die":
+            self._died[container] = 0
+        elif action in ("start", "restart", "destroy"):
+            self._died.pop(container, None)
+
+    def _recheck_died(self, seen: Sequence[EngineContainer]) -> None:
+        """A container that died but is still listed running: another pass shortly (see DIE_RECHECKS)."""
+        listed = {c.id: c for c in seen}
+        for container, passes in list(self._died.items()):
+            c = listed.get(container)
+            if c is None or c.state not in ("running", "restarting") or passes >= DIE_RECHECKS:
+                del self._died[container]
+                continue
+            self._died[container] = passes + 1
+            asyncio.get_running_loop().call_later(DIE_RECHECK, self.kick)
 
     # ------------------------------------------------------------------ one pass
 
@@ -253,6 +282,7 @@ class Reconciler:
         if actions:  # what the pass did: look again before reporting it
             seen = self._with_health(desired, await self.engine.containers.list())
         self._probe(desired, seen)
+        self._recheck_died(seen)
         if self.storage is not None:
             self.storage.sweep(desired.values())
             await self.storage.remove_volumes()
@@ -358,6 +388,7 @@ class Reconciler:
         elif action.kind is ActionKind.STOP and action.container:
             await containers.stop(action.container)
         elif action.kind is ActionKind.START and action.container:
+            self._inspected.pop(action.container, None)
             await containers.start(action.container)
         elif action.kind is ActionKind.CREATE and action.desired is not None:
             await self._create(action.desired)

@@ -57,6 +57,8 @@ class FakeContainer:
     state: str = "created"
     exit_code: int | None = None
     logs: list[str] = dataclasses.field(default_factory=list)
+    finished_at: str | None = None  # State.FinishedAt, as Docker writes it
+    starts: list[float] = dataclasses.field(default_factory=list)  # time.time() of each start
 
     def summary(self) -> EngineContainer:
         labels = dict(self.config.get("Labels") or {})
@@ -75,7 +77,10 @@ class FakeContainers:
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         c = self._get(container_id)
-        return {"Id": c.id, "Config": {"Labels": dict(c.config.get("Labels") or {})}, "State": {"OOMKilled": False}}
+        state: dict[str, Any] = {"OOMKilled": False}
+        if c.finished_at is not None:
+            state["FinishedAt"] = c.finished_at
+        return {"Id": c.id, "Config": {"Labels": dict(c.config.get("Labels") or {})}, "State": state}
 
     async def create(self, name: str, config: Mapping[str, object]) -> str:
         self.engine.calls["create"] += 1
@@ -87,7 +92,9 @@ class FakeContainers:
         return cid
 
     async def start(self, container_id: str) -> None:
-        self._get(container_id).state = "running"
+        c = self._get(container_id)
+        c.state = "running"
+        c.starts.append(time.time())
 
     async def stop(self, container_id: str, grace: int = 10) -> None:
         c = self._get(container_id)

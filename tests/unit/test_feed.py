@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,7 +34,7 @@ from agent.model.entities import Status
 from agent.model.state import ClusterState
 from agent.node import reconciler as reconciler_module
 from agent.node.plan import Observed
-from agent.node.reconciler import Reconciler
+from agent.node.reconciler import DIE_RECHECK, DIE_RECHECKS, Reconciler
 from mesh.raft import config as raft_config
 from mesh.raft.core import RaftNode
 from mesh.raft.driver import RaftDriver
@@ -194,3 +196,66 @@ async def test_a_docker_event_and_the_safety_period_each_bring_one_pass(monkeypa
         await engine.events.put({"Action": "die"})
         await asyncio.sleep(0.2)
         assert rec.passes == quiet + 1
+
+
+async def test_a_container_that_died_but_is_still_listed_running_is_looked_at_again_soon(slow_safety: None) -> None:
+    """Docker sends ``die`` before its container list shows the container stopped: the pass woken by
+    the event can still see it running. It is looked at again shortly (not 30 s later at the safety
+    pass) until the list shows it stopped, and only a bounded number of times."""
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st2", "app", {"image": "corral/base", "scale": 1, "restart": "no"}))
+    cluster.apply(PlacementsCommit("sv3", ((1, "h1"),)))
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+        (container,) = engine.containers_by_id.values()
+        assert cluster.state.instances["c4-1"].status == Status.RUNNING
+        quiet = rec.passes
+        await engine.events.put({"Action": "die", "id": container.id})  # the list still says running
+        await asyncio.sleep(0.35)
+        assert rec.passes >= quiet + 3, "looked at again, about every 0.1 s"
+        container.state, container.exit_code = "exited", 1  # now the list shows it
+        await until_async("the exit reported", lambda: cluster.state.instances["c4-1"].status == Status.EXITED, 2)
+        stopped = await settle(rec)
+        await asyncio.sleep(0.3)
+        assert rec.passes == stopped, "seen stopped: no more looks"
+
+        container.state = "running"
+        await engine.events.put({"Action": "die", "id": container.id})  # a die the list never shows
+        await asyncio.sleep(DIE_RECHECKS * DIE_RECHECK + 1.0)
+        assert stopped + 1 < rec.passes <= stopped + 2 + DIE_RECHECKS, "a bounded number of looks"
+        await engine.events.put({"Action": "die", "id": container.id})
+        await engine.events.put({"Action": "start", "id": container.id})  # restarted by Docker itself
+        await asyncio.sleep(0.4)
+        last = rec.passes
+        await asyncio.sleep(0.3)
+        assert rec.passes == last, "a start after the die: nothing to look for"
+
+
+async def test_a_restart_delay_counts_from_each_exit_not_the_first(slow_safety: None) -> None:
+    """An on-failure service with a delay: each restart waits the delay after *that* exit (the exit's
+    inspect is read again for every run of the container, not kept from the first), max_attempts times."""
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st2", "app", {"image": "corral/base", "scale": 1, "restart": "on-failure",
+                                               "restart_delay": 0.4, "restart_max_attempts": 2}))
+    cluster.apply(PlacementsCommit("sv3", ((1, "h1"),)))
+    async with reconciling(cluster, engine, reports):
+        (container,) = await until_async("the container", lambda: list(engine.containers_by_id.values()), 2)
+        await until_async("its start", lambda: container.starts, 2)
+        exits = []
+        for attempt in (1, 2):
+            await asyncio.sleep(0.2)  # it runs a while, then fails
+            exits.append(time.time())
+            container.state, container.exit_code = "exited", 1
+            container.finished_at = datetime.datetime.fromtimestamp(exits[-1], datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%f000Z")
+            await engine.events.put({"Action": "die", "id": container.id})
+            await until_async(f"restart {attempt}", lambda n=attempt: len(container.starts) > n, 3)
+            assert container.starts[-1] - exits[-1] >= 0.4, f"restart {attempt} waited for the delay after its exit"
+        container.state = "exited"
+        await engine.events.put({"Action": "die", "id": container.id})
+        await asyncio.sleep(1.0)
+        assert len(container.starts) == 3, "max_attempts 2: no third restart"
