@@ -101,7 +101,7 @@ def test_with_a_health_check_only_healthy_containers_answer() -> None:
 
 
 def test_a_health_check_added_later_gates_the_running_ones() -> None:
-    log, index, db, (one, two) = cluster()
+    log, index, db, (one, _two) = cluster()
     report(log, index, one, ip="10.42.1.2")
     assert values(index, "db.shop." + ZONE) == ["10.42.1.2"]
     assert log("service.update", id=db, spec={"health_check": {"type": "tcp", "port": 5432}})["ok"]
