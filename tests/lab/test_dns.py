@@ -61,8 +61,8 @@ def test_a_container_on_h1_resolves_and_reaches_db_on_h3_by_name(lab: Lab, shop:
     box = shop["client_container"]
     db = api(lab, "h1").items("/v1/containers", service=shop["db"]["id"])[0]
     assert db["host"] == "h3" and box["host"] == "h1"
-    got = until("db answers by name", lambda: (r := docker(lab, "h1", "exec", box["container_id"], "wget", "-qO-",
-                                                           "-T", "3", "http://db/")).returncode == 0 and r, 30)
+    fetch = ("exec", box["container_id"], "sh", "-c", "timeout 5 wget -q -O - http://db/")
+    got = until("db answers by name", lambda: (r := docker(lab, "h1", *fetch)).returncode == 0 and r, 30)
     assert got.stdout.strip() == "db-answer"
     looked = docker(lab, "h1", "exec", box["container_id"], "nslookup", "db.shop")
     assert db["ip"] in looked.stdout, looked

@@ -23,9 +23,16 @@ ADDR = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((ADDR, 0))
-        return int(s.getsockname()[1])
+    """A port free for both UDP and TCP (the server binds both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind((ADDR, 0))
+            port = int(udp.getsockname()[1])
+            try:
+                tcp.bind((ADDR, port))
+            except OSError:
+                continue
+            return port
 
 
 class Upstream(asyncio.DatagramProtocol):
