@@ -308,19 +308,28 @@ class DnsServer:
         return True
 
     def _render(self, query: dns.message.Message, answer: Answer, limit: int) -> bytes:
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA | dns.flags.RA
-        qname = query.question[0].name
-        if answer.rcode is Rcode.NXDOMAIN:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        for record in answer.records:
-            response.answer.append(dns.rrset.from_text(qname, record.ttl, "IN", record.type, _rdata(record)))
-        if answer.zone is not None:
-            zone = dns.name.from_text(answer.zone)
-            response.authority.append(dns.rrset.from_text(
-                zone, TTL, "IN", "SOA", f"{SOA_MNAME}. {SOA_RNAME}. 1 60 10 3600 {TTL}"))
-        wire: bytes = response.to_wire(max_size=max(limit, 512))
-        return wire
+        """The answer's wire form; a record set too big for ``limit`` (512 bytes without EDNS) is cut to
+        the records that fit, first ones first: the rotation gives every record its turn."""
+        records = list(answer.records)
+        while True:
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.AA | dns.flags.RA
+            qname = query.question[0].name
+            if answer.rcode is Rcode.NXDOMAIN:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            for record in records:
+                response.answer.append(dns.rrset.from_text(qname, record.ttl, "IN", record.type, _rdata(record)))
+            if answer.zone is not None:
+                zone = dns.name.from_text(answer.zone)
+                response.authority.append(dns.rrset.from_text(
+                    zone, TTL, "IN", "SOA", f"{SOA_MNAME}. {SOA_RNAME}. 1 60 10 3600 {TTL}"))
+            try:
+                wire: bytes = response.to_wire(max_size=max(limit, 512))
+                return wire
+            except dns.exception.TooBig:
+                if len(records) <= 1:
+                    raise
+                records = records[:len(records) // 2]
 
     # ------------------------------------------------------------------ forwarding
 

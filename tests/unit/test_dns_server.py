@@ -14,7 +14,7 @@ import dns.rdatatype
 import pytest
 
 from agent.cluster.feed import Feed
-from agent.node.dns import DnsConfig, DnsServer, parse_upstream, upstreams_from
+from agent.node.dns import DnsConfig, DnsServer, _udp_limit, parse_upstream, upstreams_from
 from mesh.waiting import until_async
 from tests.unit.test_dns_model import ZONE, cluster, report
 from tests.unit.test_model_state import Log
@@ -189,3 +189,27 @@ def test_upstreams_come_from_resolv_conf_or_the_option(tmp_path: object) -> None
 async def test_report_helper_is_the_one_the_model_tests_use() -> None:
     log, index, _, (one, _two) = cluster()
     assert f"shop-db-1.shop.{ZONE}" in report(log, index, one, ip="10.42.1.2")
+
+
+async def test_an_answer_too_big_for_udp_is_cut_to_what_fits_and_rotates() -> None:
+    log, _index, db, _insts = cluster()
+    assert log("service.scale", id=db, scale=60)["ok"]
+    assert log("placements.commit", service=db, placements=[[n, "h1"] for n in range(3, 61)])["ok"]
+    for n, inst in enumerate(log.state.instances_of(db)):
+        host = inst.host
+        assert log("instance.status", id=inst.id, host=host, status="running", ip=f"10.42.1.{n + 2}")["ok"]
+    srv = DnsServer("h1", log.state)
+    srv.index.rebuild(log.state)
+    query = dns.message.make_query(f"db.shop.{ZONE}.", "A", use_edns=False).to_wire()
+    seen: set[str] = set()
+    for _ in range(8):
+        got: list[bytes] = []
+        srv.handle(query, "10.42.1.9", got.append)
+        assert len(got[0]) <= 512
+        seen |= set(addresses(dns.message.from_wire(got[0])))
+    assert 20 < len(seen) <= 60, "several subsets, one per rotation"
+    big = dns.message.make_query(f"db.shop.{ZONE}.", "A", use_edns=0, payload=4096).to_wire()
+    assert _udp_limit(big) == 4096 and _udp_limit(query) == 512
+    got = []
+    srv.handle(big, "10.42.1.9", got.append, limit=_udp_limit(big))
+    assert len(addresses(dns.message.from_wire(got[0]))) == 60, "EDNS's 4096 bytes hold them all"
