@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agent.api.passwords import Auth
 from agent.cluster.replica import Replica
+from agent.node.dns import DnsServer
 from agent.node.docker import Engine
 from agent.node.images import ImageManager
 from mesh.gossip.node import GossipNode
@@ -57,6 +58,8 @@ class ApiDeps:
     """The cluster secret: it opens the CA's key (``mesh.pki``) and goes to a host that joins."""
     images: ImageManager | None = None
     """This host's image manager (pulls, peer transfers, uploads)."""
+    dns: DnsServer | None = None
+    """This host's DNS server (``agent/node/dns.py``)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -228,6 +228,9 @@ CMD = ListParam("cmd", "the command and its arguments, one cmd= each, in order (
                 max_items=EXEC_MAX_ARGS, max_length=EXEC_MAX_ARG)
 TTY = BoolParam("tty", "a terminal in the container (output and errors merged, as a terminal does)")
 INTERACTIVE = BoolParam("interactive", "attach the command's standard input")
+DNS_NAME = StrParam("name", "a DNS name: SERVICE.STACK.ENVIRONMENT.corral.internal, a container's name under its "
+                    "stack's domain, or Y.X.42.10.in-addr.arpa", max_length=255)
+DNS_TYPE = EnumParam("type", "the record type asked for (default A)", values=("A", "AAAA", "SRV", "PTR", "ANY"))
 MEMBER_STATE = EnumParam("state", "member state", values=("alive", "suspect", "dead", "left"))
 
 MAX_KEY = 512
@@ -242,6 +245,8 @@ __all__ = [
     "CAS",
     "CMD",
     "CONSISTENT",
+    "DNS_NAME",
+    "DNS_TYPE",
     "FOLLOW",
     "ID",
     "INDEX",

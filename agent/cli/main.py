@@ -17,6 +17,7 @@ import click
 from agent import __version__
 from agent.cli.access import api, apikey, ca, env, login, logout, team, token, user, whoami
 from agent.cli.containers import events, logs, ps
+from agent.cli.dns import dns
 from agent.cli.execs import exec_
 from agent.cli.hosts import hosts
 from agent.cli.images import image, registry
@@ -67,6 +68,19 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
     return tuple(labels)
 
 
+def _check_upstreams(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+                     ) -> tuple[tuple[str, int], ...]:
+    from agent.node.dns import parse_upstream
+
+    out = []
+    for item in value:
+        try:
+            out.append(parse_upstream(item))
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r} is not an IPv4 ADDR[:PORT]: {exc}") from None
+    return tuple(out)
+
+
 @cli.command()
 @click.option("--bind", required=True, callback=_check_address, help="this host's underlay address")
 @click.option("--join", multiple=True, callback=_check_join, help="ADDR[:PORT] of any member to join (repeatable)")
@@ -96,6 +110,9 @@ def _check_labels(_ctx: click.Context, _param: click.Parameter, value: tuple[str
               help="print a systemd unit that runs this agent with these options, and exit")
 @click.option("--replace-dead-managers", "replace_after", type=click.FloatRange(1.0, 86400.0), default=None,
               help="replace a manager gossip has seen dead this many seconds by a healthy learner (default: never)")
+@click.option("--dns-upstream", "dns_upstreams", multiple=True, callback=_check_upstreams, metavar="ADDR[:PORT]",
+              help="where the host's DNS server forwards names outside the cluster (repeatable; default: the "
+                   "nameservers of /etc/resolv.conf)")
 @click.option("--image-send-rate", type=click.FloatRange(0.1, 100_000.0), default=None, envvar="CORRAL_IMAGE_SEND_RATE",
               help="MB/s at most for each image tarball this host sends to a peer (default: no limit)")
 def agent(
@@ -103,7 +120,7 @@ def agent(
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
     bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None, print_unit: bool,
-    image_send_rate: float | None,
+    image_send_rate: float | None, dns_upstreams: tuple[tuple[str, int], ...],
 ) -> None:
     """Run this host's agent: HTTPS API on --bind:8080 (and plain HTTP on 127.0.0.1:8080) over the local
     Docker Engine."""
@@ -120,7 +137,8 @@ def agent(
                          gossip_port=gossip_port, raft_port=raft_port, overlay=overlay,
                          bootstrap_admin=bootstrap_admin, admin_password_file=admin_password_file,
                          admin_key_file=admin_key_file,
-                         image_send_rate=image_send_rate * 1e6 if image_send_rate else None)
+                         image_send_rate=image_send_rate * 1e6 if image_send_rate else None,
+                         dns_upstreams=dns_upstreams)
     if name:
         config = dataclasses.replace(config, name=name)
     try:
@@ -170,7 +188,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, exec_, keys, login, logout, whoami, user, apikey, team, env,
-                 token, ca, registry, image, api, lab, drill, volume, config, settings):
+                 token, ca, registry, image, api, lab, drill, volume, config, settings, dns):
     cli.add_command(_command)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from agent.errors import EngineUnreachable
-from agent.lab import faults, image, plumbing, procs, registry
+from agent.lab import faults, image, plumbing, procs, registry, resolver
 from agent.lab.layout import (
     BASE_IMAGE,
     BRIDGE,
@@ -144,6 +144,7 @@ class Lab:
         """What of a lab exists on this machine: state file, namespaces, links."""
         found = [str(self.state_file)] if self.state_file.exists() else []
         found += [f"registry pid {pid}" for pid in sorted(registry.pids(self.root))]
+        found += [f"resolver pid {pid}" for pid in sorted(resolver.pids(self.root))]
         found += [str(entry) for entry in registry.trusted_dirs(self.root)]
         return found + plumbing.lab_namespaces() + plumbing.lab_links()
 
@@ -212,11 +213,18 @@ class Lab:
         cluster the way a user's image goes (loaded on h1, fetched peer to peer by the others), and the
         registry (if asked for) with the base image pushed to it."""
         pids = [_start_dockerd(host) for host in hosts]
+        dns = self.resolver()
+        try:
+            await resolver.wait_ready(dns, resolver.start(dns))
+        except resolver.ResolverError as exc:
+            raise LabError(str(exc)) from exc
+        self.progress("lab", f"resolver (dnsmasq) on {dns.upstream}: the agents' upstream for outside names")
         await asyncio.gather(*(self._engine_ready(h, pid) for h, pid in zip(hosts, pids, strict=True)))
         first, rest = hosts[0], hosts[1:]
         write_private(self.admin_password_file, (secrets.token_urlsafe(18) + "\n").encode())
         self.admin_token_file.unlink(missing_ok=True)
-        _start_agent(first, join=[], bootstrap=True, admin_files=(self.admin_password_file, self.admin_token_file))
+        _start_agent(first, join=[], bootstrap=True, admin_files=(self.admin_password_file, self.admin_token_file),
+                     dns_upstream=dns.upstream)
         token = await _wait_token(first, AGENT_TIMEOUT)
         shutil.copy(first.agent_data / "ca.pem", self.ca_file)  # written with the token, before it serves
         await _wait_bootstrapped(first, AGENT_TIMEOUT)  # the token is valid once the first leader committed it
@@ -225,7 +233,7 @@ class Lab:
         self._write_state(state)
         self.progress(first.name, "new cluster bootstrapped; join token saved in the lab state")
         for host in rest:
-            _start_agent(host, join=[first.address], token=token)
+            _start_agent(host, join=[first.address], token=token, dns_upstream=dns.upstream)
         await asyncio.gather(*(self._agent_ready(h) for h in hosts))
         await wait_cluster(hosts, CLUSTER_TIMEOUT, self.admin_token(), self.tls())
         self.progress("lab", f"cluster formed: {len(hosts)} members alive on every agent, {len(hosts)} hosts "
@@ -325,6 +333,7 @@ class Lab:
             if killed:
                 removed.append(f"{name}: {killed} processes")
         removed += registry.stop(self.root)
+        removed += resolver.stop(self.root)
         killed = _kill_lost_namespaces(self.root)
         if killed:
             removed.append(f"{killed} processes in namespaces that lost their name")
@@ -362,6 +371,10 @@ class Lab:
         for top in procs.CGROUP_ROOT.glob(f"*/{CGROUP_PREFIX}*"):
             names.add(top.name[len(CGROUP_PREFIX):])
         return sorted(names, key=_host_order)
+
+    def resolver(self) -> resolver.ResolverSpec:
+        """The lab's upstream resolver (dnsmasq on the bridge's address, :mod:`agent.lab.resolver`)."""
+        return resolver.ResolverSpec(self.root, bridge_address(self._state()["subnet"])[0])
 
     # ------------------------------------------------------------------ registry
 
@@ -458,7 +471,7 @@ class Lab:
             raise LabError(f"the agent on {name} is already running (pid {running})")
         if not procs.alive(procs.read_pid(host.dockerd_pidfile)):
             raise LabError(f"{name} is stopped (no dockerd): use `corral lab start-host {name}`")
-        pid = _start_agent(host, join=self._join_for(host), token=self.token())
+        pid = _start_agent(host, join=self._join_for(host), token=self.token(), dns_upstream=self.resolver().upstream)
         asyncio.run(wait_health(host, AGENT_TIMEOUT))
         return pid
 
@@ -480,7 +493,7 @@ class Lab:
         async def ready() -> None:
             engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
             await engine.close()
-            _start_agent(host, join=self._join_for(host), token=self.token())
+            _start_agent(host, join=self._join_for(host), token=self.token(), dns_upstream=self.resolver().upstream)
             await wait_health(host, AGENT_TIMEOUT)
 
         asyncio.run(ready())
@@ -603,12 +616,14 @@ def _start_dockerd(host: HostSpec) -> int:
 
 
 def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False,
-                 admin_files: tuple[Path, Path] | None = None) -> int:
+                 admin_files: tuple[Path, Path] | None = None, dns_upstream: str | None = None) -> int:
     argv = [
         "nsenter", f"--net={host.netns_path}", sys.executable, "-m", "agent", "agent",
         "--bind", host.address, "--name", host.name,
         "--data-dir", str(host.agent_data), "--docker-host", host.docker_host,
     ]
+    if dns_upstream is not None:  # the lab's own resolver: no query leaves this machine
+        argv += ["--dns-upstream", dns_upstream]
     for address in join:
         argv += ["--join", address]
     if bootstrap:

@@ -465,6 +465,8 @@ class EngineContainer:
     docker_health: str | None = None
     health: str | None = None
     health_detail: str | None = None
+    address: str | None = None
+    """The address Corral gave it on the network (``IPAMConfig``), also while it is stopped."""
 
     @property
     def instance(self) -> str:
@@ -486,15 +488,17 @@ def _summary(raw: Mapping[str, Any]) -> EngineContainer:
         health = "unhealthy"
     elif status.endswith("(health: starting)"):
         health = "starting"
+    endpoint = ((raw.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK) or {}
     return EngineContainer(
         id=str(raw.get("Id", "")),
         docker_health=health,
+        address=(endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None,
         name=str(names[0]).lstrip("/"),
         image=str(raw.get("Image", "")),
         labels={str(k): str(v) for k, v in (raw.get("Labels") or {}).items()},
         state=str(raw.get("State", "")),
         exit_code=exit_code,
-        ip=((raw.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK, {}).get("IPAddress") or None,
+        ip=endpoint.get("IPAddress") or None,
         ports=tuple(sorted({f"{p['PublicPort']}:{p['PrivatePort']}/{p.get('Type', 'tcp')}"
                             for p in raw.get("Ports") or () if p.get("PublicPort")})),
     )

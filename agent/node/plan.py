@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import ipaddress
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import cast
 from agent.errors import CorralError
 from agent.model import spec as spec_rules
 from agent.model.codec import to_wire
+from agent.model.dns import SUFFIX as DNS_SUFFIX
 from agent.model.entities import Health, Instance, Status
 from agent.model.mounts import DEFAULT_FILE_MODE, MountType, volume_key
 from agent.model.spec import HealthCheck, HealthType, OnUnhealthy, PullPolicy, RestartPolicy, ServiceSpec
@@ -216,6 +218,7 @@ def container_config(state: ClusterState, instance: Instance, paths: HostPaths =
     if spec.command:
         config["Cmd"] = list(spec.command)
     _later_fields(spec, config)
+    _cluster_dns(state, instance, config)
     check = spec.health_check
     if check and check.type == HealthType.COMMAND:  # Docker runs it in the container; http/tcp: node/health.py
         config["Healthcheck"] = {"Test": ["CMD-SHELL", check.command], "Interval": _ns(check.interval),
@@ -280,6 +283,20 @@ def _later_fields(spec: ServiceSpec, config: dict[str, object]) -> None:
         host["SecurityOpt"] = ["no-new-privileges"]
     if spec.ulimits:
         host["Ulimits"] = [{"Name": k, "Soft": u.soft, "Hard": u.hard} for k, u in sorted(spec.ulimits.items())]
+
+
+def _cluster_dns(state: ClusterState, instance: Instance, config: dict[str, object]) -> None:
+    """The host's DNS server (its bridge gateway) and the stack's search domains, unless the service
+    names its own ``dns``. Not in the fingerprint: an upgrade does not replace running containers for it
+    (they get it when they are next made); ``Dns`` only sets the upstream of Docker's embedded resolver."""
+    host = state.hosts.get(instance.host)
+    if state.services[instance.service].spec.dns or host is None or not host.subnet:
+        return
+    stack = state.stacks[state.services[instance.service].stack]
+    host_config = config["HostConfig"]
+    assert isinstance(host_config, dict)
+    host_config["Dns"] = [str(next(ipaddress.IPv4Network(host.subnet).hosts()))]
+    host_config["DnsSearch"] = [f"{stack.name}.{stack.environment}.{DNS_SUFFIX}", f"{stack.environment}.{DNS_SUFFIX}"]
 
 
 def _ns(seconds: float) -> int:

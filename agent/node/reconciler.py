@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import ipaddress
 import logging
 import re
 import time
@@ -35,7 +36,7 @@ from agent.model.mounts import MountType
 from agent.model.order import waiting_for
 from agent.model.spec import HealthType, PullPolicy
 from agent.model.state import ClusterState
-from agent.node.docker import LABEL_PREFIX, Engine, EngineContainer, NameInUse
+from agent.node.docker import LABEL_PREFIX, NETWORK, Engine, EngineContainer, NameInUse
 from agent.node.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
 from agent.node.images import ImageManager, Wait
 from agent.node.plan import (
@@ -67,6 +68,7 @@ FAILURES_BEFORE_DEGRADED = 3
 # the state written after the event): a pass that still sees a died container running looks again
 # this many times, DIE_RECHECK seconds apart, instead of leaving it to the safety pass 30 s later.
 DIE_RECHECKS, DIE_RECHECK = 20, 0.1
+ANNOUNCE_WAIT = 2.0  # seconds a new container waits for its address to be in this host's replica
 
 Reporter = Callable[[str, Observed], Awaitable[None]]
 
@@ -92,6 +94,8 @@ class Reconciler:
         self._inspected: dict[str, tuple[tuple[str, str | None], Mapping[str, object]]] = {}
         self._died: dict[str, int] = {}  # container id → passes that still saw it running after its ``die``
         self._network: str | None = None
+        self._seen: Sequence[EngineContainer] = ()  # the engine's containers, as the last list showed them
+        self._claimed: set[str] = set()  # addresses given to containers created this pass
         self._desired: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         self._known: dict[str, tuple[str, int]] = {}  # instance → (desired, generation) the last pass saw
         self._shapes: dict[str, tuple[object, ...]] = {}  # service → what of its spec shapes containers
@@ -268,6 +272,7 @@ class Reconciler:
             self._network = me.subnet
         desired = self.desired()
         seen = self._with_health(desired, await self.engine.containers.list())
+        self._seen, self._claimed = seen, set()  # addresses claimed last pass are in this list or the state now
         actions = self._hold_back(plan(desired, seen), seen, desired)
         actions = await self._gate_images(self._gate_order(await self._delay_restarts(actions, seen, desired)))
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
@@ -393,12 +398,52 @@ class Reconciler:
         elif action.kind is ActionKind.CREATE and action.desired is not None:
             await self._create(action.desired)
 
+    def _claim_address(self) -> str | None:
+        """A free address of this host's /24 for a new container (None: let Docker choose): not the
+        gateway, not one a container here has or was given, not one the state records here."""
+        me = self.state.hosts.get(self.host)
+        if me is None or not me.subnet:
+            return None
+        used = set(self._claimed)
+        for c in self._seen:
+            used.update(a for a in (c.ip, c.address) if a)
+        used.update(i.ip for i in self.state.instances_on(self.host) if i.ip)
+        hosts = ipaddress.IPv4Network(me.subnet).hosts()
+        next(hosts, None)  # the gateway: the bridge's own address, where the DNS server listens
+        for address in hosts:
+            if str(address) not in used:
+                self._claimed.add(str(address))
+                return str(address)
+        return None
+
+    async def _announce(self, instance: str, container_id: str, address: str) -> None:
+        """Report the new container's address before it starts, and wait (briefly) until this host's
+        replica has it: its DNS name answers before its entrypoint runs (Rancher #3987)."""
+        try:
+            await self._report(instance, Observed(Status.CREATED, container_id=container_id, ip=address))
+        except Exception as exc:  # it starts anyway; its name answers once its running status is reported
+            log.warning("announcing %s's address failed: %s", instance, getattr(exc, "message", exc))
+            return
+        deadline = asyncio.get_running_loop().time() + ANNOUNCE_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            recorded = self.state.instances.get(instance)
+            if recorded is None or recorded.ip == address:
+                return
+            await asyncio.sleep(0.005)
+
     async def _create(self, want: Desired) -> None:
-        containers = self.engine.containers
         if self.storage is not None:
             await self.storage.prepare(want)
+        await self._create_at(want, self._claim_address())
+
+    async def _create_at(self, want: Desired, address: str | None) -> None:
+        containers = self.engine.containers
+        body = want.config
+        if address is not None:  # the address is Corral's choice, so it is known (and in DNS) before start
+            body = {**body, "NetworkingConfig": {"EndpointsConfig": {NETWORK: {"IPAMConfig": {
+                "IPv4Address": address}}}}}
         try:
-            container_id = await containers.create(want.name, want.config)
+            container_id = await containers.create(want.name, body)
         except NameInUse:
             holder = await containers.inspect(want.name)
             config = holder.get("Config")
@@ -407,8 +452,10 @@ class Reconciler:
                 raise Conflict(f"the name {want.name} is taken by container {str(holder.get('Id', ''))[:12]}, "
                                "which Corral does not manage: rename or remove it") from None
             await containers.remove(str(holder["Id"]))  # a name left by a removed instance of ours
-            container_id = await containers.create(want.name, want.config)
+            container_id = await containers.create(want.name, body)
         if want.running:
+            if address is not None:
+                await self._announce(want.instance, container_id, address)
             await containers.start(container_id)
 
     def _hold_back(self, actions: list[Action], seen: Sequence[EngineContainer],

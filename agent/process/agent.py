@@ -38,6 +38,7 @@ from agent.model.changes import Topic
 from agent.model.commands import Command, InstanceStatus
 from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
+from agent.node.dns import DnsConfig, DnsServer
 from agent.node.docker import DockerEngine, Engine
 from agent.node.images import ImageEngine, ImageManager
 from agent.node.overlay import OverlayRuntime, load_or_make_key
@@ -89,6 +90,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.images: ImageManager | None = None
         self.overlay: OverlayRuntime | None = None
+        self.dns: DnsServer | None = None
         self.health = HealthMonitor(self._advertise_health)
         self.certs = NodeCerts(config.data_dir)
         self.site: web.TCPSite | None = None
@@ -97,7 +99,8 @@ class Agent:
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
             ("leader", self._leader), ("admin", self._admin), ("certificate", self._certificate),
             ("images", self._images), ("reconciler", self._reconciler),
-            ("keyring", self._keyring), ("overlay", self._overlay), ("health", self._health), ("http", self._http),
+            ("keyring", self._keyring), ("overlay", self._overlay), ("dns", self._dns),
+            ("health", self._health), ("http", self._http),
         ]
 
     @contextlib.asynccontextmanager
@@ -344,6 +347,16 @@ class Agent:
             yield
 
     @contextlib.asynccontextmanager
+    async def _dns(self) -> AsyncIterator[None]:
+        config = self.config
+        server = DnsServer(config.name, self.state, DnsConfig(port=config.dns_port,
+                                                              upstreams=config.dns_upstreams or None))
+        async with server.running(self.feed):
+            self.dns = server
+            self.health.add("dns", server.problem)
+            yield
+
+    @contextlib.asynccontextmanager
     async def _health(self) -> AsyncIterator[None]:
         async with self.health.running():
             yield
@@ -356,7 +369,7 @@ class Agent:
         deps = ApiDeps(node=NodeInfo(config.name, config.bind, self.api_url(), self.data_dir.node_id),
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
-                       images=self.images)
+                       images=self.images, dns=self.dns)
         runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()

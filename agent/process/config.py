@@ -52,6 +52,10 @@ class AgentConfig:
     """Bytes/s at most for each image tarball this host sends to a peer (None: no limit)."""
     loopback_api: bool = True
     """Also serve the API on 127.0.0.1 (so ``corral`` on the host needs no URL)."""
+    dns_upstreams: tuple[tuple[str, int], ...] = ()
+    """Where the DNS server forwards names outside the cluster's zones (empty: this namespace's
+    ``/etc/resolv.conf``)."""
+    dns_port: int = 53
 
     def join_addresses(self) -> list[tuple[str, int]]:
         """``--join`` values as gossip addresses (the default gossip port when none is given)."""

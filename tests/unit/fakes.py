@@ -61,9 +61,13 @@ class FakeContainer:
     starts: list[float] = dataclasses.field(default_factory=list)  # time.time() of each start
 
     def summary(self) -> EngineContainer:
+        """As Docker lists it: the address asked for (``IPAMConfig``) is its address once it runs."""
         labels = dict(self.config.get("Labels") or {})
+        endpoints = (self.config.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+        address = ((endpoints.get("corral") or {}).get("IPAMConfig") or {}).get("IPv4Address")
         return EngineContainer(self.id, self.name, str(self.config.get("Image", "")), labels, self.state,
-                               self.exit_code, "10.42.1.9" if self.state == "running" else None)
+                               self.exit_code, (address or "10.42.1.9") if self.state == "running" else None,
+                               address=address)
 
 
 class FakeContainers:

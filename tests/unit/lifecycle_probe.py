@@ -3,7 +3,7 @@
 Run by ``tests/unit/test_lifecycle.py`` as ``unshare --net python -m tests.unit.lifecycle_probe STAGE DIR``
 (a network namespace of its own: the agent's ports, its TUN, routes and iptables rules die with it).
 Everything is the real agent — data dir, secret, gossip, Raft on SQLite, leader, reconciler, keyring,
-overlay with its TUN and data-path worker process, health, HTTP — except the Docker Engine, which is
+overlay with its TUN and data-path worker process, DNS server, health, HTTP — except the Docker Engine, which is
 the unit tests' fake. ``STAGE`` is the stage that raises as it starts (``none``: all start, then the
 agent stops). Prints one JSON line: the error seen, and the threads, tasks, sockets, TUN devices and
 child processes alive after the agent's context ended, beside those before it began.
@@ -66,13 +66,19 @@ async def main(stage: str, root: Path) -> dict[str, object]:
     names: list[str] = []
 
     async def on_stage(name: str) -> None:
-        if name == "health" and agent.overlay is not None and config.overlay:
+        if name == "dns" and agent.overlay is not None and config.overlay:
             # stages after the overlay start with it really up: its TUN and worker process exist
             for _ in range(500):
                 if agent.overlay.service is not None:
                     break
                 await asyncio.sleep(0.02)
             names.append("overlay up" if agent.overlay.service is not None else "overlay NOT up")
+        if name == "health" and agent.dns is not None:  # and the DNS server really listens (UDP and TCP)
+            for _ in range(500):
+                if agent.dns.address is not None:
+                    break
+                await asyncio.sleep(0.02)
+            names.append("dns up" if agent.dns.address is not None else "dns NOT up")
         names.append(name)
         if name == stage:
             raise Injected(f"failing stage {name}")

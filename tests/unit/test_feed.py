@@ -41,7 +41,7 @@ from mesh.raft.driver import RaftDriver
 from mesh.raft.storage import AsyncMemoryStorage
 from mesh.raft.transport import RaftTransport
 from mesh.waiting import until_async
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeContainers, FakeEngine
 
 
 def test_a_subscription_keeps_what_it_wants_and_collapses_when_it_falls_behind() -> None:
@@ -153,7 +153,8 @@ async def test_an_idle_host_lists_its_containers_only_when_something_changes(slo
         passes = await settle(rec)
         running = [c for c in engine.containers_by_id.values() if c.state == "running"]
         assert len(running) == 2, "h1's two instances run"
-        assert sorted(reports) == ["c5-1", "c5-2"], "each reported once"
+        # each reported twice: its address before it starts (its DNS name), then running
+        assert sorted(reports) == ["c5-1", "c5-1", "c5-2", "c5-2"]
         assert all(cluster.state.instances[i].status == Status.RUNNING for i in ("c5-1", "c5-2"))
         lists = engine.calls["list"]
 
@@ -259,3 +260,34 @@ async def test_a_restart_delay_counts_from_each_exit_not_the_first(slow_safety: 
         await engine.events.put({"Action": "die", "id": container.id})
         await asyncio.sleep(1.0)
         assert len(container.starts) == 3, "max_attempts 2: no third restart"
+
+
+async def test_a_new_container_gets_an_address_of_the_hosts_24_in_the_state_before_it_starts(
+        slow_safety: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    subnet = cluster.state.hosts["h1"].subnet
+    prefix = subnet.rsplit(".", 1)[0]
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st2", "nginx", {"image": "corral/base", "scale": 3}))
+    cluster.apply(PlacementsCommit("sv3", ((1, "h1"), (2, "h1"), (3, "h1"))))
+    seen_at_start: dict[str, str | None] = {}
+    start = FakeContainers.start
+
+    async def start_and_look(self: FakeContainers, container_id: str) -> None:
+        instance = engine.containers_by_id[container_id].config["Labels"]["corral.instance"]
+        seen_at_start[instance] = cluster.state.instances[instance].ip
+        await start(self, container_id)
+
+    monkeypatch.setattr(FakeContainers, "start", start_and_look)
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+    addresses = {i: cluster.state.instances[i].ip for i in ("c4-1", "c4-2", "c4-3")}
+    assert seen_at_start == addresses, "the state had each address before the container started"
+    assert len(set(addresses.values())) == 3 and f"{prefix}.1" not in addresses.values()
+    assert all(str(a).startswith(prefix + ".") for a in addresses.values())
+    for c in engine.containers_by_id.values():
+        asked = c.config["NetworkingConfig"]["EndpointsConfig"]["corral"]["IPAMConfig"]["IPv4Address"]
+        assert asked == addresses[c.config["Labels"]["corral.instance"]]
+        assert c.config["HostConfig"]["Dns"] == [f"{prefix}.1"]
+        assert c.config["HostConfig"]["DnsSearch"] == ["web.default.corral.internal", "default.corral.internal"]

@@ -36,13 +36,13 @@ def probe(stage: str, tmp_path: Path) -> dict[str, object]:
 
 def test_the_stages_are_every_resource_in_order() -> None:
     assert STAGES == ["data dir", "secret", "docker", "http client", "gossip", "raft", "leader", "admin", "certificate",
-                      "images", "reconciler", "keyring", "overlay", "health", "http"]
+                      "images", "reconciler", "keyring", "overlay", "dns", "health", "http"]
 
 
 @pytest.mark.parametrize("stage", [*STAGES, "none"])
 def test_a_failed_stage_stops_the_started_ones_and_leaks_nothing(stage: str, tmp_path: Path) -> None:
     result = probe(stage, tmp_path)
-    stages = [s for s in result["stages"] if s not in ("overlay up",)]  # type: ignore[union-attr]
+    stages = [s for s in result["stages"] if s not in ("overlay up", "dns up")]  # type: ignore[union-attr]
     if stage == "none":
         assert result["error"] is None and stages == STAGES
     else:
@@ -50,6 +50,8 @@ def test_a_failed_stage_stops_the_started_ones_and_leaks_nothing(stage: str, tmp
         assert stages == STAGES[:STAGES.index(stage) + 1], "no stage after the failing one starts"
     if stage == "none" or STAGES.index(stage) > STAGES.index("overlay"):
         assert "overlay up" in result["stages"], "the overlay (TUN + worker) was really up before the failure"  # type: ignore[operator]
+    if stage == "none" or STAGES.index(stage) > STAGES.index("dns"):
+        assert "dns up" in result["stages"], "the DNS server was really listening before the failure"  # type: ignore[operator]
     before, after = result["before"], result["after"]
     assert isinstance(before, dict) and isinstance(after, dict)
     assert after["threads"] == before["threads"], "no thread left (aiosqlite's, to_thread's workers aside)"

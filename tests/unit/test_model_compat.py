@@ -117,7 +117,12 @@ async def test_the_reconciler_asks_docker_for_the_same_containers_as_before(tmp_
         assert await driver.wait_applied(expected["applied_index"], timeout=10)
         assert set(expected["containers"]) == set(state.instances)
         for inst_id, config in expected["containers"].items():
-            assert json.loads(json.dumps(container_config(state, state.instances[inst_id]))) == config, inst_id
+            body = json.loads(json.dumps(container_config(state, state.instances[inst_id])))
+            # issue 17: every container is now given the host's DNS server and the stack's search list;
+            # they stay out of the fingerprint (the labels are equal), so no running container is replaced
+            dns = {k: body["HostConfig"].pop(k) for k in ("Dns", "DnsSearch") if k in body["HostConfig"]}
+            assert set(dns) == {"Dns", "DnsSearch"}, inst_id
+            assert body == config, inst_id
     finally:
         await driver.stop()
         await transport.close()

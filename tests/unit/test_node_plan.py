@@ -165,3 +165,30 @@ def test_unless_stopped_restarts_as_always_and_a_retry_limit_is_left_to_docker()
                       restart_max_attempts=3)
     assert plan({"i1": limited}, exited) == [], "Docker counts the retries; the reconciler does not add its own"
     assert kinds(plan({"i1": limited}, [seen("c1", "i1", "created")])) == [("start", "i1", "c1")]
+
+
+def test_containers_get_the_hosts_dns_server_and_search_list_without_a_new_fingerprint() -> None:
+    import dataclasses
+
+    from agent.node.plan import container_config
+    from tests.unit.test_model_state import Log, web_stack
+
+    log = Log()
+    _, service = web_stack(log, scale=1)
+    assert log("placements.commit", service=service, placements=[[1, "h1"]])["ok"]
+    inst = next(iter(log.state.instances.values()))
+    gateway = log.state.hosts["h1"].subnet.rsplit(".", 1)[0] + ".1"
+    config = container_config(log.state, inst)
+    host_config = config["HostConfig"]
+    assert isinstance(host_config, dict)
+    assert host_config["Dns"] == [gateway]
+    assert host_config["DnsSearch"] == ["web-server.default.corral.internal", "default.corral.internal"]
+    # the same spec on a host whose lease is unknown (as an older agent made it): the same fingerprint,
+    # so an upgrade does not replace running containers to give them the cluster's DNS
+    log.state.hosts["h1"] = dataclasses.replace(log.state.hosts["h1"], subnet="")
+    older = container_config(log.state, inst)
+    assert "Dns" not in older["HostConfig"]  # type: ignore[operator]
+    assert older["Labels"][SPEC] == config["Labels"][SPEC]  # type: ignore[index]
+    assert log("service.update", id=service, spec={"dns": ["192.0.2.53"]})["ok"]
+    own = container_config(log.state, log.state.instances[inst.id])
+    assert own["HostConfig"]["Dns"] == ["192.0.2.53"] and "DnsSearch" not in own["HostConfig"]  # type: ignore[index,operator]
