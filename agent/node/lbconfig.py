@@ -180,7 +180,7 @@ def render(spec: LbSpec, own_stack: str, items: Sequence[Backend], servers: Iter
     for b in items:
         lines += [f"backend {b.name}", f"    mode {b.mode.value}", "    balance roundrobin"]
         if b.mode is LbProtocol.HTTP:
-            lines.append("    retry-on conn-failure empty-response response-timeout")
+            lines.append("    retry-on conn-failure empty-response")
             if spec.stickiness:  # the cookie is a hash of the server's address and the key: the same on every
                 # instance of the load balancer, and given to servers added at run time too (``dynamic``)
                 lines += [f"    cookie {COOKIE} insert indirect nocache dynamic",
