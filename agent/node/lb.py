@@ -41,6 +41,7 @@ from agent.model.entities import Desired, Instance, Status
 from agent.model.lb import LbProtocol, LbSpec, ServiceKind
 from agent.model.state import ClusterState
 from agent.node.lbconfig import (
+    Backend,
     Draining,
     Server,
     backend_list,
@@ -94,6 +95,10 @@ class Balancer:
     folder: Path
     layout: str | None = None
     """The config without servers last loaded (None: not loaded): a change of it needs a reload."""
+    refused: str | None = None
+    """A layout HAProxy would not take (not tried again until the rules change once more)."""
+    loaded: tuple[LbSpec, list[Backend]] | None = None
+    """The rules and backends HAProxy runs with now: run-time server changes follow them."""
     have: dict[str, Server] = dataclasses.field(default_factory=dict)
     draining: dict[str, Draining] = dataclasses.field(default_factory=dict)
     error: str | None = None
@@ -111,17 +116,28 @@ class Balancer:
     def socket(self) -> AdminSocket:
         return AdminSocket(self.folder / "admin.sock")
 
+    pid: int | None = None
+    """The master's pid as last found (the pid file is rewritten at each reload)."""
+
     def master(self) -> int | None:
         """The pid of this instance's HAProxy master, if one runs (its command line names our config)."""
-        try:
-            pid = int(self.pidfile.read_text().split()[0])
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            return None
-        if any(a.endswith(b"haproxy") for a in argv[:1]) and str(self.config).encode() in argv:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-            return None if state == "Z" else pid
+        candidates = [self.pid] if self.pid else []
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            candidates.append(int(self.pidfile.read_text().split()[0]))
+        for pid in candidates:
+            if pid is not None and _is_haproxy_of(pid, self.config):
+                self.pid = pid
+                return pid
         return None
+
+
+def _is_haproxy_of(pid: int, config: Path) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return argv[0].endswith(b"haproxy") and str(config).encode() in argv and state != "Z" and b"-sf" not in argv[:3]
 
 
 class LoadBalancers:
@@ -217,14 +233,21 @@ class LoadBalancers:
         modes = {i.name: i.mode for i in items}
         paths = (str(b.folder / "admin.sock"), str(b.pidfile), service.id)
         layout = render(spec, stack.name, items, [], *paths)
-        if b.master() is None or layout != b.layout:
-            await self._load(b, render(spec, stack.name, items, want.values(), *paths), layout, want)
+        alive = b.master() is not None
+        if (not alive or (layout != b.layout and layout != b.refused)) and \
+                await self._load(b, render(spec, stack.name, items, want.values(), *paths), layout):
+            b.loaded, b.have, b.draining = (spec, items), dict(want), {}
             return
+        if b.master() is None or b.loaded is None:
+            return
+        spec, items = b.loaded  # a refused config leaves the running one's backends to follow the containers
+        want, modes = backends(self.state, items), {i.name: i.mode for i in items}
         try:
             await self._runtime(b, want, modes, spec, now)
-        except RuntimeRefused as exc:  # the running HAProxy lost track: load the config again
+        except RuntimeRefused as exc:  # the running HAProxy lost track: load its config again
             log.warning("%s: runtime command refused (%s); reloading", inst.id, exc)
-            await self._load(b, render(spec, stack.name, items, want.values(), *paths), layout, want)
+            b.layout = None
+            self.kick()
 
     async def _runtime(self, b: Balancer, want: dict[str, Server], modes: dict[str, LbProtocol], spec: LbSpec,
                        now: float) -> None:
@@ -260,9 +283,10 @@ class LoadBalancers:
                     out[f"{row['pxname']}/{row['svname']}"] = int(row.get("scur") or 0)
         return out
 
-    async def _load(self, b: Balancer, text: str, layout: str, want: dict[str, Server]) -> None:
-        """Check the config; start HAProxy with it, or reload the running master. A refused config is
-        never loaded: the running HAProxy keeps the one it has, and the error says why."""
+    async def _load(self, b: Balancer, text: str, layout: str) -> bool:
+        """Check the config; start HAProxy with it, or reload the running master; True if it runs it.
+        A refused config is never loaded: the running HAProxy keeps the one it has, and the error
+        says why."""
         assert self.binary is not None
         b.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         candidate = b.folder / "haproxy.cfg.new"
@@ -275,14 +299,25 @@ class LoadBalancers:
             text = output.decode(errors="replace")
             lines = [ln for ln in text.splitlines() if "ALERT" in ln or "error" in ln.lower()]
             b.error = "haproxy refused the new config: " + ("; ".join(lines[-3:]) or f"exit {check.returncode}")
+            b.refused = layout
             log.warning("%s: %s", b.instance, b.error)
-            return
-        os.replace(candidate, b.config)
+            return False
         master = b.master()
+        old = b.config.read_text() if master is not None and b.config.exists() else None
+        os.replace(candidate, b.config)
         if master is not None:
             before = await self._worker(b)
             os.kill(master, signal.SIGUSR2)  # hitless: the new worker takes the listeners over
-            await self._until(lambda: self._worker(b), lambda pid: pid is not None and pid != before)
+            try:
+                await self._until(lambda: self._worker(b), lambda pid: pid is not None and pid != before)
+            except TimeoutError:  # the new worker did not start (a port taken…): the old one still serves
+                if old is not None:
+                    b.config.write_text(old)
+                b.refused = layout
+                b.error = ("haproxy's new worker did not start with the new config (a listen port in use by "
+                           "another program?); the running one keeps serving the config it had")
+                log.warning("%s: %s", b.instance, b.error)
+                return False
         else:
             start = await asyncio.create_subprocess_exec(
                 self.binary, "-W", "-D", "-f", str(b.config), stdout=asyncio.subprocess.PIPE,
@@ -290,11 +325,13 @@ class LoadBalancers:
             output, _ = await start.communicate()
             if start.returncode != 0:
                 b.error = "haproxy did not start: " + output.decode(errors="replace").strip()[-300:]
+                b.refused = layout
                 log.warning("%s: %s", b.instance, b.error)
-                return
+                return False
             await self._until(lambda: self._worker(b), lambda pid: pid is not None)
-        b.layout, b.have, b.draining, b.error = layout, dict(want), {}, None
-        log.info("%s: haproxy %s with %d server(s)", b.instance, "reloaded" if master else "started", len(want))
+        b.layout, b.refused, b.error = layout, None, None
+        log.info("%s: haproxy %s", b.instance, "reloaded" if master else "started")
+        return True
 
     async def _worker(self, b: Balancer) -> int | None:
         try:
