@@ -20,6 +20,7 @@ from agent.api.passwords import Auth
 from agent.cluster.replica import Replica
 from agent.node.docker import Engine
 from agent.node.images import ImageManager
+from agent.node.lb import LoadBalancers
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 
@@ -57,6 +58,8 @@ class ApiDeps:
     """The cluster secret: it opens the CA's key (``mesh.pki``) and goes to a host that joins."""
     images: ImageManager | None = None
     """This host's image manager (pulls, peer transfers, uploads)."""
+    load_balancers: LoadBalancers | None = None
+    """This host's HAProxy instances (their figures for ``/v1/containers/{id}/stats``)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -245,6 +245,36 @@ def next_drain_deadline(draining: Mapping[str, Draining], timeout: float) -> flo
     return min((d.since + timeout for d in draining.values()), default=None)
 
 
+def summarize(rows: Sequence[Mapping[str, str]]) -> dict[str, object]:
+    """HAProxy's ``show stat`` rows as the API shows a load balancer instance: current sessions,
+    requests per second (frontends' rates over the last second), errors (refused requests, failed
+    connections and responses, 5xx answers), and every backend's servers with their state."""
+    def num(row: Mapping[str, str], key: str) -> int:
+        value = row.get(key, "")
+        return int(value) if value.isdigit() else 0
+    frontends = [r for r in rows if r.get("svname") == "FRONTEND"]
+    out_backends: dict[str, dict[str, object]] = {}
+    errors = sum(num(r, "ereq") for r in frontends)
+    for r in rows:
+        name = r.get("pxname", "")
+        if r.get("svname") in ("FRONTEND",) or not name.startswith("b_"):
+            continue
+        entry = out_backends.setdefault(name, {"name": name, "servers": []})
+        if r.get("svname") == "BACKEND":
+            entry.update(state=r.get("status", ""), sessions=num(r, "scur"))
+            errors += num(r, "econ") + num(r, "eresp") + num(r, "hrsp_5xx")
+            continue
+        servers = entry["servers"]
+        assert isinstance(servers, list)
+        servers.append({"name": r.get("svname", ""), "address": r.get("addr", ""), "state": r.get("status", ""),
+                        "sessions": num(r, "scur"), "requests": num(r, "stot"),
+                        "errors": num(r, "econ") + num(r, "eresp")})
+    return {"sessions": sum(num(r, "scur") for r in frontends),
+            "requests_per_s": sum(num(r, "req_rate") if r.get("mode") == "http" or r.get("req_rate") else
+                                  num(r, "rate") for r in frontends),
+            "errors": errors, "backends": list(out_backends.values())}
+
+
 # ---------------------------------------------------------------------- the target's host
 
 
@@ -284,4 +314,5 @@ def hold_for_drain(leaving: Mapping[str, float | None], first_seen: dict[str, fl
 
 
 __all__ = ["Backend", "Draining", "Server", "backend_list", "backend_name", "backends", "delete_commands",
-           "drain_timeout_of", "drained", "hold_for_drain", "render", "runtime_commands", "server_line", "server_name"]
+           "drain_timeout_of", "drained", "hold_for_drain", "render", "runtime_commands", "server_line", "server_name",
+           "summarize"]

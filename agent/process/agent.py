@@ -376,7 +376,7 @@ class Agent:
         deps = ApiDeps(node=NodeInfo(config.name, config.bind, self.api_url(), self.data_dir.node_id),
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
-                       images=self.images)
+                       images=self.images, load_balancers=self.load_balancers)
         runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()

@@ -111,7 +111,8 @@ def test_targets_must_exist_and_be_containers() -> None:
                  spec={**lb_spec(), "lb": {"rules": [{**RULE, "port": 81, "target": "lb"}]}})
     assert not second["ok"] and second["field"] == "lb.rules[0].target" and "load balancer" in second["message"]
     bad_default = log("service.create", stack=stack, name="lb3",
-                      spec={**lb_spec(), "lb": {"rules": [{**RULE, "port": 82}], "default": {"target": "x", "port": 1}}})
+                      spec={**lb_spec(), "lb": {"rules": [{**RULE, "port": 82}],
+                                                "default": {"target": "x", "port": 1}}})
     assert not bad_default["ok"] and bad_default["field"] == "lb.default.target"
 
 

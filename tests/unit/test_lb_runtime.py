@@ -18,7 +18,7 @@ from aiohttp import web
 
 from agent.model.entities import Status
 from agent.node.lb import LoadBalancers, haproxy_binary
-from agent.node.lbconfig import server_name
+from agent.node.lbconfig import server_name, summarize
 from agent.node.plan import Observed
 from mesh.waiting import until_async
 from tests.unit.test_model_state import Log
@@ -73,11 +73,6 @@ def world(port: int, listen: int, scale: int = 2, **lb: Any) -> tuple[Log, str, 
     return log, web_id, front["id"]
 
 
-@pytest.fixture
-async def balancers(tmp_path: Path) -> AsyncIterator[tuple[list[tuple[str, Observed]], Path]]:
-    yield [], tmp_path
-
-
 async def get(session: aiohttp.ClientSession, listen: int, path: str = "/") -> str:
     async with session.get(f"http://127.0.0.1:{listen}{path}") as r:
         assert r.status == 200, await r.text()
@@ -88,7 +83,7 @@ async def test_servers_change_without_a_reload_and_leave_by_draining(
         containers: tuple[int, dict[str, int]], tmp_path: Path) -> None:
     port, hits = containers
     listen = free_port()
-    log, web_id, front = world(port, listen)
+    log, web_id, _ = world(port, listen)
     reports: list[tuple[str, Observed]] = []
 
     async def report(instance: str, observed: Observed) -> None:
@@ -126,6 +121,10 @@ async def test_servers_change_without_a_reload_and_leave_by_draining(
             (kept,) = log.state.instances_of(web_id)
             assert [r["svname"] for r in stat if r["pxname"].startswith("b_")] == [
                 server_name(kept.id, "127.0.0.2"), "BACKEND"], "the drained servers were deleted"
+            figures = summarize(stat)
+            (backend,) = figures["backends"]  # type: ignore[misc]
+            assert backend["state"] == "UP" and backend["servers"][0]["state"] == "UP"
+            assert backend["servers"][0]["requests"] >= 6 and figures["errors"] == 0 and figures["sessions"] == 0
     finally:
         for b in lbs.balancers.values():
             await lbs._stop(b)
