@@ -61,7 +61,7 @@ def lb_create(ref: str, rules: tuple[str, ...], default: str | None, scale: int 
         body.update(scale=scale, placement={"constraints": list(constraint), "one_per_host": True})
     client = Client(url)
     made = client.post("/v1/services", body)
-    ports = sorted({r["port"] for r in parsed})
+    ports = sorted({int(str(r["port"])) for r in parsed})
     click.echo(f"load balancer {ref} created ({made['id']}), listening on port(s) {', '.join(map(str, ports))}")
     if wait:
         converge(client, made["id"])
