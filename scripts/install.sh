@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(docker.io busybox-static debootstrap iproute2 iptables util-linux procps ca-certificates
-          docker-registry apache2-utils iperf3 wireguard-go etcd-server)
+          docker-registry apache2-utils iperf3 wireguard-go etcd-server haproxy wrk)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)
 fi
