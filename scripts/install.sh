@@ -13,7 +13,7 @@ fi
 
 packages=(docker.io busybox-static debootstrap iproute2 iptables util-linux procps ca-certificates
           docker-registry apache2-utils iperf3 wireguard-go etcd-server
-          dnsmasq-base dnsperf)
+          dnsmasq-base dnsperf haproxy wrk)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)
 fi

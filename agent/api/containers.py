@@ -12,7 +12,9 @@ from agent.api.views import container_env, container_view, find_container, page,
 from agent.errors import NotFound
 from agent.model.commands import InstanceRemove
 from agent.model.entities import Instance
+from agent.model.lb import ServiceKind
 from agent.model.policy import Permission
+from agent.node.lbconfig import summarize as summarize_lb
 from agent.node.stats import summarize
 
 
@@ -62,6 +64,14 @@ async def stats(request: web.Request) -> web.StreamResponse:
     inst = find_container(deps.replica.state, ID.get(request), grants(request))
     if inst.host != deps.node.name:
         return await forward.to_owner(request, inst.host)
+    service = deps.replica.state.services.get(inst.service)
+    if service is not None and service.spec.kind is ServiceKind.LOAD_BALANCER:  # an HAProxy: its own figures
+        if deps.load_balancers is None:
+            raise NotFound(f"{inst.id} runs no HAProxy on {inst.host}", field="id")
+        rows = await deps.load_balancers.stats(inst.id)
+        if not rows:
+            raise NotFound(f"{inst.id}'s HAProxy is not running on {inst.host}", field="id")
+        return web.json_response({"instance": inst.id, "host": inst.host, **summarize_lb(rows)})
     raw = await deps.engine.containers.stats(_created(inst))
     return web.json_response(summarize(raw).to_json())
 

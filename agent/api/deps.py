@@ -21,6 +21,7 @@ from agent.cluster.replica import Replica
 from agent.node.dns import DnsServer
 from agent.node.docker import Engine
 from agent.node.images import ImageManager
+from agent.node.lb import LoadBalancers
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 
@@ -60,6 +61,8 @@ class ApiDeps:
     """This host's image manager (pulls, peer transfers, uploads)."""
     dns: DnsServer | None = None
     """This host's DNS server (``agent/node/dns.py``)."""
+    load_balancers: LoadBalancers | None = None
+    """This host's HAProxy instances (their figures for ``/v1/containers/{id}/stats``)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -13,6 +13,7 @@ from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
 from agent.model.images import REGISTRY_RE
+from agent.model.lb import DRAIN_TIMEOUT, MAX_PRIORITY, MAX_RULES, PATH_RE, TARGET_RE, ServiceKind
 from agent.model.mounts import MAX_MOUNTS, MAX_PATH, VOLUME_NAME_PATTERN
 from agent.model.policy import Role
 from agent.model.scheduler import CONSTRAINT_PATTERN
@@ -112,6 +113,17 @@ CONFIG_FILES: Schema = {"type": "array", "minItems": 1, "maxItems": 256, "items"
         "path": {"type": "string", "maxLength": 1024, "description": "relative; \"\" for a single file"},
         "data": {"type": "string", "contentEncoding": "base64"}}}}
 
+PORT_NUMBER_SCHEMA: Schema = {"type": "integer", "minimum": 1, "maximum": 65535}
+LB_TARGET: Schema = {"type": "string", "pattern": TARGET_RE.pattern, "description": "SERVICE or STACK/SERVICE"}
+LB_RULE: Schema = {"type": "object", "additionalProperties": False, "required": ["port", "target", "target_port"],
+                   "properties": {
+                       "port": PORT_NUMBER_SCHEMA, "protocol": {"enum": ["http", "tcp"]},
+                       "hostname": nullable({"type": "string", "maxLength": 255,
+                                             "description": "www.example.com, *.example.com or example.* (http)"}),
+                       "path": nullable({"type": "string", "pattern": PATH_RE.pattern,
+                                         "description": "a path prefix (http)"}),
+                       "target": LB_TARGET, "target_port": PORT_NUMBER_SCHEMA,
+                       "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}}}
 SPEC_PROPERTIES: dict[str, Schema] = {
     "image": {"type": "string", "pattern": "\\S", "maxLength": MAX_IMAGE},
     "command": {"anyOf": [STR, {"type": "array", "items": STR}, NULL]},
@@ -181,6 +193,19 @@ SPEC_PROPERTIES: dict[str, Schema] = {
     "service_labels": STRING_MAP,
     "aliases": nullable({"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": NAME_PATTERN}}),
     "no_new_privileges": nullable({"type": "boolean"}),
+    "kind": {"enum": [k.value for k in ServiceKind],
+             "description": "container (the default: needs an image) or load-balancer (needs lb; runs HAProxy)"},
+    "lb": nullable({"type": "object", "additionalProperties": False, "required": ["rules"], "properties": {
+        "rules": {"type": "array", "minItems": 1, "maxItems": MAX_RULES, "items": LB_RULE},
+        "default": nullable({"type": "object", "additionalProperties": False, "required": ["target", "port"],
+                             "properties": {"target": LB_TARGET, "port": PORT_NUMBER_SCHEMA},
+                             "description": "where http requests no rule matches go (none: 503)"}),
+        "stickiness": nullable({"type": "boolean", "description": "a cookie keeps a client on one container"}),
+        "forwarded_for": nullable({"type": "boolean", "description": "http: X-Forwarded-For/-Proto (default true)"}),
+        "proxy_protocol": nullable({"type": "boolean", "description": "tcp: PROXY protocol v1 to the containers"}),
+        "drain_timeout": {"type": "number", "minimum": DRAIN_TIMEOUT[0], "maximum": DRAIN_TIMEOUT[1],
+                          "description": "seconds in-flight requests of a leaving container may take (default 10)"},
+    }, "description": "a load balancer's port rules (kind: load-balancer only)"}),
 }
 
 ENTITY: Schema = {"type": "object"}
@@ -196,12 +221,13 @@ SCHEMAS: dict[str, Schema] = {
         "items": {"type": "array", "items": OBJ}, "total": INT, "limit": INT, "offset": INT}},
     "StackCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
                     "properties": {"name": NAME, "environment": NAME}},
-    "ServiceSpec": {"type": "object", "required": ["image"], "additionalProperties": False,
+    "ServiceSpec": {"type": "object", "additionalProperties": False,
                     "properties": SPEC_PROPERTIES},
     "ServiceChange": {"type": "object", "additionalProperties": False, "minProperties": 1,
                       "properties": SPEC_PROPERTIES,
                       "description": "the fields to change; a placement given replaces the whole placement"},
-    "ServiceCreate": {"type": "object", "required": ["name", "stack", "image"], "additionalProperties": False,
+    "ServiceCreate": {"type": "object", "required": ["name", "stack"], "additionalProperties": False,
+                      "description": "image is required for kind container, lb for kind load-balancer",
                       "properties": {"name": NAME, "stack": {"type": "string", "minLength": 1, "maxLength": 256},
                                      **SPEC_PROPERTIES}},
     "Scale": {"type": "object", "required": ["scale"], "additionalProperties": False,
@@ -249,7 +275,7 @@ SCHEMAS: dict[str, Schema] = {
     "StackDeploy": {"type": "object", "required": ["services"], "additionalProperties": False, "properties": {
         "environment": NAME,
         "services": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME_PATTERN},
-                     "additionalProperties": {"type": "object", "required": ["image"], "additionalProperties": False,
+                     "additionalProperties": {"type": "object", "additionalProperties": False,
                                               "properties": SPEC_PROPERTIES}},
         "configs": nullable({"type": "object", "propertyNames": {"pattern": VOLUME_NAME_PATTERN},
                              "additionalProperties": {"type": "object", "required": ["files"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 from aiohttp import web
 
 from agent.api.auth import authorize, grants, write
@@ -12,11 +15,13 @@ from agent.api.views import find_service, find_stack, page, readable, service_en
 from agent.errors import BadRequest
 from agent.model import spec as specs
 from agent.model.commands import ServiceCreate, ServiceRemove, ServiceScale, ServiceSetState, ServiceUpdate
-from agent.model.entities import Service, ServiceState
+from agent.model.entities import Instance, Service, ServiceState
 from agent.model.images import reference_problem
+from agent.model.lb import ServiceKind
 from agent.model.policy import Permission
 from agent.model.spec import SERVICE_FIELDS
 from agent.node.docker import Engine
+from agent.node.lbconfig import summarize as summarize_lb
 
 
 async def list_services(request: web.Request) -> web.Response:
@@ -27,7 +32,37 @@ async def list_services(request: web.Request) -> web.Response:
 
 async def get_service(request: web.Request) -> web.Response:
     state = request.app[DEPS].replica.state
-    return web.json_response(service_view(state, find_service(state, ID.get(request), grants(request))))
+    service = find_service(state, ID.get(request), grants(request))
+    view = service_view(state, service)
+    if service.spec.kind is ServiceKind.LOAD_BALANCER:
+        view["lb_instances"] = await asyncio.gather(*(_lb_figures(request, i) for i in state.instances_of(service.id)))
+    return web.json_response(view)
+
+
+LB_FIGURES_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+async def _lb_figures(request: web.Request, inst: Instance) -> dict[str, object]:
+    """A load balancer instance's figures from HAProxy's stats on its host (asked there, as a container's
+    stats are), or why there are none."""
+    deps = request.app[DEPS]
+    base: dict[str, object] = {"instance": inst.id, "host": inst.host, "status": inst.status.value}
+    try:
+        if inst.host == deps.node.name:
+            rows = await deps.load_balancers.stats(inst.id) if deps.load_balancers else []
+            return {**base, **summarize_lb(rows)} if rows else {**base, "error": "its HAProxy is not running"}
+        url = deps.replica.api_of(inst.host)
+        if url is None:
+            return {**base, "error": f"host {inst.host} is not reachable"}
+        credential = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        async with deps.replica.session.get(f"{url}/v1/containers/{inst.id}/stats", headers=credential,
+                                            timeout=LB_FIGURES_TIMEOUT) as answer:
+            body = await answer.json()
+            if answer.status != 200:
+                return {**base, "error": str(body.get("message", answer.status))}
+            return {**base, **{k: v for k, v in body.items() if k not in ("instance", "host")}}
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        return {**base, "error": f"no figures from {inst.host}: {exc!r}"}
 
 
 def _changing(request: web.Request) -> Service:

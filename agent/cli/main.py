@@ -22,6 +22,7 @@ from agent.cli.execs import exec_
 from agent.cli.hosts import hosts
 from agent.cli.images import image, registry
 from agent.cli.keys import keys
+from agent.cli.lb import lb
 from agent.cli.output import CorralGroup
 from agent.cli.services import service
 from agent.cli.stacks import stack
@@ -188,7 +189,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, exec_, keys, login, logout, whoami, user, apikey, team, env,
-                 token, ca, registry, image, api, lab, drill, volume, config, settings, dns):
+                 token, ca, registry, image, api, lab, drill, volume, config, settings, dns, lb):
     cli.add_command(_command)
 
 

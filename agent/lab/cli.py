@@ -57,7 +57,8 @@ def lab() -> None:
               help="also run an image registry (Debian's docker-registry, TLS from a lab CA, htpasswd user `lab`) "
                    "on the bridge's address, port 5000, trusted by every host's dockerd and holding corral/base")
 @click.option("--example", is_flag=True,
-              help="then deploy the example stack web-server (nginx-cluster × 10) and print `corral ps`")
+              help="then deploy the example stack web-server (nginx-cluster × 10 and a load balancer on port 80 "
+                   "of every host), print `corral ps` and the URL to try")
 @click.pass_context
 def up(ctx: click.Context, count: int, subnet: str, with_registry: bool, example: bool) -> None:
     """Create hosts h1…hN and wait until every agent answers."""
@@ -80,7 +81,10 @@ def up(ctx: click.Context, count: int, subnet: str, with_registry: bool, example
         console.print(f"deploying {example_file.name} as stack web-server through {url}")
         ctx.invoke(stack_deploy, path=example_file, name="web-server", url=url, wait=True)
         ctx.invoke(ps, stack="web-server", service_=None, host=None, url=url)
-        console.print("try: corral lab exec h1 corral ps    |    corral lab exec h2 wget -qO- http://<address>/")
+        addresses = [lab_.host(f"h{n}").address for n in range(1, count + 1)]
+        console.print("the load balancer answers on port 80 of every host: try  curl http://"
+                      f"{addresses[0]}/  (or {', '.join(f'http://{a}/' for a in addresses[1:])}); "
+                      "`corral lab exec h1 corral lb ls` shows its figures")
 
 
 @lab.command()

@@ -104,6 +104,8 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
         path = f"services.{compose_name}"
         svc = compose_service.read(ctx, compose_name, path, body)
         compose_deploy.read(svc, body.get("deploy"))
+        if svc.spec.get("kind") == "load-balancer" and "mode" not in svc.spec and "scale" not in svc.spec:
+            svc.spec["mode"] = "global"  # a load balancer without replicas: one on every host
         svc.spec.setdefault("scale", 1)
         read_services[compose_name] = svc
     _depends(ctx, read_services)
@@ -120,12 +122,15 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
     return Compose(services, builds, ctx.configs, ctx.warnings, name)
 
 
+CORRAL_KEYS = ("x-corral", "x-corral-lb")
+
+
 def _without_extensions(value: object) -> object:
     """``value`` without its ``x-*`` keys at any depth (the file's own: the specification lets them be
-    anywhere), but ``x-corral``, which is Corral's."""
+    anywhere), but ``x-corral`` and ``x-corral-lb``, which are Corral's."""
     if isinstance(value, Mapping):
         return {k: _without_extensions(v) for k, v in value.items()
-                if not (isinstance(k, str) and k.startswith("x-") and k != "x-corral")}
+                if not (isinstance(k, str) and k.startswith("x-") and k not in CORRAL_KEYS)}
     if isinstance(value, list):
         return [_without_extensions(v) for v in value]
     return value

@@ -13,8 +13,10 @@ import shlex
 from collections.abc import Callable, Mapping
 
 from agent.model import compose_text
+from agent.model import lb as lb_rules
 from agent.model.compose_context import Build, Context, Service, flag, number, str_map, strings, text, whole
 from agent.model.compose_mounts import file_mounts, tmpfs_mounts, volume_mounts
+from agent.model.errors import SpecError
 from agent.model.spec import HEALTH_INTERVAL, duration
 
 PULL = {"always": "always", "missing": "if-not-present", "if_not_present": "if-not-present",
@@ -329,6 +331,26 @@ def _x_corral(s: Service, v: object) -> None:
         s.spec["on_host_loss"] = value
 
 
+def _x_corral_lb(s: Service, v: object) -> None:
+    """A load balancer: ``x-corral-lb: {rules: [...], default, stickiness, forwarded_for, proxy_protocol,
+    drain_timeout}``; a rule is a map or the CLI's ``PORT[/http|tcp]=SERVICE:PORT[,hostname=H][,path=/P]``."""
+    if not isinstance(v, Mapping):
+        raise s.error("x-corral-lb", "must be a map with rules")
+    if "image" in s.body or "build" in s.body:
+        raise s.error("x-corral-lb", "a load balancer runs HAProxy: it has no image or build")
+    raw = dict(v)
+    rules = raw.get("rules")
+    try:
+        if isinstance(rules, list):
+            raw["rules"] = [lb_rules.rule_from_text(r, f"lb.rules[{i}]") if isinstance(r, str) else r
+                            for i, r in enumerate(rules)]
+        lb_rules.parse(raw)
+    except SpecError as exc:
+        raise s.error("x-corral-lb" + (exc.field or "lb")[2:], exc.problem) from None
+    s.spec["kind"] = "load-balancer"
+    s.spec["lb"] = raw
+
+
 # ---------------------------------------------------------------------------- ports
 
 
@@ -439,6 +461,7 @@ MAPPED: dict[str, Callable[[Service, object], None]] = {
     "depends_on": _depends_on, "profiles": _profiles,
     "scale": _scale, "cpus": _cpus, "mem_limit": size_field("memory_limit", "mem_limit"),
     "mem_reservation": size_field("memory", "mem_reservation"), "x-corral": _x_corral,
+    "x-corral-lb": _x_corral_lb,
     "deploy": lambda s, v: None,  # read by compose_deploy, after the service's own keys
 }
 NOT_APPLIED = "ignored: not applied by Corral yet"

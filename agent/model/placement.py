@@ -14,6 +14,7 @@ from collections.abc import Set
 
 from agent.model.commands import PlacementsCommit
 from agent.model.entities import HostState, Service, ServiceState
+from agent.model.lb import HAPROXY_LABEL, ServiceKind
 from agent.model.mounts import VolumeScope, volume_key
 from agent.model.scheduler import (
     Constraint,
@@ -43,7 +44,9 @@ def host_facts(state: ClusterState, lost: Set[str], environment: str | None = No
 
 def _request(service: Service, slots: tuple[int, ...]) -> Request:
     spec = service.spec
-    rules = Rules(must=tuple(Constraint.parse(c) for c in spec.placement.must),
+    # a load balancer runs HAProxy on its host: only hosts that have it (their agent says so in a label)
+    lb = (Constraint(HAPROXY_LABEL, "==", "yes"),) if spec.kind is ServiceKind.LOAD_BALANCER else ()
+    rules = Rules(must=(*lb, *(Constraint.parse(c) for c in spec.placement.must)),
                   should=tuple(Constraint.parse(c) for c in spec.placement.should),
                   strategy=spec.placement.strategy, one_per_host=spec.placement.one_per_host,
                   spread=spec.placement.spread)

@@ -21,8 +21,10 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from agent.model import lb as lb_rules
 from agent.model import mounts as mount_rules
 from agent.model.errors import SpecError
+from agent.model.lb import LbSpec, ServiceKind
 from agent.model.mounts import Mount
 from agent.model.scheduler import Constraint, Strategy
 
@@ -54,7 +56,9 @@ SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale",
                   "sysctls", "ulimits", "extra_hosts", "dns", "stop_signal", "stop_grace_period", "shm_size",
                   "expose", "privileged", "tty", "stdin_open", "cpu_limit", "memory_limit",
                   "restart_max_attempts", "restart_delay", "restart_window", "depends_on", "service_labels",
-                  "aliases", "no_new_privileges")
+                  "aliases", "no_new_privileges",
+                  # since issue 17 (load balancers)
+                  "kind", "lb")
 CAPABILITY_PATTERN = r"^(?:CAP_)?[A-Z][A-Z0-9_]{0,31}$"
 SYSCTL_PATTERN = r"^[a-z0-9_][a-z0-9_./-]{0,127}$"
 SIGNAL_PATTERN = r"^(?:SIG)?[A-Z][A-Z0-9+-]{0,15}$|^[1-9][0-9]?$"
@@ -62,6 +66,8 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_PATTERN = rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$"
 HOSTNAME_RE = re.compile(HOSTNAME_PATTERN)
 MAX_LIST = 256
+LB_IMAGE = "haproxy"
+"""What a load balancer's ``image`` says when none is given: it runs Debian's haproxy on its host, not an image."""
 MAX_STOP_GRACE = 3600.0
 MAX_RESTART_ATTEMPTS = 10_000
 MAX_IMAGE = 255
@@ -259,6 +265,10 @@ class ServiceSpec:
     """More DNS names the service answers to on the stack's network."""
     no_new_privileges: bool = False
     """The container's processes cannot gain privileges (setuid binaries): Docker's ``no-new-privileges``."""
+    # Since issue 17: a load balancer is a service whose instances are HAProxy processes, not containers.
+    kind: ServiceKind = ServiceKind.CONTAINER
+    lb: LbSpec | None = None
+    """The load balancer's rules (``kind: load-balancer`` only)."""
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -284,6 +294,7 @@ class ServiceSpec:
             "restart_window": self.restart_window, "depends_on": {k: v.value for k, v in self.depends_on.items()},
             "service_labels": dict(self.service_labels), "aliases": list(self.aliases),
             "no_new_privileges": self.no_new_privileges,
+            "kind": self.kind.value, "lb": self.lb.to_request() if self.lb is not None else None,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -640,6 +651,13 @@ def parse(raw: object) -> ServiceSpec:
     unknown = sorted(str(k) for k in raw if k not in SERVICE_FIELDS and k != "name")
     if unknown:
         raise SpecError(unknown[0], "is not a field of a service")
+    kind = _enum(ServiceKind, raw.get("kind", "container"), "kind")
+    lb = None
+    if kind is ServiceKind.LOAD_BALANCER:
+        lb = lb_rules.parse(raw.get("lb"))
+        raw = {"image": LB_IMAGE, **raw}
+    elif raw.get("lb") is not None:
+        raise SpecError("lb", "applies to kind: load-balancer only")
     image = raw.get("image")
     if not isinstance(image, str) or not image.strip() or len(image) > MAX_IMAGE:
         raise SpecError("image", f"is required, at most {MAX_IMAGE} characters (for example corral/base)")
@@ -706,11 +724,13 @@ def parse(raw: object) -> ServiceSpec:
         service_labels=str_map(raw.get("service_labels"), "service_labels"),
         aliases=_strings(raw.get("aliases"), "aliases", NAME_RE, "a DNS name (lowercase letters, digits, '-')", 32),
         no_new_privileges=_bool(raw.get("no_new_privileges"), "no_new_privileges"),
+        kind=kind, lb=lb,
     )
 
 
 __all__ = [
-    "MAX_SCALE", "NAME_RE", "DependsOn", "HealthCheck", "HealthType", "HostLoss", "OnUnhealthy", "PlacementSpec",
+    "LB_IMAGE", "MAX_SCALE", "NAME_RE",
+    "DependsOn", "HealthCheck", "HealthType", "HostLoss", "OnUnhealthy", "PlacementSpec",
     "Port",
     "Protocol", "PullPolicy", "RestartPolicy", "ServiceMode", "ServiceSpec", "Ulimit", "duration", "health_check",
     "memory_bytes", "name", "parse", "seconds",

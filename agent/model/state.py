@@ -29,6 +29,7 @@ from typing import Protocol
 
 import msgpack
 
+from agent.model import lb as lb_rules
 from agent.model import spec as specs
 from agent.model.access import Access
 from agent.model.changes import Change, Topic
@@ -103,7 +104,7 @@ from agent.model.entities import (
     Stack,
     Status,
 )
-from agent.model.errors import CommandError, ErrorCode, bad_request, conflict, forbidden, not_found
+from agent.model.errors import CommandError, ErrorCode, SpecError, bad_request, conflict, forbidden, not_found
 from agent.model.images import Images
 from agent.model.mounts import MountType, volume_key
 from agent.model.policy import Grants, Permission, allowed
@@ -660,7 +661,37 @@ class ClusterState:
             raise conflict(f"service {name!r} exists in stack {stack.name!r}", "name")
         spec = specs.parse(cmd.spec)
         self.storage.check_spec(stack.environment, stack.name, spec)
+        self.check_ports_and_targets(stack.environment, stack.name, name, spec)
         return self._make_service(stack, name, spec, index, f"sv{index}")
+
+    def _peers(self, environment: str, exclude: Iterable[tuple[str, str]] = ()) -> list[lb_rules.Peer]:
+        skip = set(exclude)
+        out = []
+        for service in self.services.values():
+            stack = self.stacks.get(service.stack)
+            if stack is None or stack.environment != environment or (stack.name, service.name) in skip:
+                continue
+            out.append(_peer(stack.name, service.name, service.spec))
+        return out
+
+    def check_ports_and_targets(self, environment: str, stack: str, name: str, spec: specs.ServiceSpec,
+                                pending: Iterable[tuple[str, specs.ServiceSpec]] = (), field: str = "") -> None:
+        """A load balancer's targets exist (in the state or in ``pending``, the same deploy's services)
+        and its listen ports are bound by no other service of the environment; a service that publishes
+        ports does not take one a load balancer listens on. SpecError naming the field otherwise."""
+        pending = [(n, s) for n, s in pending if n != name]
+        others = self._peers(environment, [(stack, name), *((stack, n) for n, _ in pending)])
+        others += [_peer(stack, n, s) for n, s in pending]
+        prefix = f"{field}." if field else ""
+        if spec.lb is not None:
+            lb_rules.check_against(spec.lb, stack, others, f"{prefix}lb")
+        elif spec.ports:
+            for i, port in enumerate(spec.ports):
+                for p in others:
+                    if p.kind is lb_rules.ServiceKind.LOAD_BALANCER and port.published in p.host_ports \
+                            and port.protocol == specs.Protocol.TCP:
+                        raise SpecError(f"{prefix}ports[{i}]", f"port {port.published} is bound already by "
+                                                               f"load balancer {p.stack}/{p.name}")
 
     def _make_service(self, stack: Stack, name: str, spec: specs.ServiceSpec, index: int, id: str) -> Outcome:
         service = Service(id, stack.id, name, spec, ServiceState.ACTIVE, version=index, created=index, updated=index)
@@ -717,6 +748,10 @@ class ClusterState:
         if cmd.prune:
             plan.removed = sorted(set(existing) - set(cmd.services))
         names = (set(existing) - set(plan.removed)) | set(plan.specs)
+        kept = [(n, s.spec) for n, s in existing.items() if n not in plan.removed and n not in plan.specs]
+        for svc_name, spec in sorted(plan.specs.items()):
+            self.check_ports_and_targets(cmd.environment, name, svc_name, spec,
+                                         [*plan.specs.items(), *kept], f"services.{svc_name}")
         for svc_name, spec in sorted(plan.specs.items()):
             for dep in sorted(spec.depends_on):
                 if dep not in names:
@@ -784,6 +819,7 @@ class ClusterState:
         spec = service.spec.changed(cmd.spec)
         stack = self.stacks[service.stack]
         self.storage.check_spec(stack.environment, stack.name, spec)
+        self.check_ports_and_targets(stack.environment, stack.name, service.name, spec)
         self._put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
         self._event(index, EventKind.SERVICE_UPDATED, f"service {service.name} updated", service=service.id)
         return Outcome(index)
@@ -1007,3 +1043,9 @@ def _rows(body: dict[str, object], key: str) -> list[object]:
 
 
 __all__ = ["KV_ENVIRONMENT", "MAX_ERROR", "MAX_EVENTS", "SNAPSHOT_FORMAT", "ClusterState", "Entry"]
+
+
+def _peer(stack: str, name: str, spec: specs.ServiceSpec) -> lb_rules.Peer:
+    ports = spec.lb.ports() if spec.lb is not None else tuple(
+        p.published for p in spec.ports if p.published is not None and p.protocol == specs.Protocol.TCP)
+    return lb_rules.Peer(stack, name, spec.kind, ports)

@@ -32,6 +32,7 @@ from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
 from agent.model.changes import Change, Topic
 from agent.model.entities import Service, Stack, Status
+from agent.model.lb import ServiceKind
 from agent.model.mounts import MountType
 from agent.model.order import waiting_for
 from agent.model.spec import HealthType, PullPolicy
@@ -39,6 +40,7 @@ from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, NETWORK, Engine, EngineContainer, NameInUse
 from agent.node.health import HEALTHY, UNHEALTHY, HealthProber, ReplaceBackoff
 from agent.node.images import ImageManager, Wait
+from agent.node.lbconfig import drain_timeout_of, hold_for_drain
 from agent.node.plan import (
     CONTAINER_FIELDS,
     LATER_CONTAINER_FIELDS,
@@ -83,6 +85,7 @@ class Reconciler:
         self.paths = paths or HostPaths()
         self.waiting: dict[str, Wait] = {}
         self.ordered: dict[str, Wait] = {}
+        self._leaving: dict[str, float] = {}  # container → when first seen leaving while an LB sends to it
         self._restarts: dict[str, int] = {}  # instance → restarts made after a delay, in a row
         """Instances whose container waits for a service it depends on (``depends_on``) this pass."""
         """Instances whose container waits for its image this pass (and why: how far the fetch is)."""
@@ -237,8 +240,8 @@ class Reconciler:
         cache: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         for inst in self.state.instances_on(self.host):
             service = self.state.services.get(inst.service)
-            if service is None:
-                continue
+            if service is None or service.spec.kind is ServiceKind.LOAD_BALANCER:
+                continue  # a load balancer is an HAProxy process, run by agent/node/lb.py
             stack = self.state.stacks[service.stack]
             # all of an instance that shapes its container (with the content of the configs it mounts)
             key = (inst.generation, inst.desired.value, *self._config_digests(service, stack))
@@ -464,6 +467,7 @@ class Reconciler:
         (``ReplaceBackoff``) and wake up when it may go; an instance seen healthy starts over."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        actions = self._hold_for_drain(actions, seen, now)
         for c in seen:
             if c.health == HEALTHY:
                 self.backoff.healthy(c.instance)
@@ -478,6 +482,22 @@ class Reconciler:
             self._retry.cancel()
         self._retry = loop.call_later(min(held.values()) + 0.05, self.kick)
         return [a for a in actions if a.instance not in held or a.reason not in (Why.UNHEALTHY, Why.REPLACE_UNHEALTHY)]
+
+    def _hold_for_drain(self, actions: list[Action], seen: Sequence[EngineContainer], now: float) -> list[Action]:
+        """Keep a container that a load balancer sends to for its drain timeout after it was scaled away
+        or its service stopped, so the balancers drain it (no new requests, in-flight ones finish)
+        before it stops."""
+        services = {c.id: c.labels.get(LABEL_PREFIX + "service", "") for c in seen}
+        leaving = {a.container: drain_timeout_of(self.state, services.get(a.container, ""))
+                   for a in actions if a.container and a.kind in (ActionKind.STOP, ActionKind.REMOVE)
+                   and a.reason in (Why.NOT_ASSIGNED, Why.SERVICE_STOPPED)}
+        held, wake = hold_for_drain(leaving, self._leaving, now)
+        if not held:
+            return actions
+        log.info("keeping %d container(s) while load balancers drain them", len(held))
+        assert wake is not None
+        asyncio.get_running_loop().call_later(max(0.0, wake - now) + 0.05, self.kick)
+        return [a for a in actions if a.container not in held]
 
     def _with_health(self, desired: Mapping[str, Desired],
                      observed: Sequence[EngineContainer]) -> list[EngineContainer]:

@@ -1,7 +1,7 @@
 """One agent: every resource it runs, started in one place, in order, and stopped in reverse.
 
     data dir (locked) → cluster secret → Docker Engine (proven reachable) → HTTP client session
-    → gossip (:7946) → Raft (:7947: SQLite log, transport, driver) → leader loop → reconciler
+    → gossip (:7946) → Raft (:7947: SQLite log, transport, driver) → leader loop → reconciler → load balancers
     → keyring follower → overlay → health monitor → HTTP API (:8080)
 
 Each stage is an async context manager entered on one ``AsyncExitStack``: when a stage fails to start,
@@ -36,11 +36,13 @@ from agent.control.leader import Leader
 from agent.errors import BadRequest, DataDirError
 from agent.model.changes import Topic
 from agent.model.commands import Command, InstanceStatus
+from agent.model.lb import HAPROXY_LABEL
 from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
 from agent.node.dns import DnsConfig, DnsServer
 from agent.node.docker import DockerEngine, Engine
 from agent.node.images import ImageEngine, ImageManager
+from agent.node.lb import LoadBalancers, haproxy_binary
 from agent.node.overlay import OverlayRuntime, load_or_make_key
 from agent.node.plan import HostPaths, Observed
 from agent.node.reconciler import Reconciler
@@ -88,6 +90,7 @@ class Agent:
         self.replica: Replica | None = None
         self.leader: Leader | None = None
         self.reconciler: Reconciler | None = None
+        self.load_balancers: LoadBalancers | None = None
         self.images: ImageManager | None = None
         self.overlay: OverlayRuntime | None = None
         self.dns: DnsServer | None = None
@@ -98,7 +101,7 @@ class Agent:
             ("data dir", self._data_dir), ("secret", self._secret), ("docker", self._docker),
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
             ("leader", self._leader), ("admin", self._admin), ("certificate", self._certificate),
-            ("images", self._images), ("reconciler", self._reconciler),
+            ("images", self._images), ("reconciler", self._reconciler), ("load balancers", self._load_balancers),
             ("keyring", self._keyring), ("overlay", self._overlay), ("dns", self._dns),
             ("health", self._health), ("http", self._http),
         ]
@@ -180,7 +183,8 @@ class Agent:
         mem = hostinfo.meminfo()
         _, overlay_public = load_or_make_key(config.data_dir)
         self.meta = {"api": self.api_url(), "raft": f"{config.bind}:{config.raft_port}", "manager": config.manager,
-                     "labels": dict(config.labels), "cpus": hostinfo.cpu_count(), "memory": mem.get("total", 0),
+                     "labels": {HAPROXY_LABEL: "yes" if haproxy_binary() else "missing", **dict(config.labels)},
+                     "cpus": hostinfo.cpu_count(), "memory": mem.get("total", 0),
                      "key_ids": keyring.ids(ring), "overlay_key": overlay_public.hex(), "health": "starting"}
         gossip = GossipNode(config.name, (config.bind, config.gossip_port), dict(self.meta),
                             ring.channel(b"gossip", replay_window=GOSSIP_REPLAY_WINDOW))
@@ -326,6 +330,22 @@ class Agent:
             yield
 
     @contextlib.asynccontextmanager
+    async def _load_balancers(self) -> AsyncIterator[None]:
+        replica, name = self._replica(), self.config.name
+
+        async def report(instance: str, observed: Observed) -> None:
+            await replica.propose_anywhere(InstanceStatus(
+                id=instance, host=name, status=observed.status, exit_code=observed.exit_code,
+                container_id=observed.container_id, ip=observed.ip, ports=observed.ports, error=observed.error,
+                health=observed.health, health_detail=observed.health_detail))
+
+        balancers = LoadBalancers(name, self.state, self.config.data_dir, report, haproxy_binary())
+        async with balancers.running(self.feed):
+            self.load_balancers = balancers
+            self.health.add("load balancers", balancers.problem)
+            yield
+
+    @contextlib.asynccontextmanager
     async def _keyring(self) -> AsyncIterator[None]:
         ring = self._ring()
 
@@ -369,7 +389,8 @@ class Agent:
         deps = ApiDeps(node=NodeInfo(config.name, config.bind, self.api_url(), self.data_dir.node_id),
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
-                       images=self.images, dns=self.dns)
+                       images=self.images, dns=self.dns,
+                       load_balancers=self.load_balancers)
         runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()
