@@ -68,8 +68,17 @@ def lb_create(ref: str, rules: tuple[str, ...], default: str | None, scale: int 
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
+    """A rule as the service's spec shows it (``target: {stack, service, port}``), in --rule's form."""
     where = "".join(f",{k}={rule[k]}" for k in ("hostname", "path") if rule.get(k))
-    return f"{rule['port']}/{rule['protocol']}={rule['target']}:{rule['target_port']}{where}"
+    if rule.get("priority"):
+        where += f",priority={rule['priority']}"
+    target = rule["target"]
+    if isinstance(target, dict):
+        name = f"{target['stack']}/{target['service']}" if target.get("stack") else target["service"]
+        port = target["port"]
+    else:  # the request's flat form
+        name, port = target, rule["target_port"]
+    return f"{rule['port']}/{rule['protocol']}={name}:{port}{where}"
 
 
 @lb.command("ls")

@@ -15,6 +15,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli.client import DEFAULT_URL, ApiError
 from agent.model.compose import ComposeError
@@ -48,7 +49,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for col in columns:
         out.add_column(col)
     for row in rows:
-        out.add_row(*[("-" if v is None else str(v)) for v in row])
+        out.add_row(*[Text("-" if v is None else str(v)) for v in row])  # plain text: a reason may hold "[…]"
     console.print(out)
 
 

@@ -59,6 +59,7 @@ log = logging.getLogger("corral.lb")
 SAFETY_PERIOD = 5.0
 DRAIN_PERIOD = 0.5
 START_TIMEOUT = 5.0
+RETRY_MAX = 30.0  # seconds between tries of a load balancer that fails to start, at most
 OK_ANSWERS = ("", "New server registered.", "Server deleted.")
 """What HAProxy's admin socket answers to a command it carried out (anything else is a refusal)."""
 
@@ -103,6 +104,9 @@ class Balancer:
     draining: dict[str, Draining] = dataclasses.field(default_factory=dict)
     error: str | None = None
     drain_timeout: float = 10.0
+    failures: int = 0
+    """Starts in a row that failed (a port in use…): the next is tried only after a back-off."""
+    retry_at: float = 0.0
 
     @property
     def config(self) -> Path:
@@ -131,6 +135,27 @@ class Balancer:
         return None
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+async def _alerts(path: Path) -> str:
+    """What HAProxy said before it gave up: its ALERT lines (its master writes them as the starting
+    process exits, so the file is read again for a moment until they are there)."""
+    text = ""
+    for _ in range(10):
+        text = _read(path)
+        alerts = [line.split(":", 1)[1].strip() if ":" in line else line
+                  for line in text.splitlines() if "[ALERT]" in line]
+        if alerts:
+            return "; ".join(alerts[-2:])[-400:]
+        await asyncio.sleep(0.05)
+    return text.strip()[-300:] or "it exited at once with nothing said"
+
+
 def _is_haproxy_of(pid: int, config: Path) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -154,11 +179,18 @@ class LoadBalancers:
         self._kick = asyncio.Event()
         self.balancers: dict[str, Balancer] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self.failed_passes = 0
         self.last_error: str | None = None
 
     def kick(self) -> None:
         self._kick.set()
+
+    def _wake_at(self, delay: float) -> None:
+        """A pass after ``delay`` seconds (a retry that is due then)."""
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(delay + 0.05, self.kick)
 
     def concerns(self, change: Change) -> bool:
         if change.topic is Topic.HOST:
@@ -234,6 +266,9 @@ class LoadBalancers:
         paths = (str(b.folder / "admin.sock"), str(b.pidfile), service.id)
         layout = render(spec, stack.name, items, [], *paths)
         alive = b.master() is not None
+        if not alive and layout == b.refused and now < b.retry_at:
+            self._wake_at(b.retry_at - now)  # it failed to start: not again at every pass
+            return
         if (not alive or (layout != b.layout and layout != b.refused)) and \
                 await self._load(b, render(spec, stack.name, items, want.values(), *paths), layout):
             b.loaded, b.have, b.draining = (spec, items), dict(want), {}
@@ -319,17 +354,25 @@ class LoadBalancers:
                 log.warning("%s: %s", b.instance, b.error)
                 return False
         else:
-            start = await asyncio.create_subprocess_exec(
-                self.binary, "-W", "-D", "-f", str(b.config), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-            output, _ = await start.communicate()
+            # its output goes to a file, not a pipe: the daemonized worker keeps a copy of the descriptor,
+            # so a pipe would never reach its end and the agent would wait for it forever
+            out = os.open(b.folder / "haproxy.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                start = await asyncio.create_subprocess_exec(
+                    self.binary, "-W", "-D", "-f", str(b.config), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            finally:
+                os.close(out)
+            await asyncio.wait_for(start.wait(), START_TIMEOUT)
             if start.returncode != 0:
-                b.error = "haproxy did not start: " + output.decode(errors="replace").strip()[-300:]
+                b.error = "haproxy did not start: " + await _alerts(b.folder / "haproxy.out")
                 b.refused = layout
+                b.failures += 1
+                b.retry_at = asyncio.get_running_loop().time() + min(RETRY_MAX, 2.0 ** (b.failures - 1))
                 log.warning("%s: %s", b.instance, b.error)
                 return False
             await self._until(lambda: self._worker(b), lambda pid: pid is not None)
-        b.layout, b.refused, b.error = layout, None, None
+        b.layout, b.refused, b.error, b.failures = layout, None, None, 0
         log.info("%s: haproxy %s", b.instance, "reloaded" if master else "started")
         return True
 

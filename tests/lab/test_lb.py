@@ -87,18 +87,18 @@ def test_rules_route_by_hostname_and_by_path(lab: Lab) -> None:
                   timeout=120)
     assert made.returncode == 0, made.stdout + made.stderr
     made = corral("lb", "create", f"{STACK}/edge", "--scale", "1",
-                  "--rule", "8080=nginx-cluster:80,hostname=*.example.com",
-                  "--rule", "8080=api:80,path=/api", "--rule", "8080=api:80,hostname=api.*,priority=5",
+                  "--rule", "8088=nginx-cluster:80,hostname=*.example.com",
+                  "--rule", "8088=api:80,path=/api", "--rule", "8088=api:80,hostname=api.*,priority=5",
                   env=env, timeout=120)
     assert made.returncode == 0, made.stdout + made.stderr
     until("edge with 11 servers up", lambda: lb_ready(lab, "edge", 11), timeout=60)
     (edge,) = containers(lab, "h1", service=service(lab, "edge")["id"])
     address = lab.host(edge["host"]).address
-    assert get(address, 8080, "/", "www.example.com")[1].startswith("<h1>"), "*.example.com → nginx-cluster"
-    assert get(address, 8080, "/api/", "www.other.org")[1].strip() == "API-PAGE", "/api → api"
-    assert get(address, 8080, "/api/", "api.example.com")[1].strip() == "API-PAGE"
-    assert get(address, 8080, "/", "api.example.com")[0] == 404, "api.* → api (priority 5), which has no /"
-    assert get(address, 8080, "/", "www.other.org")[0] == 503, "no rule and no default: 503"
+    assert get(address, 8088, "/", "www.example.com")[1].startswith("<h1>"), "*.example.com → nginx-cluster"
+    assert get(address, 8088, "/api/", "www.other.org")[1].strip() == "API-PAGE", "/api → api"
+    assert get(address, 8088, "/api/", "api.example.com")[1].strip() == "API-PAGE"
+    assert get(address, 8088, "/", "api.example.com")[0] == 404, "api.* → api (priority 5), which has no /"
+    assert get(address, 8088, "/", "www.other.org")[0] == 503, "no rule and no default: 503"
     listed = corral("lb", "ls", env=env)
     assert listed.returncode == 0 and "web-server/edge" in listed.stdout and "web-server/lb" in listed.stdout
 

@@ -133,3 +133,12 @@ def test_service_create_refuses_a_bad_health_option_before_asking_any_agent(args
                   "--host", f"http://127.0.0.1:{_free_port()}")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_table_cell_with_brackets_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """A reason such as HAProxy's "Binding [/x/haproxy.cfg:20] … [0.0.0.0:8080]" is text, not rich markup
+    (it once made `corral ps` die with a MarkupError)."""
+    from agent.cli.output import table
+
+    table("t", ["error"], [["Binding [/x/haproxy.cfg:20] for [0.0.0.0:8080] [/bold]"]])
+    assert "[/x/haproxy.cfg:20]" in capsys.readouterr().out

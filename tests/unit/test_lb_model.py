@@ -164,3 +164,14 @@ def test_a_load_balancer_goes_only_to_hosts_with_haproxy() -> None:
     assert Counter(i.host for i in log.state.instances_of(two)) == Counter({"h1": 1, "h3": 1})
     why = log.state.services[two].unplaced
     assert why is not None and "corral.haproxy==yes" in why[0][1], why
+
+
+def test_lb_ls_shows_a_rule_as_the_spec_holds_it_in_the_rule_option_form() -> None:
+    from agent.cli.lb import _rule_text
+
+    spec = {"port": 8088, "hostname": "api.*", "path": None, "priority": 5, "protocol": "http",
+            "target": {"service": "api", "port": 80, "stack": None}}
+    assert _rule_text(spec) == "8088/http=api:80,hostname=api.*,priority=5"
+    other = {**spec, "hostname": None, "path": "/x", "priority": 0,
+             "target": {"service": "db", "port": 5432, "stack": "data"}}
+    assert _rule_text(other) == "8088/http=data/db:5432,path=/x"

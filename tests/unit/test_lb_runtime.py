@@ -188,3 +188,40 @@ async def test_a_rule_change_reloads_without_refusing_connections_and_a_refused_
     finally:
         for b in lbs.balancers.values():
             await lbs._stop(b)
+
+
+async def test_a_port_in_use_is_the_reason_and_the_start_is_retried_with_a_back_off(
+        containers: tuple[int, dict[str, int]], tmp_path: Path) -> None:
+    """HAProxy cannot bind its port (another program holds it): the instance's error is HAProxy's own
+    alert, not tried again at every pass but after a back-off, and it starts once the port is free."""
+    port, _ = containers
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    listen = int(taken.getsockname()[1])
+    log, _, _ = world(port, listen)
+    reports: list[tuple[str, Observed]] = []
+
+    async def report(instance: str, observed: Observed) -> None:
+        reports.append((instance, observed))
+    lbs = LoadBalancers("h1", log.state, tmp_path, report, haproxy_binary())
+    try:
+        await lbs.sync_once()
+        (balancer,) = lbs.balancers.values()
+        assert balancer.master() is None and balancer.failures == 1
+        assert "cannot bind socket" in (balancer.error or "") and f":{listen}" in (balancer.error or ""), \
+            balancer.error
+        assert reports[-1][1].error == balancer.error and reports[-1][1].status is not Status.RUNNING
+        for _ in range(5):  # passes in a row (each report wakes one): no new start before the back-off
+            await lbs.sync_once()
+        assert balancer.failures == 1, "not retried at every pass"
+        taken.close()
+        await asyncio.sleep(max(0.0, balancer.retry_at - asyncio.get_running_loop().time()) + 0.05)
+        await lbs.sync_once()
+        assert balancer.master() is not None and balancer.error is None and balancer.failures == 0
+        assert reports[-1][1].status is Status.RUNNING
+    finally:
+        taken.close()
+        for b in lbs.balancers.values():
+            await lbs._stop(b)
