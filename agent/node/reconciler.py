@@ -224,8 +224,9 @@ class Reconciler:
             c = listed.get(container)
             if c is None or c.state not in ("running", "restarting") or passes >= DIE_RECHECKS:
                 del self._died[container]
-                continue
-            self._died[container] = passes + 1
+            else:
+                self._died[container] = passes + 1
+        if self._died:  # one look again for all of them
             asyncio.get_running_loop().call_later(DIE_RECHECK, self.kick)
 
     # ------------------------------------------------------------------ one pass
