@@ -177,6 +177,10 @@ class Engine(Protocol):
 
     async def ensure_network(self, subnet: str) -> bool: ...
 
+    async def network_addresses(self) -> set[str]:
+        """The IPv4 addresses of every endpoint on the ``corral`` network, Corral's or not."""
+        ...
+
     async def volumes(self) -> dict[str, dict[str, Any]]: ...
 
     async def create_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
@@ -423,6 +427,19 @@ class DockerEngine:
             "Labels": {LABEL_PREFIX + "network": "overlay"},
         }))
         return True
+
+    async def network_addresses(self) -> set[str]:
+        """The IPv4 addresses of every endpoint on the ``corral`` network, Corral's containers or not
+        (a container someone ran with ``--network corral`` holds its address as much as ours do)."""
+        try:
+            current = await self._call("a network inspect", self._client.networks.get(NETWORK))
+            info = await self._call("a network inspect", current.show())
+        except EngineRefused as exc:
+            if exc.status == NOT_FOUND:
+                return set()
+            raise
+        return {str(e.get("IPv4Address") or "").split("/")[0]
+                for e in (info.get("Containers") or {}).values() if e.get("IPv4Address")}
 
     @property
     def containers(self) -> Containers:

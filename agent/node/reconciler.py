@@ -26,6 +26,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 
 from agent.cluster.feed import Feed, Subscription
@@ -398,21 +399,40 @@ class Reconciler:
             await containers.stop(action.container)
         elif action.kind is ActionKind.START and action.container:
             self._inspected.pop(action.container, None)
-            await containers.start(action.container)
+            try:
+                await containers.start(action.container)
+            except EngineUnreachable:
+                address = next((c.address for c in self._seen if c.id == action.container), None)
+                if address and address in await self._network_addresses():
+                    # made with an address another container took since: made again, with a free one
+                    log.warning("%s's address %s is taken by another container: it is made again", name, address)
+                    await containers.remove(action.container)
+                raise
         elif action.kind is ActionKind.CREATE and action.desired is not None:
             await self._create(action.desired)
 
-    def _claim_address(self) -> str | None:
+    async def _network_addresses(self) -> set[str]:
+        """Every address on the ``corral`` network now; empty when the engine cannot say (a start that
+        collides then fails and is redone, so a guess costs one retry, never a wrong address)."""
+        try:
+            return await self.engine.network_addresses()
+        except EngineUnreachable as exc:
+            log.warning("the corral network's addresses: %s", exc)
+            return set()
+
+    def _claim_address(self, taken: AbstractSet[str] = frozenset()) -> str | None:
         """A free address of this host's /24 for a new container (None: let Docker choose): not the
-        gateway, not one a container here has or was given, not one the state records here."""
-        me = self.state.hosts.get(self.host)
-        if me is None or not me.subnet:
+        gateway, not one a container here has or was given, not one the state records here, not one
+        any container on the network holds (``taken``: the drill's probe, a user's ``docker run
+        --network corral``, none of them Corral's)."""
+        subnet = self._subnet_here()
+        if subnet is None:
             return None
-        used = set(self._claimed)
+        used = set(self._claimed) | taken
         for c in self._seen:
             used.update(a for a in (c.ip, c.address) if a)
         used.update(i.ip for i in self.state.instances_on(self.host) if i.ip)
-        hosts = ipaddress.IPv4Network(me.subnet).hosts()
+        hosts = ipaddress.IPv4Network(subnet).hosts()
         next(hosts, None)  # the gateway: the bridge's own address, where the DNS server listens
         for address in hosts:
             if str(address) not in used:
@@ -438,7 +458,24 @@ class Reconciler:
     async def _create(self, want: Desired) -> None:
         if self.storage is not None:
             await self.storage.prepare(want)
-        await self._create_at(want, self._claim_address())
+        if self._subnet_here() is None:
+            await self._create_at(want, None)
+            return
+        taken = await self._network_addresses()
+        address = self._claim_address(taken)
+        try:
+            await self._create_at(want, address)
+        except EngineUnreachable:
+            if address is None or address not in await self._network_addresses():
+                raise
+            # another container took the address between the look and the start: once more, with another
+            log.warning("%s: address %s was taken meanwhile; made again with another", want.name, address)
+            await self.engine.containers.remove(want.name)
+            await self._create_at(want, self._claim_address(taken | {address}))
+
+    def _subnet_here(self) -> str | None:
+        me = self.state.hosts.get(self.host)
+        return me.subnet if me is not None and me.subnet else None
 
     async def _create_at(self, want: Desired, address: str | None) -> None:
         containers = self.engine.containers

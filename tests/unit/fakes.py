@@ -97,6 +97,10 @@ class FakeContainers:
 
     async def start(self, container_id: str) -> None:
         c = self._get(container_id)
+        address = c.summary().address
+        if address and address in await self.engine.network_addresses():  # Docker's IPAM refuses it
+            raise EngineRefused(500, "Docker Engine at fake://docker refused a container start: "
+                                "Address already in use")
         c.state = "running"
         c.starts.append(time.time())
 
@@ -104,8 +108,10 @@ class FakeContainers:
         c = self._get(container_id)
         c.state, c.exit_code = "exited", 0
 
-    async def remove(self, container_id: str) -> None:
-        self.engine.containers_by_id.pop(container_id, None)
+    async def remove(self, container_id: str) -> None:  # an id or a name, as Docker takes
+        for c in list(self.engine.containers_by_id.values()):
+            if container_id in (c.id, c.name):
+                del self.engine.containers_by_id[c.id]
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:
@@ -206,6 +212,7 @@ class FakeEngine:
         self.saved: dict[str, bytes] = {}
         self.volume_labels: dict[str, dict[str, str]] = {}
         self.execs: list[FakeExec] = []
+        self.foreign: set[str] = set()  # addresses held on the network by containers Corral does not manage
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "fake", "ApiVersion": "1.41"}
@@ -268,6 +275,10 @@ class FakeEngine:
 
     async def remove_volume(self, name: str) -> None:
         self.volume_labels.pop(name, None)
+
+    async def network_addresses(self) -> set[str]:
+        """Addresses of the running containers, Corral's or not (``foreign``: others on the network)."""
+        return {c.summary().ip or "" for c in self.containers_by_id.values() if c.state == "running"} | self.foreign
 
     async def ensure_network(self, subnet: str) -> bool:
         if self.networks and self.networks[-1] == subnet:

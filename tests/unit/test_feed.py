@@ -41,7 +41,7 @@ from mesh.raft.driver import RaftDriver
 from mesh.raft.storage import AsyncMemoryStorage
 from mesh.raft.transport import RaftTransport
 from mesh.waiting import until_async
-from tests.unit.fakes import FakeContainers, FakeEngine
+from tests.unit.fakes import FakeContainer, FakeContainers, FakeEngine
 
 
 def test_a_subscription_keeps_what_it_wants_and_collapses_when_it_falls_behind() -> None:
@@ -291,3 +291,70 @@ async def test_a_new_container_gets_an_address_of_the_hosts_24_in_the_state_befo
         assert asked == addresses[c.config["Labels"]["corral.instance"]]
         assert c.config["HostConfig"]["Dns"] == [f"{prefix}.1"]
         assert c.config["HostConfig"]["DnsSearch"] == ["web.default.corral.internal", "default.corral.internal"]
+
+
+def _three_on_h1(cluster: Cluster) -> str:
+    cluster.apply(HostRegister("h1", "10.77.0.11"))
+    cluster.apply(StackCreate("web"))
+    cluster.apply(ServiceCreate("st2", "nginx", {"image": "corral/base", "scale": 3}))
+    cluster.apply(PlacementsCommit("sv3", ((1, "h1"), (2, "h1"), (3, "h1"))))
+    return cluster.state.hosts["h1"].subnet.rsplit(".", 1)[0]
+
+
+def _asked(c: FakeContainer) -> str:
+    return str(c.config["NetworkingConfig"]["EndpointsConfig"]["corral"]["IPAMConfig"]["IPv4Address"])
+
+
+async def test_an_address_held_by_a_container_corral_does_not_manage_is_not_given(slow_safety: None) -> None:
+    """The drill's probe container (or a user's `docker run --network corral`) holds .2 and .3: Docker
+    would refuse to start a container asking for either ("Address already in use"), forever."""
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    prefix = _three_on_h1(cluster)
+    engine.foreign = {f"{prefix}.2", f"{prefix}.3"}
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+    asked = {_asked(c) for c in engine.containers_by_id.values()}
+    assert len(asked) == 3 and not asked & engine.foreign
+    assert all(c.state == "running" for c in engine.containers_by_id.values())
+    assert rec.errors == {}
+
+
+async def test_an_address_taken_between_the_look_and_the_start_is_given_up_for_another(
+        slow_safety: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    _three_on_h1(cluster)
+    start = FakeContainers.start
+    stolen: list[str] = []
+
+    async def someone_takes_it_first(self: FakeContainers, container_id: str) -> None:
+        if not stolen:  # a foreign container starts on the very address the first of ours asked for
+            stolen.append(_asked(engine.containers_by_id[container_id]))
+            engine.foreign.add(stolen[0])
+        await start(self, container_id)
+
+    monkeypatch.setattr(FakeContainers, "start", someone_takes_it_first)
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+    containers = list(engine.containers_by_id.values())
+    assert len(containers) == 3 and all(c.state == "running" for c in containers), "made again at once"
+    assert stolen and stolen[0] not in {_asked(c) for c in containers}
+    assert rec.errors == {}
+
+
+async def test_a_created_container_whose_address_was_taken_since_is_made_again() -> None:
+    """Made (not started) by an earlier run of the agent; its address is someone else's now."""
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    prefix = _three_on_h1(cluster)
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+    first = next(c for c in engine.containers_by_id.values() if c.config["Labels"]["corral.instance"] == "c4-1")
+    first.state = "created"
+    engine.foreign.add(_asked(first))
+    async with reconciling(cluster, engine, reports) as rec:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            mine = [c for c in engine.containers_by_id.values() if c.config["Labels"]["corral.instance"] == "c4-1"]
+            if mine and mine[0].state == "running":
+                break
+    assert len(mine) == 1 and mine[0].id != first.id and _asked(mine[0]) not in engine.foreign
+    assert _asked(mine[0]).startswith(prefix + ".")
