@@ -409,6 +409,24 @@ class LoadBalancers:
                 os.kill(master, signal.SIGTERM)
         asyncio.get_running_loop().call_later(b.drain_timeout + 1.0, force)
 
+    async def stop_and_wait(self, b: Balancer) -> None:
+        """:meth:`_stop`, and wait until the master is gone: a soft stop asked again every 0.2 s (a
+        SIGUSR1 that reaches a master still setting up is lost), ended by SIGTERM after the drain
+        timeout and SIGKILL a second later. For tests and for a host that shuts its balancers down."""
+        master = b.master()
+        if master is None:
+            return
+        await self._stop(b)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while b.master() == master:
+            waited = loop.time() - started
+            sig = (signal.SIGKILL if waited > b.drain_timeout + 1.0 else
+                   signal.SIGTERM if waited > b.drain_timeout else signal.SIGUSR1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(master, sig)
+            await asyncio.sleep(0.2)
+
     async def _report_one(self, inst: Instance, b: Balancer | None) -> None:
         service = self.state.services.get(inst.service)
         ports = tuple(f"{p}/tcp" for p in service.spec.lb.ports()) if service and service.spec.lb else ()

@@ -127,7 +127,7 @@ async def test_servers_change_without_a_reload_and_leave_by_draining(
             assert backend["servers"][0]["requests"] >= 6 and figures["errors"] == 0 and figures["sessions"] == 0
     finally:
         for b in lbs.balancers.values():
-            await lbs._stop(b)
+            await lbs.stop_and_wait(b)
 
 
 async def _synced_empty(lbs: LoadBalancers) -> bool:
@@ -187,7 +187,7 @@ async def test_a_rule_change_reloads_without_refusing_connections_and_a_refused_
                 assert await get(session, listen), "the running HAProxy keeps serving"
     finally:
         for b in lbs.balancers.values():
-            await lbs._stop(b)
+            await lbs.stop_and_wait(b)
 
 
 async def test_a_port_in_use_is_the_reason_and_the_start_is_retried_with_a_back_off(
@@ -224,4 +224,4 @@ async def test_a_port_in_use_is_the_reason_and_the_start_is_retried_with_a_back_
     finally:
         taken.close()
         for b in lbs.balancers.values():
-            await lbs._stop(b)
+            await lbs.stop_and_wait(b)
