@@ -230,7 +230,8 @@ TTY = BoolParam("tty", "a terminal in the container (output and errors merged, a
 INTERACTIVE = BoolParam("interactive", "attach the command's standard input")
 DNS_NAME = StrParam("name", "a DNS name: SERVICE.STACK.ENVIRONMENT.corral.internal, a container's name under its "
                     "stack's domain, or Y.X.42.10.in-addr.arpa", max_length=255)
-DNS_TYPE = EnumParam("type", "the record type asked for (default A)", values=("A", "AAAA", "SRV", "PTR", "ANY"))
+DNS_TYPE = EnumParam("type", "the record type asked for (default A)",
+                     values=("A", "AAAA", "SRV", "PTR", "CNAME", "ANY"))
 MEMBER_STATE = EnumParam("state", "member state", values=("alive", "suspect", "dead", "left"))
 
 MAX_KEY = 512

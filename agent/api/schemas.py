@@ -12,6 +12,8 @@ from __future__ import annotations
 from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
+from agent.model.external import HOSTNAME_RE as EXTERNAL_HOSTNAME
+from agent.model.external import MAX_ADDRESSES as EXTERNAL_MAX
 from agent.model.images import REGISTRY_RE
 from agent.model.lb import DRAIN_TIMEOUT, MAX_PRIORITY, MAX_RULES, PATH_RE, TARGET_RE, ServiceKind
 from agent.model.mounts import MAX_MOUNTS, MAX_PATH, VOLUME_NAME_PATTERN
@@ -194,7 +196,18 @@ SPEC_PROPERTIES: dict[str, Schema] = {
     "aliases": nullable({"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": NAME_PATTERN}}),
     "no_new_privileges": nullable({"type": "boolean"}),
     "kind": {"enum": [k.value for k in ServiceKind],
-             "description": "container (the default: needs an image) or load-balancer (needs lb; runs HAProxy)"},
+             "description": "container (the default: needs an image), load-balancer (needs lb; runs HAProxy) or "
+                            "external (needs external; runs nothing: a DNS name for outside addresses or a host)"},
+    "external": nullable({"type": "object", "additionalProperties": False, "properties": {
+        "addresses": nullable({"type": "array", "maxItems": EXTERNAL_MAX, "items": {"type": "string", "format": "ipv4"},
+                               "description": "A records (not 10.42.0.0/16, the containers' own)"}),
+        "hostname": nullable({"type": "string", "pattern": EXTERNAL_HOSTNAME.pattern,
+                              "description": "a CNAME target outside corral.internal"}),
+    }, "description": "kind: external only: exactly one of addresses and hostname"}),
+    "links": nullable({"type": "object", "maxProperties": 64, "propertyNames": {"pattern": NAME_PATTERN},
+                       "additionalProperties": {"type": "string", "pattern": NAME_PATTERN},
+                       "description": "compose links: ALIAS → SERVICE of the same stack, resolved in this "
+                                      "service's containers only"}),
     "lb": nullable({"type": "object", "additionalProperties": False, "required": ["rules"], "properties": {
         "rules": {"type": "array", "minItems": 1, "maxItems": MAX_RULES, "items": LB_RULE},
         "default": nullable({"type": "object", "additionalProperties": False, "required": ["target", "port"],
@@ -227,7 +240,8 @@ SCHEMAS: dict[str, Schema] = {
                       "properties": SPEC_PROPERTIES,
                       "description": "the fields to change; a placement given replaces the whole placement"},
     "ServiceCreate": {"type": "object", "required": ["name", "stack"], "additionalProperties": False,
-                      "description": "image is required for kind container, lb for kind load-balancer",
+                      "description": "image is required for kind container, lb for kind load-balancer, "
+                                     "external for kind external",
                       "properties": {"name": NAME, "stack": {"type": "string", "minLength": 1, "maxLength": 256},
                                      **SPEC_PROPERTIES}},
     "Scale": {"type": "object", "required": ["scale"], "additionalProperties": False,

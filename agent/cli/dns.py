@@ -10,7 +10,7 @@ import click
 from agent.cli.client import Client
 from agent.cli.output import table, url_option
 
-TYPES = ("A", "AAAA", "SRV", "PTR", "ANY")
+TYPES = ("A", "AAAA", "SRV", "PTR", "CNAME", "ANY")
 
 
 @click.group("dns")

@@ -1,4 +1,4 @@
-"""``corral service create|ls|inspect|scale|stop|start|restart|rm``."""
+"""``corral service create|create-external|ls|inspect|scale|stop|start|restart|rm``."""
 
 from __future__ import annotations
 
@@ -35,17 +35,24 @@ def service() -> None:
 @click.option("--health-start-period", default=None, help="failures before the first success do not count (0s)")
 @click.option("--on-unhealthy", type=click.Choice(["recreate", "none"]), default=None,
               help="replace an unhealthy container (default) or only report it")
+@click.option("--link", "links", multiple=True, metavar="SERVICE[:ALIAS]",
+              help="ALIAS (default SERVICE) resolves to that service of the stack in these containers only "
+                   "(compose links; repeatable)")
+@click.option("--alias", "aliases", multiple=True, help="another DNS name of the service in its stack (repeatable)")
 @click.option("--wait/--no-wait", default=True)
 @url_option
 def service_create(stack_name: str, name: str, image: str, scale: int, command_: str | None, env: tuple[str, ...],
                    publish: tuple[str, ...], label: tuple[str, ...], constraint: tuple[str, ...], health: str | None,
                    health_interval: str | None, health_timeout: str | None, health_retries: int | None,
-                   health_start_period: str | None, on_unhealthy: str | None, wait: bool, url: str) -> None:
+                   health_start_period: str | None, on_unhealthy: str | None, links: tuple[str, ...],
+                   aliases: tuple[str, ...], wait: bool, url: str) -> None:
     """Create service NAME in stack STACK_NAME."""
     client = Client(url)
     body: dict[str, Any] = {"stack": stack_name, "name": name, "image": image, "scale": scale,
                             "environment": list(env), "ports": list(publish), "labels": list(label),
-                            "placement": {"constraints": list(constraint)}}
+                            "placement": {"constraints": list(constraint)}, "aliases": list(aliases),
+                            "links": {(alias or target): target for target, _, alias in
+                                      (link.partition(":") for link in links)}}
     if command_:
         body["command"] = command_
     extra = {"interval": health_interval, "timeout": health_timeout, "retries": health_retries,
@@ -58,6 +65,30 @@ def service_create(stack_name: str, name: str, image: str, scale: int, command_:
     click.echo(f"service {stack_name}/{name} created ({made['id']}), scale {scale}")
     if wait:
         converge(client, made["id"])
+
+
+@service.command("create-external")
+@click.argument("stack_name")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, metavar="IPV4",
+              help="NAME answers this address (an A record; repeatable)")
+@click.option("--hostname", default=None, metavar="HOST",
+              help="or NAME is an alias of HOST (a CNAME), e.g. db.example.com")
+@click.option("--alias", "aliases", multiple=True, help="another DNS name of the service in its stack (repeatable)")
+@url_option
+def service_create_external(stack_name: str, name: str, addresses: tuple[str, ...], hostname: str | None,
+                            aliases: tuple[str, ...], url: str) -> None:
+    """Create external service NAME in stack STACK_NAME: a DNS name for something outside the cluster.
+
+    Nothing is placed or run; containers reach it by NAME like any service of the stack
+    (``--address 192.0.2.10 --address 192.0.2.11`` or ``--hostname db.example.com``)."""
+    if bool(addresses) == (hostname is not None):
+        raise click.UsageError("give --address (one or more) or --hostname, not both")
+    external: dict[str, Any] = {"addresses": list(addresses)} if addresses else {"hostname": hostname}
+    made = Client(url).post("/v1/services", {"stack": stack_name, "name": name, "kind": "external",
+                                             "external": external, "aliases": list(aliases)})
+    what = ", ".join(addresses) if addresses else f"a CNAME to {hostname}"
+    click.echo(f"external service {stack_name}/{name} created ({made['id']}): {what}")
 
 
 def _health_option(text: str) -> dict[str, Any]:
@@ -77,8 +108,16 @@ def _health_option(text: str) -> dict[str, Any]:
 def service_ls(url: str) -> None:
     """Every service: image, running, healthy and wanted containers, why some are not placed."""
     table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "unplaced"],
-          [[s["id"], s["stack_name"], s["name"], s["spec"]["image"], s["running"], s.get("healthy"), s["scale"],
+          [[s["id"], s["stack_name"], s["name"], _image_text(s["spec"]), s["running"], s.get("healthy"), s["scale"],
             s["state"], s["unplaced"][0][1] if s.get("unplaced") else None] for s in Client(url).items("/v1/services")])
+
+
+def _image_text(spec: dict[str, Any]) -> str:
+    """The image, or for an external service what its name answers."""
+    external = spec.get("external") if spec.get("kind") == "external" else None
+    if not external:
+        return str(spec.get("image"))
+    return "external → " + (", ".join(external.get("addresses") or ()) or str(external.get("hostname")))
 
 
 def service_id(client: Client, ref: str) -> str:

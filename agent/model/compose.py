@@ -106,7 +106,7 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
         compose_deploy.read(svc, body.get("deploy"))
         if svc.spec.get("kind") == "load-balancer" and "mode" not in svc.spec and "scale" not in svc.spec:
             svc.spec["mode"] = "global"  # a load balancer without replicas: one on every host
-        svc.spec.setdefault("scale", 1)
+        svc.spec.setdefault("scale", 0 if svc.spec.get("kind") == "external" else 1)
         read_services[compose_name] = svc
     _depends(ctx, read_services)
     services: dict[str, dict[str, object]] = {}
@@ -122,12 +122,12 @@ def parse(text: str, *, environ: Mapping[str, str] = NO_ENV, read: Reader = _no_
     return Compose(services, builds, ctx.configs, ctx.warnings, name)
 
 
-CORRAL_KEYS = ("x-corral", "x-corral-lb")
+CORRAL_KEYS = ("x-corral", "x-corral-lb", "x-corral-external")
 
 
 def _without_extensions(value: object) -> object:
     """``value`` without its ``x-*`` keys at any depth (the file's own: the specification lets them be
-    anywhere), but ``x-corral`` and ``x-corral-lb``, which are Corral's."""
+    anywhere), but ``x-corral``, ``x-corral-lb`` and ``x-corral-external``, which are Corral's."""
     if isinstance(value, Mapping):
         return {k: _without_extensions(v) for k, v in value.items()
                 if not (isinstance(k, str) and k.startswith("x-") and k not in CORRAL_KEYS)}
@@ -190,6 +190,8 @@ def _depends(ctx: Context, services: Mapping[str, compose_service.Service]) -> N
         graph[compose_name] = [d for d in svc.depends if d in services]
         if out:
             svc.spec["depends_on"] = out
+        if svc.links:
+            svc.spec["links"] = {alias: ctx.names[dep] for alias, dep in svc.links.items() if dep in services}
     state: dict[str, int] = {}  # 1: on the path, 2: done
     trail: list[str] = []
 

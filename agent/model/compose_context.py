@@ -115,6 +115,8 @@ class Service:
     optional: set[str] = dataclasses.field(default_factory=set)
     """Of those, the ones with ``required: false``."""
     mounts: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Compose ``links``: alias → the compose name of the linked service."""
 
     def error(self, key: str, problem: str) -> ComposeError:
         return self.ctx.error(f"{self.path}.{key}" if key else self.path, problem)

@@ -13,11 +13,12 @@ import shlex
 from collections.abc import Callable, Mapping
 
 from agent.model import compose_text
+from agent.model import external as external_rules
 from agent.model import lb as lb_rules
 from agent.model.compose_context import Build, Context, Service, flag, number, str_map, strings, text, whole
 from agent.model.compose_mounts import file_mounts, tmpfs_mounts, volume_mounts
 from agent.model.errors import SpecError
-from agent.model.spec import HEALTH_INTERVAL, duration
+from agent.model.spec import HEALTH_INTERVAL, NAME_RE, duration
 
 PULL = {"always": "always", "missing": "if-not-present", "if_not_present": "if-not-present",
         "build": "if-not-present"}
@@ -331,6 +332,31 @@ def _x_corral(s: Service, v: object) -> None:
         s.spec["on_host_loss"] = value
 
 
+def _links(s: Service, v: object) -> None:
+    """``links: [db, "db:database"]``: the alias ``database`` resolves to ``db`` in this service's
+    containers (docs/DNS.md), and ``db`` is started first, as compose does."""
+    for i, entry in enumerate(strings(s.ctx, v, s.at("links"))):
+        target, _, alias = entry.partition(":")
+        alias = alias or target
+        if not NAME_RE.match(alias):
+            raise s.error(f"links[{i}]", f"the alias {alias!r} must be a DNS name here: lowercase letters, "
+                                         "digits, '-'")
+        s.links[alias] = target
+        s.depends.setdefault(target, "started")
+
+
+def _x_corral_external(s: Service, v: object) -> None:
+    """An external service: ``x-corral-external: {addresses: [192.0.2.10]}`` or ``{hostname: db.example.com}``."""
+    if "image" in s.body or "build" in s.body:
+        raise s.error("x-corral-external", "an external service runs nothing: it has no image or build")
+    try:
+        external_rules.parse(v)
+    except SpecError as exc:
+        raise s.error("x-corral-external" + (exc.field or "external")[8:], exc.problem) from None
+    s.spec["kind"] = "external"
+    s.spec["external"] = v
+
+
 def _x_corral_lb(s: Service, v: object) -> None:
     """A load balancer: ``x-corral-lb: {rules: [...], default, stickiness, forwarded_for, proxy_protocol,
     drain_timeout}``; a rule is a map or the CLI's ``PORT[/http|tcp]=SERVICE:PORT[,hostname=H][,path=/P]``."""
@@ -461,7 +487,7 @@ MAPPED: dict[str, Callable[[Service, object], None]] = {
     "depends_on": _depends_on, "profiles": _profiles,
     "scale": _scale, "cpus": _cpus, "mem_limit": size_field("memory_limit", "mem_limit"),
     "mem_reservation": size_field("memory", "mem_reservation"), "x-corral": _x_corral,
-    "x-corral-lb": _x_corral_lb,
+    "x-corral-lb": _x_corral_lb, "x-corral-external": _x_corral_external, "links": _links,
     "deploy": lambda s, v: None,  # read by compose_deploy, after the service's own keys
 }
 NOT_APPLIED = "ignored: not applied by Corral yet"
@@ -475,8 +501,8 @@ IGNORED: dict[str, str] = {
     "develop": "ignored: compose watch is a development loop, not a deployment",
     "dns_opt": NOT_APPLIED, "dns_search": NOT_APPLIED, "domainname": NOT_APPLIED, "group_add": NOT_APPLIED,
     "mac_address": "ignored: the overlay gives addresses",
-    "links": "ignored: services reach each other by name on the stack's network",
-    "external_links": "ignored: services reach each other by name on the stack's network",
+    "external_links": "ignored: containers outside the cluster are not on its network (an external service, "
+                      "x-corral-external, names one)",
     "logging": "ignored: containers log with the engine's default driver (corral logs reads them)",
     "platform": "ignored: a host runs the image's variant for its own platform",
     "pull_refresh_after": "ignored: see pull_policy",

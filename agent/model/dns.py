@@ -6,6 +6,9 @@ query leaked outside is answered NXDOMAIN by the root, never by someone else's s
 
     SERVICE.STACK.ENV.corral.internal          A: the service's eligible containers' 10.42 addresses
     ALIAS.STACK.ENV.corral.internal            the same, for each of the service's ``aliases``
+    LINK.SERVICE.STACK.ENV.corral.internal     the same as the linked service, for each compose ``links``
+                                               alias (in SERVICE's containers' search list only)
+    NAME.STACK.ENV.corral.internal             of an external service: A (its addresses) or CNAME
     STACK-SERVICE-SLOT.STACK.ENV.corral.internal   A: that container's address (from its placement on)
     _PORT._PROTO.SERVICE.STACK.ENV.corral.internal SRV 0 0 PORT CONTAINER-NAME, per eligible container
     Y.X.42.10.in-addr.arpa                     PTR: the container's own name
@@ -13,9 +16,17 @@ query leaked outside is answered NXDOMAIN by the root, never by someone else's s
 A container's search list is ``STACK.ENV.corral.internal``, ``ENV.corral.internal``, so ``db`` (same
 stack), ``db.other`` (another stack) and the container names resolve as written; the server only
 ever sees fully qualified names. *Eligible* means running and, when the service has a health check,
-healthy. A service with no eligible container still exists: its name is answered with no records
-(NOERROR, no data, the SOA as authority) rather than NXDOMAIN, which a client may cache as "this name
-does not exist", or SERVFAIL, which makes stub resolvers wait and try again.
+healthy, on a host that is not disconnected (a host declared dead by gossip takes its containers out
+of the answers at once, in the same change as its state, not when they are rescheduled seconds later;
+a merely suspected host keeps them: a false suspicion must not flap every name). An external service (``kind: external``) has no containers: its name answers the addresses
+it was given, or a CNAME to its host name, which the server follows upstream (a stub resolver would
+not). A compose link ``links: [db:database]`` in service ``web`` is the name ``database.web.STACK…``:
+``web``'s containers have ``web.STACK.ENV.corral.internal`` first in their search list, so ``database``
+resolves there and nowhere else, with no per-client view in the server.
+
+A service with no eligible container still exists: its name is answered with no records (NOERROR, no
+data, the SOA as authority) rather than NXDOMAIN, which a client may cache as "this name does not
+exist", or SERVFAIL, which makes stub resolvers wait and try again.
 
 :class:`DnsIndex` holds names → owners (services, instances) and each service's eligible addresses.
 :meth:`DnsIndex.apply` takes the change feed's records: an instance change touches that instance and
@@ -32,7 +43,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from agent.model.changes import Change, Topic
-from agent.model.entities import Health, Instance, Status
+from agent.model.entities import Health, HostState, Instance, Status
 from agent.model.state import ClusterState
 
 SUFFIX = "corral.internal"
@@ -55,9 +66,9 @@ class Rcode(enum.StrEnum):
 class Record:
     name: str
     type: str
-    """A, SRV or PTR."""
+    """A, SRV, PTR or CNAME."""
     value: str
-    """A: the address; SRV: ``PRIORITY WEIGHT PORT TARGET``; PTR: the name."""
+    """A: the address; SRV: ``PRIORITY WEIGHT PORT TARGET``; PTR, CNAME: the name."""
     ttl: int = TTL
 
     def to_view(self) -> dict[str, object]:
@@ -111,6 +122,12 @@ class _Svc:
     srv: tuple[tuple[str, int], ...]
     """(SRV owner name, port) for each declared container port."""
     health_checked: bool
+    external: tuple[str, ...] = ()
+    """An external service's addresses (answered whatever their health: nothing checks them)."""
+    cname: str | None = None
+    """An external service's host name."""
+    links: tuple[tuple[str, str], ...] = ()
+    """(link name, the linked service's name) for each compose link of this service."""
 
 
 class DnsIndex:
@@ -124,6 +141,10 @@ class DnsIndex:
         self._owners: dict[str, set[str]] = {}
         """name → owner keys: ``s:ID`` (a service's name), ``i:ID`` (a container's), ``p:ID`` (a PTR),
         ``r:ID:PORT`` (a service's SRV name)."""
+        self._by_name: dict[str, str] = {}
+        """A service's fully qualified names (its own and its aliases) → its id: what a link resolves to."""
+        self._links_to: dict[str, set[str]] = {}
+        """A service's name → the link names that answer as it does (their answers change with it)."""
         self._domains: dict[str, int] = {}
         """Every name and the domains above it, counted: a name with no records of its own but names
         under it exists (NOERROR, no data), anything else under the suffix is NXDOMAIN."""
@@ -152,13 +173,16 @@ class DnsIndex:
                 touched |= self._put_service(state, change.key)
             elif change.topic is Topic.INSTANCE:
                 touched |= self._put_instance(state, change.key)
+            elif change.topic is Topic.HOST:  # connected or not: the work is that host's containers
+                for inst in state.instances_on(change.key):
+                    touched |= self._put_instance(state, inst.id)
         return touched
 
     @staticmethod
     def wants(change: Change) -> bool:
         """The feed's filter: the changes that can change a name (stacks and environments change only
-        with their services)."""
-        return change.topic in (Topic.ALL, Topic.SERVICE, Topic.INSTANCE)
+        with their services; a host's, its containers' eligibility)."""
+        return change.topic in (Topic.ALL, Topic.SERVICE, Topic.INSTANCE, Topic.HOST)
 
     def _link(self, name: str, owner: str) -> None:
         owners = self._owners.setdefault(name, set())
@@ -187,9 +211,19 @@ class DnsIndex:
         if old is not None:
             for name in old.names:
                 self._unlink(name, "s:" + service_id)
+                if self._by_name.get(name) == service_id:
+                    del self._by_name[name]
+                touched |= self._links_to.get(name, set())
             for name, port in old.srv:
                 self._unlink(name, f"r:{service_id}:{port}")
-            touched |= set(old.names) | {n for n, _ in old.srv}
+            for name, target in old.links:
+                self._unlink(name, "k:" + target)
+                linked = self._links_to.get(target)
+                if linked is not None:
+                    linked.discard(name)
+                    if not linked:
+                        del self._links_to[target]
+            touched |= set(old.names) | {n for n, _ in old.srv} | {n for n, _ in old.links}
         service = state.services.get(service_id)
         if service is None:
             self._eligible.pop(service_id, None)
@@ -202,13 +236,22 @@ class DnsIndex:
             number, _, proto = expose.partition("/")
             ports.append((int(number), proto or "tcp"))
         srv = tuple(dict.fromkeys((f"_{port}._{proto}.{service.name}.{domain}", port) for port, proto in ports))
-        new = _Svc(names, srv, service.spec.health_check is not None)
+        links = tuple((f"{alias}.{service.name}.{domain}", f"{target}.{domain}")
+                      for alias, target in sorted(service.spec.links.items()))
+        external = service.spec.external
+        new = _Svc(names, srv, service.spec.health_check is not None,
+                   external.addresses if external else (), external.hostname if external else None, links)
         self._services[service_id] = new
         for name in names:
             self._link(name, "s:" + service_id)
+            self._by_name.setdefault(name, service_id)
+            touched |= self._links_to.get(name, set())
         for name, port in srv:
             self._link(name, f"r:{service_id}:{port}")
-        touched |= set(names) | {n for n, _ in srv}
+        for name, target in links:
+            self._link(name, "k:" + target)
+            self._links_to.setdefault(target, set()).add(name)
+        touched |= set(names) | {n for n, _ in srv} | {n for n, _ in links}
         if old is not None and old.health_checked != new.health_checked:
             for inst in state.instances_of(service_id):  # eligibility is decided anew: rare (a spec change)
                 touched |= self._put_instance(state, inst.id)
@@ -232,7 +275,8 @@ class DnsIndex:
         if inst is None or svc is None:
             return touched
         name = f"{state.container_name(inst)}.{svc.names[0].split('.', 1)[1]}"
-        eligible = _eligible(inst, svc.health_checked)
+        host = state.hosts.get(inst.host)
+        eligible = _eligible(inst, svc.health_checked) and (host is None or host.state != HostState.DISCONNECTED)
         new = _Inst(inst.service, name, inst.ip, eligible)
         self._instances[instance_id] = new
         self._link(name, "i:" + instance_id)
@@ -246,8 +290,14 @@ class DnsIndex:
         return touched
 
     def _service_names(self, service_id: str) -> set[str]:
+        """The names whose answers follow this service's containers: its own, its SRV names, the links to it."""
         svc = self._services.get(service_id)
-        return set() if svc is None else set(svc.names) | {n for n, _ in svc.srv}
+        if svc is None:
+            return set()
+        out = set(svc.names) | {n for n, _ in svc.srv}
+        for name in svc.names:
+            out |= self._links_to.get(name, set())
+        return out
 
     # -------------------------------------------------------------- answering
 
@@ -264,8 +314,12 @@ class DnsIndex:
         records: list[Record] = []
         for owner in sorted(owners):
             kind, _, key = owner.partition(":")
-            if kind == "s" and qtype in ("A", "ANY"):
-                records += [Record(name, "A", ip) for ip in self._eligible.get(key, {}).values()]
+            if kind == "s":
+                records += self._service_records(name, key, qtype)
+            elif kind == "k":  # a link: answered as the service it names, if that exists
+                target = self._by_name.get(key)
+                if target is not None:
+                    records += self._service_records(name, target, qtype)
             elif kind == "i" and qtype in ("A", "ANY"):
                 ip = self._instances[key].ip
                 if ip is not None:
@@ -281,6 +335,18 @@ class DnsIndex:
             shift = turn % len(records)
             records = records[shift:] + records[:shift]
         return Answer(name, qtype, Rcode.NOERROR, tuple(records), None if records else zone)
+
+    def _service_records(self, name: str, service_id: str, qtype: str) -> list[Record]:
+        svc = self._services.get(service_id)
+        if svc is None:
+            return []
+        if svc.cname is not None:  # the only record of a CNAME's owner, whatever the type asked
+            return [Record(name, "CNAME", svc.cname)]
+        if qtype not in ("A", "ANY"):
+            return []
+        if svc.external:
+            return [Record(name, "A", ip) for ip in svc.external]
+        return [Record(name, "A", ip) for ip in self._eligible.get(service_id, {}).values()]
 
     @property
     def names(self) -> int:

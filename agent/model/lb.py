@@ -45,10 +45,12 @@ class LbProtocol(enum.StrEnum):
 
 class ServiceKind(enum.StrEnum):
     """``container``: instances are containers of ``image``; ``load-balancer``: instances are HAProxy
-    processes on their hosts, sending traffic to other services' containers (``lb``)."""
+    processes on their hosts, sending traffic to other services' containers (``lb``); ``external``: no
+    instances, a DNS name for addresses or a host name outside the cluster (``external``)."""
 
     CONTAINER = "container"
     LOAD_BALANCER = "load-balancer"
+    EXTERNAL = "external"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +268,8 @@ def _check_target(t: Target, own_stack: str, names: Mapping[tuple[str, str], Pee
     if peer is None:
         raise SpecError(field, f"no service {t.stack or own_stack}/{t.service} to send traffic to")
     if peer.kind is not ServiceKind.CONTAINER:
-        raise SpecError(field, f"{t.ref()} is a load balancer, not a service of containers")
+        what = "a load balancer" if peer.kind is ServiceKind.LOAD_BALANCER else "an external service (it runs nothing)"
+        raise SpecError(field, f"{t.ref()} is {what}, not a service of containers")
 
 
 __all__ = ["HAPROXY_LABEL", "LbProtocol", "LbRule", "LbSpec", "Peer", "ServiceKind", "Target", "check_against",

@@ -21,9 +21,11 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from agent.model import external as external_rules
 from agent.model import lb as lb_rules
 from agent.model import mounts as mount_rules
 from agent.model.errors import SpecError
+from agent.model.external import ExternalSpec
 from agent.model.lb import LbSpec, ServiceKind
 from agent.model.mounts import Mount
 from agent.model.scheduler import Constraint, Strategy
@@ -57,8 +59,8 @@ SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale",
                   "expose", "privileged", "tty", "stdin_open", "cpu_limit", "memory_limit",
                   "restart_max_attempts", "restart_delay", "restart_window", "depends_on", "service_labels",
                   "aliases", "no_new_privileges",
-                  # since issue 17 (load balancers)
-                  "kind", "lb")
+                  # since issue 17 (load balancers, external services, compose links)
+                  "kind", "lb", "external", "links")
 CAPABILITY_PATTERN = r"^(?:CAP_)?[A-Z][A-Z0-9_]{0,31}$"
 SYSCTL_PATTERN = r"^[a-z0-9_][a-z0-9_./-]{0,127}$"
 SIGNAL_PATTERN = r"^(?:SIG)?[A-Z][A-Z0-9+-]{0,15}$|^[1-9][0-9]?$"
@@ -66,6 +68,8 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_PATTERN = rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$"
 HOSTNAME_RE = re.compile(HOSTNAME_PATTERN)
 MAX_LIST = 256
+EXTERNAL_IMAGE = "external"
+"""What an external service's ``image`` says: it runs nothing."""
 LB_IMAGE = "haproxy"
 """What a load balancer's ``image`` says when none is given: it runs Debian's haproxy on its host, not an image."""
 MAX_STOP_GRACE = 3600.0
@@ -269,6 +273,11 @@ class ServiceSpec:
     kind: ServiceKind = ServiceKind.CONTAINER
     lb: LbSpec | None = None
     """The load balancer's rules (``kind: load-balancer`` only)."""
+    external: ExternalSpec | None = None
+    """What an external service's name answers (``kind: external`` only)."""
+    links: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Compose ``links``: ALIAS → SERVICE of the same stack; ``ALIAS`` resolves, in this service's
+    containers only, to that service's addresses."""
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -295,6 +304,8 @@ class ServiceSpec:
             "service_labels": dict(self.service_labels), "aliases": list(self.aliases),
             "no_new_privileges": self.no_new_privileges,
             "kind": self.kind.value, "lb": self.lb.to_request() if self.lb is not None else None,
+            "external": self.external.to_request() if self.external is not None else None,
+            "links": dict(self.links),
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -658,6 +669,13 @@ def parse(raw: object) -> ServiceSpec:
         raw = {"image": LB_IMAGE, **raw}
     elif raw.get("lb") is not None:
         raise SpecError("lb", "applies to kind: load-balancer only")
+    external = None
+    if kind is ServiceKind.EXTERNAL:
+        external = external_rules.parse(raw.get("external"))
+        _nothing_runs(raw)
+        raw = {**raw, "image": EXTERNAL_IMAGE, "scale": 0}
+    elif raw.get("external") is not None:
+        raise SpecError("external", "applies to kind: external only")
     image = raw.get("image")
     if not isinstance(image, str) or not image.strip() or len(image) > MAX_IMAGE:
         raise SpecError("image", f"is required, at most {MAX_IMAGE} characters (for example corral/base)")
@@ -724,8 +742,46 @@ def parse(raw: object) -> ServiceSpec:
         service_labels=str_map(raw.get("service_labels"), "service_labels"),
         aliases=_strings(raw.get("aliases"), "aliases", NAME_RE, "a DNS name (lowercase letters, digits, '-')", 32),
         no_new_privileges=_bool(raw.get("no_new_privileges"), "no_new_privileges"),
-        kind=kind, lb=lb,
+        kind=kind, lb=lb, external=external, links=links(raw.get("links")),
     )
+
+
+def links(value: object) -> dict[str, str]:
+    """Compose ``links`` in the request form: ``{"database": "db"}`` (ALIAS → SERVICE of the stack)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or len(value) > 64:
+        raise SpecError("links", "must be a map of at most 64 ALIAS: SERVICE (names of the same stack)")
+    out = {}
+    for alias, target in value.items():
+        name(alias, f"links.{alias}")
+        name(target, f"links.{alias}")
+        out[str(alias)] = str(target)
+    return out
+
+
+def _nothing_runs(raw: Mapping[str, object]) -> None:
+    """An external service runs nothing: a field that shapes containers or their placement is refused
+    (naming it) unless it has its default value."""
+    defaults = _EXTERNAL_DEFAULTS()
+    for key, value in raw.items():
+        if key in ("kind", "external", "name", "labels", "service_labels", "aliases", "links", "image"):
+            continue
+        if key == "scale" and value in (0, None):
+            continue
+        if key in defaults and value != defaults[key] and value is not None:
+            raise SpecError(key, "does not apply to an external service: it runs no container")
+
+
+def _EXTERNAL_DEFAULTS() -> dict[str, object]:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = parse({"image": EXTERNAL_IMAGE}).to_request()
+        _DEFAULTS["scale"] = 0
+    return _DEFAULTS
+
+
+_DEFAULTS: dict[str, object] | None = None
 
 
 __all__ = [

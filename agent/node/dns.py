@@ -121,6 +121,8 @@ class Counters:
     rate_limited: int = 0
     tcp_connections: int = 0
     tcp_refused: int = 0
+    cname_chased: int = 0
+    """Queries for an external service's CNAME whose target was asked upstream (answered uncached)."""
     changes: int = 0
     """Feed changes followed."""
     names_touched: int = 0
@@ -293,6 +295,10 @@ class DnsServer:
         if first.rcode is Rcode.OUTSIDE or question.rdclass != dns.rdataclass.IN:
             self._forward(data, reply)
             return True
+        cname = next((r.value for r in first.records if r.type == "CNAME"), None)
+        if cname is not None and qtype not in ("CNAME", "ANY"):
+            self._chase(query, first, cname, question.rdtype, limit, reply)
+            return True
         count = len(first.records)
         variants = [self._render(query, first if t == 0 else self.index.answer(name, qtype, t), limit)
                     for t in range(min(count, MAX_VARIANTS) or 1)]
@@ -330,6 +336,38 @@ class DnsServer:
                 if len(records) <= 1:
                     raise
                 records = records[:len(records) // 2]
+
+    def _chase(self, query: dns.message.Message, answer: Answer, target: str, rdtype: dns.rdatatype.RdataType,
+               limit: int, reply: Callable[[bytes], None]) -> None:
+        """An external service's CNAME: its target asked upstream (the same type), the answer the CNAME
+        followed by what the upstream said, with the upstream's rcode (NXDOMAIN: the target does not
+        exist); SERVFAIL with the CNAME when the upstream fails. A stub resolver does not chase a CNAME
+        itself, so without this ``getaddrinfo`` would find no address."""
+        self.counters.cname_chased += 1
+        self.counters.answered += 1
+        ask = dns.message.make_query(target, rdtype)
+
+        def upstream(data: bytes) -> None:
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.RA
+            response.answer.append(dns.rrset.from_text(query.question[0].name, TTL, "IN", "CNAME", target + "."))
+            try:
+                said = dns.message.from_wire(data)
+            except (dns.exception.DNSException, ValueError):
+                said = None
+            if said is None or said.rcode() == dns.rcode.SERVFAIL:
+                response.set_rcode(dns.rcode.SERVFAIL)
+            else:
+                response.set_rcode(said.rcode())
+                response.answer.extend(said.answer)
+            try:
+                reply(response.to_wire(max_size=max(limit, 512)))
+            except dns.exception.TooBig:  # truncated: the client asks again over TCP
+                response.answer = response.answer[:1]
+                response.flags |= dns.flags.TC
+                reply(response.to_wire(max_size=max(limit, 512)))
+
+        self._forward(ask.to_wire(), upstream)
 
     # ------------------------------------------------------------------ forwarding
 
@@ -447,7 +485,7 @@ def _servfail(query: bytes) -> bytes:
 
 def _rdata(record: Record) -> str:
     """Names in the rdata (a PTR's, an SRV's target) are fully qualified."""
-    return record.value + "." if record.type in ("PTR", "SRV") else record.value
+    return record.value + "." if record.type in ("PTR", "SRV", "CNAME") else record.value
 
 
 __all__ = ["DnsConfig", "DnsServer", "gateway_of", "parse_upstream", "upstreams_from"]

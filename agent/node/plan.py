@@ -36,7 +36,7 @@ CONTAINER_FIELDS = ("image", "command", "environment", "ports", "labels", "resta
 LATER_CONTAINER_FIELDS = ("mounts", "entrypoint", "user", "working_dir", "hostname", "cap_add", "cap_drop",
                           "read_only", "init", "sysctls", "ulimits", "extra_hosts", "dns", "stop_signal",
                           "stop_grace_period", "shm_size", "expose", "privileged", "tty", "stdin_open", "cpu_limit",
-                          "memory_limit", "restart_max_attempts", "no_new_privileges")
+                          "memory_limit", "restart_max_attempts", "no_new_privileges", "links")
 # Sub-fields added since to records inside CONTAINER_FIELDS: left out of the fingerprint when unset.
 LATER_PORT_FIELDS = ("host_ip",)
 INSTANCE_LABEL = LABEL_PREFIX + "instance"
@@ -296,7 +296,11 @@ def _cluster_dns(state: ClusterState, instance: Instance, config: dict[str, obje
     host_config = config["HostConfig"]
     assert isinstance(host_config, dict)
     host_config["Dns"] = [str(next(ipaddress.IPv4Network(host.subnet).hosts()))]
-    host_config["DnsSearch"] = [f"{stack.name}.{stack.environment}.{DNS_SUFFIX}", f"{stack.environment}.{DNS_SUFFIX}"]
+    service = state.services[instance.service]
+    stack_domain = f"{stack.name}.{stack.environment}.{DNS_SUFFIX}"
+    # a service with compose links looks in its own domain first, where its links' names are (docs/DNS.md)
+    own = [f"{service.name}.{stack_domain}"] if service.spec.links else []
+    host_config["DnsSearch"] = [*own, stack_domain, f"{stack.environment}.{DNS_SUFFIX}"]
 
 
 def _ns(seconds: float) -> int:

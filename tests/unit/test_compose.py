@@ -507,6 +507,40 @@ services:
             "  c: {image: x, depends_on: [b]}\n", "b → c → b")
 
 
+def test_links_become_aliases_of_the_linking_service_and_start_the_linked_first() -> None:
+    text = """
+services:
+  web:
+    image: x
+    links: [db, "cache:sessions", "db:database"]
+    depends_on: {db: {condition: service_healthy}}
+  db: {image: x}
+  cache: {image: x}
+  legacy:
+    x-corral-external: {addresses: [192.0.2.10, 192.0.2.11]}
+  mail:
+    x-corral-external: {hostname: smtp.example.net}
+"""
+    parsed = parse(text)
+    web = parsed.services["web"]
+    assert web["links"] == {"db": "db", "sessions": "cache", "database": "db"}
+    assert web["depends_on"] == {"db": "healthy", "cache": "started"}, "a link starts its service first"
+    assert spec.parse(web).links == {"db": "db", "sessions": "cache", "database": "db"}
+    legacy, mail = spec.parse(parsed.services["legacy"]), spec.parse(parsed.services["mail"])
+    assert legacy.kind == "external" and legacy.external is not None and legacy.scale == 0
+    assert legacy.external.addresses == ("192.0.2.10", "192.0.2.11")
+    assert mail.external is not None and mail.external.hostname == "smtp.example.net"
+    assert not any("links" in w or "legacy" in w or "mail" in w for w in parsed.warnings), parsed.warnings
+    refused("services:\n  web: {image: x, links: [nope]}\n", "services.web.depends_on: nope is not a service")
+    refused("services:\n  web: {image: x, links: ['db:Data_Base']}\n  db: {image: x}\n",
+            "services.web.links[0]: the alias 'Data_Base' must be a DNS name")
+    refused("services:\n  e: {image: x, x-corral-external: {hostname: a.b}}\n",
+            "services.e.x-corral-external: an external service runs nothing")
+    refused("services:\n  e: {x-corral-external: {addresses: [10.42.0.9]}}\n",
+            "services.e.x-corral-external.addresses[0]: 10.42.0.9 is a container address")
+    refused("services:\n  e: {x-corral-external: {}}\n", "services.e.x-corral-external: needs exactly one")
+
+
 def test_profiles_leave_services_out_unless_asked_for() -> None:
     text = """
 services:

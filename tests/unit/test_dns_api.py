@@ -35,3 +35,27 @@ async def test_a_name_is_answered_from_the_nodes_records(api: Api) -> None:
 async def test_bad_parameters_are_400s_naming_them(api: Api) -> None:
     await api.error("GET", f"/v1/dns?name={NAME}&type=MX", 400, "bad_request", "type")
     await api.error("GET", "/v1/dns?name=" + "a" * 300, 400, "bad_request", "name")
+
+
+async def test_an_external_service_and_a_link_are_answered(api: Api) -> None:
+    _, service = await web(api)
+    stack = "web-server"
+    legacy = await api.ok("POST", "/v1/services", {"stack": stack, "name": "legacy", "kind": "external",
+                                                   "external": {"addresses": ["192.0.2.10"]}}, status=201)
+    assert legacy["spec"]["scale"] == 0 and legacy["spec"]["external"]["addresses"] == ["192.0.2.10"]
+    await api.ok("POST", "/v1/services", {"stack": stack, "name": "mail", "kind": "external",
+                                          "external": {"hostname": "smtp.example.net."}}, status=201)
+    body = await api.ok("GET", "/v1/dns?name=legacy.web-server.default.corral.internal")
+    assert [a["value"] for a in body["answer"]["answers"]] == ["192.0.2.10"]
+    cname = await api.ok("GET", "/v1/dns?name=mail.web-server.default.corral.internal&type=CNAME")
+    assert [(a["type"], a["value"]) for a in cname["answer"]["answers"]] == [("CNAME", "smtp.example.net")]
+    await api.ok("PATCH", f"/v1/services/{service['id']}", {"links": {"old-db": "legacy"}})
+    link = await api.ok("GET", f"/v1/dns?name=old-db.{NAME}")
+    assert [a["value"] for a in link["answer"]["answers"]] == ["192.0.2.10"]
+    await api.error("POST", "/v1/services", 400, "bad_request", "external.addresses[0]",
+                    {"stack": stack, "name": "bad", "kind": "external", "external": {"addresses": ["10.42.3.3"]}})
+    await api.error("POST", "/v1/services", 400, "bad_request", "scale",
+                    {"stack": stack, "name": "bad", "kind": "external", "external": {"hostname": "a.example"},
+                     "scale": 2})
+    await api.error("PATCH", f"/v1/services/{service['id']}", 400, "bad_request", "links.Bad",
+                    {"links": {"Bad": "x"}})

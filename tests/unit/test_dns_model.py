@@ -159,3 +159,77 @@ def test_the_work_per_change_does_not_grow_with_the_state() -> None:
         report(log, index, inst, ip="10.42.1.9")
         counts.append(index.updates - before)
     assert counts[0] == counts[1] == 1
+
+
+def test_an_external_service_answers_its_addresses_or_a_cname_and_runs_nothing() -> None:
+    log, index, _, _ = cluster()
+    stack = next(iter(log.state.stacks))
+    ips = log("service.create", stack=stack, name="legacy", spec={
+        "kind": "external", "external": {"addresses": ["192.0.2.10", "192.0.2.11"]}, "aliases": ["old"]})
+    cname = log("service.create", stack=stack, name="mail", spec={
+        "kind": "external", "external": {"hostname": "smtp.example.net"}})
+    assert ips["ok"] and cname["ok"], (ips, cname)
+    touched = index.apply(log.state, log.state.take_changes())
+    assert {"legacy.shop." + ZONE, "old.shop." + ZONE, "mail.shop." + ZONE} <= touched
+    assert values(index, "legacy.shop." + ZONE) == ["192.0.2.10", "192.0.2.11"]
+    assert values(index, "old.shop." + ZONE) == ["192.0.2.10", "192.0.2.11"]
+    assert values(index, "legacy.shop." + ZONE, turn=1) == ["192.0.2.11", "192.0.2.10"]
+    assert values(index, "legacy.shop." + ZONE, "AAAA") == []
+    for qtype in ("A", "AAAA", "CNAME", "MX"):  # a CNAME is its owner's only record, whatever was asked
+        answer = index.answer("mail.shop." + ZONE, qtype)
+        assert [(r.type, r.value) for r in answer.records] == [("CNAME", "smtp.example.net")], qtype
+    assert log.state.services[ips["id"]].spec.scale == 0
+    assert log.state.instances_of(ips["id"]) == [] and log.state.instances_of(cname["id"]) == []
+    # becomes a service of containers: the addresses leave with the spec change
+    assert log("service.update", id=ips["id"], spec={"kind": "container", "image": "corral/base", "external": None,
+                                                      "scale": 0})["ok"]
+    touched = index.apply(log.state, log.state.take_changes())
+    assert "legacy.shop." + ZONE in touched and values(index, "legacy.shop." + ZONE) == []
+
+
+def test_a_link_answers_as_its_service_in_the_linking_services_domain_only() -> None:
+    log, index, _, (one, two) = cluster()
+    stack = next(iter(log.state.stacks))
+    web = next(s.id for s in log.state.services.values() if s.name == "web")
+    report(log, index, one, ip="10.42.1.2")
+    assert log("service.update", id=web, spec={"links": {"database": "db", "cache": "redis"}})["ok"]
+    touched = index.apply(log.state, log.state.take_changes())
+    link = "database.web.shop." + ZONE
+    assert link in touched and values(index, link) == ["10.42.1.2"]
+    assert index.answer("database.shop." + ZONE, "A").rcode is Rcode.NXDOMAIN, "not a name of the stack"
+    later = "cache.web.shop." + ZONE
+    assert index.answer(later, "A").rcode is Rcode.NOERROR and values(index, later) == [], "redis not there yet"
+    # the linked service's containers change: the link's answer changes with them (the cache drops it)
+    touched = report(log, index, two, ip="10.42.2.2")
+    assert link in touched and sorted(values(index, link)) == ["10.42.1.2", "10.42.2.2"]
+    # the service a link names is made later, and removed: the link follows
+    redis = log("service.create", stack=stack, name="redis", spec={
+        "kind": "external", "external": {"addresses": ["192.0.2.7"]}})["id"]
+    touched = index.apply(log.state, log.state.take_changes())
+    assert later in touched and values(index, later) == ["192.0.2.7"]
+    assert log("service.remove", id=redis)["ok"]
+    touched = index.apply(log.state, log.state.take_changes())
+    assert later in touched and values(index, later) == []
+    # the link removed from the spec: its name goes
+    assert log("service.update", id=web, spec={"links": {}})["ok"]
+    touched = index.apply(log.state, log.state.take_changes())
+    assert link in touched and index.answer(link, "A").rcode is Rcode.NXDOMAIN
+
+
+def test_a_disconnected_hosts_containers_leave_the_answers_with_its_state_and_come_back() -> None:
+    log, index, _, (one, two) = cluster()
+    report(log, index, one, ip="10.42.1.2")
+    report(log, index, two, ip="10.42.2.2")
+    assert log("host.state", name="h2", state="reconnecting")["ok"]  # suspected: kept (no flapping)
+    index.apply(log.state, log.state.take_changes())
+    assert sorted(values(index, "db.shop." + ZONE)) == ["10.42.1.2", "10.42.2.2"]
+    assert log("host.state", name="h2", state="disconnected")["ok"]
+    touched = index.apply(log.state, log.state.take_changes())
+    assert "db.shop." + ZONE in touched and values(index, "db.shop." + ZONE) == ["10.42.1.2"]
+    assert values(index, "shop-db-2.shop." + ZONE) == ["10.42.2.2"], "its own name still says its address"
+    assert log("host.state", name="h2", state="active")["ok"]
+    index.apply(log.state, log.state.take_changes())
+    assert sorted(values(index, "db.shop." + ZONE)) == ["10.42.1.2", "10.42.2.2"]
+    fresh = DnsIndex()
+    fresh.rebuild(log.state)
+    assert sorted(values(fresh, "db.shop." + ZONE)) == ["10.42.1.2", "10.42.2.2"]

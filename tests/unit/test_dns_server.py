@@ -36,7 +36,8 @@ def free_port() -> int:
 
 
 class Upstream(asyncio.DatagramProtocol):
-    """A stand-in upstream resolver: answers ``outside.example`` with 192.0.2.7, ignores ``slow.example``."""
+    """A stand-in upstream resolver: answers any name with 192.0.2.7, but ignores ``slow.*`` and says
+    NXDOMAIN for ``missing.*``."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -48,6 +49,10 @@ class Upstream(asyncio.DatagramProtocol):
         if query.question[0].name.to_text().startswith("slow."):
             return
         response = dns.message.make_response(query)
+        if query.question[0].name.to_text().startswith("missing."):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            self.transport.sendto(response.to_wire(), addr)
+            return
         response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.7"))
         self.transport.sendto(response.to_wire(), addr)
 
@@ -213,3 +218,30 @@ async def test_an_answer_too_big_for_udp_is_cut_to_what_fits_and_rotates() -> No
     got = []
     srv.handle(big, "10.42.1.9", got.append, limit=_udp_limit(big))
     assert len(addresses(dns.message.from_wire(got[0]))) == 60, "EDNS's 4096 bytes hold them all"
+
+
+async def test_an_external_service_cname_is_followed_upstream_in_one_answer(server: Served) -> None:
+    """Stub resolvers (glibc, musl, busybox) do not chase a CNAME: the server does, as a recursive one would."""
+    srv, feed, log, upstream = server
+    stack = next(iter(log.state.stacks))
+    for name, target in (("mail", "smtp.outside.example"), ("gone", "missing.example"), ("stuck", "slow.example")):
+        assert log("service.create", stack=stack, name=name, spec={
+            "kind": "external", "external": {"hostname": target}})["ok"]
+    assert log("service.create", stack=stack, name="legacy", spec={
+        "kind": "external", "external": {"addresses": ["192.0.2.10"]}})["ok"]
+    feed.publish(log.state.take_changes())
+    await until_async("dns", lambda: srv.counters.changes >= 1, 2.0)
+    msg = await ask(srv, f"mail.shop.{ZONE}.")
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert [(r.rdtype, r.name.to_text()) for r in msg.answer] == [
+        (dns.rdatatype.CNAME, f"mail.shop.{ZONE}."), (dns.rdatatype.A, "smtp.outside.example.")]
+    assert msg.answer[0][0].to_text() == "smtp.outside.example." and msg.answer[1][0].to_text() == "192.0.2.7"
+    assert upstream.seen == 1 and srv.counters.cname_chased == 1
+    cname_only = await ask(srv, f"mail.shop.{ZONE}.", "CNAME")
+    assert addresses(cname_only) == ["smtp.outside.example."] and upstream.seen == 1, "a CNAME query is ours alone"
+    gone = await ask(srv, f"gone.shop.{ZONE}.")
+    assert gone.rcode() == dns.rcode.NXDOMAIN and addresses(gone) == ["missing.example."]
+    stuck = await ask(srv, f"stuck.shop.{ZONE}.")
+    assert stuck.rcode() == dns.rcode.SERVFAIL and addresses(stuck) == ["slow.example."]
+    legacy = await ask(srv, f"legacy.shop.{ZONE}.", tcp=True)
+    assert addresses(legacy) == ["192.0.2.10"] and upstream.seen == 3

@@ -114,6 +114,11 @@ def test_targets_must_exist_and_be_containers() -> None:
                       spec={**lb_spec(), "lb": {"rules": [{**RULE, "port": 82}],
                                                 "default": {"target": "x", "port": 1}}})
     assert not bad_default["ok"] and bad_default["field"] == "lb.default.target"
+    assert log("service.create", stack=stack, name="legacy",
+               spec={"kind": "external", "external": {"addresses": ["192.0.2.10"]}})["ok"]
+    outside = log("service.create", stack=stack, name="lb4",
+                  spec={**lb_spec(), "lb": {"rules": [{**RULE, "port": 83, "target": "legacy"}]}})
+    assert not outside["ok"] and outside["field"] == "lb.rules[0].target" and "external service" in outside["message"]
 
 
 def test_a_listen_port_bound_by_another_service_is_refused_both_ways() -> None:

@@ -66,8 +66,8 @@ SPEC_FIELDS_SINCE = {"pull": "if-not-present", "mounts": [], "on_host_loss": "wa
                      "expose": [], "privileged": False, "tty": False, "stdin_open": False, "cpu_limit": 0.0,
                      "memory_limit": 0, "restart_max_attempts": 0, "restart_delay": 0.0, "restart_window": 0.0,
                      "depends_on": {}, "service_labels": {}, "aliases": [], "no_new_privileges": False,
-                     # issue 17: load balancers
-                     "kind": "container", "lb": None}
+                     # issue 17: load balancers, external services, compose links
+                     "kind": "container", "lb": None, "external": None, "links": {}}
 PLACEMENT_FIELDS_SINCE = {"spread": []}
 PORT_FIELDS_SINCE = {"host_ip": None}
 

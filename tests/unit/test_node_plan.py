@@ -185,10 +185,20 @@ def test_containers_get_the_hosts_dns_server_and_search_list_without_a_new_finge
     assert host_config["DnsSearch"] == ["web-server.default.corral.internal", "default.corral.internal"]
     # the same spec on a host whose lease is unknown (as an older agent made it): the same fingerprint,
     # so an upgrade does not replace running containers to give them the cluster's DNS
-    log.state.hosts["h1"] = dataclasses.replace(log.state.hosts["h1"], subnet="")
+    leased = log.state.hosts["h1"]
+    log.state.hosts["h1"] = dataclasses.replace(leased, subnet="")
     older = container_config(log.state, inst)
     assert "Dns" not in older["HostConfig"]  # type: ignore[operator]
     assert older["Labels"][SPEC] == config["Labels"][SPEC]  # type: ignore[index]
     assert log("service.update", id=service, spec={"dns": ["192.0.2.53"]})["ok"]
     own = container_config(log.state, log.state.instances[inst.id])
     assert own["HostConfig"]["Dns"] == ["192.0.2.53"] and "DnsSearch" not in own["HostConfig"]  # type: ignore[index,operator]
+    # compose links: the service's own domain (where its links' names live) is searched first, and a
+    # container made before the link is replaced (its search list lacks that domain)
+    log.state.hosts["h1"] = leased
+    assert log("service.update", id=service, spec={"dns": [], "links": {"database": "nginx-cluster"}})["ok"]
+    linked = container_config(log.state, log.state.instances[inst.id])
+    assert linked["HostConfig"]["DnsSearch"] == [  # type: ignore[index]
+        "nginx-cluster.web-server.default.corral.internal", "web-server.default.corral.internal",
+        "default.corral.internal"]
+    assert linked["Labels"][SPEC] != config["Labels"][SPEC]  # type: ignore[index]
