@@ -18,6 +18,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -41,6 +42,9 @@ HOST_LOSS_TARGET = 10.0
 #: An HTTP check every 1 s, 2 failures in a row: unhealthy ~2 s after it breaks, replaced by a
 #: healthy container within this.
 UNHEALTHY_TARGET = 8.0
+#: The DNS answers drop a lost host's containers within this of its being declared dead (the
+#: propagation target of issue 17: a Raft commit, the feed, the index; measured ~10-50 ms).
+DNS_FOLLOW_TARGET = 1.0
 HEALTH_STACK = "drill-health"
 AUTH_USER, AUTH_STACK = "drill-user", "drill-prod"
 STACK, SERVICE = "web-server", "nginx-cluster"
@@ -577,6 +581,66 @@ class Drills:
             r.check(not worse, f"overlay failure rate {ov_rate:.2%} above its floor {ov_floor:.2%} + 2 points "
                                f"(z = {z:.2f})")
 
+    def drill_dns(self, r: Result) -> None:
+        """`stop-host` a worker while a watcher on every other host asks that host's DNS server for
+        the reference service every 20 ms.
+
+        On every host the lost host's containers leave the answer within 1 s of its being declared
+        dead (gossip's detection time, not the rescheduling seconds later), their replacements join as
+        they run, and no answer is ever empty or an error."""
+        chief = self.healthy()
+        victim = self.workers(chief)[0]
+        before = self.containers(chief)
+        lost = {c["ip"] for c in before if c["host"] == victim and c.get("ip")}
+        if not lost:
+            raise DrillFailed(f"no container with an address runs on {victim}: the drill would measure nothing")
+        name = f"{SERVICE}.{STACK}.default.corral.internal"
+        watchers = {h: DnsWatcher(self.lab, h, self.api(h).get("/v1/dns")["server"]["listening"], name)
+                    for h in self.hosts if h != victim}
+        try:
+            self.until("every watcher answered", lambda: all(w.samples for w in watchers.values()), 10)
+            for h, w in watchers.items():
+                first = w.samples[-1]
+                if not lost <= set(first.get("a", ())):
+                    raise DrillFailed(f"{h}'s DNS server did not answer {victim}'s containers before the drill: "
+                                      f"{first}")
+            stopped = time.time()
+            self.lab.stop_host(victim)
+            r.happened.append(f"stopped host {victim} ({len(lost)} containers: {', '.join(sorted(lost))})")
+            detected = stopped + self.until(f"{victim} disconnected in the state", lambda: any(
+                h["name"] == victim and h["state"] == "disconnected" for h in self.api(chief).items("/v1/hosts")), 30)
+            r.figures["detected_s"] = round(detected - stopped, 2)
+
+            def replaced(w: DnsWatcher) -> bool:
+                last = w.samples[-1] if w.samples else {}
+                return len(last.get("a", ())) == self.scale and not lost & set(last["a"])
+
+            self.until("every host answers the replacements", lambda: all(replaced(w) for w in watchers.values()), 60)
+            time.sleep(0.2)
+        finally:
+            for w in watchers.values():
+                w.stop()
+        worst_gone = worst_full = 0.0
+        for h, w in watchers.items():
+            gone = next((x["t"] for x in w.samples if x["t"] > stopped and "a" in x and not lost & set(x["a"])), None)
+            full = next((x["t"] for x in w.samples if x["t"] > stopped and "a" in x and not lost & set(x["a"])
+                         and len(x["a"]) == self.scale), None)
+            bad = [x for x in w.samples if x.get("rcode") != "NOERROR" or not x.get("a")]
+            if gone is None or full is None:
+                r.fail(f"{h}: the answer never dropped {victim}'s containers")
+                continue
+            worst_gone, worst_full = max(worst_gone, gone - detected), max(worst_full, full - stopped)
+            r.happened.append(f"{h}: {victim}'s containers gone {gone - stopped:.2f} s after the stop "
+                              f"({gone - detected:+.2f} s from its detection), all {self.scale} answered after "
+                              f"{full - stopped:.2f} s; {len(w.samples)} queries, {len(bad)} empty or failed")
+            r.check(not bad, f"{h}: {len(bad)} answers empty or failed, e.g. {bad[:2]}")
+        r.figures.update(gone_after_detection_s=round(worst_gone, 3), all_answered_s=round(worst_full, 2))
+        r.check(worst_gone <= DNS_FOLLOW_TARGET,
+                f"the answers kept {victim}'s containers {worst_gone:.2f} s after its detection "
+                f"> {DNS_FOLLOW_TARGET} s")
+        self.lab.start_host(victim)
+        r.happened.append(f"restored host {victim}")
+
     def drill_unhealthy(self, r: Result) -> None:
         """Break the health endpoint of one container of a service with an HTTP health check.
 
@@ -862,5 +926,45 @@ def capture_gossip(lab: Lab, seconds: float) -> dict[str, list[bytes]]:
     return out
 
 
+class DnsWatcher:
+    """A process in HOST's namespace asking its DNS server (``listening``: ADDRESS:PORT) for ``name``'s A
+    records every 20 ms, over real UDP, each answer a JSON line read by a thread into ``samples``."""
+
+    SCRIPT = """
+import json, sys, time
+import dns.message, dns.query, dns.rcode
+address, port = sys.argv[1].rsplit(":", 1)
+while True:
+    t = time.time()
+    try:
+        m = dns.query.udp(dns.message.make_query(sys.argv[2], "A"), address, port=int(port), timeout=0.5)
+        out = {"t": t, "rcode": dns.rcode.to_text(m.rcode()), "a": sorted(r.to_text() for rr in m.answer for r in rr)}
+    except Exception as exc:
+        out = {"t": t, "error": type(exc).__name__}
+    print(json.dumps(out), flush=True)
+    time.sleep(0.02)
+"""
+
+    def __init__(self, lab: Lab, host: str, listening: str | None, name: str) -> None:
+        if not listening:
+            raise DrillFailed(f"{host} runs no DNS server")
+        argv, env = lab.exec_argv(host, [sys.executable, "-c", self.SCRIPT, listening, name])
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.samples: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append(json.loads(line))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        self._reader.join(5)
+
+
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
-       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth"]
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth", "dns"]
