@@ -491,7 +491,17 @@ class Lab:
         dockerd = _start_dockerd(host)
 
         async def ready() -> None:
-            engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
+            nonlocal dockerd
+            try:
+                engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
+            except LabError as exc:
+                # on a loaded machine dockerd may give up on its containerd (still starting, or the
+                # powered-off one's still going away): once more, as an operator would
+                if "waiting for containerd" not in str(exc):
+                    raise
+                await asyncio.sleep(1.0)
+                dockerd = _start_dockerd(host)
+                engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
             await engine.close()
             _start_agent(host, join=self._join_for(host), token=self.token(), dns_upstream=self.resolver().upstream)
             await wait_health(host, AGENT_TIMEOUT)
