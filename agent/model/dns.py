@@ -18,9 +18,11 @@ stack), ``db.other`` (another stack) and the container names resolve as written;
 ever sees fully qualified names. *Eligible* means running and, when the service has a health check,
 healthy, on a host that is not disconnected (a host declared dead by gossip takes its containers out
 of the answers at once, in the same change as its state, not when they are rescheduled seconds later;
-a merely suspected host keeps them: a false suspicion must not flap every name). An external service (``kind: external``) has no containers: its name answers the addresses
-it was given, or a CNAME to its host name, which the server follows upstream (a stub resolver would
-not). A compose link ``links: [db:database]`` in service ``web`` is the name ``database.web.STACK…``:
+a merely suspected host keeps them: a false suspicion must not flap every name).
+
+An external service (``kind: external``) has no containers: its name answers the addresses it was
+given, or a CNAME to its host name, which the server follows upstream (a stub resolver would not).
+A compose link ``links: [db:database]`` in service ``web`` is the name ``database.web.STACK…``:
 ``web``'s containers have ``web.STACK.ENV.corral.internal`` first in their search list, so ``database``
 resolves there and nowhere else, with no per-client view in the server.
 
