@@ -105,3 +105,34 @@ def test_outside_names_are_forwarded_to_the_labs_resolver(lab: Lab, shop: dict[s
     server = api(lab, "h1").get("/v1/dns")["server"]
     assert server["upstreams"] == [lab.resolver().upstream]
     assert server["counters"]["forward_answers"] >= 2 and server["counters"]["forward_timeouts"] == 0
+
+
+def test_external_services_and_links_resolve_in_containers(lab: Lab, shop: dict[str, Any]) -> None:
+    """An external service's addresses and its CNAME (followed to the lab resolver's name), as a container
+    sees them; a compose link's alias from the linking service's containers, and from nowhere else."""
+    admin = api(lab, "h1")
+    admin.post("/v1/services", {"stack": "shop", "name": "legacy", "kind": "external",
+                                "external": {"addresses": ["192.0.2.10", "192.0.2.11"]}})
+    www = "www.lab.example"
+    admin.post("/v1/services", {"stack": "shop", "name": "site", "kind": "external", "external": {"hostname": www}})
+    linker = admin.post("/v1/services", {
+        "stack": "shop", "name": "linker", "image": "corral/base", "scale": 1, "links": {"backend": "db"},
+        "placement": {"constraints": ["node.hostname==h2"]}, "command": "exec sleep 1d"})
+    linked = until("linker runs", lambda: service_running(lab, "h1", linker["id"], 1), timeout=90)[0]
+    box = shop["client_container"]
+    db = admin.items("/v1/containers", service=shop["db"]["id"])[0]
+
+    # (busybox nslookup goes on through the search list for AAAA, and exits 1 at the last NXDOMAIN)
+    legacy = until("legacy answers in h1's container", lambda: "192.0.2.10" in (r := docker(
+        lab, "h1", "exec", box["container_id"], "nslookup", "legacy")).stdout and r, 30)
+    assert "192.0.2.11" in legacy.stdout, legacy.stdout
+    site = docker(lab, "h1", "exec", box["container_id"], "nslookup", "site")
+    assert NAMES[www] in site.stdout, site.stdout  # the CNAME followed upstream
+    assert answers(lab, "h3", f"site.{ZONE}", "CNAME") == [www]
+    assert [s for s in admin.items("/v1/services") if s["name"] in ("legacy", "site") and s["running"] == 0
+            and s["spec"]["scale"] == 0], "nothing runs for an external service"
+
+    backend = docker(lab, "h2", "exec", linked["container_id"], "nslookup", "backend")
+    assert db["ip"] in backend.stdout, backend.stdout
+    elsewhere = docker(lab, "h1", "exec", box["container_id"], "nslookup", "backend")
+    assert "Address" in backend.stdout and db["ip"] not in elsewhere.stdout, "a link is its service's alone"
