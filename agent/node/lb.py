@@ -32,7 +32,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from agent.cluster.feed import Feed, Subscription
@@ -169,8 +169,10 @@ class LoadBalancers:
     """Runs the HAProxy of every load-balancer instance assigned to this host."""
 
     def __init__(self, host: str, state: ClusterState, data_dir: Path, report: Reporter,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, reserved: Mapping[int, str] | None = None) -> None:
         self.host = host
+        self.reserved = dict(reserved or {})
+        """This agent's own ports (``{8080: "the agent's API"}``): a rule listening on one is refused here."""
         self.state = state
         self.root = data_dir / "lb"
         self.binary = binary
@@ -259,6 +261,11 @@ class LoadBalancers:
         stack = self.state.stacks[service.stack]
         spec = service.spec.lb
         assert spec is not None
+        taken = sorted(p for p in spec.ports() if p in self.reserved)
+        if taken:  # HAProxy would take the port from the agent (or fail to bind): never started
+            b.error = (f"port {taken[0]} is {self.reserved[taken[0]]} on this host: a load balancer cannot "
+                       "listen there (change the rule's port)")
+            return
         b.drain_timeout = spec.drain_timeout
         items = backend_list(spec, stack.name, self.state, stack.environment)
         want = backends(self.state, items)

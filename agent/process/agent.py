@@ -339,7 +339,9 @@ class Agent:
                 container_id=observed.container_id, ip=observed.ip, ports=observed.ports, error=observed.error,
                 health=observed.health, health_detail=observed.health_detail))
 
-        balancers = LoadBalancers(name, self.state, self.config.data_dir, report, haproxy_binary())
+        reserved = {self.config.api_port: "the Corral agent's API port", self.config.raft_port: "the agent's Raft port",
+                    self.config.gossip_port: "the agent's gossip port", 53: "the DNS server's port"}
+        balancers = LoadBalancers(name, self.state, self.config.data_dir, report, haproxy_binary(), reserved)
         async with balancers.running(self.feed):
             self.load_balancers = balancers
             self.health.add("load balancers", balancers.problem)

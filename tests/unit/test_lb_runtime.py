@@ -225,3 +225,23 @@ async def test_a_port_in_use_is_the_reason_and_the_start_is_retried_with_a_back_
         taken.close()
         for b in lbs.balancers.values():
             await lbs.stop_and_wait(b)
+
+
+async def test_a_rule_on_one_of_the_agents_own_ports_is_refused_on_its_host(
+        containers: tuple[int, dict[str, int]], tmp_path: Path) -> None:
+    """A rule listening on the agent's API port (8080 by default) would take it from the agent or fail
+    to bind: no HAProxy is started, and the instance says why."""
+    port, _ = containers
+    listen = free_port()
+    log, _, _ = world(port, listen)
+    reports: list[tuple[str, Observed]] = []
+
+    async def report(instance: str, observed: Observed) -> None:
+        reports.append((instance, observed))
+    lbs = LoadBalancers("h1", log.state, tmp_path, report, haproxy_binary(), {listen: "the Corral agent's API port"})
+    await lbs.sync_once()
+    (balancer,) = lbs.balancers.values()
+    assert balancer.master() is None and not (balancer.folder / "haproxy.cfg").exists()
+    assert reports[-1][1].status is not Status.RUNNING
+    assert reports[-1][1].error == (f"port {listen} is the Corral agent's API port on this host: a load balancer "
+                                    "cannot listen there (change the rule's port)")
