@@ -52,7 +52,6 @@ import aiohttp
 from bench.labutil import (
     Lab,
     get_json,
-    in_thread,
     lab_up,
     log,
     machine_load,
@@ -163,8 +162,8 @@ class Reference:
         if check.returncode != 0:
             raise SystemExit(f"haproxy refused the reference config: {check.stdout}{check.stderr}")
         argv, env = self.lab.exec_argv(self.host, ["haproxy", "-db", "-f", str(self.config)])
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "haproxy.out", "wb"))  # noqa: SIM115
+        with open(self.dir / "haproxy.out", "wb") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=out)
 
     def up(self) -> int:
         """Servers UP, from its stats socket (0 until it answers)."""
@@ -272,10 +271,14 @@ def summarize(figures: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
     return out
 
 
-async def run(lab: Lab, on: str, count: int, seconds: float) -> dict[str, Any]:
+async def prepare(lab: Lab, on: str) -> tuple[list[dict[str, Any]], str]:
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, lab, timeout=120)
-        containers, config = await deploy(session, lab, on)
+        return await deploy(session, lab, on)
+
+
+def run(lab: Lab, on: str, count: int, seconds: float) -> dict[str, Any]:
+    containers, config = asyncio.run(prepare(lab, on))
     backends = [f"{c['ip']}:80" for c in sorted(containers, key=lambda c: c["ip"])]
     direct = next((c for c in containers if c["host"] != on), containers[0])
     address = lab.host(on).address
@@ -284,8 +287,11 @@ async def run(lab: Lab, on: str, count: int, seconds: float) -> dict[str, Any]:
     reference = Reference(lab, on, backends)
     try:
         reference.start()
-        await until("the reference haproxy with every server up",
-                    lambda: in_thread(lambda: reference.up() == len(backends) or None), 30, 0.2)
+        deadline = time.monotonic() + 30
+        while reference.up() != len(backends):
+            if time.monotonic() > deadline:
+                raise SystemExit("the reference haproxy's servers did not come up in 30 s")
+            time.sleep(0.2)
         log(f"wrk from {on}: corral {urls['corral']}, reference {urls['reference']}, direct {urls['direct']} "
             f"({direct['name']} on {direct['host']})")
         for url in urls.values():  # warm: connections, ARP, the overlay's sessions
@@ -355,7 +361,7 @@ def main() -> None:
         else:
             lab = stack.enter_context(lab_up(args.hosts))
         started = time.monotonic()
-        result = asyncio.run(run(lab, args.on, count, seconds))
+        result = run(lab, args.on, count, seconds)
         log(f"measured in {time.monotonic() - started:.0f} s")
     print("\n".join(report(result, count, seconds)))
     if args.json is not None:
