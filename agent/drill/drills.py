@@ -94,6 +94,8 @@ class Drills:
         self.lossy_seconds = lossy_seconds
         self.hosts = [h.name for h in lab.hosts()]
         self.scale = 0
+        self.stopped: dict[str, float] = {}
+        """lb-continuity: when each stop-host phase's stop returned."""
 
     # ------------------------------------------------------------------ reading the cluster
 
@@ -851,7 +853,10 @@ class Drills:
         r.happened.append(f"load balancers {LB_STACK}/{LB_NAME} on {' and '.join(lb_hosts)} (port {LB_PORT}), "
                           f"target {LB_STACK}/{LB_TARGET}; {LB_RATE * 4:g} requests/s")
         marks: list[tuple[str, float]] = []
-        faults: dict[str, tuple[float, float, set[str]]] = {}  # phase → (died at, dead until, addresses)
+        self.stopped = {}
+        # phase → (died at, dead until, addresses); a stop-host's instant lasts as long as the stop (the host's
+        # processes are killed one by one, then its link is cut): stopped[phase] is when it returned
+        faults: dict[str, tuple[float, float, set[str]]] = {}
         picks = Picks(lambda: sockets)
         picks.start()
         clients = Clients({h: self.lab.host(h).address for h in lb_hosts}, LB_PORT, LB_RATE)
@@ -954,14 +959,19 @@ class Drills:
                 row["errors"] = dict(Counter(f"{s.client}: {s.error}" for s in failed))
             if name in faults:
                 died, until, addresses = faults[name]
-                row["in_flight_at_fault"] = sum(1 for s in sent if s.start < died <= s.end)
-                row["failed_in_flight"] = sum(1 for s in failed if s.start < died)
+                instant = self.stopped.get(name, died)
+                row["fault_took_s"] = round(instant - died, 2)
+                row["in_flight_at_fault"] = sum(1 for s in sent if s.start < instant and s.end >= died)
+                row["failed_in_flight"] = sum(1 for s in failed if s.start < instant)
+                row["failures"] = [f"{s.client} +{s.start - died:.2f} s for {s.end - s.start:.2f} s: {s.error}"
+                                   for s in failed][:8]
                 last = picks.last_pick(addresses, died, until)
                 row["dead_backend_last_chosen_s"] = round(last - died, 2) if last is not None else None
                 row["dead_backend_chosen_after_1s"] = picks.picked_after(addresses, died, DEAD_BACKEND_TARGET, until)
             phases[name] = row
             r.happened.append(f"{name}: {row['failed']} failed / {row['sent']} sent" + (
-                f" ({row['in_flight_at_fault']} in flight at the instant, {row['failed_in_flight']} of them failed); "
+                f" ({row['in_flight_at_fault']} in flight at the instant, which took {row['fault_took_s']} s; "
+                f"{row['failed_in_flight']} of them failed); "
                 f"a dead backend last chosen {row['dead_backend_last_chosen_s']} s after it died" if name in faults
                 else "") + (f"; {row['errors']}" if failed else ""))
         failovers = clients.failovers()
@@ -984,7 +994,7 @@ class Drills:
             if not name.startswith("stop-host"):  # the scale changes and the rm -f: drained or retried
                 r.check(not failed, f"{name}: {len(failed)} requests failed ({p.get('errors')})")
                 continue
-            died = faults[name][0]
+            died = self.stopped.get(name, faults[name][0])
             if lb_victim in name:  # its own clients lose the request they had sent, then fail over
                 per_client = Counter(s.client for s in failed if s.client in own)
                 r.check(all(n <= 1 for n in per_client.values()),
@@ -992,7 +1002,7 @@ class Drills:
                 r.check({c for c, *_ in failovers} >= own, f"{name}: not every client of {lb_victim} failed over")
                 failed = [s for s in failed if s.client not in own]
             late = [s for s in failed if s.start >= died]
-            r.check(not late, f"{name}: {len(late)} requests sent after the instant failed "
+            r.check(not late, f"{name}: {len(late)} requests sent after the instant (the stop's end) failed "
                               f"({dict(Counter(s.error for s in late))})")
 
 def above_floor(failed: int, sent: int, floor_failed: int, floor_sent: int, margin: float = 0.02,

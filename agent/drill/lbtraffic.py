@@ -5,8 +5,8 @@ which backend each HAProxy picked when.
   client of one load balancer's address at a steady rate, half over one keep-alive connection, half a
   new connection per request. A request succeeds when it answers 200 with a page naming a container
   (``<h1>NAME</h1>``): the backend that answered. A client whose request fails (timeout, refused,
-  reset, a 5xx) **fails over** to the other load balancer's address for the rest of the drill, as a
-  client with two addresses for one name would; failovers are counted apart.
+  reset, a 5xx) **fails over** to the other load balancer's address, as a client with two addresses
+  for one name would (and back, should that one fail); failovers are counted apart.
 * :class:`Picks` — polls both HAProxies' admin sockets (``show stat``, every 0.1 s) for each server's
   ``lbtot`` (times HAProxy chose it, for a new request or a redispatch) and its state: the last time
   a dead backend was still chosen after it died is read from it, by address (to 0.1 s).
@@ -86,9 +86,9 @@ class Client(threading.Thread):
             end = time.monotonic()
             with self.lock:
                 self.out.append(Sent(self.name, self.lb, self.keep_alive, start, end, backend, error))
-            if error is not None and self.lb != self.other[0]:
+            if error is not None:  # to the other load balancer (and back again, should that one fail)
                 self.failovers.append((end, self.lb, self.other[0]))
-                self.lb, self.address = self.other
+                (self.lb, self.address), self.other = self.other, (self.lb, self.address)
             due = max(due + period, time.monotonic())  # steady: no burst to catch up after a slow one
             self.stop_event.wait(max(0.0, due - time.monotonic()))
         if self._conn is not None:
