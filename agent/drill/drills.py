@@ -95,7 +95,7 @@ class Drills:
         self.hosts = [h.name for h in lab.hosts()]
         self.scale = 0
         self.stopped: dict[str, float] = {}
-        """lb-continuity: when each stop-host phase's stop returned."""
+        """lb-continuity: when each stop-host phase's stop began."""
 
     # ------------------------------------------------------------------ reading the cluster
 
@@ -854,8 +854,8 @@ class Drills:
                           f"target {LB_STACK}/{LB_TARGET}; {LB_RATE * 4:g} requests/s")
         marks: list[tuple[str, float]] = []
         self.stopped = {}
-        # phase → (died at, dead until, addresses); a stop-host's instant lasts as long as the stop (the host's
-        # processes are killed one by one, then its link is cut): stopped[phase] is when it returned
+        # phase → (died at, dead until, addresses); a stop-host's instant is when the stop returned (the
+        # host's processes are found, killed together, its link cut); self.stopped[phase]: when it began
         faults: dict[str, tuple[float, float, set[str]]] = {}
         picks = Picks(lambda: sockets)
         picks.start()
@@ -906,8 +906,10 @@ class Drills:
         if not on_target:
             raise DrillFailed(f"no target container on {target_host}: stopping it would measure nothing")
         phase(f"stop-host {target_host}")
-        died = time.monotonic()
+        began = time.monotonic()
         self.lab.stop_host(target_host)
+        died = time.monotonic()  # its processes are found (a scan of /proc), killed together, then its link cut
+        self.stopped[marks[-1][0]] = began
         took = self.until(f"5 targets running without {target_host}, 5 servers up on both", lambda: len(
             [c for c in self._web(web, lb_hosts[0]) if c["state"] == "running" and c["host"] != target_host])
             == 5 and self._lb_up(lb, 5, lb_hosts, lb_hosts[0]), 60, every=0.2)
@@ -924,8 +926,10 @@ class Drills:
         other = next(h for h in lb_hosts if h != lb_victim)
         on_victim = [c for c in self._web(web) if c["host"] == lb_victim and c["state"] == "running"]
         phase(f"stop-host {lb_victim} (a load balancer's)")
-        died = time.monotonic()
+        began = time.monotonic()
         self.lab.stop_host(lb_victim)
+        died = time.monotonic()  # its processes are found (a scan of /proc), killed together, then its link cut
+        self.stopped[marks[-1][0]] = began
         self.until(f"the clients of {lb_victim} failed over", lambda: {
             c for c, _t, frm, _to in clients.failovers() if frm == lb_victim} == {
             c.name for c in clients.clients if c.name.startswith(lb_victim + "-")}, 30, every=0.1)
@@ -959,10 +963,10 @@ class Drills:
                 row["errors"] = dict(Counter(f"{s.client}: {s.error}" for s in failed))
             if name in faults:
                 died, until, addresses = faults[name]
-                instant = self.stopped.get(name, died)
-                row["fault_took_s"] = round(instant - died, 2)
-                row["in_flight_at_fault"] = sum(1 for s in sent if s.start < instant and s.end >= died)
-                row["failed_in_flight"] = sum(1 for s in failed if s.start < instant)
+                began = self.stopped.get(name, died)
+                row["fault_took_s"] = round(died - began, 2)
+                row["in_flight_at_fault"] = sum(1 for s in sent if s.start < died and s.end >= began)
+                row["failed_in_flight"] = sum(1 for s in failed if s.start < died)
                 row["failures"] = [f"{s.client} +{s.start - died:.2f} s for {s.end - s.start:.2f} s: {s.error}"
                                    for s in failed][:8]
                 last = picks.last_pick(addresses, died, until)
@@ -994,7 +998,7 @@ class Drills:
             if not name.startswith("stop-host"):  # the scale changes and the rm -f: drained or retried
                 r.check(not failed, f"{name}: {len(failed)} requests failed ({p.get('errors')})")
                 continue
-            died = self.stopped.get(name, faults[name][0])
+            died = faults[name][0]
             if lb_victim in name:  # its own clients lose the request they had sent, then fail over
                 per_client = Counter(s.client for s in failed if s.client in own)
                 r.check(all(n <= 1 for n in per_client.values()),
@@ -1002,7 +1006,7 @@ class Drills:
                 r.check({c for c, *_ in failovers} >= own, f"{name}: not every client of {lb_victim} failed over")
                 failed = [s for s in failed if s.client not in own]
             late = [s for s in failed if s.start >= died]
-            r.check(not late, f"{name}: {len(late)} requests sent after the instant (the stop's end) failed "
+            r.check(not late, f"{name}: {len(late)} requests sent after the instant failed "
                               f"({dict(Counter(s.error for s in late))})")
 
 def above_floor(failed: int, sent: int, floor_failed: int, floor_sent: int, margin: float = 0.02,

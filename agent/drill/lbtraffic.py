@@ -4,9 +4,10 @@ which backend each HAProxy picked when.
 * :class:`Clients` — threads in the drill process (the root namespace reaches every lab host), each a
   client of one load balancer's address at a steady rate, half over one keep-alive connection, half a
   new connection per request. A request succeeds when it answers 200 with a page naming a container
-  (``<h1>NAME</h1>``): the backend that answered. A client whose request fails (timeout, refused,
-  reset, a 5xx) **fails over** to the other load balancer's address, as a client with two addresses
-  for one name would (and back, should that one fail); failovers are counted apart.
+  (``<h1>NAME</h1>``): the backend that answered. A client that cannot connect to its load balancer,
+  or whose connection it drops unanswered, **fails over** to the other load balancer's address, as a
+  client with two addresses for one name would (and back, should that one fail); failovers are
+  counted apart. A request that times out on an open connection is failed, not failed over.
 * :class:`Picks` — polls both HAProxies' admin sockets (``show stat``, every 0.1 s) for each server's
   ``lbtot`` (times HAProxy chose it, for a new request or a redispatch) and its state: the last time
   a dead backend was still chosen after it died is read from it, by address (to 0.1 s).
@@ -57,36 +58,52 @@ class Client(threading.Thread):
         self.failovers: list[tuple[float, str, str]] = []  # (when, from host, to host)
         self._conn: http.client.HTTPConnection | None = None
 
-    def _one(self) -> tuple[str | None, str | None]:
+    def _one(self) -> tuple[str | None, str | None, bool]:
+        """(the backend that answered, the error, whether to fail over). A client fails over when it cannot
+        reach its load balancer or the load balancer drops the connection unanswered; a request that times
+        out on an open connection (its backend died under it) or an error answer is failed, and the next
+        goes to the same load balancer on a new connection."""
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.address, self.port, timeout=TIMEOUT)
         conn = self._conn
+        try:
+            if conn.sock is None:
+                conn.connect()
+        except OSError as exc:
+            self._drop()
+            return None, f"connect: {'timeout' if isinstance(exc, TimeoutError) else type(exc).__name__}", True
         try:
             conn.request("GET", "/", headers={} if self.keep_alive else {"Connection": "close"})
             answer = conn.getresponse()
             body = answer.read().decode(errors="replace")
             if not self.keep_alive or answer.will_close:
-                conn.close()
-                self._conn = None
+                self._drop()
             found = PAGE.search(body)
             if answer.status != 200 or found is None:
-                return None, f"HTTP {answer.status}"
-            return found.group(1), None
+                return None, f"HTTP {answer.status}", False
+            return found.group(1), None, False
+        except TimeoutError:
+            self._drop()
+            return None, "timeout", False
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            self._drop()
+            return None, type(exc).__name__, True
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
             self._conn = None
-            return None, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
 
     def run(self) -> None:
         period = 1.0 / self.rate
         due = time.monotonic()
         while not self.stop_event.is_set():
             start = time.monotonic()
-            backend, error = self._one()
+            backend, error, fail_over = self._one()
             end = time.monotonic()
             with self.lock:
                 self.out.append(Sent(self.name, self.lb, self.keep_alive, start, end, backend, error))
-            if error is not None:  # to the other load balancer (and back again, should that one fail)
+            if fail_over:  # to the other load balancer (and back again, should that one fail)
                 self.failovers.append((end, self.lb, self.other[0]))
                 (self.lb, self.address), self.other = self.other, (self.lb, self.address)
             due = max(due + period, time.monotonic())  # steady: no burst to catch up after a slow one
