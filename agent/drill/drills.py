@@ -854,9 +854,10 @@ class Drills:
                           f"target {LB_STACK}/{LB_TARGET}; {LB_RATE * 4:g} requests/s")
         marks: list[tuple[str, float]] = []
         self.stopped = {}
-        # phase → (died at, dead until, addresses); a stop-host's instant is when the stop returned (the
-        # host's processes are found, killed together, its link cut); self.stopped[phase]: when it began
-        faults: dict[str, tuple[float, float, set[str]]] = {}
+        # phase → (died at, dead until, {address: container name}); a stop-host's instant is when the stop
+        # returned (the host's processes are found, killed together, its link cut), self.stopped[phase] when
+        # it began; an rm -f's when the command began
+        faults: dict[str, tuple[float, float, dict[str, str]]] = {}
         picks = Picks(lambda: sockets)
         picks.start()
         clients = Clients({h: self.lab.host(h).address for h in lb_hosts}, LB_PORT, LB_RATE)
@@ -869,7 +870,7 @@ class Drills:
             self._lb_verdict(r, clients, picks, marks, faults, lb_victim)
 
     def _lb_phases(self, r: Result, clients: Clients, marks: list[tuple[str, float]],
-                   faults: dict[str, tuple[float, float, set[str]]], web: str, lb: str, target_host: str,
+                   faults: dict[str, tuple[float, float, dict[str, str]]], web: str, lb: str, target_host: str,
                    lb_hosts: list[str], lb_victim: str) -> None:
         def phase(name: str) -> None:
             marks.append((name, time.monotonic()))
@@ -897,7 +898,7 @@ class Drills:
             raise DrillFailed(f"docker rm -f failed: {out.stderr.strip()}")
         self.until("recreated", lambda: any(c["id"] == victim["id"] and c["state"] == "running" and c[
             "container_id"] != victim["container_id"] for c in self._web(web)), 30, every=0.02)
-        faults["docker rm -f"] = (died, time.monotonic(), {victim["ip"]})
+        faults["docker rm -f"] = (died, time.monotonic(), {victim["ip"]: victim["name"]})
         self.until("5 servers up on both", lambda: self._lb_up(lb, 5, lb_hosts), 30, every=0.2)
         r.happened.append(f"docker rm -f {victim['name']} on {victim['host']} ({victim['ip']}): recreated "
                           f"and behind both again after {time.monotonic() - died:.1f} s")
@@ -916,7 +917,7 @@ class Drills:
         r.happened.append(f"stopped {target_host} ({len(on_target)} targets): rescheduled and behind both "
                           f"after {took:.1f} s")
         self.lab.start_host(target_host)
-        faults[f"stop-host {target_host}"] = (died, time.monotonic(), {c["ip"] for c in on_target})
+        faults[f"stop-host {target_host}"] = (died, time.monotonic(), {c["ip"]: c["name"] for c in on_target})
         took = self.until(f"{target_host} back, its stale copies gone", lambda: self._engine_web() == 5
                           and self._lb_up(lb, 5, lb_hosts), 60, every=0.5)
         self.until("every member alive", lambda: all(
@@ -939,14 +940,14 @@ class Drills:
         r.happened.append(f"stopped {lb_victim} (a load balancer and {len(on_victim)} targets): its clients "
                           f"failed over to {other}; rescheduled behind {other} after {took:.1f} s")
         self.lab.start_host(lb_victim)
-        faults[marks[-1][0]] = (died, time.monotonic(), {c["ip"] for c in on_victim})
+        faults[marks[-1][0]] = (died, time.monotonic(), {c["ip"]: c["name"] for c in on_victim})
         took = self.until("both load balancers back with 5 servers up", lambda: self._lb_up(
             lb, 5, lb_hosts), 90, every=0.5)
         r.happened.append(f"started {lb_victim} again: its load balancer back after {took:.1f} s")
         time.sleep(2)
 
     def _lb_verdict(self, r: Result, clients: Clients, picks: Picks, marks: list[tuple[str, float]],
-                    faults: dict[str, tuple[float, float, set[str]]], lb_victim: str) -> None:
+                    faults: dict[str, tuple[float, float, dict[str, str]]], lb_victim: str) -> None:
         """Per phase — requests by the time they *ended*, so one in flight at a fault counts for that fault
         — sent, failed, failed among those in flight at the fault's instant, and when a dead backend was
         last chosen; then the targets."""
@@ -969,15 +970,22 @@ class Drills:
                 row["failed_in_flight"] = sum(1 for s in failed if s.start < died)
                 row["failures"] = [f"{s.client} +{s.start - died:.2f} s for {s.end - s.start:.2f} s: {s.error}"
                                    for s in failed][:8]
-                last = picks.last_pick(addresses, died, until)
-                row["dead_backend_last_chosen_s"] = round(last - died, 2) if last is not None else None
-                row["dead_backend_chosen_after_1s"] = picks.picked_after(addresses, died, DEAD_BACKEND_TARGET, until)
+                # each dead backend died between the fault's start and its instant: after the last answer
+                # it gave, so lateness is counted from then (or the start), which never flatters it
+                lates, after = [], 0
+                for address, container in addresses.items():
+                    since = max([began] + [s.end for s in sent if s.backend == container and s.end <= died])
+                    last = picks.last_pick({address}, since, until)
+                    lates.append(last - since if last is not None else 0.0)
+                    after += picks.picked_after({address}, since, DEAD_BACKEND_TARGET, until)
+                row["dead_backend_last_chosen_s"] = round(max(lates, default=0.0), 2)
+                row["dead_backend_chosen_after_1s"] = after
             phases[name] = row
             r.happened.append(f"{name}: {row['failed']} failed / {row['sent']} sent" + (
                 f" ({row['in_flight_at_fault']} in flight at the instant, which took {row['fault_took_s']} s; "
                 f"{row['failed_in_flight']} of them failed); "
-                f"a dead backend last chosen {row['dead_backend_last_chosen_s']} s after it died" if name in faults
-                else "") + (f"; {row['errors']}" if failed else ""))
+                f"a dead backend last chosen {row['dead_backend_last_chosen_s']} s after it died (or answered last)"
+                if name in faults else "") + (f"; {row['errors']}" if failed else ""))
         failovers = clients.failovers()
         r.happened.append("failovers: " + (", ".join(f"{c} {frm}→{to}" for c, _t, frm, to in failovers) or "none"))
         lates = [p["dead_backend_last_chosen_s"] or 0.0 for p in phases.values() if "dead_backend_last_chosen_s" in p]
