@@ -94,6 +94,16 @@ backend nginx
 {servers}
 """
 
+EQUAL_DEFAULTS = """\
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+    retries 3
+    option redispatch 1
+"""
+EQUAL_FRONTEND = "    http-request set-header X-Forwarded-Proto http\n"
+EQUAL_BACKEND = "    retry-on conn-failure empty-response\n"
+EQUAL_CHECK = "check inter 250ms fastinter 250ms downinter 500ms fall 2 rise 1"
+
 DIFFERENCES = ("master-worker + expose-fd listeners", "check inter 250ms (reference: 2 s)",
                "retries 3, option redispatch, retry-on conn-failure empty-response",
                "X-Forwarded-Proto header", "timeout http-request/http-keep-alive 10s", "servers added at run time")
@@ -145,16 +155,22 @@ def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: 
 class Reference:
     """Debian's haproxy in ``host``'s namespace on REFERENCE_PORT, with the hand-written config."""
 
-    def __init__(self, lab: Lab, host: str, backends: list[str]) -> None:
-        self.lab, self.host, self.backends = lab, host, backends
+    def __init__(self, lab: Lab, host: str, backends: list[str], equal: bool = False) -> None:
+        self.lab, self.host, self.backends, self.equal = lab, host, backends, equal
         self.dir = Path(tempfile.mkdtemp(prefix="corral-bench-lb-"))
         self.config = self.dir / "haproxy.cfg"
         self.socket = self.dir / "admin.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def text(self) -> str:
-        servers = "\n".join(f"    server s{n} {address} check" for n, address in enumerate(self.backends, 1))
-        return REFERENCE.format(socket=self.socket, port=REFERENCE_PORT, servers=servers)
+        check = EQUAL_CHECK if self.equal else "check"
+        servers = "\n".join(f"    server s{n} {address} {check}" for n, address in enumerate(self.backends, 1))
+        text = REFERENCE.format(socket=self.socket, port=REFERENCE_PORT, servers=servers)
+        if self.equal:  # Corral's options, so that only the way servers are added differs
+            text = text.replace("    option forwardfor\n", "    option forwardfor\n" + EQUAL_DEFAULTS)
+            text = text.replace("    default_backend nginx\n", EQUAL_FRONTEND + "    default_backend nginx\n")
+            text = text.replace("    balance roundrobin\n", "    balance roundrobin\n" + EQUAL_BACKEND)
+        return text
 
     def start(self) -> None:
         self.config.write_text(self.text())
@@ -277,14 +293,14 @@ async def prepare(lab: Lab, on: str) -> tuple[list[dict[str, Any]], str]:
         return await deploy(session, lab, on)
 
 
-def run(lab: Lab, on: str, count: int, seconds: float) -> dict[str, Any]:
+def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> dict[str, Any]:
     containers, config = asyncio.run(prepare(lab, on))
     backends = [f"{c['ip']}:80" for c in sorted(containers, key=lambda c: c["ip"])]
     direct = next((c for c in containers if c["host"] != on), containers[0])
     address = lab.host(on).address
     urls = {"corral": f"http://{address}:{LB_PORT}/", "reference": f"http://{address}:{REFERENCE_PORT}/",
             "direct": f"http://{direct['ip']}:80/"}
-    reference = Reference(lab, on, backends)
+    reference = Reference(lab, on, backends, equal)
     try:
         reference.start()
         deadline = time.monotonic() + 30
@@ -299,7 +315,7 @@ def run(lab: Lab, on: str, count: int, seconds: float) -> dict[str, Any]:
         figures = rounds(lab, on, urls, count, seconds)
     finally:
         reference.stop()
-    return {"on": on, "direct": {"name": direct["name"], "host": direct["host"], "ip": direct["ip"]},
+    return {"on": on, "equal": equal, "direct": {"name": direct["name"], "host": direct["host"], "ip": direct["ip"]},
             "backends": backends, "corral_config": Path(config).read_text(), "reference_config": reference.text(),
             "figures": figures, "summary": summarize(figures)}
 
@@ -318,7 +334,10 @@ def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
     for load, s in result["summary"].items():
         lines.append(f"{load}: corral/reference req/s per round {', '.join(f'{r:.2f}' for r in s['ratios'])}; "
                      f"p99 added per round {', '.join(f'{a:+.2f}' for a in s['p99_added'])} ms")
-    lines.append("corral's config has, the reference not: " + "; ".join(DIFFERENCES))
+    if result["equal"]:
+        lines.append("the reference has corral's options (--equal): checks, retries, X-Forwarded-Proto, timeouts")
+    else:
+        lines.append("corral's config has, the reference not: " + "; ".join(DIFFERENCES))
     sat, one = result["summary"]["saturating"], result["summary"]["one connection"]
     ok = sat["rps_ratio"] >= TARGET_RATIO and one["p99_added_ms"] <= TARGET_P99_MS \
         and sum(sat["errors"].values()) + sum(one["errors"].values()) == 0
@@ -340,6 +359,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=3, help="lab hosts (the example's load balancer runs on each)")
     parser.add_argument("--on", default="h1", help="the host whose load balancer wrk goes through (and runs on)")
     parser.add_argument("--existing", action="store_true", help="use the lab that is up; leave it up")
+    parser.add_argument("--equal", action="store_true",
+                        help="give the reference Corral's options too (checks every 250 ms, retries, headers)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     args = parser.parse_args()
     count, seconds = (1, 5.0) if args.quick else (args.rounds, args.seconds)
@@ -361,7 +382,7 @@ def main() -> None:
         else:
             lab = stack.enter_context(lab_up(args.hosts))
         started = time.monotonic()
-        result = run(lab, args.on, count, seconds)
+        result = run(lab, args.on, count, seconds, args.equal)
         log(f"measured in {time.monotonic() - started:.0f} s")
     print("\n".join(report(result, count, seconds)))
     if args.json is not None:
