@@ -19,8 +19,10 @@ Every ``wrk`` runs in the same host's namespace with the same threads, connectio
 loads, each in ``--rounds`` interleaved rounds (corral, reference, direct; the order rotated): a
 **saturating** one (``-t 2 -c 32``: requests/s, and p99 with queueing) and a **single connection**
 (``-t 1 -c 1``: one request after another, so p99 is the latency a request gets, no queueing: what
-the load balancer adds to it). The figures are medians over rounds; the ratio is the median of the
-rounds' own ratios (both in the same minute), since the machine's load moves from round to round.
+the load balancer adds to it). Requests/s are medians over rounds, and their ratio the median of the
+rounds' own ratios (both in the same minute), since the machine's load moves from round to round; a
+p99 is of every round's latencies pooled (wrk's own histogram, dumped by a ``done()`` script), so it
+ranks thousands of requests rather than one round's few hundred.
 
 What Corral's config has and the reference lacks (printed with the figures): master-worker with a
 stats socket (``expose-fd listeners``), checks every 250 ms, ``retries 3`` + ``option redispatch`` +
@@ -111,6 +113,16 @@ DIFFERENCES = ("master-worker + expose-fd listeners", "check inter 250ms (refere
 
 # ---------------------------------------------------------------------- wrk
 
+HISTOGRAM = """\
+-- every latency wrk recorded (microseconds, count), so that rounds can be pooled for one p99
+done = function(summary, latency, requests)
+   for i = 1, #latency do
+      local v, c = latency(i)
+      io.write(string.format("HIST %d %d\\n", v, c))
+   end
+end
+"""
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -121,8 +133,9 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def parse_wrk(out: str) -> dict[str, float]:
-    """requests/s, p50/p99 (ms), requests and errors from ``wrk --latency``'s report."""
+def parse_wrk(out: str) -> dict[str, Any]:
+    """requests/s, p50/p99 (ms), requests, errors and the latency histogram (µs → count) from ``wrk
+    --latency``'s report and :data:`HISTOGRAM`'s lines."""
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
@@ -136,13 +149,33 @@ def parse_wrk(out: str) -> dict[str, float]:
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
         errors += int(bad.group(1))
+    hist = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"^HIST (\d+) (\d+)$", out, re.M)}
     return {"rps": float(rps.group(1)), "p50_ms": _ms(p50.group(1)), "p99_ms": _ms(p99.group(1)),
-            "requests": float(total.group(1)), "errors": float(errors)}
+            "requests": float(total.group(1)), "errors": float(errors), "hist": hist}
 
 
-def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: float) -> dict[str, float]:
+def pooled_percentile(hists: list[dict[int, int]], p: float) -> float:
+    """The nearest-rank percentile (ms) of every latency of ``hists`` together."""
+    merged: dict[int, int] = {}
+    for h in hists:
+        for v, c in h.items():
+            merged[v] = merged.get(v, 0) + c
+    total = sum(merged.values())
+    if not total:
+        return float("nan")
+    rank, seen = max(1, -(-total * p // 100)), 0
+    for v in sorted(merged):
+        seen += merged[v]
+        if seen >= rank:
+            return v / 1e3
+    return max(merged) / 1e3
+
+
+def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: float,
+        script: Path | None = None) -> dict[str, Any]:
+    extra = ["-s", str(script)] if script is not None else []
     argv, env = lab.exec_argv(host, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-                                     "--latency", url])
+                                     "--latency", *extra, url])
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise SystemExit(f"wrk {url} failed: {done.stderr.strip()[-400:]}")
@@ -260,14 +293,15 @@ async def deploy(session: aiohttp.ClientSession, lab: Lab, on: str) -> tuple[lis
 # ---------------------------------------------------------------------- the run
 
 
-def rounds(lab: Lab, on: str, urls: dict[str, str], count: int, seconds: float) -> dict[str, dict[str, list[Any]]]:
+def rounds(lab: Lab, on: str, urls: dict[str, str], count: int, seconds: float,
+           script: Path) -> dict[str, dict[str, list[Any]]]:
     """``count`` interleaved rounds of every load; per load and kind, the rounds' wrk figures."""
     out: dict[str, dict[str, list[Any]]] = {load: {k: [] for k in KINDS} for load in LOADS}
     for n in range(count):
         for load, (threads, connections) in LOADS.items():
             order = KINDS[n % 3:] + KINDS[:n % 3]
             for kind in order:
-                got = wrk(lab, on, urls[kind], threads, connections, seconds)
+                got = wrk(lab, on, urls[kind], threads, connections, seconds, script)
                 out[load][kind].append(got)
                 log(f"round {n + 1}/{count} {load:>14} {kind:>9}: {got['rps']:7.0f} req/s  p50 "
                     f"{got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms  errors {got['errors']:.0f}")
@@ -282,8 +316,11 @@ def summarize(figures: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
         ratios = [c["rps"] / r["rps"] for c, r in zip(kinds["corral"], kinds["reference"], strict=True)]
         added = [c["p99_ms"] - r["p99_ms"] for c, r in zip(kinds["corral"], kinds["reference"], strict=True)]
         errors = {k: sum(r["errors"] for r in runs) for k, runs in kinds.items()}
+        pooled = {k: pooled_percentile([r["hist"] for r in runs], 99) for k, runs in kinds.items()}
+        for k in kinds:
+            med[k]["p99_ms"] = pooled[k]  # every round's latencies together: a p99 of thousands, not of one round
         out[load] = {"median": med, "rps_ratio": statistics.median(ratios), "ratios": ratios,
-                     "p99_added_ms": statistics.median(added), "p99_added": added, "errors": errors}
+                     "p99_added_ms": pooled["corral"] - pooled["reference"], "p99_added": added, "errors": errors}
     return out
 
 
@@ -312,7 +349,13 @@ def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> d
             f"({direct['name']} on {direct['host']})")
         for url in urls.values():  # warm: connections, ARP, the overlay's sessions
             wrk(lab, on, url, 1, 4, 2)
-        figures = rounds(lab, on, urls, count, seconds)
+        script = reference.dir / "histogram.lua"
+        script.write_text(HISTOGRAM)
+        figures = rounds(lab, on, urls, count, seconds, script)
+        for runs in figures.values():
+            for kind in runs.values():
+                for r in kind:
+                    r["hist_samples"] = sum(r["hist"].values())
     finally:
         reference.stop()
     return {"on": on, "equal": equal, "direct": {"name": direct["name"], "host": direct["host"], "ip": direct["ip"]},
