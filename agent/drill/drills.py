@@ -1006,6 +1006,8 @@ class Drills:
             if not name.startswith("stop-host"):  # the scale changes and the rm -f: drained or retried
                 r.check(not failed, f"{name}: {len(failed)} requests failed ({p.get('errors')})")
                 continue
+            if name not in faults:  # the stop did not go through: the drill failed already, saying why
+                continue
             died = faults[name][0]
             if lb_victim in name:  # its own clients lose the request they had sent, then fail over
                 per_client = Counter(s.client for s in failed if s.client in own)
@@ -1016,6 +1018,7 @@ class Drills:
             late = [s for s in failed if s.start >= died]
             r.check(not late, f"{name}: {len(late)} requests sent after the instant failed "
                               f"({dict(Counter(s.error for s in late))})")
+
 
 def above_floor(failed: int, sent: int, floor_failed: int, floor_sent: int, margin: float = 0.02,
                 z_crit: float = 1.645) -> tuple[bool, float]:
