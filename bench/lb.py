@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -219,9 +220,7 @@ class Reference:
         if self.proc is not None and self.proc.poll() is not None:
             raise SystemExit(f"the reference haproxy exited: {(self.dir / 'haproxy.out').read_text()[-400:]}")
         try:
-            import socket as so
-
-            with so.socket(so.AF_UNIX) as s:
+            with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(2)
                 s.connect(str(self.socket))
                 s.sendall(b"show stat\n")
