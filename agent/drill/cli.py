@@ -76,7 +76,7 @@ def _report(r: Result) -> None:
               help="also fetch every container's page over the overlay from a container on h1")
 def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int | None, lossy_seconds: float,
           fresh: bool, overlay_probe: bool) -> None:
-    """Run failure drills on the lab (all fourteen when no NAME is given) and report what the cluster did."""
+    """Run failure drills on the lab (every drill when no NAME is given) and report what the cluster did."""
     unknown = [n for n in names if n not in ALL]
     if unknown:
         _fail(f"unknown drill {unknown[0]!r}; drills: {', '.join(ALL)}")
@@ -110,7 +110,8 @@ def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int 
     except RuntimeError as exc:
         _fail(str(exc))
     probe.start()
-    drills = Drills(lab, probe, service_id, random.Random(seed), lossy_seconds=lossy_seconds)
+    drills = Drills(lab, probe, service_id, random.Random(seed), lossy_seconds=lossy_seconds,
+                    say=lambda m: console.print(f"  [dim]{time.strftime('%H:%M:%S')} {m}[/dim]"))
     drills.scale = scale
     results = []
     try:

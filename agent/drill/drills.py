@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent.cli.client import ApiError, Client
+from agent.drill.lbtraffic import Clients, Picks, Sent
 from agent.drill.probe import BusinessProbe, Counts
 from agent.lab import Lab
 from mesh import waiting
@@ -48,6 +49,13 @@ DNS_FOLLOW_TARGET = 1.0
 HEALTH_STACK = "drill-health"
 AUTH_USER, AUTH_STACK = "drill-user", "drill-prod"
 STACK, SERVICE = "web-server", "nginx-cluster"
+#: lb-continuity: its own stack (a target service and a load balancer of two instances on a port of
+#: its own), so the other drills' reference workload is left as it is.
+LB_STACK, LB_TARGET, LB_NAME, LB_PORT, LB_DRAIN = "drill-lb", "web", "edge", 8090, 5
+LB_RATE = 20.0  # requests/s per client; 2 clients (keep-alive, new connections) per load balancer: 80/s
+DEAD_BACKEND_TARGET = 1.0
+WEB_COMMAND = ["sh", "-c", 'mkdir -p /www && echo "<h1>$CORRAL_CONTAINER</h1>" > /www/index.html && '
+               "exec httpd -f -p 80 -h /www"]
 
 
 class DrillFailed(Exception):
@@ -90,6 +98,8 @@ class Drills:
         self.lossy_seconds = lossy_seconds
         self.hosts = [h.name for h in lab.hosts()]
         self.scale = 0
+        self.stopped: dict[str, float] = {}
+        """lb-continuity: when each stop-host phase's stop began."""
 
     # ------------------------------------------------------------------ reading the cluster
 
@@ -838,6 +848,243 @@ class Drills:
                 admin.delete(f"/v1/stacks/{AUTH_STACK}")
 
 
+    # ------------------------------------------------------------------ lb-continuity
+
+    def drill_lb_continuity(self, r: Result) -> None:
+        """Steady requests through two load balancers (keep-alive and new connections, both hosts' addresses)
+        while their target is scaled 10 → 20 → 5, a target container is `docker rm -f`'d, a target's host
+        is stopped and started, and one load balancer's own host is stopped.
+
+        Zero failed requests for the scale changes and the rm -f (drained, retried); for a stopped host only
+        the requests in flight on it at that instant, and for the stopped load balancer one request per
+        client of it, which then fails over to the other; no dead backend chosen more than 1 s after it died."""
+        chief = self.healthy()
+        pool = [h for h in self.hosts if h != chief]
+        stoppable = [h for h in pool if h != self.probe.overlay_host]  # hurting it would blind the overlay probe
+        if len(pool) < 3 or len(stoppable) < 2:
+            raise DrillFailed(f"needs 3 hosts besides the leader (the lab has {len(self.hosts)}): two load "
+                              "balancers and a target's host to stop")
+        target_host = stoppable[0]
+        lb_hosts = [h for h in pool if h != target_host][:2]
+        lb_victim = next(h for h in lb_hosts if h in stoppable)
+        admin = self.api(chief, timeout=10.0)
+        with contextlib.suppress(ApiError):
+            admin.delete(f"/v1/stacks/{LB_STACK}")  # left by an interrupted run
+        admin.post("/v1/stacks", {"name": LB_STACK})
+        try:
+            web = admin.post("/v1/services", {"stack": LB_STACK, "name": LB_TARGET, "image": "corral/base",
+                                              "scale": 10, "command": WEB_COMMAND})
+            lb = admin.post("/v1/services", {
+                "stack": LB_STACK, "name": LB_NAME, "kind": "load-balancer", "scale": 2,
+                "placement": {"constraints": [f"node.hostname!={h}" for h in self.hosts if h not in lb_hosts]},
+                "lb": {"rules": [{"port": LB_PORT, "target": LB_TARGET, "target_port": 80}],
+                       "drain_timeout": LB_DRAIN}})
+            self._lb_continuity(r, web["id"], lb["id"], target_host, lb_hosts, lb_victim)
+        finally:
+            with contextlib.suppress(Exception):
+                self._restore_all(r)
+                self.api(chief, timeout=10.0).delete(f"/v1/stacks/{LB_STACK}")
+                self.until(f"stack {LB_STACK}'s containers gone", lambda: not any(
+                    "corral.stack=" + LB_STACK in c.get("Labels", "") for h in self.hosts
+                    for c in self.engine_containers(h)), 60, every=0.5)
+
+    def _web(self, web: str, via: str | None = None) -> list[dict[str, Any]]:
+        for h in ([via] if via else []) + self.answering():
+            with contextlib.suppress(ApiError):
+                return self.api(h).items("/v1/containers", service=web)
+        raise DrillFailed("no agent answers the API")
+
+    def _lb_up(self, lb: str, servers: int, hosts: list[str], via: str | None = None) -> bool:
+        """Every load balancer instance on ``hosts`` runs with exactly ``servers`` servers UP."""
+        for h in ([via] if via else []) + self.answering():
+            with contextlib.suppress(ApiError):
+                figures = {f.get("host"): f for f in self.api(h).get(f"/v1/services/{lb}").get("lb_instances", [])}
+                return all(h in figures and "error" not in figures[h] and sum(
+                    s["state"] == "UP" for b in figures[h]["backends"] for s in b["servers"]) == servers
+                    for h in hosts)
+        return False
+
+    def _engine_web(self) -> int:
+        """Running containers of the drill's stack on every engine (drained ones held included)."""
+        return sum(1 for h in self.hosts for c in self.engine_containers(h)
+                   if c.get("State") == "running" and "corral.stack=" + LB_STACK in c.get("Labels", ""))
+
+    def _lb_continuity(self, r: Result, web: str, lb: str, target_host: str, lb_hosts: list[str],
+                       lb_victim: str) -> None:
+        self.until("10 targets running and both load balancers with 10 servers up", lambda: len(
+            [c for c in self._web(web) if c["state"] == "running"]) == 10 and self._lb_up(lb, 10, lb_hosts), 90)
+        instances = {c["host"]: c["id"] for c in self.api(lb_hosts[0]).items("/v1/containers", service=lb)}
+        sockets = {h: self.lab.host(h).agent_data / "lb" / instances[h] / "admin.sock" for h in lb_hosts}
+        r.happened.append(f"load balancers {LB_STACK}/{LB_NAME} on {' and '.join(lb_hosts)} (port {LB_PORT}), "
+                          f"target {LB_STACK}/{LB_TARGET}; {LB_RATE * 4:g} requests/s")
+        marks: list[tuple[str, float]] = []
+        self.stopped = {}
+        # phase → (died at, dead until, {address: container name}); a stop-host's instant is when the stop
+        # returned (the host's processes are found, killed together, its link cut), self.stopped[phase] when
+        # it began; an rm -f's when the command began
+        faults: dict[str, tuple[float, float, dict[str, str]]] = {}
+        picks = Picks(lambda: sockets)
+        picks.start()
+        clients = Clients({h: self.lab.host(h).address for h in lb_hosts}, LB_PORT, LB_RATE)
+        try:
+            with clients:
+                self._lb_phases(r, clients, marks, faults, web, lb, target_host, lb_hosts, lb_victim)
+        finally:
+            marks.append(("end", time.monotonic()))
+            picks.stop()
+            self._lb_verdict(r, clients, picks, marks, faults, lb_victim)
+
+    def _lb_phases(self, r: Result, clients: Clients, marks: list[tuple[str, float]],
+                   faults: dict[str, tuple[float, float, dict[str, str]]], web: str, lb: str, target_host: str,
+                   lb_hosts: list[str], lb_victim: str) -> None:
+        def phase(name: str) -> None:
+            marks.append((name, time.monotonic()))
+            self.say(f"lb-continuity: {name}")
+
+        phase("steady")
+        time.sleep(3)
+        phase("scale 10 → 20")
+        self.api(lb_hosts[0]).post(f"/v1/services/{web}/scale", {"scale": 20})
+        took = self.until("20 servers up on both", lambda: self._lb_up(lb, 20, lb_hosts), 60, every=0.2)
+        r.happened.append(f"scaled to 20: 20 servers up on both after {took:.1f} s")
+        time.sleep(2)
+        phase("scale 20 → 5")
+        self.api(lb_hosts[0]).post(f"/v1/services/{web}/scale", {"scale": 5})
+        took = self.until("5 servers up on both and the drained containers stopped", lambda: self._lb_up(
+            lb, 5, lb_hosts) and self._engine_web() == 5, 60, every=0.5)
+        r.happened.append(f"scaled to 5: the 15 drained and stopped after {took:.1f} s "
+                          f"(drain timeout {LB_DRAIN} s)")
+        time.sleep(2)
+        phase("docker rm -f")
+        victim = self.rng.choice([c for c in self._web(web) if c["state"] == "running"])
+        died = time.monotonic()
+        out = self.sh(victim["host"], f"docker rm -f {victim['container_id']}")
+        if out.returncode != 0:
+            raise DrillFailed(f"docker rm -f failed: {out.stderr.strip()}")
+        self.until("recreated", lambda: any(c["id"] == victim["id"] and c["state"] == "running" and c[
+            "container_id"] != victim["container_id"] for c in self._web(web)), 30, every=0.02)
+        faults["docker rm -f"] = (died, time.monotonic(), {victim["ip"]: victim["name"]})
+        self.until("5 servers up on both", lambda: self._lb_up(lb, 5, lb_hosts), 30, every=0.2)
+        r.happened.append(f"docker rm -f {victim['name']} on {victim['host']} ({victim['ip']}): recreated "
+                          f"and behind both again after {time.monotonic() - died:.1f} s")
+        time.sleep(2)
+        on_target = [c for c in self._web(web) if c["host"] == target_host and c["state"] == "running"]
+        if not on_target:
+            raise DrillFailed(f"no target container on {target_host}: stopping it would measure nothing")
+        phase(f"stop-host {target_host}")
+        began = time.monotonic()
+        self.lab.stop_host(target_host)
+        died = time.monotonic()  # its processes are found (a scan of /proc), killed together, then its link cut
+        self.stopped[marks[-1][0]] = began
+        took = self.until(f"5 targets running without {target_host}, 5 servers up on both", lambda: len(
+            [c for c in self._web(web, lb_hosts[0]) if c["state"] == "running" and c["host"] != target_host])
+            == 5 and self._lb_up(lb, 5, lb_hosts, lb_hosts[0]), 60, every=0.2)
+        r.happened.append(f"stopped {target_host} ({len(on_target)} targets): rescheduled and behind both "
+                          f"after {took:.1f} s")
+        self.lab.start_host(target_host)
+        faults[f"stop-host {target_host}"] = (died, time.monotonic(), {c["ip"]: c["name"] for c in on_target})
+        took = self.until(f"{target_host} back, its stale copies gone", lambda: self._engine_web() == 5
+                          and self._lb_up(lb, 5, lb_hosts), 60, every=0.5)
+        self.until("every member alive", lambda: all(
+            list(self.members(h).values()).count("alive") == len(self.hosts) for h in self.hosts), 60)
+        r.happened.append(f"started {target_host} again: stale copies gone after {took:.1f} s")
+        time.sleep(2)
+        other = next(h for h in lb_hosts if h != lb_victim)
+        on_victim = [c for c in self._web(web) if c["host"] == lb_victim and c["state"] == "running"]
+        phase(f"stop-host {lb_victim} (a load balancer's)")
+        began = time.monotonic()
+        self.lab.stop_host(lb_victim)
+        died = time.monotonic()  # its processes are found (a scan of /proc), killed together, then its link cut
+        self.stopped[marks[-1][0]] = began
+        self.until(f"the clients of {lb_victim} failed over", lambda: {
+            c for c, _t, frm, _to in clients.failovers() if frm == lb_victim} == {
+            c.name for c in clients.clients if c.name.startswith(lb_victim + "-")}, 30, every=0.1)
+        took = self.until(f"5 targets running without {lb_victim}, 5 servers up on {other}", lambda: len(
+            [c for c in self._web(web, other) if c["state"] == "running" and c["host"] != lb_victim]) == 5
+            and self._lb_up(lb, 5, [other], other), 60, every=0.2)
+        r.happened.append(f"stopped {lb_victim} (a load balancer and {len(on_victim)} targets): its clients "
+                          f"failed over to {other}; rescheduled behind {other} after {took:.1f} s")
+        self.lab.start_host(lb_victim)
+        faults[marks[-1][0]] = (died, time.monotonic(), {c["ip"]: c["name"] for c in on_victim})
+        took = self.until("both load balancers back with 5 servers up", lambda: self._lb_up(
+            lb, 5, lb_hosts), 90, every=0.5)
+        r.happened.append(f"started {lb_victim} again: its load balancer back after {took:.1f} s")
+        time.sleep(2)
+
+    def _lb_verdict(self, r: Result, clients: Clients, picks: Picks, marks: list[tuple[str, float]],
+                    faults: dict[str, tuple[float, float, dict[str, str]]], lb_victim: str) -> None:
+        """Per phase — requests by the time they *ended*, so one in flight at a fault counts for that fault
+        — sent, failed, failed among those in flight at the fault's instant, and when a dead backend was
+        last chosen; then the targets."""
+        sent = clients.between(marks[0][1], math.inf)
+        by_phase: dict[str, list[Sent]] = {name: [] for name, _ in marks[:-1]}
+        for s in sent:
+            by_phase[next(name for name, t in reversed(marks[:-1]) if s.end >= t or name == marks[0][0])].append(s)
+        phases: dict[str, dict[str, Any]] = {}
+        for name, done in by_phase.items():
+            failed = [s for s in done if s.error is not None]
+            row: dict[str, Any] = {"sent": len(done), "failed": len(failed),
+                                   "slowest_s": round(max((s.end - s.start for s in done), default=0.0), 2)}
+            if failed:
+                row["errors"] = dict(Counter(f"{s.client}: {s.error}" for s in failed))
+            if name in faults:
+                died, until, addresses = faults[name]
+                began = self.stopped.get(name, died)
+                row["fault_took_s"] = round(died - began, 2)
+                row["in_flight_at_fault"] = sum(1 for s in sent if s.start < died and s.end >= began)
+                row["failed_in_flight"] = sum(1 for s in failed if s.start < died)
+                row["failures"] = [f"{s.client} +{s.start - died:.2f} s for {s.end - s.start:.2f} s: {s.error}"
+                                   for s in failed][:8]
+                # each dead backend died between the fault's start and its instant: after the last answer
+                # it gave, so lateness is counted from then (or the start), which never flatters it
+                lates, after = [], 0
+                for address, container in addresses.items():
+                    since = max([began] + [s.end for s in sent if s.backend == container and s.end <= died])
+                    last = picks.last_pick({address}, since, until)
+                    lates.append(last - since if last is not None else 0.0)
+                    after += picks.picked_after({address}, since, DEAD_BACKEND_TARGET, until)
+                row["dead_backend_last_chosen_s"] = round(max(lates, default=0.0), 2)
+                row["dead_backend_chosen_after_1s"] = after
+            phases[name] = row
+            r.happened.append(f"{name}: {row['failed']} failed / {row['sent']} sent" + (
+                f" ({row['in_flight_at_fault']} in flight at the instant, which took {row['fault_took_s']} s; "
+                f"{row['failed_in_flight']} of them failed); "
+                f"a dead backend last chosen {row['dead_backend_last_chosen_s']} s after it died (or answered last)"
+                if name in faults else "") + (f"; {row['errors']}" if failed else ""))
+        failovers = clients.failovers()
+        r.happened.append("failovers: " + (", ".join(f"{c} {frm}→{to}" for c, _t, frm, to in failovers) or "none"))
+        lates = [p["dead_backend_last_chosen_s"] or 0.0 for p in phases.values() if "dead_backend_last_chosen_s" in p]
+        r.figures.update(phases=phases, requests_sent=len(sent), requests_failed=sum(s.error is not None for s in sent),
+                         failovers=len(failovers), backends_answering=len({s.backend for s in sent if s.backend}),
+                         dead_backend_last_chosen_max_s=max(lates, default=0.0))
+        r.check(picks.polls > 10, "the load balancers' admin sockets were never read")
+        r.check(len(sent) > 500, f"only {len(sent)} requests sent")
+        r.check(r.figures["backends_answering"] >= 20,
+                f"only {r.figures['backends_answering']} backends answered (20 at once at most)")
+        own = {c.name for c in clients.clients if c.name.startswith(lb_victim + "-")}
+        for name, done in by_phase.items():
+            failed = [s for s in done if s.error is not None]
+            p = phases[name]
+            if name in faults and p["dead_backend_chosen_after_1s"]:
+                r.fail(f"{name}: a dead backend was chosen {p['dead_backend_chosen_after_1s']} times more than "
+                       f"{DEAD_BACKEND_TARGET:g} s after it died (last after {p['dead_backend_last_chosen_s']} s)")
+            if not name.startswith("stop-host"):  # the scale changes and the rm -f: drained or retried
+                r.check(not failed, f"{name}: {len(failed)} requests failed ({p.get('errors')})")
+                continue
+            if name not in faults:  # the stop did not go through: the drill failed already, saying why
+                continue
+            died = faults[name][0]
+            if lb_victim in name:  # its own clients lose the request they had sent, then fail over
+                per_client = Counter(s.client for s in failed if s.client in own)
+                r.check(all(n <= 1 for n in per_client.values()),
+                        f"{name}: a client of {lb_victim} lost more than one request: {dict(per_client)}")
+                r.check({c for c, *_ in failovers} >= own, f"{name}: not every client of {lb_victim} failed over")
+                failed = [s for s in failed if s.client not in own]
+            late = [s for s in failed if s.start >= died]
+            r.check(not late, f"{name}: {len(late)} requests sent after the instant failed "
+                              f"({dict(Counter(s.error for s in late))})")
+
+
 def above_floor(failed: int, sent: int, floor_failed: int, floor_sent: int, margin: float = 0.02,
                 z_crit: float = 1.645) -> tuple[bool, float]:
     """Is the failure rate ``failed/sent`` above the floor's rate + ``margin``, beyond chance?
@@ -968,4 +1215,5 @@ while True:
 
 
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
-       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth", "dns"]
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth", "dns",
+       "lb-continuity"]

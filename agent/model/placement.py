@@ -46,9 +46,12 @@ def _request(service: Service, slots: tuple[int, ...]) -> Request:
     spec = service.spec
     # a load balancer runs HAProxy on its host: only hosts that have it (their agent says so in a label)
     lb = (Constraint(HAPROXY_LABEL, "==", "yes"),) if spec.kind is ServiceKind.LOAD_BALANCER else ()
+    # and one per host: two HAProxies of one load balancer on a host would bind the same ports (with
+    # SO_REUSEPORT both succeed, so nothing would say so), and it would not be two load balancers
     rules = Rules(must=(*lb, *(Constraint.parse(c) for c in spec.placement.must)),
                   should=tuple(Constraint.parse(c) for c in spec.placement.should),
-                  strategy=spec.placement.strategy, one_per_host=spec.placement.one_per_host,
+                  strategy=spec.placement.strategy,
+                  one_per_host=spec.placement.one_per_host or spec.kind is ServiceKind.LOAD_BALANCER,
                   spread=spec.placement.spread)
     return Request(service.id, slots, cpus=spec.cpus, memory=spec.memory, rules=rules)
 

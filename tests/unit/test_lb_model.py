@@ -171,6 +171,27 @@ def test_a_load_balancer_goes_only_to_hosts_with_haproxy() -> None:
     assert why is not None and "corral.haproxy==yes" in why[0][1], why
 
 
+
+def test_a_load_balancer_never_runs_twice_on_one_host_even_when_it_did_not_ask() -> None:
+    """Two of its HAProxies on one host would bind the same ports (SO_REUSEPORT lets both): the slot that
+    has no host of its own left waits, and says why (a host loss left one so in the lb-continuity drill)."""
+    log = Log()
+    for name in ("h1", "h2", "h3"):
+        assert log("host.register", name=name, address=f"10.77.0.1{name[1]}", cpus=2, memory=2**30,
+                   labels={lb.HAPROXY_LABEL: "yes"})["ok"]
+    stack = log("stack.create", name="web-server")["id"]
+    assert log("service.create", stack=stack, name="nginx-cluster", spec={"image": "corral/base", "scale": 3})["ok"]
+    front = log("service.create", stack=stack, name="lb", spec={
+        **lb_spec(), "mode": "replicated", "scale": 2, "placement": {"constraints": ["node.hostname!=h3"]}})["id"]
+    for cmd in decide(log.state, frozenset()):
+        assert log.run(cmd)["ok"]
+    assert sorted(i.host for i in log.state.instances_of(front)) == ["h1", "h2"]
+    for cmd in decide(log.state, frozenset({"h2"})):  # h2 lost: its slot may go only to h1, which has one
+        assert log.run(cmd)["ok"]
+    assert [i.host for i in log.state.instances_of(front) if i.host != "h2"] == ["h1"]
+    why = log.state.services[front].unplaced
+    assert why is not None, "the slot that cannot be placed says so"
+
 def test_lb_ls_shows_a_rule_as_the_spec_holds_it_in_the_rule_option_form() -> None:
     from agent.cli.lb import _rule_text
 
