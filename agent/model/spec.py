@@ -27,6 +27,8 @@ from agent.model.errors import SpecError
 from agent.model.lb import LbSpec, ServiceKind
 from agent.model.mounts import Mount
 from agent.model.scheduler import Constraint, Strategy
+from agent.model.strategy import UpdateStrategy
+from agent.model.strategy import parse as strategy
 
 MAX_SCALE = 1000
 MAX_CPUS = 1024
@@ -58,7 +60,9 @@ SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale",
                   "restart_max_attempts", "restart_delay", "restart_window", "depends_on", "service_labels",
                   "aliases", "no_new_privileges",
                   # since issue 17 (load balancers)
-                  "kind", "lb")
+                  "kind", "lb",
+                  # since issue 18 (rolling upgrades)
+                  "update_config", "rollback_config")
 CAPABILITY_PATTERN = r"^(?:CAP_)?[A-Z][A-Z0-9_]{0,31}$"
 SYSCTL_PATTERN = r"^[a-z0-9_][a-z0-9_./-]{0,127}$"
 SIGNAL_PATTERN = r"^(?:SIG)?[A-Z][A-Z0-9+-]{0,15}$|^[1-9][0-9]?$"
@@ -269,6 +273,10 @@ class ServiceSpec:
     kind: ServiceKind = ServiceKind.CONTAINER
     lb: LbSpec | None = None
     """The load balancer's rules (``kind: load-balancer`` only)."""
+    # Since issue 18: how an upgrade (and its rollback) replaces the containers; not in the fingerprint.
+    update_config: UpdateStrategy | None = None
+    rollback_config: UpdateStrategy | None = None
+    """None: the update strategy's (or the defaults); a rollback starts at once whatever its interval."""
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -295,6 +303,8 @@ class ServiceSpec:
             "service_labels": dict(self.service_labels), "aliases": list(self.aliases),
             "no_new_privileges": self.no_new_privileges,
             "kind": self.kind.value, "lb": self.lb.to_request() if self.lb is not None else None,
+            "update_config": self.update_config.to_request() if self.update_config is not None else None,
+            "rollback_config": self.rollback_config.to_request() if self.rollback_config is not None else None,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -725,6 +735,8 @@ def parse(raw: object) -> ServiceSpec:
         aliases=_strings(raw.get("aliases"), "aliases", NAME_RE, "a DNS name (lowercase letters, digits, '-')", 32),
         no_new_privileges=_bool(raw.get("no_new_privileges"), "no_new_privileges"),
         kind=kind, lb=lb,
+        update_config=strategy(raw.get("update_config"), "update_config"),
+        rollback_config=strategy(raw.get("rollback_config"), "rollback_config"),
     )
 
 
