@@ -316,7 +316,7 @@ class ServiceSpec:
 
 
 def name(value: object, field: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise SpecError(field, "must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
     return value
 
