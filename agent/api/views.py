@@ -56,7 +56,8 @@ def container_view(state: ClusterState, inst: Instance) -> Row:
     return {**wire(inst), "name": state.container_name(inst) if service else inst.id,
             "service_name": service.name if service else None, "stack": service.stack if service else None,
             "stack_name": stack.name if stack else None, "state": inst.status.value,
-            "host_state": host.state.value if host else None, "waiting": waiting}
+            "host_state": host.state.value if host else None, "waiting": waiting,
+            "image": state.spec_of(inst).image if service else None}
 
 
 def event_view(event: Event) -> Row:
