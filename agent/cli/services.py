@@ -1,4 +1,5 @@
-"""``corral service create|ls|inspect|scale|stop|start|restart|rm``."""
+"""``corral service create|ls|inspect|scale|stop|start|restart|rm`` (and ``upgrade|rollback|pause|resume``,
+``agent/cli/upgrades.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from agent.cli.client import Client
 from agent.cli.output import fail, table, url_option
 from agent.cli.stacks import converge
+from agent.cli.upgrades import register as register_upgrades
 
 
 @click.group("service")
@@ -139,3 +141,6 @@ def service_rm(ref: str, url: str) -> None:
     client = Client(url)
     client.delete(f"/v1/services/{service_id(client, ref)}")
     click.echo(f"{ref} removed")
+
+
+register_upgrades(service, service_id)
