@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import click
+from rich.markup import escape
 
-from agent.cli.client import Client
+from agent.cli.client import ApiError, Client
 from agent.cli.output import console, fail, url_option
 
 EXIT_BACK, EXIT_PAUSED = 1, 3
@@ -31,7 +32,7 @@ def strategy_body(parallelism: int | None, interval: str | None, order: str | No
 
 def _bar(done: int, total: int, width: int = 20) -> str:
     filled = round(width * done / total) if total else width
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+    return escape("[" + "#" * filled + "." * (width - filled) + "]")  # not rich markup
 
 
 def watch(client: Client, sid: str, upgrade_id: str, label: str, timeout: float = 3600.0) -> int:
@@ -82,6 +83,29 @@ def watch(client: Client, sid: str, upgrade_id: str, label: str, timeout: float 
                       f"`corral service rollback {label}` goes back")
         return EXIT_PAUSED
     return EXIT_BACK
+
+
+RETRY_FOR = 15.0
+
+
+def _steer(client: Client, sid: str, verb: str) -> Any:
+    """POST a pause, resume or rollback; a write that met a leader change (503) is sent again for a while:
+    it did not commit, and if it did after all, a pause or resume again is a no-op and a rollback again is
+    refused as rolling back already, which is what was asked."""
+    deadline = time.monotonic() + RETRY_FOR
+    retried = False
+    while True:
+        try:
+            return client.post(f"/v1/services/{sid}/upgrade/{verb}")
+        except ApiError as exc:
+            if exc.status == 409 and retried and verb == "rollback":
+                current = client.get(f"/v1/services/{sid}/upgrade")["current"]
+                if current and current["rolling_back"]:
+                    return current
+            if exc.status != 503 or time.monotonic() > deadline:
+                raise
+            retried = True
+            time.sleep(0.5)
 
 
 def register(service: click.Group, service_id: Any) -> None:
@@ -156,7 +180,7 @@ def register(service: click.Group, service_id: Any) -> None:
         def cmd(ref: str, detach: bool, timeout: float, url: str) -> None:
             client = Client(url)
             sid = service_id(client, ref)
-            up = client.post(f"/v1/services/{sid}/upgrade/{verb}")
+            up = _steer(client, sid, verb)
             click.echo(f"{ref}: upgrade {up['id']} is {up['state']}" + (f" ({up['reason']})" if up["reason"] else ""))
             if detach or verb == "pause":
                 return
