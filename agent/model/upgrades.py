@@ -296,6 +296,10 @@ def advance(state: ClusterState, cmd: UpgradeAdvance, index: int) -> Outcome:
         state.event(index, EventKind.UPGRADE_BATCH, f"upgrade {up.id}: batch {batch} "
                     f"({'rollback, ' if up.rolling_back else ''}{strategy.order}): " + ", ".join(begun),
                     service=service.id, upgrade=up.id)
+    if cmd.state in (UpgradeState.DONE, UpgradeState.ROLLED_BACK):  # slots placed again meanwhile, on the target
+        up = dataclasses.replace(up, slots=tuple(
+            dataclasses.replace(p, phase=Phase.DONE, reason="placed again with the target spec (its host was lost, "
+                                "or its container removed)") if p.phase is Phase.PENDING else p for p in up.slots))
     if cmd.state is UpgradeState.ROLLING_BACK:
         up = rollback(state, up, index, cmd.reason or "rolled back", cmd.at)
     elif cmd.state is not None:

@@ -548,3 +548,23 @@ def test_a_stack_deploy_of_a_changed_file_upgrades_with_its_update_config() -> N
     scaled = log("stack.deploy", name="web", environment="default",
                  services={"app": {**spec, "image": "app:v2", "scale": 1}}, at=T0)
     assert scaled["ok"] and log.state.current_upgrade(sid) == up, "a scale is not an upgrade"
+
+
+def test_a_slot_whose_host_is_lost_mid_upgrade_is_placed_again_with_the_new_spec_and_counted_done() -> None:
+    from agent.model.placement import decide
+
+    log = Log()
+    sid = service(log, scale=3)
+    start(log, sid, parallelism=1, order="start-first", min_healthy=1)
+    on_h3 = next(i for i in log.state.instances_of(sid) if i.host == "h3")
+    for cmd in decide(log.state, {"h3"}):  # the leader places the lost host's slot again
+        assert log.run(cmd)["ok"]
+    moved = [i for i in log.state.instances_of(sid) if i.slot == on_h3.slot]
+    assert len(moved) == 1 and moved[0].host != "h3" and log.state.spec_of(moved[0]).image == "app:v2"
+    healthy(log, moved[0])
+    drive(log, sid, healthy)
+    up = log.state.current_upgrade(sid)
+    assert up is not None and up.state is UpgradeState.DONE and up.batch == 2, "two batches: the third slot moved"
+    p = up.progress(on_h3.slot)
+    assert p is not None and p.phase is Phase.DONE and "placed again" in str(p.reason)
+    assert images(log, sid) == {1: ["app:v2"], 2: ["app:v2"], 3: ["app:v2"]}
