@@ -43,9 +43,13 @@ def service_view(state: ClusterState, service: Service) -> Row:
     running = [i for i in instances if i.status == Status.RUNNING]
     healthy = sum(1 for i in running if i.health == Health.HEALTHY)
     scale = len(instances) if service.spec.mode == ServiceMode.GLOBAL else service.spec.scale
+    up = state.current_upgrade(service.id)
+    upgrade = None if up is None else {
+        "id": up.id, "state": up.state.value, "reason": up.reason,
+        "done": sum(1 for p in up.slots if p.phase.value == "done"), "slots": len(up.slots)}
     return {**wire(service), "stack_name": state.stacks[service.stack].name, "scale": scale,
             "running": len(running), "healthy": healthy if service.spec.health_check else None,
-            "containers": [i.id for i in instances]}
+            "containers": [i.id for i in instances], "upgrade": upgrade}
 
 
 def container_view(state: ClusterState, inst: Instance) -> Row:

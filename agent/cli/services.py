@@ -78,9 +78,15 @@ def _health_option(text: str) -> dict[str, Any]:
 @url_option
 def service_ls(url: str) -> None:
     """Every service: image, running, healthy and wanted containers, why some are not placed."""
-    table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "unplaced"],
+    table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "upgrade", "unplaced"],
           [[s["id"], s["stack_name"], s["name"], s["spec"]["image"], s["running"], s.get("healthy"), s["scale"],
-            s["state"], s["unplaced"][0][1] if s.get("unplaced") else None] for s in Client(url).items("/v1/services")])
+            s["state"], _upgrade_cell(s.get("upgrade")), s["unplaced"][0][1] if s.get("unplaced") else None]
+           for s in Client(url).items("/v1/services")])
+
+
+def _upgrade_cell(up: dict[str, Any] | None) -> str | None:
+    """``u12 rolling 3/10`` for the current upgrade (None when there never was one)."""
+    return None if not up else f"{up['id']} {up['state']} {up['done']}/{up['slots']}"
 
 
 def service_id(client: Client, ref: str) -> str:

@@ -30,6 +30,7 @@ async def test_start_read_pause_resume_and_rollback(api: Api) -> None:
     assert set(made["changes"]) == {"image", "environment"} and made["by"] == "admin"
     service_now = await api.ok("GET", f"/v1/services/{sid}")
     assert service_now["spec"]["image"] == "corral/base:v2"
+    assert service_now["upgrade"] == {"id": made["id"], "state": "rolling", "reason": None, "done": 0, "slots": 0}
     paused = await api.ok("POST", f"/v1/services/{sid}/upgrade/pause")
     assert paused["state"] == "paused" and paused["reason"] == "paused by admin"
     resumed = await api.ok("POST", f"/v1/services/{sid}/upgrade/resume")
