@@ -232,7 +232,8 @@ class DnsIndex:
         if inst is None or svc is None:
             return touched
         name = f"{state.container_name(inst)}.{svc.names[0].split('.', 1)[1]}"
-        eligible = _eligible(inst, svc.health_checked)
+        # its own spec's check: during an upgrade that adds one, the old containers (never checked) still answer
+        eligible = _eligible(inst, state.spec_of(inst).health_check is not None)
         new = _Inst(inst.service, name, inst.ip, eligible)
         self._instances[instance_id] = new
         self._link(name, "i:" + instance_id)

@@ -568,3 +568,30 @@ def test_a_slot_whose_host_is_lost_mid_upgrade_is_placed_again_with_the_new_spec
     p = up.progress(on_h3.slot)
     assert p is not None and p.phase is Phase.DONE and "placed again" in str(p.reason)
     assert images(log, sid) == {1: ["app:v2"], 2: ["app:v2"], 3: ["app:v2"]}
+
+
+def test_dns_and_load_balancers_gate_each_container_on_its_own_versions_check() -> None:
+    """An upgrade that adds a health check: the old containers (never checked) keep answering; a new one
+    joins only once healthy."""
+    from agent.model.dns import DnsIndex
+    from agent.model.lb import LbProtocol, Target
+    from agent.node.lbconfig import Backend, backends
+
+    log = Log()
+    sid = service(log, scale=2)
+    index = DnsIndex()
+    index.rebuild(log.state)
+    name = "app.web.default.corral.internal"
+    assert len(index.answer(name, "A").records) == 2
+    log("upgrade.start", service=sid, spec={"health_check": {"type": "tcp", "port": 80}},
+        strategy={"order": "start-first"}, at=T0)
+    assert log.run(next_batch(log.state, log.state.current_upgrade(sid), T0).command)["ok"]  # type: ignore
+    new = next(i for i in log.state.instances_of(sid) if i.status is Status.PENDING)
+    report(log, new, Status.RUNNING, Health.STARTING)
+    index.rebuild(log.state)
+    target = Backend("b", LbProtocol.HTTP, Target("app", 80), sid)
+    assert len(index.answer(name, "A").records) == 2, "the old ones answer; the new one is not healthy yet"
+    assert len(backends(log.state, [target])) == 2
+    report(log, new, Status.RUNNING, Health.HEALTHY)
+    index.rebuild(log.state)
+    assert len(index.answer(name, "A").records) == 3 and len(backends(log.state, [target])) == 3
