@@ -76,7 +76,7 @@ def _report(r: Result) -> None:
               help="also fetch every container's page over the overlay from a container on h1")
 def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int | None, lossy_seconds: float,
           fresh: bool, overlay_probe: bool) -> None:
-    """Run failure drills on the lab (all thirteen when no NAME is given) and report what the cluster did."""
+    """Run failure drills on the lab (all sixteen when no NAME is given) and report what the cluster did."""
     unknown = [n for n in names if n not in ALL]
     if unknown:
         _fail(f"unknown drill {unknown[0]!r}; drills: {', '.join(ALL)}")

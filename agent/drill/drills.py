@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent.cli.client import ApiError, Client
+from agent.drill import upgrades as upgrade_drills
 from agent.drill.probe import BusinessProbe, Counts
 from agent.lab import Lab
 from mesh import waiting
@@ -264,6 +265,10 @@ class Drills:
         return self.probe.snapshot().minus(since)
 
     # ------------------------------------------------------------------ the drills
+
+    drill_rolling_upgrade = upgrade_drills.drill_rolling_upgrade  # issue 18's, in agent/drill/upgrades.py
+    drill_bad_upgrade = upgrade_drills.drill_bad_upgrade
+    drill_upgrade_leader_kill = upgrade_drills.drill_upgrade_leader_kill
 
     def drill_leader_kill(self, r: Result) -> None:
         """SIGKILL the leader's agent.
@@ -863,4 +868,5 @@ def capture_gossip(lab: Lab, seconds: float) -> dict[str, list[bytes]]:
 
 
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
-       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth"]
+       "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth",
+       *upgrade_drills.UPGRADE_DRILLS]

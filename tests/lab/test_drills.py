@@ -1,6 +1,6 @@
 """`corral drill`: every drill, run as a user would, on a 4-host lab (3 managers and a worker).
 
-One run of the command for all thirteen drills (the lossy-network drill shortened to 20 s so the suite
+One run of the command for all sixteen drills (the lossy-network drill shortened to 20 s so the suite
 stays within its budget; `corral drill` itself defaults to the issue's 60 s). Each drill is a test
 case reading the command's JSON, so a failure names the drill and its reason.
 """
