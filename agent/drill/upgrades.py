@@ -88,8 +88,9 @@ class Sampler(threading.Thread):
 def behind_lb(d: Drills, chief: str) -> Iterator[LbProbe]:
     """A load balancer (one per host) in front of the reference service, and a probe through it."""
     client = d.api(chief, timeout=10.0)
-    made = client.post("/v1/services", {"stack": STACK, "name": LB_NAME, "kind": "load-balancer", "lb": {
-        "rules": [{"port": LB_PORT, "target": SERVICE, "target_port": 80}], "drain_timeout": 5}})
+    made = client.post("/v1/services", {"stack": STACK, "name": LB_NAME, "kind": "load-balancer", "mode": "global",
+                                        "lb": {"rules": [{"port": LB_PORT, "target": SERVICE, "target_port": 80}],
+                                               "drain_timeout": 5}})
     probe: LbProbe | None = None
     try:
         def ready() -> bool:
@@ -126,6 +127,7 @@ def drill_rolling_upgrade(d: Drills, r: Result) -> None:
 
     Zero failed requests through the load balancer; every container on the new version; exactly the scale running."""
     chief = d.healthy()
+    mark = d.probe.snapshot()
     with behind_lb(d, chief) as probe:
         version = f"v{int(time.time())}"
         run = cli(d, chief, "service", "upgrade", f"{STACK}/{SERVICE}", "--command", page(version),
@@ -141,6 +143,8 @@ def drill_rolling_upgrade(d: Drills, r: Result) -> None:
     r.check(len(items) == d.scale and all(c["spec_version"] in (0, up["next_version"]) for c in items),
             f"{len(items)} containers, not all on the new version")
     r.check(sorted(c["slot"] for c in items) == list(range(1, d.scale + 1)), "not exactly one per slot")
+    lost = d.business(mark).failed
+    r.check(lost == 0, f"{lost} business requests (each container through its published port) failed")
     r.check(probe.ok > 0 and not probe.failures,
             f"{len(probe.failures)} requests through the load balancer failed: {probe.failures[:3]}")
 
@@ -187,6 +191,7 @@ def drill_bad_upgrade(d: Drills, r: Result) -> None:
     r.check(probe.ok > 0 and not probe.failures,
             f"{len(probe.failures)} requests through the load balancer failed: {probe.failures[:3]}")
 
+
 def drill_upgrade_leader_kill(d: Drills, r: Result) -> None:
     """Kill the leader's agent mid-upgrade (batch 1 of the reference service), and start it again.
 
@@ -194,25 +199,27 @@ def drill_upgrade_leader_kill(d: Drills, r: Result) -> None:
     chief = d.healthy()
     others = [h for h in d.hosts if h != chief]
     via = others[0]
-    made = d.api(chief, timeout=10.0).post(f"/v1/services/{d.service_id}/upgrade", {
-        "spec": {"command": page(f"v{int(time.time())}")},
-        "strategy": {"parallelism": 1, "order": "start-first", "min_healthy": "1s"}})
-    d.until("two slots done and one in flight on another host than the leader's", lambda: (
-        lambda up: up["counts"]["done"] >= 2 and any(p["phase"] == "starting" and p["host"] != chief
-                                                     for p in up["slots"]))(current(d, via)), 120)
-    d.lab.kill_agent(chief)
-    r.happened.append(f"killed the agent of leader {chief} with {current(d, via)['counts']['done']} slots done")
-    try:
-        failover = d.until("a new leader", lambda: d.leader(others), 30, every=0.02)
-        revision = current(d, via)["updated"]
-    finally:
-        d.lab.start_agent(chief)
-    resumed = d.until("the same upgrade moves on", lambda: current(d, via)["updated"] > revision, 60,
-                         every=0.05)
-    r.figures.update(leader_failover_s=round(failover, 3), resumed_after_election_s=round(resumed, 3))
-    r.happened.append(f"new leader after {failover:.2f} s; the upgrade moved on {resumed:.2f} s later")
-    up = d.until("the upgrade ended", lambda: ended(d, via, made["id"]), 300)
-    assert isinstance(up, dict)
+    with behind_lb(d, chief) as probe:
+        made = d.api(chief, timeout=10.0).post(f"/v1/services/{d.service_id}/upgrade", {
+            "spec": {"command": page(f"v{int(time.time())}")},
+            "strategy": {"parallelism": 1, "order": "start-first", "min_healthy": "1s"}})
+        d.until("two slots done and one in flight on another host than the leader's", lambda: (
+            lambda up: up["counts"]["done"] >= 2 and any(p["phase"] == "starting" and p["host"] != chief
+                                                         for p in up["slots"]))(current(d, via)), 120)
+        d.lab.kill_agent(chief)
+        r.happened.append(f"killed the agent of leader {chief} with {current(d, via)['counts']['done']} slots done")
+        try:
+            failover = d.until("a new leader", lambda: d.leader(others), 30, every=0.02)
+            revision = current(d, via)["updated"]
+        finally:
+            d.lab.start_agent(chief)
+        resumed = d.until("the same upgrade moves on", lambda: current(d, via)["updated"] > revision, 60,
+                             every=0.05)
+        r.figures.update(leader_failover_s=round(failover, 3), resumed_after_election_s=round(resumed, 3))
+        r.happened.append(f"new leader after {failover:.2f} s; the upgrade moved on {resumed:.2f} s later")
+        d.until("the upgrade ended", lambda: ended(d, via, made["id"]), 300)
+        time.sleep(6)  # the last old container drained and stopped, under the probe still
+    up = current(d, via)
     events = d.api(via).items("/v1/events", kind="upgrade.slot")
     slots = Counter(e["message"].split(": ")[1].split(" is ")[0] for e in events
                     if e["refs"].get("upgrade") == made["id"])
@@ -222,6 +229,9 @@ def drill_upgrade_leader_kill(d: Drills, r: Result) -> None:
     r.check(all(n == 1 for n in slots.values()), f"a slot upgraded twice: {slots}")
     r.check(not set(slots) & again and len(set(slots) | again) == d.scale, f"slots skipped: {slots}, {again}")
     r.check(resumed <= RESUME_TARGET, f"the upgrade moved on {resumed:.2f} s after the election > {RESUME_TARGET} s")
+    r.figures.update(lb_sent=probe.ok + len(probe.failures), lb_failed=len(probe.failures))
+    r.check(probe.ok > 0 and not probe.failures,
+            f"{len(probe.failures)} requests through the load balancer failed: {probe.failures[:3]}")
 
 
 UPGRADE_DRILLS = ["rolling-upgrade", "bad-upgrade", "upgrade-leader-kill"]
