@@ -226,6 +226,11 @@ def _check_step(state: ClusterState, up: Upgrade, step: UpgradeStep, seen: set[i
             raise conflict(f"slot {step.slot} is {p.phase} already", field)
         if step.host is None or step.host not in state.hosts:
             raise bad_request(f"slot {step.slot}: no host {step.host!r}", field)
+        service = state.services[up.service]
+        if service.spec.mode == specs.ServiceMode.REPLICATED and step.slot > service.spec.scale:
+            raise conflict(f"slot {step.slot} is above the scale ({service.spec.scale}) now", field)
+        if not any(version_of(service, i) != up.target_version for i in _slot(state, service.id, step.slot)):
+            raise conflict(f"slot {step.slot} has no container left to replace (placed again meanwhile)", field)
         stack = state.stacks[state.services[up.service].stack]
         recreate = up.target.on_host_loss == specs.HostLoss.RECREATE_EMPTY
         for m in up.target.mounts:

@@ -8,6 +8,7 @@ check, or failing to pull), so each case walks a whole upgrade to its end state.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -595,3 +596,25 @@ def test_dns_and_load_balancers_gate_each_container_on_its_own_versions_check() 
     report(log, new, Status.RUNNING, Health.HEALTHY)
     index.rebuild(log.state)
     assert len(index.answer(name, "A").records) == 3 and len(backends(log.state, [target])) == 3
+
+
+def test_a_batch_planned_before_a_scale_down_or_a_new_placement_is_refused_whole() -> None:
+    log = Log()
+    sid = service(log, scale=3)
+    start(log, sid, parallelism=3, order="stop-first")
+    planned = next_batch(log.state, log.state.current_upgrade(sid), T0).command  # type: ignore[arg-type]
+    assert planned is not None and [s.slot for s in planned.steps] == [1, 2, 3]
+    assert log("service.scale", id=sid, scale=2)["ok"]  # the record's revision is unchanged by a scale
+    before = sorted(i.id for i in log.state.instances_of(sid))
+    out = log.run(planned)
+    assert not out["ok"] and out["error"] == "conflict" and "above the scale" in out["message"]
+    assert sorted(i.id for i in log.state.instances_of(sid)) == before, "nothing of it applied"
+    third = next(i for i in log.state.instances_of(sid) if i.slot == 2)
+    assert log("instance.remove", id=third.id)["ok"]
+    assert log("placements.commit", service=sid, placements=[[2, "h3"]])["ok"]  # placed again: the new spec
+    replan = next_batch(log.state, log.state.current_upgrade(sid), T0).command  # type: ignore[arg-type]
+    assert replan is not None and [s.slot for s in replan.steps] == [1]
+    stale = dataclasses.replace(replan, steps=(*replan.steps, dataclasses.replace(replan.steps[0], slot=2)))
+    out = log.run(stale)
+    assert not out["ok"] and "no container left to replace" in out["message"]
+    assert log.run(replan)["ok"]
