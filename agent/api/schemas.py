@@ -40,6 +40,7 @@ from agent.model.spec import (
     SIGNAL_PATTERN,
     SYSCTL_PATTERN,
 )
+from agent.model.strategy import DEADLINE, MAX_INTERVAL, MAX_MIN_HEALTHY, FailureAction, Order
 
 Schema = dict[str, object]
 
@@ -126,6 +127,16 @@ LB_RULE: Schema = {"type": "object", "additionalProperties": False, "required": 
                                          "description": "a path prefix (http)"}),
                        "target": LB_TARGET, "target_port": PORT_NUMBER_SCHEMA,
                        "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}}}
+STRATEGY: Schema = {"type": "object", "additionalProperties": False, "properties": {
+    "parallelism": {"type": "integer", "minimum": 1, "maximum": 1000,
+                    "description": "slots replaced together (at most the service's containers)"},
+    "interval": {**duration(0, MAX_INTERVAL), "description": "between the end of a batch and the next"},
+    "order": nullable({"enum": [o.value for o in Order]}),
+    "min_healthy": {**duration(0, MAX_MIN_HEALTHY), "description": "a new container stays running (healthy) so long"},
+    "healthy_deadline": {**duration(*DEADLINE), "description": "longer than min_healthy"},
+    "failure_action": {"enum": [a.value for a in FailureAction]},
+    "max_failure_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+}, "description": "how an upgrade replaces the containers (docs/UPGRADES.md)"}
 SPEC_PROPERTIES: dict[str, Schema] = {
     "image": {"type": "string", "pattern": "\\S", "maxLength": MAX_IMAGE},
     "command": {"anyOf": [STR, {"type": "array", "items": STR}, NULL]},
@@ -219,7 +230,10 @@ SPEC_PROPERTIES: dict[str, Schema] = {
         "drain_timeout": {"type": "number", "minimum": DRAIN_TIMEOUT[0], "maximum": DRAIN_TIMEOUT[1],
                           "description": "seconds in-flight requests of a leaving container may take (default 10)"},
     }, "description": "a load balancer's port rules (kind: load-balancer only)"}),
+    "update_config": nullable(STRATEGY),
+    "rollback_config": nullable(STRATEGY),
 }
+UPGRADE_SPEC: dict[str, Schema] = {k: v for k, v in SPEC_PROPERTIES.items() if k not in ("scale", "kind", "mode")}
 
 ENTITY: Schema = {"type": "object"}
 PASSWORD: Schema = {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD}
@@ -244,6 +258,10 @@ SCHEMAS: dict[str, Schema] = {
                                      "external for kind external",
                       "properties": {"name": NAME, "stack": {"type": "string", "minLength": 1, "maxLength": 256},
                                      **SPEC_PROPERTIES}},
+    "UpgradeStart": {"type": "object", "required": ["spec"], "additionalProperties": False, "properties": {
+        "spec": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": UPGRADE_SPEC,
+                 "description": "the fields to change (not the scale, kind or mode); it must change something"},
+        "strategy": nullable(STRATEGY), "rollback_strategy": nullable(STRATEGY)}},
     "Scale": {"type": "object", "required": ["scale"], "additionalProperties": False,
               "properties": {"scale": {"type": "integer", "minimum": 0, "maximum": MAX_SCALE}}},
     "KeyChange": {"type": "object", "required": ["action", "key"], "additionalProperties": False, "properties": {

@@ -43,9 +43,13 @@ def service_view(state: ClusterState, service: Service) -> Row:
     running = [i for i in instances if i.status == Status.RUNNING]
     healthy = sum(1 for i in running if i.health == Health.HEALTHY)
     scale = len(instances) if service.spec.mode == ServiceMode.GLOBAL else service.spec.scale
+    up = state.current_upgrade(service.id)
+    upgrade = None if up is None else {
+        "id": up.id, "state": up.state.value, "reason": up.reason,
+        "done": sum(1 for p in up.slots if p.phase.value == "done"), "slots": len(up.slots)}
     return {**wire(service), "stack_name": state.stacks[service.stack].name, "scale": scale,
             "running": len(running), "healthy": healthy if service.spec.health_check else None,
-            "containers": [i.id for i in instances]}
+            "containers": [i.id for i in instances], "upgrade": upgrade}
 
 
 def container_view(state: ClusterState, inst: Instance) -> Row:
@@ -56,7 +60,8 @@ def container_view(state: ClusterState, inst: Instance) -> Row:
     return {**wire(inst), "name": state.container_name(inst) if service else inst.id,
             "service_name": service.name if service else None, "stack": service.stack if service else None,
             "stack_name": stack.name if stack else None, "state": inst.status.value,
-            "host_state": host.state.value if host else None, "waiting": waiting}
+            "host_state": host.state.value if host else None, "waiting": waiting,
+            "image": state.spec_of(inst).image if service else None}
 
 
 def event_view(event: Event) -> Row:

@@ -1,4 +1,5 @@
-"""``corral service create|create-external|ls|inspect|scale|stop|start|restart|rm``."""
+"""``corral service create|create-external|ls|inspect|scale|stop|start|restart|rm`` (and
+``upgrade|rollback|pause|resume``, ``agent/cli/upgrades.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from agent.cli.client import Client
 from agent.cli.output import fail, table, url_option
 from agent.cli.stacks import converge
+from agent.cli.upgrades import register as register_upgrades
 
 
 @click.group("service")
@@ -107,9 +109,15 @@ def _health_option(text: str) -> dict[str, Any]:
 @url_option
 def service_ls(url: str) -> None:
     """Every service: image, running, healthy and wanted containers, why some are not placed."""
-    table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "unplaced"],
+    table("services", ["id", "stack", "name", "image", "running", "healthy", "scale", "state", "upgrade", "unplaced"],
           [[s["id"], s["stack_name"], s["name"], _image_text(s["spec"]), s["running"], s.get("healthy"), s["scale"],
-            s["state"], s["unplaced"][0][1] if s.get("unplaced") else None] for s in Client(url).items("/v1/services")])
+            s["state"], _upgrade_cell(s.get("upgrade")), s["unplaced"][0][1] if s.get("unplaced") else None]
+           for s in Client(url).items("/v1/services")])
+
+
+def _upgrade_cell(up: dict[str, Any] | None) -> str | None:
+    """``u12 rolling 3/10`` for the current upgrade (None when there never was one)."""
+    return None if not up else f"{up['id']} {up['state']} {up['done']}/{up['slots']}"
 
 
 def _image_text(spec: dict[str, Any]) -> str:
@@ -178,3 +186,6 @@ def service_rm(ref: str, url: str) -> None:
     client = Client(url)
     client.delete(f"/v1/services/{service_id(client, ref)}")
     click.echo(f"{ref} removed")
+
+
+register_upgrades(service, service_id)

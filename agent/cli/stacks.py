@@ -17,6 +17,7 @@ import click
 
 from agent.cli.client import Client
 from agent.cli.output import console, fail, table, url_option
+from agent.cli.upgrades import watch as watch_upgrade
 from agent.cli.volumes import read_files
 from agent.model import compose
 
@@ -87,14 +88,37 @@ def stack_deploy(path: Path, name: str | None, url: str, environment: str, dry_r
                          else _built(client, path.parent, name, svc, build)}
     configs = ship_configs(parsed, path.parent, services)
     body: dict[str, Any] = {"environment": environment, "services": services, "configs": configs, "prune": prune}
+    before = {} if dry_run else _upgrades_of(client, name, environment)
     plan = client.request("POST", f"/v1/stacks/{name}/deploy", body, query={"dry_run": "true"} if dry_run else None)
     _print_plan(plan, name)
     if dry_run or not wait:
         return
     stack_id = plan["stack_view"]["id"]
+    code = 0
     for made in client.items("/v1/services", stack=stack_id):
-        if made["name"] in services:
+        if made["name"] not in services:
+            continue
+        current = client.get(f"/v1/services/{made['id']}/upgrade").get("current")
+        if current is not None and current["id"] != before.get(made["id"]):
+            # what shapes its containers changed: the deploy started an upgrade (the file's update_config)
+            code = max(code, watch_upgrade(client, made["id"], current["id"], f"{name}/{made['name']}"))
+        else:
             converge(client, made["id"])
+    if code:
+        raise SystemExit(code)
+
+
+def _upgrades_of(client: Client, name: str, environment: str) -> dict[str, str | None]:
+    """The current upgrade of every service of stack ``name`` (none when the stack is new)."""
+    stack = next((s for s in client.items("/v1/stacks") if s["name"] == name and s["environment"] == environment),
+                 None)
+    if stack is None:
+        return {}
+    out: dict[str, str | None] = {}
+    for svc in client.items("/v1/services", stack=stack["id"]):
+        current = client.get(f"/v1/services/{svc['id']}/upgrade").get("current")
+        out[svc["id"]] = current["id"] if current else None
+    return out
 
 
 def ship_configs(parsed: compose.Compose, folder: Path, services: dict[str, dict[str, object]]

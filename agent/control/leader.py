@@ -6,6 +6,8 @@
    state follows gossip (alive → active, suspect → reconnecting, dead or left → disconnected).
 3. Placements: a host disconnected for longer than the grace period is *lost*; the scheduler places
    every missing slot and every slot on a lost host (:func:`agent.model.placement.decide`).
+4. Upgrades: every upgrade under way moves on as its planner says (:func:`agent.model.rollout.next_batch`),
+   looked at on every step (each change of an instance wakes one) and when the planner's timer is due.
 
 All three are proposals through Raft; a follower runs none of this. The loop wakes when gossip
 membership changes, when the state changes in a way placements depend on (hosts, services,
@@ -30,6 +32,7 @@ from agent.model.commands import HostRegister, HostSetState
 from agent.model.entities import HostState
 from agent.model.errors import CommandError
 from agent.model.placement import decide
+from agent.model.rollout import current_plans
 from mesh.aio import supervised, wait_event
 from mesh.raft.membership import Candidate, next_change
 
@@ -39,12 +42,14 @@ PERIOD = 0.5
 GOSSIP_TO_HOST = {"alive": HostState.ACTIVE, "suspect": HostState.RECONNECTING, "dead": HostState.DISCONNECTED,
                   "left": HostState.DISCONNECTED}
 PLACEMENT_TOPICS = frozenset({Topic.ALL, Topic.HOST, Topic.SERVICE, Topic.INSTANCE})
+WAKE_TOPICS = PLACEMENT_TOPICS | {Topic.UPGRADE}
 
 
 class Leader:
     def __init__(self, replica: Replica, members: Callable[[], list[MemberInfo]], grace: float = 5.0,
                  clock: Callable[[], float] = time.monotonic,
-                 replace_dead_managers_after: float | None = None) -> None:
+                 replace_dead_managers_after: float | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.replica = replica
         self.raft = replica.raft
         self.state = replica.state
@@ -52,6 +57,9 @@ class Leader:
         self._members = members
         self.grace = grace
         self._clock = clock
+        self._wall = wall_clock  # upgrades' times are in the state, read by whichever leader comes next
+        self._upgrade_wake: float | None = None
+        self.upgrade_steps = 0
         self._down_since: dict[str, float] = {}
         self._kick = asyncio.Event()
         self._placements_due = True
@@ -71,7 +79,7 @@ class Leader:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Leader]:
         """The leader loop, for as long as the context is open (on every node: it idles unless leading)."""
-        changes = self.replica.feed.subscribe(lambda c: c.topic in PLACEMENT_TOPICS, name="leader", notify=self.kick)
+        changes = self.replica.feed.subscribe(lambda c: c.topic in WAKE_TOPICS, name="leader", notify=self.kick)
         try:
             async with supervised(self._loop(changes), "leader") as self._task:
                 yield self
@@ -85,9 +93,11 @@ class Leader:
             pending = [t + self.grace - now for t in self._down_since.values() if t + self.grace > now]
             if pending:  # wake when the next grace period runs out, not up to PERIOD later
                 wait = min(PERIOD, max(0.01, min(pending)))
+            if self._upgrade_wake is not None:  # and when an upgrade's timer is due
+                wait = min(wait, max(0.01, self._upgrade_wake - self._wall()))
             await wait_event(self._kick, wait)
             self._kick.clear()
-            if changes.take():
+            if any(c.topic in PLACEMENT_TOPICS for c in changes.take()):
                 self._placements_due = True
             if not self.raft.is_leader:
                 self._down_since.clear()
@@ -111,14 +121,32 @@ class Leader:
         if lost != self._lost:
             self._lost = lost
             self._placements_due = True
-        if not self._placements_due:
-            return
-        self._placements_due = False  # set again by a change applied while these are proposed
-        self.placement_runs += 1
-        for cmd in decide(self.state, lost):
-            outcome = await self.replica.write(cmd)
-            if outcome.placed:
-                log.info("placed %d instance(s) of %s", len(outcome.placed), cmd.service)
+        if self._placements_due:
+            self._placements_due = False  # set again by a change applied while these are proposed
+            self.placement_runs += 1
+            for cmd in decide(self.state, lost):
+                outcome = await self.replica.write(cmd)
+                if outcome.placed:
+                    log.info("placed %d instance(s) of %s", len(outcome.placed), cmd.service)
+        await self._upgrades(lost)
+
+    async def _upgrades(self, lost: set[str]) -> None:
+        """Move every upgrade under way on (a refused advance was planned on an older state: the next
+        step plans again on the new one)."""
+        self._upgrade_wake = None
+        wakes = []
+        for plan in current_plans(self.state, self._wall(), lost):
+            if plan.wake is not None:
+                wakes.append(plan.wake)
+            if plan.command is None:
+                continue
+            try:
+                await self.replica.write(plan.command)
+                self.upgrade_steps += 1
+            except CommandError as exc:
+                log.info("upgrade step refused (planned again): %s", exc)
+                wakes.append(self._wall())
+        self._upgrade_wake = min(wakes) if wakes else None
 
     def _membership(self, members: Mapping[str, MemberInfo]) -> None:
         match = self.raft.match_index()

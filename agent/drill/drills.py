@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent.cli.client import ApiError, Client
+from agent.drill import upgrades as upgrade_drills
 from agent.drill.lbtraffic import Clients, Picks, Sent
 from agent.drill.probe import BusinessProbe, Counts
 from agent.lab import Lab
@@ -278,6 +279,10 @@ class Drills:
         return self.probe.snapshot().minus(since)
 
     # ------------------------------------------------------------------ the drills
+
+    drill_rolling_upgrade = upgrade_drills.drill_rolling_upgrade  # issue 18's, in agent/drill/upgrades.py
+    drill_bad_upgrade = upgrade_drills.drill_bad_upgrade
+    drill_upgrade_leader_kill = upgrade_drills.drill_upgrade_leader_kill
 
     def drill_leader_kill(self, r: Result) -> None:
         """SIGKILL the leader's agent.
@@ -1216,4 +1221,4 @@ while True:
 
 ALL = ["leader-kill", "leader-wipe", "manager-majority-loss", "agent-kill", "api-delete", "host-rm",
        "agent-down-then-rm", "host-loss", "partition", "lossy-network", "unhealthy", "garbage", "auth", "dns",
-       "lb-continuity"]
+       "lb-continuity", *upgrade_drills.UPGRADE_DRILLS]

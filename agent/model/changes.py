@@ -30,6 +30,8 @@ class Topic(enum.StrEnum):
     """A volume's record (key: ``ENVIRONMENT/NAME``)."""
     CONFIG = "config"
     """A config or secret (key: ``ENVIRONMENT/NAME``), or the allowed bind paths (``bind-paths``)."""
+    UPGRADE = "upgrade"
+    """A service's current upgrade (key: the service id)."""
 
 
 @dataclasses.dataclass(frozen=True)

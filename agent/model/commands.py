@@ -22,6 +22,8 @@ from agent.model.codec import WireError, from_wire, to_wire
 from agent.model.entities import Health, HostState, ServiceState, Status
 from agent.model.errors import CommandError, ErrorCode, bad_request
 from agent.model.policy import Role
+from agent.model.strategy import Order
+from agent.model.upgrade import Control, UpgradeState
 
 
 class Op(enum.StrEnum):
@@ -73,6 +75,9 @@ class Op(enum.StrEnum):
     BIND_PATHS_SET = "bind_paths.set"
     STACK_DEPLOY = "stack.deploy"
     CONTAINER_EXEC = "container.exec"
+    UPGRADE_START = "upgrade.start"
+    UPGRADE_CONTROL = "upgrade.control"
+    UPGRADE_ADVANCE = "upgrade.advance"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +465,8 @@ class StackDeploy:
     services: Mapping[str, Mapping[str, object]]
     configs: tuple[ConfigFiles, ...] = ()
     prune: bool = False
+    at: float = 0.0
+    """The proposer's clock: when the upgrades it starts (services whose containers change) began."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -498,13 +505,70 @@ class HostMove:
     environment: str
 
 
+@dataclasses.dataclass(frozen=True)
+class UpgradeStart:
+    """Upgrade a service to its spec with ``spec`` (request form, the fields to change) applied, batch by
+    batch (``agent/model/upgrade.py``); ``strategy``/``rollback_strategy`` (request form) override the
+    spec's ``update_config``/``rollback_config`` for this upgrade."""
+
+    service: str
+    spec: Mapping[str, object]
+    strategy: Mapping[str, object] | None = None
+    rollback_strategy: Mapping[str, object] | None = None
+    at: float = 0.0
+    """The proposer's clock (for the record's times; applying stays deterministic)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UpgradeControl:
+    """Pause, resume or roll back a service's current upgrade."""
+
+    service: str
+    action: Control
+    at: float = 0.0
+
+
+class StepKind(enum.StrEnum):
+    BEGIN = "begin"
+    """Make the slot's new instance (on ``host``; beside its old one for start-first)."""
+    HEALTHY = "healthy"
+    """Its new container is running (and healthy, with a check) since ``at``."""
+    FINISH = "finish"
+    """It stayed so for min_healthy: its old instance goes."""
+    FAIL = "fail"
+    """It exited, failed its check or missed the deadline (``reason``): a start-first slot keeps its old one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UpgradeStep:
+    kind: StepKind
+    slot: int
+    host: str | None = None
+    order: Order | None = None
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UpgradeAdvance:
+    """The leader's planner moves an upgrade on (:func:`agent.model.rollout.next_batch`): refused whole
+    when the record changed since ``revision`` (the plan was made on an older state)."""
+
+    service: str
+    upgrade: str
+    revision: int
+    steps: tuple[UpgradeStep, ...] = ()
+    state: UpgradeState | None = None
+    reason: str | None = None
+    at: float = 0.0
+
+
 Command = (EnvCreate | HostRegister | HostSetState | HostRemove | StackCreate | StackRemove | ServiceCreate
            | ServiceUpdate | ServiceScale | ServiceSetState | ServiceRemove | PlacementsCommit | InstanceStatus
            | InstanceRemove | KeysSet | KvPut | KvDelete | AdminBootstrap | UserCreate | UserUpdate | UserRemove
            | KeyCreate | KeyRevoke | TeamSet | TeamRemove | RoleSet | CaSet | JoinTokenCreate | JoinTokenRevoke
            | JoinTokenUse | HostMove | CaRotate | CaRetire | RegistrySet | RegistryRemove | ImageAdd | ImageHeld
            | ImageRemove | VolumeCreate | VolumeRemove | VolumeGone | ConfigSet | ConfigRemove | BindPathsSet
-           | StackDeploy | ContainerExec)
+           | StackDeploy | ContainerExec | UpgradeStart | UpgradeControl | UpgradeAdvance)
 
 CLASS_OF: dict[Op, type[Command]] = {
     Op.ENV_CREATE: EnvCreate, Op.HOST_REGISTER: HostRegister, Op.HOST_STATE: HostSetState,
@@ -521,7 +585,8 @@ CLASS_OF: dict[Op, type[Command]] = {
     Op.IMAGE_HELD: ImageHeld, Op.IMAGE_REMOVE: ImageRemove, Op.VOLUME_CREATE: VolumeCreate,
     Op.VOLUME_REMOVE: VolumeRemove, Op.VOLUME_GONE: VolumeGone, Op.CONFIG_SET: ConfigSet,
     Op.CONFIG_REMOVE: ConfigRemove, Op.BIND_PATHS_SET: BindPathsSet, Op.STACK_DEPLOY: StackDeploy,
-    Op.CONTAINER_EXEC: ContainerExec,
+    Op.CONTAINER_EXEC: ContainerExec, Op.UPGRADE_START: UpgradeStart, Op.UPGRADE_CONTROL: UpgradeControl,
+    Op.UPGRADE_ADVANCE: UpgradeAdvance,
 }
 OP_OF: dict[type[Command], Op] = {cls: op for op, cls in CLASS_OF.items()}
 
@@ -669,8 +734,13 @@ __all__ = [
     "StackCreate",
     "StackDeploy",
     "StackRemove",
+    "StepKind",
     "TeamRemove",
     "TeamSet",
+    "UpgradeAdvance",
+    "UpgradeControl",
+    "UpgradeStart",
+    "UpgradeStep",
     "UserCreate",
     "UserRemove",
     "UserUpdate",

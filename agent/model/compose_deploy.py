@@ -1,8 +1,9 @@
 """A compose service's ``deploy:`` → spec fields (docs/COMPOSE.md has the table).
 
 ``deploy`` is the swarm part of the compose specification, and the nearest to what Corral does:
-replicas, placement, resources, restart policy. What a cluster of Corral does not do yet (rolling
-updates: issue 18; a routing mesh; generic resources) is ignored with a warning.
+replicas, placement, resources, restart policy, update and rollback configs (the upgrade strategies,
+docs/UPGRADES.md). What a cluster of Corral does not do (a routing mesh; generic resources) is
+ignored with a warning.
 """
 
 from __future__ import annotations
@@ -40,11 +41,44 @@ def read(s: Service, deploy: object) -> None:
         elif key == "placement":
             _placement(s, value)
         elif key in ("update_config", "rollback_config"):
-            s.warn(where, "ignored: a changed service replaces its containers (rolling upgrades are issue 18)")
+            _update_config(s, key, value)
         elif key == "endpoint_mode":
             s.warn(where, "ignored: a service's name resolves to its containers' addresses")
         elif not key.startswith("x-"):
             raise s.error(where, "is not a deploy key Corral knows")
+
+
+UPDATE_KEYS = {"parallelism": "parallelism", "delay": "interval", "order": "order", "monitor": "min_healthy",
+               "failure_action": "failure_action", "max_failure_ratio": "max_failure_ratio"}
+"""compose's ``update_config`` keys → an upgrade strategy's (``agent/model/strategy.py``)."""
+
+
+def _update_config(s: Service, key: str, value: object) -> None:
+    """``deploy.update_config`` / ``rollback_config`` → the spec's ``update_config`` / ``rollback_config``:
+    parallelism, delay (→ interval), order, monitor (→ min_healthy), failure_action, max_failure_ratio."""
+    where = f"deploy.{key}"
+    if not isinstance(value, Mapping):
+        raise s.error(where, "must be a map (parallelism, delay, order, monitor, failure_action, max_failure_ratio)")
+    out: dict[str, object] = {}
+    for field, figure in value.items():
+        at = f"{where}.{field}"
+        if figure is None:
+            continue
+        if field not in UPDATE_KEYS:
+            raise s.error(at, "is not an update key (" + ", ".join(UPDATE_KEYS) + ")")
+        if field == "parallelism":
+            out["parallelism"] = max(1, whole(s.ctx, figure, s.at(at)))  # compose's 0 means all at once
+            if whole(s.ctx, figure, s.at(at)) == 0:
+                s.warn(at, "0 (all at once): one at a time instead; set the service's replicas to replace all")
+        elif field in ("delay", "monitor"):
+            out[UPDATE_KEYS[field]] = seconds_of(s, at, figure)
+        elif field == "max_failure_ratio":
+            out["max_failure_ratio"] = number(s.ctx, figure, s.at(at))
+        elif field == "failure_action" and key == "rollback_config" and figure == "rollback":
+            raise s.error(at, "a rollback cannot roll back: pause or continue")
+        else:
+            out[UPDATE_KEYS[field]] = text(s.ctx, figure, s.at(at))
+    s.spec[key] = out
 
 
 def _resources(s: Service, value: object) -> None:

@@ -278,7 +278,9 @@ class DnsIndex:
             return touched
         name = f"{state.container_name(inst)}.{svc.names[0].split('.', 1)[1]}"
         host = state.hosts.get(inst.host)
-        eligible = _eligible(inst, svc.health_checked) and (host is None or host.state != HostState.DISCONNECTED)
+        # its own spec's check: during an upgrade that adds one, the old containers (never checked) still answer
+        eligible = (_eligible(inst, state.spec_of(inst).health_check is not None)
+                    and (host is None or host.state != HostState.DISCONNECTED))
         new = _Inst(inst.service, name, inst.ip, eligible)
         self._instances[instance_id] = new
         self._link(name, "i:" + instance_id)

@@ -111,6 +111,13 @@ class EventKind(enum.StrEnum):
     STACK_DEPLOYED = "stack.deployed"
     CONTAINER_EXEC = "container.exec"
     """A user ran a command in a container (``corral exec``): which, where, with a TTY or not."""
+    UPGRADE_STARTED = "upgrade.started"
+    UPGRADE_BATCH = "upgrade.batch"
+    """A batch of an upgrade (or of its rollback) began: which slots, on which hosts, in which order."""
+    UPGRADE_SLOT = "upgrade.slot"
+    """A slot of an upgrade is done (its new container healthy for min_healthy, its old one gone) or failed."""
+    UPGRADE_STATE = "upgrade.state"
+    """An upgrade was paused, resumed, rolled back, or ended (done, rolled back, failed), with the reason."""
 
 
 ACCESS_EVENTS = frozenset({EventKind.USER_CREATED, EventKind.USER_UPDATED, EventKind.USER_REMOVED,
@@ -187,6 +194,12 @@ class Instance:
     container_id: str | None = None
     ip: str | None = None
     ports: tuple[str, ...] = ()
+    spec_version: int = 0
+    """The service version (log index) of the spec its container is made from; 0: the service's spec as
+    it is. During an upgrade the old and the new instances of a slot run different versions."""
+    revision: int = 0
+    """How many upgrades made this slot's instance anew: names its container apart from the one it
+    replaces (``STACK-SERVICE-SLOT`` at 0, then ``STACK-SERVICE-SLOT-rN``), so both can live on one host."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,7 +98,7 @@ def check_path(value: object, field: str) -> str:
 
 
 def volume_name(value: object, field: str) -> str:
-    if not isinstance(value, str) or not VOLUME_NAME_RE.match(value):
+    if not isinstance(value, str) or not VOLUME_NAME_RE.fullmatch(value):
         raise SpecError(field, "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return value
 

@@ -29,6 +29,8 @@ from agent.model.external import ExternalSpec
 from agent.model.lb import LbSpec, ServiceKind
 from agent.model.mounts import Mount
 from agent.model.scheduler import Constraint, Strategy
+from agent.model.strategy import UpdateStrategy
+from agent.model.strategy import parse as strategy
 
 MAX_SCALE = 1000
 MAX_CPUS = 1024
@@ -60,7 +62,9 @@ SERVICE_FIELDS = ("image", "command", "environment", "ports", "labels", "scale",
                   "restart_max_attempts", "restart_delay", "restart_window", "depends_on", "service_labels",
                   "aliases", "no_new_privileges",
                   # since issue 17 (load balancers, external services, compose links)
-                  "kind", "lb", "external", "links")
+                  "kind", "lb", "external", "links",
+                  # since issue 18 (rolling upgrades)
+                  "update_config", "rollback_config")
 CAPABILITY_PATTERN = r"^(?:CAP_)?[A-Z][A-Z0-9_]{0,31}$"
 SYSCTL_PATTERN = r"^[a-z0-9_][a-z0-9_./-]{0,127}$"
 SIGNAL_PATTERN = r"^(?:SIG)?[A-Z][A-Z0-9+-]{0,15}$|^[1-9][0-9]?$"
@@ -278,6 +282,10 @@ class ServiceSpec:
     links: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Compose ``links``: ALIAS → SERVICE of the same stack; ``ALIAS`` resolves, in this service's
     containers only, to that service's addresses."""
+    # Since issue 18: how an upgrade (and its rollback) replaces the containers; not in the fingerprint.
+    update_config: UpdateStrategy | None = None
+    rollback_config: UpdateStrategy | None = None
+    """None: the update strategy's (or the defaults); a rollback starts at once whatever its interval."""
 
     def to_request(self) -> dict[str, object]:
         """The request form: :func:`parse` of it gives this spec back."""
@@ -306,6 +314,8 @@ class ServiceSpec:
             "kind": self.kind.value, "lb": self.lb.to_request() if self.lb is not None else None,
             "external": self.external.to_request() if self.external is not None else None,
             "links": dict(self.links),
+            "update_config": self.update_config.to_request() if self.update_config is not None else None,
+            "rollback_config": self.rollback_config.to_request() if self.rollback_config is not None else None,
         }
 
     def changed(self, changes: Mapping[str, object]) -> ServiceSpec:
@@ -317,7 +327,7 @@ class ServiceSpec:
 
 
 def name(value: object, field: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise SpecError(field, "must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
     return value
 
@@ -743,6 +753,8 @@ def parse(raw: object) -> ServiceSpec:
         aliases=_strings(raw.get("aliases"), "aliases", NAME_RE, "a DNS name (lowercase letters, digits, '-')", 32),
         no_new_privileges=_bool(raw.get("no_new_privileges"), "no_new_privileges"),
         kind=kind, lb=lb, external=external, links=links(raw.get("links")),
+        update_config=strategy(raw.get("update_config"), "update_config"),
+        rollback_config=strategy(raw.get("rollback_config"), "rollback_config"),
     )
 
 

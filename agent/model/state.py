@@ -31,6 +31,7 @@ import msgpack
 
 from agent.model import lb as lb_rules
 from agent.model import spec as specs
+from agent.model import upgrades
 from agent.model.access import Access
 from agent.model.changes import Change, Topic
 from agent.model.codec import WireError, from_wire, to_wire
@@ -79,6 +80,9 @@ from agent.model.commands import (
     StackRemove,
     TeamRemove,
     TeamSet,
+    UpgradeAdvance,
+    UpgradeControl,
+    UpgradeStart,
     UserCreate,
     UserRemove,
     UserUpdate,
@@ -110,6 +114,7 @@ from agent.model.mounts import MountType, volume_key
 from agent.model.policy import Grants, Permission, allowed
 from agent.model.scheduler import Constraint, HostFacts
 from agent.model.storage import MAX_CONFIGS_TOTAL, Storage, check_files, config_digest
+from agent.model.upgrade import FINISHED, Upgrade
 from overlay.ipam import PoolExhausted, SubnetLeases
 
 SNAPSHOT_FORMAT = 2
@@ -181,6 +186,8 @@ class ClusterState:
         self.storage = Storage()
         self.host_environments: dict[str, str] = {}
         """host → environment, from joins and moves (a host joins before the leader registers it)."""
+        self.upgrades: dict[str, tuple[Upgrade, ...]] = {}
+        """service → its last upgrades, oldest first (the last is the current one): ``agent/model/upgrades.py``."""
         self._actor: Actor | None = None  # who asked for the command being applied (for its events)
         self._environment: str | None = None  # and the environment it is about
         self._events_made = 0
@@ -243,6 +250,10 @@ class ClusterState:
                 return Permission.DEPLOY, self._env_of_stack(cmd.stack)
             case ServiceUpdate() | ServiceScale() | ServiceSetState() | ServiceRemove():
                 return Permission.DEPLOY, self.environment_of_service(cmd.id)
+            case UpgradeStart() | UpgradeControl():
+                return Permission.DEPLOY, self.environment_of_service(cmd.service)
+            case UpgradeAdvance():
+                return Permission.SYSTEM, self.environment_of_service(cmd.service)
             case InstanceRemove() | ContainerExec():
                 inst = self.instances.get(cmd.id)
                 return Permission.DEPLOY, self.environment_of_service(inst.service) if inst else None
@@ -375,6 +386,12 @@ class ClusterState:
                 return self.storage.config_remove(key, index, self.config_users(key), self)
             case BindPathsSet():
                 return self.storage.bind_paths_set(cmd, index, self)
+            case UpgradeStart():
+                return upgrades.start(self, cmd, index, actor)
+            case UpgradeControl():
+                return upgrades.control_upgrade(self, cmd, index, actor)
+            case UpgradeAdvance():
+                return upgrades.advance(self, cmd, index)
 
     def snapshot(self) -> bytes:
         body = {
@@ -392,6 +409,7 @@ class ClusterState:
             "images": self.images.to_wire(),
             "storage": self.storage.to_wire(),
             "host_environments": dict(self.host_environments),
+            "upgrades": [to_wire(u) for history in self.upgrades.values() for u in history],
         }
         return bytes(msgpack.packb(body, use_bin_type=True))
 
@@ -426,6 +444,7 @@ class ClusterState:
             host_envs = body.get("host_environments") or {}
             if not isinstance(host_envs, dict):
                 raise WireError("host_environments", "must be a map")
+            upgrade_rows = [from_wire(Upgrade, u, "upgrades") for u in _iter(body.get("upgrades"))]
         except (WireError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"snapshot cannot be read: {exc}") from exc
         self.applied_index = applied
@@ -445,6 +464,9 @@ class ClusterState:
         self.images = images
         self.storage = storage
         self.host_environments = {str(k): str(v) for k, v in host_envs.items()}
+        self.upgrades = {}
+        for up in upgrade_rows:  # written oldest first per service
+            self.upgrades[up.service] = (*self.upgrades.get(up.service, ()), up)
         self._changes = [Change(self.applied_index, Topic.ALL)]
 
     # -------------------------------------------------------------- reading
@@ -468,9 +490,38 @@ class ClusterState:
         return [s for s in self.services.values() if s.stack == stack_id]
 
     def container_name(self, instance: Instance) -> str:
-        """``stack-service-slot``, as Rancher named them."""
+        """``stack-service-slot``, as Rancher named them; ``-rN`` after it for the Nth upgrade's (its old
+        container may still be there, on the same host)."""
         service = self.services[instance.service]
-        return f"{self.stacks[service.stack].name}-{service.name}-{instance.slot}"
+        name = f"{self.stacks[service.stack].name}-{service.name}-{instance.slot}"
+        return f"{name}-r{instance.revision}" if instance.revision else name
+
+    def current_upgrade(self, service_id: str) -> Upgrade | None:
+        """A service's last upgrade (finished or not), None when it never had one."""
+        history = self.upgrades.get(service_id)
+        return history[-1] if history else None
+
+    def spec_of(self, instance: Instance) -> specs.ServiceSpec:
+        """The spec an instance's container is made from: its service's, or during (and after) an
+        upgrade the version it was made with (``Instance.spec_version``)."""
+        service = self.services[instance.service]
+        version = instance.spec_version
+        if version and version != service.version:
+            up = self.current_upgrade(service.id)
+            found = up.spec_of(version) if up is not None else None
+            if found is not None:
+                return found
+        return service.spec
+
+    # the upgrades' part writes through these
+    def put_instance(self, inst: Instance, index: int) -> None:
+        self._put_instance(inst, index)
+
+    def drop_instance(self, inst: Instance, index: int) -> None:
+        self._drop_instance(inst, index)
+
+    def put_service(self, service: Service, index: int) -> None:
+        self._put_service(service, index)
 
     def stack(self, stack_id: str) -> Stack:
         if stack_id not in self.stacks:
@@ -780,7 +831,21 @@ class ClusterState:
                 for inst in self.instances_of(old.id):
                     if spec.mode == specs.ServiceMode.REPLICATED and inst.slot > spec.scale:
                         self._drop_instance(inst, index)
+                if upgrades.needs_upgrade(old, spec, bool(self.instances_of(old.id))):
+                    # what shapes its containers changed: replaced batch by batch, with the file's update_config
+                    scaled = dataclasses.replace(old.spec, scale=spec.scale)
+                    old = dataclasses.replace(old, spec=scaled)
+                    self._put_service(old, index)
+                    strategy, back = upgrades.strategies_for(self, old, spec, UpgradeStart(old.id, {}), clamp=True)
+                    at = cmd.at or (self._actor.at if self._actor else 0.0)
+                    up = upgrades.begin(self, old, spec, strategy, back, index, at,
+                                        self._actor.user if self._actor else None)
+                    self._event(index, EventKind.UPGRADE_STARTED, f"upgrade {up.id} of {stack.name}/{svc_name} "
+                                f"started by a stack deploy: {len(up.slots)} slot(s), {strategy.parallelism} at "
+                                f"a time, {strategy.order}", service=old.id, upgrade=up.id)
+                    continue
                 self._put_service(dataclasses.replace(old, spec=spec, version=index, updated=index), index)
+                self._to_current_spec(old.id, index)
                 self._event(index, EventKind.SERVICE_UPDATED, f"service {stack.name}/{svc_name} updated",
                             service=old.id)
         self._event(index, EventKind.STACK_DEPLOYED, f"stack {stack.name} deployed: {plan.summary()}", stack=stack.id)
@@ -816,13 +881,28 @@ class ClusterState:
 
     def _service_update(self, cmd: ServiceUpdate, index: int) -> Outcome:
         service = self.service(cmd.id)
+        self.check_no_upgrade(service)
         spec = service.spec.changed(cmd.spec)
         stack = self.stacks[service.stack]
         self.storage.check_spec(stack.environment, stack.name, spec)
         self.check_ports_and_targets(stack.environment, stack.name, service.name, spec)
         self._put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
+        self._to_current_spec(service.id, index)
         self._event(index, EventKind.SERVICE_UPDATED, f"service {service.name} updated", service=service.id)
         return Outcome(index)
+
+    def check_no_upgrade(self, service: Service, field: str = "id") -> None:
+        """A change of the whole spec at once is refused while an upgrade of the service is under way."""
+        up = self.current_upgrade(service.id)
+        if up is not None and up.state not in FINISHED:
+            raise conflict(f"service {service.name} is being upgraded ({up.id}, {up.state}): start a new upgrade, "
+                           "or roll this one back", field)
+
+    def _to_current_spec(self, service_id: str, index: int) -> None:
+        """Every instance of the service runs its spec as it now is (a change made all at once)."""
+        for inst in self.instances_of(service_id):
+            if inst.spec_version:
+                self._put_instance(dataclasses.replace(inst, spec_version=0), index)
 
     def _service_scale(self, cmd: ServiceScale, index: int) -> Outcome:
         service = self.service(cmd.id)
@@ -854,6 +934,8 @@ class ClusterState:
             self._drop_instance(inst, index)
         del self.services[service.id]
         self._change(index, Topic.SERVICE, service.id, removed=True)
+        if self.upgrades.pop(service.id, None) is not None:
+            self._change(index, Topic.UPGRADE, service.id, removed=True)
         self._event(index, EventKind.SERVICE_REMOVED, f"service {service.name} removed", service=service.id)
         return Outcome(index, removed=tuple(i.id for i in gone))
 
@@ -863,6 +945,9 @@ class ClusterState:
         """The leader's decision for one service: re-checked here, since the state may have moved on."""
         service = self.service(cmd.service)
         taken = {i.slot: i for i in self.instances_of(service.id)}
+        slots: dict[int, list[Instance]] = {}
+        for i in self.instances_of(service.id):  # two during a start-first upgrade of the slot
+            slots.setdefault(i.slot, []).append(i)
         stack = self.stacks[service.stack]
         top = specs.MAX_SCALE if service.spec.mode == specs.ServiceMode.GLOBAL else service.spec.scale
         recreate = service.spec.on_host_loss == specs.HostLoss.RECREATE_EMPTY
@@ -878,15 +963,15 @@ class ClusterState:
                 continue  # its volume lives elsewhere now: the leader decided on an older state
             for mount, name in volumes:
                 self.storage.pin(stack.environment, stack.name, mount, name, host, index, self, recreate)
-            if old is not None:
-                self._drop_instance(old, index)
+            for replaced in slots.pop(slot, []):
+                self._drop_instance(replaced, index)
             inst = Instance(
                 id=f"c{index}-{slot}", service=service.id, slot=slot, host=host,
                 desired=Desired.RUNNING if service.state == ServiceState.ACTIVE else Desired.STOPPED,
                 status=Status.PENDING, exit_code=None, error=None, health=None, health_detail=None,
                 generation=index, created=index, updated=index,
             )
-            taken[slot] = inst
+            taken[slot], slots[slot] = inst, [inst]
             self._put_instance(inst, index)
             placed.append(inst.id)
             self._event(index, EventKind.INSTANCE_PLACED, f"{service.name}-{slot} placed on {host}",

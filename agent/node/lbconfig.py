@@ -91,11 +91,11 @@ def backends(state: ClusterState, items: Sequence[Backend]) -> dict[str, Server]
     for b in items:
         if b.service is None or b.service not in state.services:
             continue
-        checked = state.services[b.service].spec.health_check is not None
         for inst in sorted(state.instances_of(b.service), key=lambda i: i.slot):
             if inst.desired != Desired.RUNNING or inst.status != Status.RUNNING or not inst.ip:
                 continue
-            if checked and inst.health != Health.HEALTHY:
+            # the instance's own spec: during an upgrade the old and the new ones may differ in their check
+            if state.spec_of(inst).health_check is not None and inst.health != Health.HEALTHY:
                 continue
             server = Server(b.name, server_name(inst.id, inst.ip), inst.ip, b.target.port)
             out[f"{b.name}/{server.name}"] = server

@@ -139,7 +139,7 @@ def storage_of(state: ClusterState, instance: Instance, paths: HostPaths = HostP
     out: list[dict[str, object]] = []
     volumes: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     files: list[FileSet] = []
-    for m in service.spec.mounts:
+    for m in state.spec_of(instance).mounts:
         if m.type == MountType.VOLUME:
             name = volume_key(stack.name, m, instance.slot)
             labels = ((LABEL_PREFIX + "volume", f"{stack.environment}/{name}"), (LABEL_PREFIX + "stack", stack.name))
@@ -175,7 +175,7 @@ def container_config(state: ClusterState, instance: Instance, paths: HostPaths =
     """The engine's create request for an instance: image, command, env, ports, labels, health check, mounts."""
     service = state.services[instance.service]
     stack = state.stacks[service.stack]
-    spec = service.spec
+    spec = state.spec_of(instance)  # during an upgrade, the version this instance was made with
     name = state.container_name(instance)
     exposed: dict[str, object] = {f"{p.target}/{p.protocol}": {} for p in spec.ports}
     exposed.update({port: {} for port in spec.expose})
@@ -290,7 +290,7 @@ def _cluster_dns(state: ClusterState, instance: Instance, config: dict[str, obje
     names its own ``dns``. Not in the fingerprint: an upgrade does not replace running containers for it
     (they get it when they are next made); ``Dns`` only sets the upstream of Docker's embedded resolver."""
     host = state.hosts.get(instance.host)
-    if state.services[instance.service].spec.dns or host is None or not host.subnet:
+    if state.spec_of(instance).dns or host is None or not host.subnet:
         return
     stack = state.stacks[state.services[instance.service].stack]
     host_config = config["HostConfig"]
@@ -299,7 +299,7 @@ def _cluster_dns(state: ClusterState, instance: Instance, config: dict[str, obje
     service = state.services[instance.service]
     stack_domain = f"{stack.name}.{stack.environment}.{DNS_SUFFIX}"
     # a service with compose links looks in its own domain first, where its links' names are (docs/DNS.md)
-    own = [f"{service.name}.{stack_domain}"] if service.spec.links else []
+    own = [f"{service.name}.{stack_domain}"] if state.spec_of(instance).links else []
     host_config["DnsSearch"] = [*own, stack_domain, f"{stack.environment}.{DNS_SUFFIX}"]
 
 
@@ -308,7 +308,7 @@ def _ns(seconds: float) -> int:
 
 
 def desired_one(state: ClusterState, inst: Instance, paths: HostPaths = HostPaths()) -> Desired:
-    spec = state.services[inst.service].spec
+    spec = state.spec_of(inst)
     needs = storage_of(state, inst, paths)[1] if spec.mounts else _NO_STORAGE
     return Desired(inst.id, state.container_name(inst), inst.desired == "running", spec.restart,
                    container_config(state, inst, paths), spec.health_check, spec.pull, spec.restart_max_attempts,

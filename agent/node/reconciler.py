@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
 from agent.model.changes import Change, Topic
-from agent.model.entities import Service, Stack, Status
+from agent.model.entities import Instance, Service, Stack, Status
 from agent.model.lb import ServiceKind
 from agent.model.mounts import MountType
 from agent.model.order import waiting_for
@@ -101,7 +101,7 @@ class Reconciler:
         self._seen: Sequence[EngineContainer] = ()  # the engine's containers, as the last list showed them
         self._claimed: set[str] = set()  # addresses given to containers created this pass
         self._desired: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
-        self._known: dict[str, tuple[str, int]] = {}  # instance → (desired, generation) the last pass saw
+        self._known: dict[str, tuple[str, int, int]] = {}  # instance → (desired, generation, spec version) seen
         self._shapes: dict[str, tuple[object, ...]] = {}  # service → what of its spec shapes containers
         #: Why the last pass could not act on an instance (a create Docker refused…): reported with its
         #: status, so ``corral ps`` says why a container is missing instead of only that it is.
@@ -154,7 +154,7 @@ class Reconciler:
             inst = self.state.instances.get(change.key)
             if inst is None:
                 return change.key in self._known
-            return self._known.get(inst.id) != (inst.desired.value, inst.generation)
+            return self._known.get(inst.id) != (inst.desired.value, inst.generation, inst.spec_version)
         if change.topic is Topic.SERVICE:
             service = self.state.services.get(change.key)
             return change.key in self._shapes and (service is None or shape(service) != self._shapes[change.key])
@@ -246,7 +246,7 @@ class Reconciler:
                 continue  # a load balancer is an HAProxy process, run by agent/node/lb.py
             stack = self.state.stacks[service.stack]
             # all of an instance that shapes its container (with the content of the configs it mounts)
-            key = (inst.generation, inst.desired.value, *self._config_digests(service, stack))
+            key = (inst.generation, inst.desired.value, inst.spec_version, *self._config_digests(inst, stack))
             hit = self._desired.get(inst.id)
             if hit is not None and hit[0] == key and hit[1] is service and hit[2] is stack:
                 want = hit[3]
@@ -255,13 +255,14 @@ class Reconciler:
             cache[inst.id] = (key, service, stack, want)
             out[inst.id] = want
         self._desired = cache
-        self._known = {i: (str(entry[0][1]), int(str(entry[0][0]))) for i, entry in cache.items()}
+        self._known = {i: (str(entry[0][1]), int(str(entry[0][0])), int(str(entry[0][2])))
+                       for i, entry in cache.items()}
         self._shapes = {entry[1].id: shape(entry[1]) for entry in cache.values()}
         return out
 
-    def _config_digests(self, service: Service, stack: Stack) -> list[str | None]:
+    def _config_digests(self, inst: Instance, stack: Stack) -> list[str | None]:
         out = []
-        for m in service.spec.mounts:
+        for m in self.state.spec_of(inst).mounts:
             if m.source is not None and m.type in (MountType.CONFIG, MountType.SECRET):
                 config = self.state.storage.config_for(stack.environment, stack.name, m.source)
                 out.append(config.digest if config else None)

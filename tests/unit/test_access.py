@@ -227,6 +227,9 @@ NEEDS: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/services/{id}"): "deploy", ("POST", "/v1/services/{id}/scale"): "deploy",
     ("POST", "/v1/services/{id}/stop"): "deploy", ("POST", "/v1/services/{id}/start"): "deploy",
     ("POST", "/v1/services/{id}/restart"): "deploy", ("GET", "/v1/containers"): "any",
+    ("GET", "/v1/services/{id}/upgrade"): "read", ("POST", "/v1/services/{id}/upgrade"): "deploy",
+    ("POST", "/v1/services/{id}/upgrade/pause"): "deploy", ("POST", "/v1/services/{id}/upgrade/resume"): "deploy",
+    ("POST", "/v1/services/{id}/upgrade/rollback"): "deploy",
     ("GET", "/v1/containers/{id}"): "read", ("DELETE", "/v1/containers/{id}"): "deploy",
     ("GET", "/v1/containers/{id}/logs"): "read", ("GET", "/v1/containers/{id}/stats"): "read",
     ("GET", "/v1/containers/{id}/exec"): "deploy",
@@ -363,6 +366,13 @@ async def _stack(w: World, env: str, caller: str) -> Request:
 
 async def _service(w: World, env: str, caller: str) -> Request:
     return f"/v1/services/{(await w.service(env))['id']}", None
+
+
+async def _upgrading(w: World, env: str, caller: str) -> Request:
+    """A service with an upgrade under way (started by the administrator)."""
+    path = f"/v1/services/{(await w.service(env))['id']}"
+    await w.admin("POST", path + "/upgrade", {"spec": {"image": "corral/base:v2"}})
+    return path, None
 
 
 async def _container(w: World, env: str, caller: str) -> Request:
@@ -530,6 +540,11 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("POST", "/v1/services/{id}/stop"): _then(_service, "/stop"),
     ("POST", "/v1/services/{id}/start"): _then(_service, "/start"),
     ("POST", "/v1/services/{id}/restart"): _then(_service, "/restart"),
+    ("GET", "/v1/services/{id}/upgrade"): _then(_upgrading, "/upgrade"),
+    ("POST", "/v1/services/{id}/upgrade"): _then(_service, "/upgrade", {"spec": {"image": "corral/base:v2"}}),
+    ("POST", "/v1/services/{id}/upgrade/pause"): _then(_upgrading, "/upgrade/pause"),
+    ("POST", "/v1/services/{id}/upgrade/resume"): _then(_upgrading, "/upgrade/resume"),
+    ("POST", "/v1/services/{id}/upgrade/rollback"): _then(_upgrading, "/upgrade/rollback"),
     ("GET", "/v1/containers"): _fixed("/v1/containers"), ("GET", "/v1/containers/{id}"): _container,
     ("DELETE", "/v1/containers/{id}"): _container, ("GET", "/v1/containers/{id}/logs"): _then(_container, "/logs"),
     ("GET", "/v1/containers/{id}/stats"): _then(_container, "/stats"), ("GET", "/v1/events"): _fixed("/v1/events"),

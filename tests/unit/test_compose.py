@@ -105,6 +105,12 @@ MAPPED = [
     ("image: x\ndeploy: {placement: {preferences: [{spread: node.labels.zone}, {spread: node.labels.rack}]}}",
      {"placement": {"spread": ["zone", "rack"]}}),
     ("image: x\ndeploy: {placement: {max_replicas_per_node: 1}}", {"placement": {"one_per_host": True}}),
+    ("image: x\ndeploy: {update_config: {parallelism: 2, delay: 10s, order: start-first, monitor: 5s, "
+     "failure_action: pause, max_failure_ratio: 0.25}}",
+     {"update_config": {"parallelism": 2, "interval": 10.0, "order": "start-first", "min_healthy": 5.0,
+                        "failure_action": "pause", "max_failure_ratio": 0.25}}),
+    ("image: x\ndeploy: {rollback_config: {parallelism: 3, failure_action: continue}}",
+     {"rollback_config": {"parallelism": 3, "failure_action": "continue"}}),
     # healthcheck: Docker's defaults filled in, so timeout alone is valid
     ("image: x\nhealthcheck: {test: [CMD, curl, -f, 'http://localhost/a b'], timeout: 20s}",
      {"health_check": {"type": "command", "command": "curl -f 'http://localhost/a b'", "interval": 30.0,
@@ -148,8 +154,8 @@ WARNED = [
     ("image: x\nhealthcheck: {test: 'true', start_interval: 1s}", "services.web.healthcheck.start_interval: ignored"),
     ("image: x\nhealthcheck: {test: 'true', interval: 5s, timeout: 10s}",
      "services.web.healthcheck.timeout: 10 s is longer than the interval"),
-    ("image: x\ndeploy: {update_config: {parallelism: 1}}", "services.web.deploy.update_config: ignored"),
-    ("image: x\ndeploy: {rollback_config: {parallelism: 1}}", "services.web.deploy.rollback_config: ignored"),
+    ("image: x\ndeploy: {update_config: {parallelism: 0}}", "services.web.deploy.update_config.parallelism: 0 (all "
+     "at once): one at a time"),
     ("image: x\ndeploy: {endpoint_mode: dnsrr}", "services.web.deploy.endpoint_mode: ignored"),
     ("image: x\ndeploy: {resources: {limits: {pids: 10}}}", "services.web.deploy.resources.limits.pids: ignored"),
     ("image: x\ndeploy: {resources: {reservations: {devices: [{capabilities: [gpu]}]}}}",
@@ -605,7 +611,7 @@ EXPECTED: dict[str, tuple[set[str], list[str]]] = {
         "version: ignored", "networks.gitea.external: ignored", "services.server.container_name: ignored",
         "services.server.volumes[0]: ./gitea: mounted read-only", "services.db.container_name: ignored"]),
     "traefik.yml": ({"traefik", "whoami"}, [
-        "services.traefik.ports[0].mode: ingress", "services.traefik.deploy.update_config: ignored"]),
+        "services.traefik.ports[0].mode: ingress"]),
     "monitoring.yml": ({"prometheus", "grafana", "node-exporter", "cadvisor"}, [
         "services.node_exporter: named node-exporter in the cluster", "services.grafana.logging: ignored",
         "services.node_exporter.volumes[0]: rslave: ignored",
@@ -623,8 +629,7 @@ EXPECTED: dict[str, tuple[set[str], list[str]]] = {
         "services.database.volumes[0]: ./postgres: mounted read-only"]),
     "vaultwarden.yml": ({"vaultwarden"}, ["services.vaultwarden.container_name: ignored"]),
     "swarm-voting.yml": ({"redis", "db", "vote", "result", "worker"}, [
-        "version: ignored", "services.vote.deploy.update_config: ignored", "services.redis.deploy.update_config",
-        "services.worker.deploy.restart_policy.window: recorded, not enforced"]),
+        "version: ignored", "services.worker.deploy.restart_policy.window: recorded, not enforced"]),
     "uptime-kuma.yml": ({"uptime-kuma"}, ["services.uptime-kuma.container_name: ignored"]),
 }
 ENVIRON = {"DB_PASSWORD": "s3cret", "POSTGRES_PASSWORD": "pg", "SECRET_KEY_BASE": "k" * 64, "GF_PASSWORD": "admin",

@@ -67,7 +67,9 @@ SPEC_FIELDS_SINCE = {"pull": "if-not-present", "mounts": [], "on_host_loss": "wa
                      "memory_limit": 0, "restart_max_attempts": 0, "restart_delay": 0.0, "restart_window": 0.0,
                      "depends_on": {}, "service_labels": {}, "aliases": [], "no_new_privileges": False,
                      # issue 17: load balancers, external services, compose links
-                     "kind": "container", "lb": None, "external": None, "links": {}}
+                     "kind": "container", "lb": None, "external": None, "links": {},
+                     # issue 18: rolling upgrades (strategies, not in the fingerprint)
+                     "update_config": None, "rollback_config": None}
 PLACEMENT_FIELDS_SINCE = {"spread": []}
 PORT_FIELDS_SINCE = {"host_ip": None}
 
