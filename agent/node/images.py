@@ -13,14 +13,16 @@ never logged). Docker's own words become a reason a user can act on (:func:`pull
 
 **From a peer** (an image of the catalog: ``corral image load``, a ``build:``): every holder keeps the
 image's ``docker save`` tarball, the same bytes on each, in ``DATA_DIR/images/DIGEST.tar``. The host
-streams it from a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of
-membership sealed with the cluster key) into a spool file and, at once, into its engine's
-``POST /images/load``, hashing as it goes. The last chunk is held back until the whole has the
-catalog's SHA-256: bytes that do not match never complete a load (the engine drops a load cut short,
-and checks each layer against the image config; the loaded image must then have the catalog's id).
-A sender that stops is replaced by another at the offset reached (``Range``); who sends to whom is
-:mod:`agent.node.transfer`'s (a tree of relays: a host passes bytes on while it still receives them).
-Once loaded, the spool becomes this host's copy and the host says it holds the image
+asks a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of membership
+sealed with the cluster key), which answers with a ticket for its bulk channel (:mod:`agent.node.bulk`:
+plain TCP, every frame sealed under a key for that transfer alone) or, without one, with the bytes; they
+go into a spool file and, at once, into its engine's ``POST /images/load``, hashed as they come. The
+last chunk is held back until the whole has the catalog's SHA-256: bytes that do not match never
+complete a load (the engine drops a load cut short, and checks each layer against the image config;
+the loaded image must then have the catalog's id). A sender that stops is replaced by another at the
+offset reached (``Range``); who sends to whom is :mod:`agent.node.transfer`'s (a tree of relays: a host
+passes bytes on while it still receives them). Once loaded (its containers may start), the spool
+becomes this host's copy, fsynced and renamed, and only then does the host say it holds the image
 (:class:`~agent.model.commands.ImageHeld`).
 """
 
