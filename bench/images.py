@@ -383,6 +383,34 @@ def _times(per_host: dict[str, float]) -> str:
 # ---------------------------------------------------------------------- the run
 
 
+async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: int) -> list[str]:
+    """Only the peer-to-peer runs, ``repeat`` times each (A/B of the agents' data path: no floor, no registry,
+    no verdict)."""
+    engines: dict[str, DockerEngine] = {}
+    rows = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
+        try:
+            for host in lab.hosts():
+                engines[host.name] = await DockerEngine.connect(host.docker_host, timeout=120)
+            await wait_healthy(session, lab)
+            b = Bench(lab, session, engines)
+            for size in sizes:
+                for n in counts:
+                    for _ in range(repeat):
+                        p = await peer_to_peer(b, size, n)
+                        rows.append([size // MB, n, f"{p['seconds']:.2f}", f"{p['served'] / p['tar']:.2f} / {n}",
+                                     p["redirects"], f"{p['cpu']['cores']:.2f}", f"{p['cpu'][TD]:.1f}",
+                                     f"{p['cpu']['agents']:.1f}",
+                                     f"{p['cpu']['agents'] / (n * p['tar'] / MB) * 1000:.2f}",
+                                     _times(p["arrived"]), _times(p["running"])])
+        finally:
+            for engine in engines.values():
+                with contextlib.suppress(Exception):
+                    await engine.close()
+    return [table(["MB", "hosts", "p2p s", "h1 sent", "redirects", "cores busy", "dockerd cpu-s", "agents cpu-s",
+                   "agents ms/MB", "bytes all in", "running"], rows), f"({machine_load()})"]
+
+
 async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
     engines: dict[str, DockerEngine] = {}
     out: list[str] = []
@@ -458,6 +486,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the 100 MB image")
     parser.add_argument("--sizes", default="100,500", help="image payloads in MB, comma-separated")
     parser.add_argument("--hosts", default="1,3,5", help="target host counts, comma-separated (at most 5)")
+    parser.add_argument("--p2p-only", type=int, metavar="REPEAT", default=0,
+                        help="only the peer-to-peer runs, each REPEAT times (no floor, registry or verdict)")
     args = parser.parse_args()
     sizes = [100 * MB] if args.quick else [int(s) * MB for s in args.sizes.split(",")]
     counts = [int(n) for n in args.hosts.split(",")]
@@ -465,7 +495,10 @@ def main() -> None:
         raise SystemExit(f"--hosts: each between 1 and {len(TARGETS)}")
     print(f"images: {HOSTS}-host lab with a registry; {machine_load()}", flush=True)
     with lab_up(HOSTS, registry=True) as lab:
-        lines = asyncio.run(run(lab, sizes, counts))
+        if args.p2p_only:
+            lines = asyncio.run(run_p2p_only(lab, sizes, counts, args.p2p_only))
+        else:
+            lines = asyncio.run(run(lab, sizes, counts))
     print("\n".join(lines))
 
 

@@ -8,6 +8,8 @@ agents' transfer of a catalog tarball (``agent/node/images.py`` does the work).
   later fetch it from a peer. ``GET /v1/images`` lists the catalog and which hosts hold each image.
 - ``GET /v1/internal/images/{digest}`` sends a tarball to another agent (``Range`` to resume), or says
   whom to ask instead (503 with ``redirect``): only with a membership proof sealed with the cluster key.
+  An asker that sends ``Corral-Bulk: 1`` gets a ticket for the holder's bulk channel instead of the body
+  (200 ``{"bulk": {"port", "ticket"}}``: ``agent/node/bulk.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from agent.errors import BadRequest, Forbidden, NotFound, Unavailable
 from agent.model.commands import ImageRemove, RegistryRemove, RegistrySet
 from agent.model.images import CatalogImage, Registry, check_registry_host
 from agent.model.policy import Permission
-from agent.node import transfer
+from agent.node import bulk, transfer
 from agent.node.docker import BuildFailed
 from agent.node.images import MEMBER_HEADER, REGISTRY_PURPOSE, ImageError, ImageManager, proof_ok
 from mesh import sealing
@@ -234,6 +236,10 @@ async def send_tarball(request: web.Request) -> web.StreamResponse:
     if not admission.serve:
         return web.json_response({"error": "unavailable", "message": admission.reason,
                                   "redirect": list(admission.redirect)}, status=503)
+    if request.headers.get(bulk.HEADER) == "1":
+        offer = manager.offer_bulk(digest, asker, offset)
+        if offer is not None:  # the bytes go over the bulk channel (agent/node/bulk.py)
+            return web.json_response({"bulk": offer}, headers={bulk.HEADER: "1"})
     response = web.StreamResponse(status=206, headers={
         "Content-Type": "application/x-tar", "Content-Range": f"bytes {offset}-{size - 1}/{size}",
         "Content-Length": str(size - offset)})

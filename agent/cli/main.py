@@ -116,12 +116,16 @@ def _check_upstreams(_ctx: click.Context, _param: click.Parameter, value: tuple[
                    "nameservers of /etc/resolv.conf)")
 @click.option("--image-send-rate", type=click.FloatRange(0.1, 100_000.0), default=None, envvar="CORRAL_IMAGE_SEND_RATE",
               help="MB/s at most for each image tarball this host sends to a peer (default: no limit)")
+@click.option("--image-port", type=click.IntRange(0, 65535), default=7948, show_default=True,
+              envvar="CORRAL_IMAGE_PORT",
+              help="TCP port of the bulk channel that sends image tarballs to peers (each frame sealed with a key "
+                   "from the cluster secret); 0: none, tarballs go over the API's TLS")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
     bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None, print_unit: bool,
-    image_send_rate: float | None, dns_upstreams: tuple[tuple[str, int], ...],
+    image_send_rate: float | None, dns_upstreams: tuple[tuple[str, int], ...], image_port: int,
 ) -> None:
     """Run this host's agent: HTTPS API on --bind:8080 (and plain HTTP on 127.0.0.1:8080) over the local
     Docker Engine."""
@@ -139,7 +143,7 @@ def agent(
                          bootstrap_admin=bootstrap_admin, admin_password_file=admin_password_file,
                          admin_key_file=admin_key_file,
                          image_send_rate=image_send_rate * 1e6 if image_send_rate else None,
-                         dns_upstreams=dns_upstreams)
+                         image_port=image_port or None, dns_upstreams=dns_upstreams)
     if name:
         config = dataclasses.replace(config, name=name)
     try:

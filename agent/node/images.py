@@ -13,14 +13,16 @@ never logged). Docker's own words become a reason a user can act on (:func:`pull
 
 **From a peer** (an image of the catalog: ``corral image load``, a ``build:``): every holder keeps the
 image's ``docker save`` tarball, the same bytes on each, in ``DATA_DIR/images/DIGEST.tar``. The host
-streams it from a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of
-membership sealed with the cluster key) into a spool file and, at once, into its engine's
-``POST /images/load``, hashing as it goes. The last chunk is held back until the whole has the
-catalog's SHA-256: bytes that do not match never complete a load (the engine drops a load cut short,
-and checks each layer against the image config; the loaded image must then have the catalog's id).
-A sender that stops is replaced by another at the offset reached (``Range``); who sends to whom is
-:mod:`agent.node.transfer`'s (a tree of relays: a host passes bytes on while it still receives them).
-Once loaded, the spool becomes this host's copy and the host says it holds the image
+asks a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of membership
+sealed with the cluster key), which answers with a ticket for its bulk channel (:mod:`agent.node.bulk`:
+plain TCP, every frame sealed under a key for that transfer alone) or, without one, with the bytes; they
+go into a spool file and, at once, into its engine's ``POST /images/load``, hashed as they come. The
+last chunk is held back until the whole has the catalog's SHA-256: bytes that do not match never
+complete a load (the engine drops a load cut short, and checks each layer against the image config;
+the loaded image must then have the catalog's id). A sender that stops is replaced by another at the
+offset reached (``Range``); who sends to whom is :mod:`agent.node.transfer`'s (a tree of relays: a host
+passes bytes on while it still receives them). Once loaded (its containers may start), the spool
+becomes this host's copy, fsynced and renamed, and only then does the host say it holds the image
 (:class:`~agent.model.commands.ImageHeld`).
 """
 
@@ -36,6 +38,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import yarl
 
 from agent.cluster.feed import Feed
 from agent.errors import EngineUnreachable
@@ -52,7 +56,7 @@ from agent.model.entities import Status
 from agent.model.images import CatalogImage, normal_tag, registry_of
 from agent.model.spec import PullPolicy
 from agent.model.state import ClusterState
-from agent.node import transfer
+from agent.node import bulk, transfer
 from agent.node.docker import CHUNK, EngineRefused, PullFailed, RegistryAuth
 from mesh import sealing
 from mesh.aio import supervised
@@ -204,6 +208,14 @@ class Spool:
         self.grew = asyncio.Event()
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def tarball_manifest(path: Path) -> tuple[str, tuple[str, ...]]:
     """(image id, tags) of a ``docker save`` tarball of one image: ImageError if it is not one."""
     try:
@@ -232,7 +244,7 @@ class ImageManager:
                  sealer: Any, session: aiohttp.ClientSession | None, api_of: Callable[[str], str | None],
                  propose: Callable[[Command], Awaitable[object]], kick: Callable[[], None] = lambda: None,
                  rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-                 send_rate: float | None = None) -> None:
+                 send_rate: float | None = None, bulk_bind: tuple[str, int] | None = None) -> None:
         self.host, self.state, self.engine = host, state, engine
         self.dir = data_dir / CACHE_DIR
         self.secret, self.sealer, self.session = secret, sealer, session
@@ -250,6 +262,13 @@ class ImageManager:
         self._building = asyncio.Lock()
         self.pending: dict[str, float] = {}
         """Tarballs kept here whose ImageAdd is not committed yet (an upload, a build) → since when."""
+        self.keeping: dict[str, asyncio.Task[None]] = {}
+        """Fetched tarballs being made this host's copy (:meth:`_keep`), by digest."""
+        self.bulk_bind = bulk_bind
+        """Where this host's bulk channel listens (:mod:`agent.node.bulk`); None: tarballs go over the API."""
+        self.bulk_port: int | None = None
+        self.tickets = bulk.Tickets()
+        self._bulk_conns: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -271,10 +290,20 @@ class ImageManager:
                 if waiting:
                     self.kick()
 
+        listener = self._bulk_listen() if self.bulk_bind is not None else None
         try:
-            async with supervised(follow(), "image catalog"):
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(supervised(follow(), "image catalog"))
+                if listener is not None:
+                    await stack.enter_async_context(supervised(self._bulk_accept(listener), "image bulk channel"))
                 yield self
         finally:
+            if listener is not None:
+                listener.close()
+                self.bulk_port = None
+            for task in [*self._bulk_conns, *self.keeping.values()]:
+                task.cancel()
+            await asyncio.gather(*self._bulk_conns, *self.keeping.values(), return_exceptions=True)
             changes.close()
             for job in self.jobs.values():
                 if job.task is not None:
@@ -428,6 +457,8 @@ class ImageManager:
         try:
             await self._receive(image, job, spool, queue)
             await load
+            if await self.engine.image_inspect(image.id) is None:
+                raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
         except BaseException as exc:
             spool.failed = str(exc) or type(exc).__name__
             spool.advance(spool.received)
@@ -438,17 +469,32 @@ class ImageManager:
             with contextlib.suppress(BaseException):
                 await load
             spool.path.unlink(missing_ok=True)
+            if self.spools.get(image.digest) is spool:
+                del self.spools[image.digest]
             if isinstance(exc, EngineRefused):
                 raise ImageError(f"image.pull_failed: this host's engine refused the tarball: {exc.message}") \
                     from None
             raise
+        # The image is in the engine: its containers can start. Keeping the tarball (on disk, then said to
+        # be held) goes on beside them: an fsync of a whole tarball takes seconds on a busy disk.
+        task = asyncio.get_running_loop().create_task(self._keep(image, spool), name=f"keep {image.digest[:12]}")
+        self.keeping[image.digest] = task
+        task.add_done_callback(lambda t: self.keeping.pop(image.digest, None) if self.keeping.get(image.digest)
+                               is t else None)
+
+    async def _keep(self, image: CatalogImage, spool: Spool) -> None:
+        """Make a fetched tarball this host's copy: on disk first (fsync, in a thread), renamed, and only
+        then said to be held (:class:`ImageHeld`). Until then it is relayed from its spool."""
+        try:
+            await asyncio.to_thread(_fsync_path, spool.path)
+            spool.path.replace(self.cached(image.digest))
+        except OSError as exc:
+            log.warning("image %s is loaded, but its tarball could not be kept: %s", image.id[:19], exc)
+            spool.path.unlink(missing_ok=True)
+            return
         finally:
             if self.spools.get(image.digest) is spool:
                 del self.spools[image.digest]
-        if await self.engine.image_inspect(image.id) is None:
-            spool.path.unlink(missing_ok=True)
-            raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
-        spool.path.replace(self.cached(image.digest))
         spool.complete = True
         spool.advance(spool.received)
         try:
@@ -456,6 +502,11 @@ class ImageManager:
         except Exception as exc:  # removed from the catalog meanwhile, or no leader: the next sync says it
             log.info("could not say this host holds %s: %s", image.id[:19], getattr(exc, "message", exc))
             await self.sync_holdings()
+
+    async def kept(self) -> None:
+        """Wait until every fetched tarball is kept (tests, shutdown)."""
+        while self.keeping:
+            await asyncio.gather(*list(self.keeping.values()), return_exceptions=True)
 
     def _check_space(self, size: int) -> None:
         free = shutil.disk_usage(self.dir).free
@@ -519,10 +570,6 @@ class ImageManager:
                                  "not have the image's SHA-256: not loaded")
             await queue.put(held_back)
             await queue.put(None)
-            # On disk before this host says it holds the tarball (fetch renames it and proposes ImageHeld once
-            # this returns), but in a thread while the engine loads its last bytes: an fsync of a whole tarball
-            # takes seconds, and on the event loop it would stop the agent (relays, gossip, the API) meanwhile.
-            await asyncio.to_thread(os.fsync, out.fileno())
 
     async def _download(self, host: str, digest: str, offset: int) -> AsyncIterator[bytes]:
         url = self.api_of(host)
@@ -530,16 +577,34 @@ class ImageManager:
             raise ImageError("no API address known")
         headers = {"Range": f"bytes={offset}-", MEMBER_HEADER: proof(self.sealer, digest, time.time()),
                    "Corral-Host": self.host}
+        if self.bulk_bind is not None:
+            headers[bulk.HEADER] = "1"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=SOURCE_STALL)
+        offer: dict[str, Any] | None = None
         async with self.session.get(f"{url}/v1/internal/images/{digest}", headers=headers, timeout=timeout) as resp:
             if resp.status == 503:
                 body = await resp.json(content_type=None)
                 redirect = body.get("redirect") if isinstance(body, dict) else None
                 raise Redirected([str(h) for h in redirect or ()])
-            if resp.status != 206:
+            if resp.status == 200 and resp.headers.get(bulk.HEADER):
+                body = await resp.json(content_type=None)
+                offer = body.get("bulk") if isinstance(body, dict) else None
+                if not isinstance(offer, dict):
+                    raise ImageError("the holder's bulk offer has no ticket")
+            elif resp.status != 206:
                 raise ImageError(f"HTTP {resp.status}: {(await resp.read())[:200]!r}")
-            async for chunk in resp.content.iter_chunked(CHUNK):
-                yield chunk
+            else:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    yield chunk
+                return
+        try:
+            ticket, port = bytes.fromhex(str(offer["ticket"])), int(offer["port"])
+        except (KeyError, ValueError, TypeError):
+            raise ImageError("the holder's bulk offer is malformed") from None
+        key = bulk.transfer_key(self.secret, ticket, digest, offset)
+        address = yarl.URL(url).host or ""
+        async for chunk in bulk.receive(address, port, ticket, key, SOURCE_STALL):
+            yield chunk
 
     async def _load_file(self, image: CatalogImage) -> None:
         path = self.cached(image.digest)
@@ -570,22 +635,29 @@ class ImageManager:
 
     async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
+        buf = bytearray(CHUNK)
+        async for n in self._spans(digest, asker, offset, memoryview(buf)):
+            yield bytes(buf[:n])
+
+    async def _spans(self, digest: str, asker: str, offset: int, view: memoryview) -> AsyncIterator[int]:
+        """Read the tarball from ``offset`` into ``view`` again and again, yielding how many bytes each
+        time (from this host's copy, or from its spool as it fills); counted in ``serving``."""
         serving = self.serving.setdefault(digest, {})
         serving[asker] = offset
         started, sent = time.monotonic(), 0
         try:
             spool = self.spools.get(digest)
             path = self.cached(digest) if spool is None else spool.path
-            with path.open("rb") as f:
+            with path.open("rb", buffering=0) as f:
                 f.seek(offset)
                 while True:
-                    chunk = f.read(CHUNK)
-                    if chunk:
-                        offset += len(chunk)
+                    n = f.readinto(view)
+                    if n:
+                        offset += n
                         serving[asker] = offset
-                        self.stats["served_bytes"] += len(chunk)
-                        yield chunk
-                        sent += len(chunk)
+                        self.stats["served_bytes"] += n
+                        yield n
+                        sent += n
                         if self.send_rate:
                             await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - started)))
                         continue
@@ -601,9 +673,78 @@ class ImageManager:
                     else:  # written, not readable yet: never spin without yielding
                         await asyncio.sleep(0.005)
         finally:
-            serving.pop(asker, None)
+            if serving.get(asker) is not None:
+                serving.pop(asker, None)
             if not serving:
                 self.serving.pop(digest, None)
+
+    # ------------------------------------------------------------------ the bulk channel (agent.node.bulk)
+
+    def offer_bulk(self, digest: str, asker: str, offset: int) -> dict[str, object] | None:
+        """A ticket for ``asker`` to take the tarball over the bulk channel (None: this host has none). Its
+        slot counts as taken from now (the tree's admission), until the ticket is used or runs out."""
+        if self.bulk_port is None:
+            return None
+        now = time.monotonic()
+        self._expire_tickets(now)
+        ticket = self.tickets.issue(self.secret, digest, asker, offset, now)
+        self.serving.setdefault(digest, {})[asker] = offset
+        asyncio.get_running_loop().call_later(bulk.TICKET_AGE + 0.5, self._expire_tickets)
+        return {"port": self.bulk_port, "ticket": ticket.hex()}
+
+    def _expire_tickets(self, now: float | None = None) -> None:
+        for ticket in self.tickets.expired(time.monotonic() if now is None else now):
+            serving = self.serving.get(ticket.digest, {})
+            if serving.get(ticket.asker) == ticket.offset:  # never came: its slot is free again
+                serving.pop(ticket.asker, None)
+                if not serving:
+                    self.serving.pop(ticket.digest, None)
+
+    def _bulk_listen(self) -> socket.socket:
+        assert self.bulk_bind is not None
+        host, port = self.bulk_bind
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.bulk_port = sock.getsockname()[1]
+        return sock
+
+    async def _bulk_accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            task = loop.create_task(self._bulk_serve(conn), name="image bulk send")
+            self._bulk_conns.add(task)
+            task.add_done_callback(self._bulk_conns.discard)
+
+    async def _bulk_serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            first = memoryview(bytearray(bulk.TICKET_BYTES + bulk.TAG))
+            try:
+                async with asyncio.timeout(bulk.CONNECT_TIMEOUT):
+                    await bulk.recv_exactly(conn, first)
+            except (TimeoutError, OSError):
+                return
+            ticket = self.tickets.take(bytes(first[:bulk.TICKET_BYTES]), time.monotonic())
+            if ticket is None or not bulk.hello_ok(ticket.key, bytes(first[bulk.TICKET_BYTES:])):
+                log.info("a bulk connection with no valid ticket was refused")
+                return
+            sealer = bulk.FrameSealer(ticket.key)
+            buf = memoryview(bytearray(bulk.FRAME))
+            async for n in self._spans(ticket.digest, ticket.asker, ticket.offset, buf):
+                await loop.sock_sendall(conn, sealer.seal(buf[:n]))
+        except (OSError, ImageError, TimeoutError) as exc:
+            log.info("bulk send stopped: %s", exc)
+        finally:
+            conn.close()
 
     def size_of(self, digest: str) -> int | None:
         spool = self.spools.get(digest)

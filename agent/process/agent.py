@@ -305,7 +305,8 @@ class Agent:
 
         manager = ImageManager(config.name, self.state, cast(ImageEngine, self.engine), config.data_dir, self.secret,
                                replica.sealer, self.session, replica.api_of, replica.propose_anywhere, kick,
-                               send_rate=config.image_send_rate)
+                               send_rate=config.image_send_rate,
+                               bulk_bind=None if config.image_port is None else (config.bind, config.image_port))
         async with manager.running(self.feed):
             self.images = manager
             yield

@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_API_PORT = 8080
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_RAFT_PORT = 7947
+DEFAULT_IMAGE_PORT = 7948
 DEFAULT_DATA_DIR = Path("/var/lib/corral")
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -50,6 +51,9 @@ class AgentConfig:
     """Where to write the first administrator's API key (0600) instead of printing it."""
     image_send_rate: float | None = None
     """Bytes/s at most for each image tarball this host sends to a peer (None: no limit)."""
+    image_port: int | None = 0
+    """The bulk channel's TCP port on ``bind`` (image tarballs to peers, ``agent/node/bulk.py``); 0: any free
+    port (the holder names it in its answer); None: none, tarballs go over the API's TLS."""
     loopback_api: bool = True
     """Also serve the API on 127.0.0.1 (so ``corral`` on the host needs no URL)."""
     dns_upstreams: tuple[tuple[str, int], ...] = ()

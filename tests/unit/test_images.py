@@ -303,7 +303,9 @@ async def test_a_fetch_resumes_from_another_peer_and_refuses_bytes_that_do_not_m
             manager.rng = random.Random(SEED_QUITTER_FIRST)  # the quitter is asked first
             job = Job("test/peer:1", "peer")
             await manager.fetch(image, job)
-            assert await engine.image_inspect(image_id) is not None and manager.cached(digest).exists()
+            assert await engine.image_inspect(image_id) is not None, "loaded: its containers may start"
+            await manager.kept()  # the tarball on disk, then said to be held
+            assert manager.cached(digest).exists()
             assert held and held[-1].host == "me"  # type: ignore[attr-defined]
             assert asked[:2] == [("quitter", "bytes=0-"), ("steady", f"bytes={len(data) // 2}-")]
             assert job.resumed == [f"steady@{len(data) // 2}"] and manager.stats["resumes"] == 1
