@@ -330,7 +330,10 @@ class Drills:
         r.figures["snapshot_index"] = self.api(old).get("/v1/raft")["snapshot_index"]
         r.happened.append(f"{old} came back empty and caught up in {r.figures['caught_up_s']} s "
                           f"(snapshot index {r.figures['snapshot_index']})")
-        r.check(after == view, "the wiped node's view differs from the cluster's before the wipe")
+        if after != view:
+            diff = {k: {"before": sorted(set(view[k]) - set(after[k]))[:5],
+                        "after": sorted(set(after[k]) - set(view[k]))[:5]} for k in view if view[k] != after[k]}
+            r.fail(f"the wiped node's view differs from the cluster's before the wipe: {diff}")
 
     def _view(self, host: str) -> dict[str, Any]:
         c = self.api(host)
