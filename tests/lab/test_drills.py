@@ -29,7 +29,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     try:
         proc = subprocess.run([sys.executable, "-m", "agent", "drill", "--hosts", "4", "--fresh", "--seed", "7",
                                "--lossy-seconds", "20", "--json", str(out)],
-                              capture_output=True, text=True, timeout=1200)
+                              capture_output=True, text=True, timeout=1800)
         print(proc.stdout[-6000:])
         print(proc.stderr[-3000:])
         assert out.exists(), f"no JSON report (exit {proc.returncode}): {proc.stderr[-2000:]}"
@@ -40,6 +40,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         Lab().down()
 
 
+@pytest.mark.timeout(1900)  # the first one waits for the whole run (the module's fixture): ~10-14 min
 @pytest.mark.parametrize("name", ALL)
 def test_drill_passes(report: dict[str, Any], name: str) -> None:
     result = next(d for d in report["drills"] if d["name"] == name)
