@@ -187,6 +187,32 @@ def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: 
 # ---------------------------------------------------------------------- the reference HAProxy
 
 
+def servers(path: Path) -> list[dict[str, str]]:
+    """The server rows of an HAProxy's ``show stat`` (none if it does not answer)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(path))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return []
+    header = lines[0][2:].split(",")
+    rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
+    return [r for r in rows if r.get("svname") not in ("FRONTEND", "BACKEND", None)]
+
+
+def check_counts(path: Path) -> dict[str, int]:
+    """Failed checks and UP → DOWN transitions, summed over the servers (``chkfail``, ``chkdown``)."""
+    rows = servers(path)
+    return {k: sum(int(r.get(k) or 0) for r in rows) for k in ("chkfail", "chkdown")}
+
+
 class Reference:
     """Debian's haproxy in ``host``'s namespace on REFERENCE_PORT, with the hand-written config."""
 
@@ -220,22 +246,7 @@ class Reference:
         """Servers UP, from its stats socket (0 until it answers)."""
         if self.proc is not None and self.proc.poll() is not None:
             raise SystemExit(f"the reference haproxy exited: {(self.dir / 'haproxy.out').read_text()[-400:]}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(str(self.socket))
-                s.sendall(b"show stat\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-        except OSError:
-            return 0
-        lines = data.decode().splitlines()
-        if not lines or not lines[0].startswith("# "):
-            return 0
-        header = lines[0][2:].split(",")
-        rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
-        return sum(r.get("status") == "UP" for r in rows if r.get("svname", "").startswith("s"))
+        return sum(r.get("status") == "UP" for r in servers(self.socket))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -368,7 +379,11 @@ def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> d
             wrk(lab, on, url, 1, 4, 2)
         script = reference.dir / "histogram.lua"
         script.write_text(HISTOGRAM)
+        corral_socket, reference_socket = Path(config).parent / "admin.sock", reference.socket
+        before = {"corral": check_counts(corral_socket), "reference": check_counts(reference_socket)}
         figures = rounds(lab, on, urls, count, seconds, script)
+        checks = {k: {c: n - before[k][c] for c, n in check_counts(sock).items()}
+                  for k, sock in (("corral", corral_socket), ("reference", reference_socket))}
         for runs in figures.values():
             for kind in runs.values():
                 for r in kind:
@@ -377,7 +392,7 @@ def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> d
         reference.stop()
     return {"on": on, "equal": equal, "direct": {"name": direct["name"], "host": direct["host"], "ip": direct["ip"]},
             "backends": backends, "corral_config": Path(config).read_text(), "reference_config": reference.text(),
-            "figures": figures, "summary": summarize(figures)}
+            "figures": figures, "summary": summarize(figures), "checks": checks}
 
 
 def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
@@ -394,6 +409,8 @@ def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
     for load, s in result["summary"].items():
         lines.append(f"{load}: corral/reference req/s per round {', '.join(f'{r:.2f}' for r in s['ratios'])}; "
                      f"p99 added per round {', '.join(f'{a:+.2f}' for a in s['p99_added'])} ms")
+    lines.append("health checks during the rounds (failed / servers taken down): " + ", ".join(
+        f"{k} {v['chkfail']} / {v['chkdown']}" for k, v in result["checks"].items()))
     if result["equal"]:
         lines.append("the reference has corral's options (--equal): checks, retries, X-Forwarded-Proto, timeouts")
     else:
