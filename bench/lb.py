@@ -16,7 +16,8 @@ naming the container — and the load balancer ``lb`` on port 80 of every host),
   the load balancers' requests go): what one backend gives alone.
 
 Every ``wrk`` runs in the same host's namespace with the same threads, connections and duration. Two
-loads, each in ``--rounds`` interleaved rounds (corral, reference, direct; the order rotated): a
+loads, each in ``--rounds`` interleaved rounds (each kind twice for half the time, mirrored: corral,
+reference, direct, direct, reference, corral; the order rotated from round to round): a
 **saturating** one (``-t 2 -c 32``: requests/s, and p99 with queueing) and a **single connection**
 (``-t 1 -c 1``: one request after another, so p99 is the latency a request gets, no queueing: what
 the load balancer adds to it). Requests/s are medians over rounds, and their ratio the median of the
@@ -186,6 +187,32 @@ def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: 
 # ---------------------------------------------------------------------- the reference HAProxy
 
 
+def servers(path: Path) -> list[dict[str, str]]:
+    """The server rows of an HAProxy's ``show stat`` (none if it does not answer)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(path))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return []
+    header = lines[0][2:].split(",")
+    rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
+    return [r for r in rows if r.get("svname") not in ("FRONTEND", "BACKEND", None)]
+
+
+def check_counts(path: Path) -> dict[str, int]:
+    """Failed checks and UP → DOWN transitions, summed over the servers (``chkfail``, ``chkdown``)."""
+    rows = servers(path)
+    return {k: sum(int(r.get(k) or 0) for r in rows) for k in ("chkfail", "chkdown")}
+
+
 class Reference:
     """Debian's haproxy in ``host``'s namespace on REFERENCE_PORT, with the hand-written config."""
 
@@ -219,22 +246,7 @@ class Reference:
         """Servers UP, from its stats socket (0 until it answers)."""
         if self.proc is not None and self.proc.poll() is not None:
             raise SystemExit(f"the reference haproxy exited: {(self.dir / 'haproxy.out').read_text()[-400:]}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(str(self.socket))
-                s.sendall(b"show stat\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-        except OSError:
-            return 0
-        lines = data.decode().splitlines()
-        if not lines or not lines[0].startswith("# "):
-            return 0
-        header = lines[0][2:].split(",")
-        rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
-        return sum(r.get("status") == "UP" for r in rows if r.get("svname", "").startswith("s"))
+        return sum(r.get("status") == "UP" for r in servers(self.socket))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -292,15 +304,32 @@ async def deploy(session: aiohttp.ClientSession, lab: Lab, on: str) -> tuple[lis
 # ---------------------------------------------------------------------- the run
 
 
+def combine(halves: list[dict[str, Any]]) -> dict[str, Any]:
+    """One round's figure from its two halves: requests/s averaged, latencies pooled, errors summed."""
+    hist: dict[int, int] = {}
+    for h in halves:
+        for v, c in h["hist"].items():
+            hist[v] = hist.get(v, 0) + c
+    return {"rps": statistics.mean(h["rps"] for h in halves), "p50_ms": pooled_percentile([hist], 50),
+            "p99_ms": pooled_percentile([hist], 99), "requests": sum(h["requests"] for h in halves),
+            "errors": sum(h["errors"] for h in halves), "hist": hist, "halves": [h["rps"] for h in halves]}
+
+
 def rounds(lab: Lab, on: str, urls: dict[str, str], count: int, seconds: float,
            script: Path) -> dict[str, dict[str, list[Any]]]:
-    """``count`` interleaved rounds of every load; per load and kind, the rounds' wrk figures."""
+    """``count`` rounds of every load; per load and kind, the rounds' wrk figures. A round runs each kind
+    twice for half the time, mirrored (corral, reference, direct, direct, reference, corral), so that a
+    load that rises or falls through the round weighs on every kind alike."""
     out: dict[str, dict[str, list[Any]]] = {load: {k: [] for k in KINDS} for load in LOADS}
     for n in range(count):
         for load, (threads, connections) in LOADS.items():
             order = KINDS[n % 3:] + KINDS[:n % 3]
-            for kind in order:
-                got = wrk(lab, on, urls[kind], threads, connections, seconds, script)
+            halves: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+            for kind in (*order, *reversed(order)):
+                halves[kind].append(wrk(lab, on, urls[kind], threads, connections, max(1, round(seconds / 2)),
+                                        script))
+            for kind in KINDS:
+                got = combine(halves[kind])
                 out[load][kind].append(got)
                 log(f"round {n + 1}/{count} {load:>14} {kind:>9}: {got['rps']:7.0f} req/s  p50 "
                     f"{got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms  errors {got['errors']:.0f}")
@@ -350,7 +379,11 @@ def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> d
             wrk(lab, on, url, 1, 4, 2)
         script = reference.dir / "histogram.lua"
         script.write_text(HISTOGRAM)
+        corral_socket, reference_socket = Path(config).parent / "admin.sock", reference.socket
+        before = {"corral": check_counts(corral_socket), "reference": check_counts(reference_socket)}
         figures = rounds(lab, on, urls, count, seconds, script)
+        checks = {k: {c: n - before[k][c] for c, n in check_counts(sock).items()}
+                  for k, sock in (("corral", corral_socket), ("reference", reference_socket))}
         for runs in figures.values():
             for kind in runs.values():
                 for r in kind:
@@ -359,11 +392,11 @@ def run(lab: Lab, on: str, count: int, seconds: float, equal: bool = False) -> d
         reference.stop()
     return {"on": on, "equal": equal, "direct": {"name": direct["name"], "host": direct["host"], "ip": direct["ip"]},
             "backends": backends, "corral_config": Path(config).read_text(), "reference_config": reference.text(),
-            "figures": figures, "summary": summarize(figures)}
+            "figures": figures, "summary": summarize(figures), "checks": checks}
 
 
 def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
-    lines = [f"wrk from {result['on']}'s namespace, {count} interleaved rounds × {seconds:g} s per figure (medians); "
+    lines = [f"wrk from {result['on']}'s namespace, {count} mirrored rounds × {seconds:g} s per figure (medians); "
              f"direct = {result['direct']['name']} on {result['direct']['host']} over the overlay"]
     rows = []
     for load, s in result["summary"].items():
@@ -376,6 +409,8 @@ def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
     for load, s in result["summary"].items():
         lines.append(f"{load}: corral/reference req/s per round {', '.join(f'{r:.2f}' for r in s['ratios'])}; "
                      f"p99 added per round {', '.join(f'{a:+.2f}' for a in s['p99_added'])} ms")
+    lines.append("health checks during the rounds (failed / servers taken down): " + ", ".join(
+        f"{k} {v['chkfail']} / {v['chkdown']}" for k, v in result["checks"].items()))
     if result["equal"]:
         lines.append("the reference has corral's options (--equal): checks, retries, X-Forwarded-Proto, timeouts")
     else:
@@ -395,9 +430,9 @@ def report(result: dict[str, Any], count: int, seconds: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one round of 5 s per figure")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per figure (median reported)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="wrk's duration per figure")
+    parser.add_argument("--quick", action="store_true", help="one round of 4 s per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per figure (median reported)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk's time per figure and round (two halves)")
     parser.add_argument("--hosts", type=int, default=3, help="lab hosts (the example's load balancer runs on each)")
     parser.add_argument("--on", default="h1", help="the host whose load balancer wrk goes through (and runs on)")
     parser.add_argument("--existing", action="store_true", help="use the lab that is up; leave it up")
@@ -405,9 +440,9 @@ def main() -> None:
                         help="give the reference Corral's options too (checks every 250 ms, retries, headers)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     args = parser.parse_args()
-    count, seconds = (1, 5.0) if args.quick else (args.rounds, args.seconds)
-    if count < 1 or seconds < 1 or not 1 <= args.hosts <= 16:
-        raise SystemExit("--rounds ≥ 1, --seconds ≥ 1, --hosts 1-16")
+    count, seconds = (1, 4.0) if args.quick else (args.rounds, args.seconds)
+    if count < 1 or seconds < 2 or not 1 <= args.hosts <= 16:
+        raise SystemExit("--rounds ≥ 1, --seconds ≥ 2, --hosts 1-16")
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
             raise SystemExit(f"needs {tool} (apt-get install {tool})")

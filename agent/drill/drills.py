@@ -100,7 +100,7 @@ class Drills:
         self.hosts = [h.name for h in lab.hosts()]
         self.scale = 0
         self.stopped: dict[str, float] = {}
-        """lb-continuity: when each stop-host phase's stop began."""
+        """lb-continuity: when each fault (a stop-host, the rm -f) began."""
 
     # ------------------------------------------------------------------ reading the cluster
 
@@ -927,9 +927,9 @@ class Drills:
                           f"target {LB_STACK}/{LB_TARGET}; {LB_RATE * 4:g} requests/s")
         marks: list[tuple[str, float]] = []
         self.stopped = {}
-        # phase → (died at, dead until, {address: container name}); a stop-host's instant is when the stop
-        # returned (the host's processes are found, killed together, its link cut), self.stopped[phase] when
-        # it began; an rm -f's when the command began
+        # phase → (died at, dead until, {address: container name}); a fault's instant is when the stop or the
+        # rm -f returned (the host's processes are found, killed together, its link cut; the container is
+        # killed, then removed), self.stopped[phase] when it began
         faults: dict[str, tuple[float, float, dict[str, str]]] = {}
         picks = Picks(lambda: sockets)
         picks.start()
@@ -965,16 +965,18 @@ class Drills:
         time.sleep(2)
         phase("docker rm -f")
         victim = self.rng.choice([c for c in self._web(web) if c["state"] == "running"])
-        died = time.monotonic()
+        began = time.monotonic()
         out = self.sh(victim["host"], f"docker rm -f {victim['container_id']}")
         if out.returncode != 0:
             raise DrillFailed(f"docker rm -f failed: {out.stderr.strip()}")
+        died = time.monotonic()  # it was killed while the command ran (which, on a busy machine, takes seconds)
+        self.stopped[marks[-1][0]] = began
         self.until("recreated", lambda: any(c["id"] == victim["id"] and c["state"] == "running" and c[
             "container_id"] != victim["container_id"] for c in self._web(web)), 30, every=0.02)
         faults["docker rm -f"] = (died, time.monotonic(), {victim["ip"]: victim["name"]})
         self.until("5 servers up on both", lambda: self._lb_up(lb, 5, lb_hosts), 30, every=0.2)
         r.happened.append(f"docker rm -f {victim['name']} on {victim['host']} ({victim['ip']}): recreated "
-                          f"and behind both again after {time.monotonic() - died:.1f} s")
+                          f"and behind both again after {time.monotonic() - began:.1f} s")
         time.sleep(2)
         on_target = [c for c in self._web(web) if c["host"] == target_host and c["state"] == "running"]
         if not on_target:
