@@ -709,9 +709,10 @@ class ImageManager:
             sock.bind((host, port))
             sock.listen(64)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(exc.errno, f"the image bulk channel cannot listen on {host}:{port} ({exc.strerror}; "
+                                     "--image-port, 0 for none)") from None
         self.bulk_port = sock.getsockname()[1]
         return sock
 

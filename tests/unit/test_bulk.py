@@ -148,3 +148,36 @@ async def test_a_frame_changed_on_the_way_is_never_loaded(tmp_path: Path, monkey
         await runner.cleanup()
 
 
+
+
+async def test_a_bulk_port_in_use_is_a_clear_error_and_the_listener_closes_with_the_manager(tmp_path: Path) -> None:
+    import socket
+
+    from tests.unit.test_feed import Cluster
+
+    cluster = Cluster()
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        busy = ImageManager("h1", cluster.state, FakeEngine(), tmp_path / "a", SECRET, None, None, lambda _h: None,
+                            propose, bulk_bind=taken.getsockname())
+        with pytest.raises(OSError, match=r"image bulk channel cannot listen on 127.0.0.1.*--image-port"):
+            async with busy.running(cluster.feed):
+                pass
+    finally:
+        taken.close()
+    manager = ImageManager("h1", cluster.state, FakeEngine(), tmp_path / "b", SECRET, None, None, lambda _h: None,
+                           propose, bulk_bind=("127.0.0.1", 0))
+    async with manager.running(cluster.feed):
+        port = manager.bulk_port
+        assert port
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    assert manager.bulk_port is None
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
