@@ -71,7 +71,11 @@ replicas are one pull, not ten)."""
 MEMBER_HEADER = "Corral-Member"
 PROOF_AGE = 60.0
 SOURCE_STALL = 20.0
-"""Seconds a sender may send nothing before the transfer moves to another."""
+"""Seconds a sender may send nothing before the transfer moves to another; also how long a fetch asks
+again while every holder is busy before it fails."""
+BUSY = "busy:"
+BUSY_RETRY = 0.5
+"""Seconds between rounds of asking holders that were all busy."""
 REGISTRY_PURPOSE = b"registry password"
 PROGRESS_STEP = 0.05
 """Progress is reported (a reconcile pass, a status write) each time it moves this much."""
@@ -108,9 +112,12 @@ class ImageError(Exception):
 
 
 class Redirected(Exception):
-    def __init__(self, hosts: list[str]) -> None:
+    """A holder that does not serve now (it sends to enough hosts, or has nothing yet to pass on) and the
+    hosts it names instead."""
+
+    def __init__(self, hosts: list[str], reason: str = "") -> None:
         super().__init__(", ".join(hosts))
-        self.hosts = hosts
+        self.hosts, self.reason = hosts, reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -520,12 +527,21 @@ class ImageManager:
         failed: dict[str, str] = {}
         hints: list[str] = []
         held_back = b""
+        moved = time.monotonic()  # when the last bytes came (or the fetch began)
         # unbuffered: a relay reads the file up to ``spool.received`` while it grows
         with spool.path.open("wb", buffering=0) as out:
             while spool.received < image.tar_size:
                 current = self.state.images.catalog.get(image.id)
                 holders = current.holders if current is not None else image.holders
                 source = transfer.next_source(holders, hints, self.host, failed, self.rng)
+                busy = [h for h, why in failed.items() if why.startswith(BUSY)]
+                if source is None and busy and time.monotonic() - moved < SOURCE_STALL:
+                    # every holder was busy or had nothing yet to pass on (relays that have just begun):
+                    # ask again shortly rather than fail the job and start over after its back-off
+                    await asyncio.sleep(BUSY_RETRY)
+                    for host in busy:
+                        del failed[host]
+                    continue
                 if source is None:
                     tried = ", ".join(f"{h} ({why})" for h, why in failed.items()) or "none"
                     raise ImageError(f"image.pull_failed: no host that holds the image could send it (tried: "
@@ -548,6 +564,7 @@ class ImageManager:
                         if held_back:
                             await queue.put(held_back)
                         held_back = chunk
+                        moved = time.monotonic()
                         spool.advance(spool.received + len(chunk))
                         self.stats["received_bytes"] += len(chunk)
                         self._progress(job, spool.received / image.tar_size)
@@ -556,7 +573,7 @@ class ImageManager:
                 except Redirected as exc:
                     self.stats["redirects"] += 1
                     hints = [h for h in exc.hosts if h not in failed] + hints
-                    failed[source] = "busy: redirected"
+                    failed[source] = f"{BUSY} {exc.reason or 'redirected'}"
                 except (aiohttp.ClientError, TimeoutError, OSError, ImageError) as exc:
                     failed[source] = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
                     log.info("image %s: %s stopped sending at %d bytes (%s)", image.id[:19], source,
@@ -585,7 +602,8 @@ class ImageManager:
             if resp.status == 503:
                 body = await resp.json(content_type=None)
                 redirect = body.get("redirect") if isinstance(body, dict) else None
-                raise Redirected([str(h) for h in redirect or ()])
+                reason = str(body.get("message") or "") if isinstance(body, dict) else ""
+                raise Redirected([str(h) for h in redirect or ()], reason[:200])
             if resp.status == 200 and resp.headers.get(bulk.HEADER):
                 body = await resp.json(content_type=None)
                 offer = body.get("bulk") if isinstance(body, dict) else None
