@@ -443,6 +443,8 @@ class ImageManager:
     async def fetch(self, image: CatalogImage, job: Job | None = None) -> None:
         """Get the catalog image's tarball from its holders into the engine (and keep it here)."""
         job = job or Job(image.id, "peer")
+        if image.digest in self.keeping:  # fetched a moment ago and still being kept: never write it twice
+            await asyncio.shield(self.keeping[image.digest])
         if self.cached(image.digest).exists():  # the tarball is here, the image not (removed by hand)
             await self._load_file(image)
             return
@@ -653,9 +655,9 @@ class ImageManager:
 
     async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
-        buf = bytearray(CHUNK)
-        async for n in self._spans(digest, asker, offset, memoryview(buf)):
-            yield bytes(buf[:n])
+        view = memoryview(bytearray(CHUNK))
+        async for n in self._spans(digest, asker, offset, view):
+            yield bytes(view[:n])
 
     async def _spans(self, digest: str, asker: str, offset: int, view: memoryview) -> AsyncIterator[int]:
         """Read the tarball from ``offset`` into ``view`` again and again, yielding how many bytes each
@@ -691,8 +693,7 @@ class ImageManager:
                     else:  # written, not readable yet: never spin without yielding
                         await asyncio.sleep(0.005)
         finally:
-            if serving.get(asker) is not None:
-                serving.pop(asker, None)
+            serving.pop(asker, None)
             if not serving:
                 self.serving.pop(digest, None)
 
