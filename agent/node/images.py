@@ -71,7 +71,11 @@ replicas are one pull, not ten)."""
 MEMBER_HEADER = "Corral-Member"
 PROOF_AGE = 60.0
 SOURCE_STALL = 20.0
-"""Seconds a sender may send nothing before the transfer moves to another."""
+"""Seconds a sender may send nothing before the transfer moves to another; also how long a fetch asks
+again while every holder is busy before it fails."""
+BUSY = "busy:"
+BUSY_RETRY = 0.5
+"""Seconds between rounds of asking holders that were all busy."""
 REGISTRY_PURPOSE = b"registry password"
 PROGRESS_STEP = 0.05
 """Progress is reported (a reconcile pass, a status write) each time it moves this much."""
@@ -108,9 +112,12 @@ class ImageError(Exception):
 
 
 class Redirected(Exception):
-    def __init__(self, hosts: list[str]) -> None:
+    """A holder that does not serve now (it sends to enough hosts, or has nothing yet to pass on) and the
+    hosts it names instead."""
+
+    def __init__(self, hosts: list[str], reason: str = "") -> None:
         super().__init__(", ".join(hosts))
-        self.hosts = hosts
+        self.hosts, self.reason = hosts, reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,6 +443,8 @@ class ImageManager:
     async def fetch(self, image: CatalogImage, job: Job | None = None) -> None:
         """Get the catalog image's tarball from its holders into the engine (and keep it here)."""
         job = job or Job(image.id, "peer")
+        if image.digest in self.keeping:  # fetched a moment ago and still being kept: never write it twice
+            await asyncio.shield(self.keeping[image.digest])
         if self.cached(image.digest).exists():  # the tarball is here, the image not (removed by hand)
             await self._load_file(image)
             return
@@ -520,12 +529,21 @@ class ImageManager:
         failed: dict[str, str] = {}
         hints: list[str] = []
         held_back = b""
+        moved = time.monotonic()  # when the last bytes came (or the fetch began)
         # unbuffered: a relay reads the file up to ``spool.received`` while it grows
         with spool.path.open("wb", buffering=0) as out:
             while spool.received < image.tar_size:
                 current = self.state.images.catalog.get(image.id)
                 holders = current.holders if current is not None else image.holders
                 source = transfer.next_source(holders, hints, self.host, failed, self.rng)
+                busy = [h for h, why in failed.items() if why.startswith(BUSY)]
+                if source is None and busy and time.monotonic() - moved < SOURCE_STALL:
+                    # every holder was busy or had nothing yet to pass on (relays that have just begun):
+                    # ask again shortly rather than fail the job and start over after its back-off
+                    await asyncio.sleep(BUSY_RETRY)
+                    for host in busy:
+                        del failed[host]
+                    continue
                 if source is None:
                     tried = ", ".join(f"{h} ({why})" for h, why in failed.items()) or "none"
                     raise ImageError(f"image.pull_failed: no host that holds the image could send it (tried: "
@@ -548,6 +566,7 @@ class ImageManager:
                         if held_back:
                             await queue.put(held_back)
                         held_back = chunk
+                        moved = time.monotonic()
                         spool.advance(spool.received + len(chunk))
                         self.stats["received_bytes"] += len(chunk)
                         self._progress(job, spool.received / image.tar_size)
@@ -556,7 +575,7 @@ class ImageManager:
                 except Redirected as exc:
                     self.stats["redirects"] += 1
                     hints = [h for h in exc.hosts if h not in failed] + hints
-                    failed[source] = "busy: redirected"
+                    failed[source] = f"{BUSY} {exc.reason or 'redirected'}"
                 except (aiohttp.ClientError, TimeoutError, OSError, ImageError) as exc:
                     failed[source] = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
                     log.info("image %s: %s stopped sending at %d bytes (%s)", image.id[:19], source,
@@ -585,7 +604,8 @@ class ImageManager:
             if resp.status == 503:
                 body = await resp.json(content_type=None)
                 redirect = body.get("redirect") if isinstance(body, dict) else None
-                raise Redirected([str(h) for h in redirect or ()])
+                reason = str(body.get("message") or "") if isinstance(body, dict) else ""
+                raise Redirected([str(h) for h in redirect or ()], reason[:200])
             if resp.status == 200 and resp.headers.get(bulk.HEADER):
                 body = await resp.json(content_type=None)
                 offer = body.get("bulk") if isinstance(body, dict) else None
@@ -635,9 +655,9 @@ class ImageManager:
 
     async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
-        buf = bytearray(CHUNK)
-        async for n in self._spans(digest, asker, offset, memoryview(buf)):
-            yield bytes(buf[:n])
+        view = memoryview(bytearray(CHUNK))
+        async for n in self._spans(digest, asker, offset, view):
+            yield bytes(view[:n])
 
     async def _spans(self, digest: str, asker: str, offset: int, view: memoryview) -> AsyncIterator[int]:
         """Read the tarball from ``offset`` into ``view`` again and again, yielding how many bytes each
@@ -673,8 +693,7 @@ class ImageManager:
                     else:  # written, not readable yet: never spin without yielding
                         await asyncio.sleep(0.005)
         finally:
-            if serving.get(asker) is not None:
-                serving.pop(asker, None)
+            serving.pop(asker, None)
             if not serving:
                 self.serving.pop(digest, None)
 
@@ -709,9 +728,10 @@ class ImageManager:
             sock.bind((host, port))
             sock.listen(64)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(exc.errno, f"the image bulk channel cannot listen on {host}:{port} ({exc.strerror}; "
+                                     "--image-port, 0 for none)") from None
         self.bulk_port = sock.getsockname()[1]
         return sock
 

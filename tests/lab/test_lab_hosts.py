@@ -214,7 +214,8 @@ def test_agent_stops_cleanly_on_a_signal(lab3: Lab, sig: signal.Signals, tmp_pat
     h1 = lab3.hosts()[0]
     proc = subprocess.Popen(
         ["nsenter", f"--net={h1.netns_path}", sys.executable, "-m", "agent", "agent", "--bind", h1.address,
-         "--api-port", "8181", "--gossip-port", "17946", "--raft-port", "17947", "--no-overlay",
+         "--api-port", "8181", "--gossip-port", "17946", "--raft-port", "17947", "--image-port", "17948",
+         "--no-overlay",
          "--name", "extra", "--data-dir", str(tmp_path / "d"), "--docker-host", h1.docker_host, "--bootstrap"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # a cluster of its own: it joins nobody
     )

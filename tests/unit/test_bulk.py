@@ -112,6 +112,60 @@ async def test_a_fetch_over_the_bulk_channel_and_a_connection_without_a_ticket_g
         await runner.cleanup()
 
 
+async def test_a_fetch_again_while_the_last_one_is_still_kept_loads_the_kept_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image is removed from the engine right after its load, while its tarball is still being kept (a
+    slow fsync): the next fetch waits for the keep and loads that copy, and never writes the spool twice."""
+    import threading
+
+    import aiohttp
+
+    from agent.node import images as images_module
+
+    data, image_id = save_tarball(("test/bulk:3",), payload=os.urandom(bulk.FRAME + 10))
+    digest = hashlib.sha256(data).hexdigest()
+    _manager, runner, url, accepting = await _holder(tmp_path / "h1", data, digest)
+    sealer = Keyring.from_secret(SECRET).channel(b"raft")
+    release = threading.Event()
+    real_fsync = images_module._fsync_path
+
+    def slow_fsync(path: Path) -> None:
+        release.wait(10)
+        real_fsync(path)
+
+    monkeypatch.setattr(images_module, "_fsync_path", slow_fsync)
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = FakeEngine()
+            me = ImageManager("h2", ClusterState(), engine, tmp_path / "h2", SECRET, sealer, session,
+                              {"h1": url}.get, propose, bulk_bind=("127.0.0.1", 0))
+            (tmp_path / "h2" / "images" / "partial").mkdir(parents=True)
+            image = CatalogImage(image_id, ("test/bulk:3",), digest, len(data), ("h1",), "load", 1)
+            await me.fetch(image, Job("test/bulk:3", "peer"))
+            assert digest in me.keeping, "the keep goes on after the load"
+            await engine.remove_image(image_id)
+            again = asyncio.get_running_loop().create_task(me.fetch(image, Job("test/bulk:3", "peer")))
+            await asyncio.sleep(0.2)
+            assert not again.done(), "it waits for the keep"
+            release.set()
+            await again
+            assert await engine.image_inspect(image_id) is not None
+            assert me.cached(digest).read_bytes() == data
+            assert holder_sent(_manager) == len(data), "the second fetch loaded the kept copy, fetched nothing"
+    finally:
+        release.set()
+        accepting.cancel()
+        await runner.cleanup()
+
+
+def holder_sent(manager: ImageManager) -> int:
+    return manager.stats["served_bytes"]
+
+
 async def test_a_frame_changed_on_the_way_is_never_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import aiohttp
 
@@ -148,3 +202,36 @@ async def test_a_frame_changed_on_the_way_is_never_loaded(tmp_path: Path, monkey
         await runner.cleanup()
 
 
+
+
+async def test_a_bulk_port_in_use_is_a_clear_error_and_the_listener_closes_with_the_manager(tmp_path: Path) -> None:
+    import socket
+
+    from tests.unit.test_feed import Cluster
+
+    cluster = Cluster()
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        busy = ImageManager("h1", cluster.state, FakeEngine(), tmp_path / "a", SECRET, None, None, lambda _h: None,
+                            propose, bulk_bind=taken.getsockname())
+        with pytest.raises(OSError, match=r"image bulk channel cannot listen on 127.0.0.1.*--image-port"):
+            async with busy.running(cluster.feed):
+                pass
+    finally:
+        taken.close()
+    manager = ImageManager("h1", cluster.state, FakeEngine(), tmp_path / "b", SECRET, None, None, lambda _h: None,
+                           propose, bulk_bind=("127.0.0.1", 0))
+    async with manager.running(cluster.feed):
+        port = manager.bulk_port
+        assert port
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    assert manager.bulk_port is None
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -398,3 +398,55 @@ async def test_a_removed_image_drops_its_tarball_and_a_pending_upload_is_kept(tm
         cluster.apply(ImageRemove(add.id))
         await asyncio.sleep(0.05)
         assert not manager.cached(add.digest).exists(), "a removed image's tarball goes at once"
+
+
+async def test_a_fetch_asks_again_while_every_holder_is_busy_instead_of_failing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A holder that is busy (a relay with nothing yet to pass on) for its first answers: the fetch asks
+    again shortly and gets the image, rather than failing its job and starting over after the back-off."""
+    import aiohttp
+    from aiohttp import web
+
+    from agent.model.images import CatalogImage
+    from agent.node.images import ImageManager, Job
+    from tests.unit.fakes import FakeEngine
+
+    data, image_id = save_tarball(("test/busy:1",), payload=os.urandom(100_000))
+    digest = hashlib.sha256(data).hexdigest()
+    answers: list[int] = []
+
+    async def send(request: web.Request) -> web.StreamResponse:
+        if len(answers) < 3:
+            answers.append(503)
+            return web.json_response({"error": "unavailable", "redirect": [],
+                                      "message": "this host has 0 bytes of it, the asker 0: nothing to relay"},
+                                     status=503)
+        answers.append(206)
+        response = web.StreamResponse(status=206)
+        await response.prepare(request)
+        await response.write(data)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/internal/images/{id}", send)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    sealer = Keyring.from_secret(b"k" * 32).channel(b"raft")
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = FakeEngine()
+            manager = ImageManager("me", ClusterState(), engine, tmp_path, b"k" * 32, sealer, session,
+                                   {"relay": url}.get, propose)
+            (tmp_path / "images" / "partial").mkdir(parents=True)
+            image = CatalogImage(image_id, ("test/busy:1",), digest, len(data), ("relay",), "load", 1)
+            await manager.fetch(image, Job("test/busy:1", "peer"))
+            assert await engine.image_inspect(image_id) is not None
+            assert answers == [503, 503, 503, 206] and manager.stats["redirects"] == 3
+            await manager.kept()
+    finally:
+        await runner.cleanup()
