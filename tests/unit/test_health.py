@@ -199,10 +199,12 @@ def test_replacing_an_instance_that_never_turns_healthy_backs_off() -> None:
 
 
 async def test_a_host_with_many_checked_containers_does_not_queue_its_probes_into_timeouts() -> None:
-    """150 containers answering in 0.6 s with a 1 s timeout: every probe must run at once (a pool of
-    100 connections would hold 50 back long enough to time out and call them unhealthy)."""
+    """150 containers answering in 1.5 s with a 2.5 s timeout: every probe must run at once (a pool of
+    100 connections would hold 50 back for 1.5 s, so they would end after 3 s, time out and be called
+    unhealthy). The margins are 1 s of load either way: at 0.6 s / 1 s a loaded machine (the suite's end,
+    labs going down) starved the one event loop that runs both sides into 150 timeouts."""
     async def slow(_request: web.Request) -> web.Response:
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.5)
         return web.Response(text="ok")
 
     app = web.Application()
@@ -211,13 +213,13 @@ async def test_a_host_with_many_checked_containers_does_not_queue_its_probes_int
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)  # one server stands in for 150 containers
     await site.start()
-    check = specs.health_check({**HTTP, "port": runner.addresses[0][1], "interval": "3s", "timeout": "1s",
+    check = specs.health_check({**HTTP, "port": runner.addresses[0][1], "interval": "6s", "timeout": "2.5s",
                                 "retries": 1})
     assert check
     prober = HealthProber(lambda: None, stagger=lambda _interval: 0.0)  # the worst case: all at once
     try:
         prober.sync({f"c{i}": (check, "127.0.0.1") for i in range(150)})
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(4.0)
         states = Counter(prober.health(f"c{i}") for i in range(150))
         assert states == Counter({HEALTHY: 150}), states
     finally:
