@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -67,6 +66,7 @@ from bench.labutil import (
 )
 
 # isort: split
+from agent.drill.lbtraffic import show_stat
 from agent.model import compose
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "agent" / "examples" / "web-server.yml"
@@ -190,20 +190,9 @@ def wrk(lab: Lab, host: str, url: str, threads: int, connections: int, seconds: 
 def servers(path: Path) -> list[dict[str, str]]:
     """The server rows of an HAProxy's ``show stat`` (none if it does not answer)."""
     try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(str(path))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
+        rows = show_stat(path, 2.0)
     except OSError:
         return []
-    lines = data.decode(errors="replace").splitlines()
-    if not lines or not lines[0].startswith("# "):
-        return []
-    header = lines[0][2:].split(",")
-    rows = [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
     return [r for r in rows if r.get("svname") not in ("FRONTEND", "BACKEND", None)]
 
 

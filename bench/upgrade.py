@@ -20,11 +20,9 @@ Targets (issue 18): total ≤ 1.2 × the floor; zero failed requests; rollback w
 from __future__ import annotations
 
 import argparse
-import http.client
 import math
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ sys.path.insert(0, str(HERE))
 
 from bench.labutil import lab_up, log, machine_load, table, verdict  # noqa: E402, I001  (sets the lab id first)
 from agent.cli.client import Client  # noqa: E402
+from agent.drill.upgrades import LbProbe, page  # noqa: E402
 from agent.lab import Lab  # noqa: E402
 from agent.model import compose  # noqa: E402
 from mesh.waiting import until  # noqa: E402
@@ -41,40 +40,6 @@ from mesh.waiting import until  # noqa: E402
 EXAMPLE = HERE / "agent" / "examples" / "web-server.yml"
 MIN_HEALTHY = 1.0
 DEADLINE = 15.0
-
-
-def page(version: str) -> str:
-    return (f'mkdir -p /www && echo "<h1>$CORRAL_CONTAINER</h1><p>{version}</p>" > /www/index.html '
-            "&& exec httpd -f -p 80 -h /www")
-
-
-class Load(threading.Thread):
-    """GET / through a load balancer, back to back; failures counted."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(daemon=True)
-        self.address, self.ok, self.failed = address, 0, 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            try:
-                conn = http.client.HTTPConnection(self.address, 80, timeout=5)
-                conn.request("GET", "/")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-            except OSError:
-                self.failed += 1
-            time.sleep(0.005)
-
-    def stop(self) -> tuple[int, int]:
-        self.halt.set()
-        self.join(10)
-        return self.ok, self.failed
 
 
 def client(lab: Lab, host: str = "h1") -> Client:
@@ -134,12 +99,13 @@ def main() -> None:
             until(f"{size} servers up behind every load balancer", lambda n=size: servers_up(api, lb, n), 300, 0.2)
             for batch in args.batches:
                 version += 1
-                load = Load(lab.host("h2").address)
+                load = LbProbe(lab.host("h2").address, 80)
                 load.start()
                 up = upgrade(api, sid, {"spec": {"command": page(f"v{version}")}, "strategy": {
                     "parallelism": batch, "min_healthy": MIN_HEALTHY, "order": "start-first"}}, 1800)
                 time.sleep(6)  # the last old containers are drained (5 s) and stopped under the load too
-                ok, failed = load.stop()
+                load.stop()
+                ok, failed = load.ok, len(load.failures)
                 batches = math.ceil(size / batch)
                 floor = batches * (start + MIN_HEALTHY)
                 total = (up["finished_at"] or time.time()) - up["started_at"]
@@ -148,12 +114,13 @@ def main() -> None:
                 rows.append([f"{size} × batch {batch}", batches, f"{floor:.1f}", f"{total:.1f}",
                              f"{total / floor:.2f}", f"{failed}/{ok + failed}",
                              verdict(up["state"] == "done" and total <= 1.2 * floor and failed == 0)])
-        load = Load(lab.host("h2").address)
+        load = LbProbe(lab.host("h2").address, 80)
         load.start()
         bad = upgrade(api, sid, {"spec": {"command": "exit 3"}, "strategy": {
             "parallelism": min(args.batches[-1], args.sizes[-1]), "min_healthy": MIN_HEALTHY,
             "healthy_deadline": DEADLINE}}, 600)
-        ok, failed = load.stop()
+        load.stop()
+        ok, failed = load.ok, len(load.failures)
         took = (bad["finished_at"] or time.time()) - bad["started_at"]
         print(machine_load())
         print(f"container start (reference, median of {args.starts} scale-ups): {start:.2f} s; "

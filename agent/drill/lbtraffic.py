@@ -28,10 +28,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.node.lb import parse_stat
+
 TIMEOUT = 5.0
 """A request not answered in this is failed (a retried connect to a dead server takes 1 s a try)."""
 PAGE = re.compile(r"<h1>([^<]+)</h1>")
 PICKS_PERIOD = 0.1
+
+
+def show_stat(path: Path, timeout: float = 1.0) -> list[dict[str, str]]:
+    """The rows of an HAProxy's ``show stat`` read over its admin socket, blocking (for the drill's and the
+    benchmark's threads; the agent's own, asynchronous reader is :class:`agent.node.lb.AdminSocket`)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return parse_stat(data.decode(errors="replace"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,22 +185,11 @@ class Picks(threading.Thread):
             self.stop_event.wait(PICKS_PERIOD)
 
     def _poll(self, host: str, path: Path) -> None:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(1.0)
-            s.connect(str(path))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
+        rows = show_stat(path)
         now = time.monotonic()
-        lines = data.decode(errors="replace").splitlines()
-        if not lines or not lines[0].startswith("# "):
-            return
-        header = lines[0][2:].split(",")
         seen: dict[str, str] = {}
         with self.lock:
-            for line in lines[1:]:
-                row = dict(zip(header, line.split(","), strict=False))
+            for row in rows:
                 if row.get("svname") in ("FRONTEND", "BACKEND", None) or not row.get("addr"):
                     continue
                 address = row["addr"].rsplit(":", 1)[0]

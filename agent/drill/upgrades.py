@@ -39,15 +39,15 @@ def page(version: str) -> str:
 class LbProbe(threading.Thread):
     """GET / through one host's load balancer, back to back (a new connection each), failures kept."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, port: int = LB_PORT) -> None:
         super().__init__(daemon=True, name="drill-lb-probe")
-        self.address, self.ok, self.failures = address, 0, []  # type: ignore[var-annotated]
+        self.address, self.port, self.ok, self.failures = address, port, 0, []  # type: ignore[var-annotated]
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
             try:
-                conn = http.client.HTTPConnection(self.address, LB_PORT, timeout=5)
+                conn = http.client.HTTPConnection(self.address, self.port, timeout=5)
                 conn.request("GET", "/")
                 status = conn.getresponse().status
                 conn.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -775,7 +776,7 @@ def links(value: object) -> dict[str, str]:
 def _nothing_runs(raw: Mapping[str, object]) -> None:
     """An external service runs nothing: a field that shapes containers or their placement is refused
     (naming it) unless it has its default value."""
-    defaults = _EXTERNAL_DEFAULTS()
+    defaults = _external_defaults()
     for key, value in raw.items():
         if key in ("kind", "external", "name", "labels", "service_labels", "aliases", "links", "image"):
             continue
@@ -785,15 +786,11 @@ def _nothing_runs(raw: Mapping[str, object]) -> None:
             raise SpecError(key, "does not apply to an external service: it runs no container")
 
 
-def _EXTERNAL_DEFAULTS() -> dict[str, object]:
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        _DEFAULTS = parse({"image": EXTERNAL_IMAGE}).to_request()
-        _DEFAULTS["scale"] = 0
-    return _DEFAULTS
-
-
-_DEFAULTS: dict[str, object] | None = None
+@functools.cache
+def _external_defaults() -> Mapping[str, object]:
+    """The request form of a spec with every field at its default (made once, when first needed;
+    ``scale`` is checked on its own)."""
+    return parse({"image": EXTERNAL_IMAGE}).to_request()
 
 
 __all__ = [
