@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import forward
+from agent.api import forward, history
 from agent.api.auth import authorize, grants, write
 from agent.api.deps import DEPS, streaming
-from agent.api.params import FOLLOW, HOST, ID, SERVICE, STACK, STATE, TAIL
+from agent.api.params import FOLLOW, HOST, ID, SERVICE, SINCE, STACK, STATE, TAIL
 from agent.api.views import container_env, container_view, find_container, page, readable
 from agent.errors import NotFound
 from agent.model.commands import InstanceRemove
@@ -62,6 +62,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def stats(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     inst = find_container(deps.replica.state, ID.get(request), grants(request))
+    start = SINCE.find(request)
     if inst.host != deps.node.name:
         return await forward.to_owner(request, inst.host)
     service = deps.replica.state.services.get(inst.service)
@@ -72,6 +73,8 @@ async def stats(request: web.Request) -> web.StreamResponse:
         if not rows:
             raise NotFound(f"{inst.id}'s HAProxy is not running on {inst.host}", field="id")
         return web.json_response({"instance": inst.id, "host": inst.host, **summarize_lb(rows)})
+    if start is not None:
+        return history.answer(request, _created(inst), start)
     raw = await deps.engine.containers.stats(_created(inst))
     return web.json_response(summarize(raw).to_json())
 

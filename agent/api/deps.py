@@ -20,6 +20,7 @@ from agent.api.passwords import Auth
 from agent.cluster.replica import Replica
 from agent.node.dns import DnsServer
 from agent.node.docker import Engine
+from agent.node.history import History
 from agent.node.images import ImageManager
 from agent.node.lb import LoadBalancers
 from mesh.gossip.node import GossipNode
@@ -63,6 +64,8 @@ class ApiDeps:
     """This host's DNS server (``agent/node/dns.py``)."""
     load_balancers: LoadBalancers | None = None
     """This host's HAProxy instances (their figures for ``/v1/containers/{id}/stats``)."""
+    history: History | None = None
+    """This host's stats history (``…/stats?since=``), fed by its sampler."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -6,17 +6,18 @@ import asyncio
 
 from aiohttp import web
 
-from agent.api import forward
+from agent.api import forward, history
 from agent.api.auth import grants, write
 from agent.api.body import json_object
 from agent.api.deps import DEPS
-from agent.api.params import ENVIRONMENT, NAME, STATE
+from agent.api.params import ENVIRONMENT, NAME, SINCE, STATE
 from agent.api.views import find_host, host_view, page, wire
 from agent.model import spec as specs
 from agent.model.commands import HostMove
 from agent.model.entities import Host
 from agent.model.errors import not_found
 from agent.model.policy import role_in
+from agent.node.history import History
 from agent.node.stats import summarize
 
 
@@ -71,11 +72,15 @@ async def move_host(request: web.Request) -> web.Response:
 
 
 async def host_stats(request: web.Request) -> web.StreamResponse:
-    """A host's Docker-side figures: its engine's capacity and the sum over Corral's containers on it."""
+    """A host's Docker-side figures: its engine's capacity and the sum over Corral's containers on it; with
+    ``since``, the host's own figures (CPU, memory, network, disks) from its history."""
     deps = request.app[DEPS]
     host = _visible_host(request)
+    start = SINCE.find(request)
     if host.name != deps.node.name:
         return await forward.to_owner(request, host.name)
+    if start is not None:
+        return history.answer(request, History.HOST, start)
     engine = deps.engine
     info = await engine.info()
     containers = [c for c in await engine.containers.list() if c.state == "running"]

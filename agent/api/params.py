@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 
 from aiohttp import web
 
 from agent.errors import BadRequest
 from agent.model.commands import EXEC_MAX_ARG, EXEC_MAX_ARGS
 from agent.model.spec import DURATION_PATTERN, NAME_PATTERN, duration
+from agent.node.history import MAX_POINTS, SINCE_PATTERN, SPAN, BadSince, window_start
 
 MAX_INDEX = 2**63 - 1  # a Raft log index (and a kv modify index) fits a signed 64-bit integer
 INT_PATTERN = r"^(0|[1-9][0-9]{0,18})$"
@@ -122,6 +124,33 @@ class DurationParam(Param):
 
 
 @dataclasses.dataclass(frozen=True)
+class SinceParam(Param):
+    """Where a history query starts: a duration back from now (``15m``, ``3600s``, ``900``) or a unix
+    time (a number from 1e9 on), within the span the history keeps."""
+
+    def schema(self) -> dict[str, object]:
+        return {"type": "string", "minLength": 1, "maxLength": 40, "pattern": SINCE_PATTERN,
+                "description": f"a duration back from now (15m, 3600s, 1h; a number of up to 9 digits is seconds) "
+                               f"or a unix time in seconds (10 digits or more); at most {SPAN:g} s back, not in "
+                               "the future"}
+
+    def parse(self, request: web.Request) -> object:
+        return self.find(request)
+
+    def find(self, request: web.Request) -> float | None:
+        """The unix time the window starts at (this node's clock), or None without ``since``."""
+        raw = self.raw(request)
+        if raw is None:
+            return None
+        if len(raw) > 40:
+            raise self.bad(raw, "is longer than 40 characters")
+        try:
+            return window_start(raw, time.time())
+        except BadSince as exc:
+            raise self.bad(raw, str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
 class StrParam(Param):
     max_length: int = 256
     pattern: str | None = None
@@ -215,6 +244,9 @@ DRY_RUN = BoolParam("dry_run", "check everything and say what would change, chan
 CONTENT = BoolParam("content", "with the files' content (base64; never a secret's)")
 AUDIT = BoolParam("audit", "only what users' requests did (each with the user, key and client address)")
 TAIL = IntParam("tail", "only the last N lines", default=0, minimum=0, maximum=100_000)
+SINCE = SinceParam("since", "the history from then to now instead of the current figures (docs/HISTORY.md)")
+POINTS = IntParam("points", "with since: at most this many samples (consecutive ones averaged; default: all)",
+                  default=MAX_POINTS, minimum=1, maximum=MAX_POINTS)
 STACK = StrParam("stack", "stack id or name")
 SERVICE = StrParam("service", "service id or name")
 HOST = StrParam("host", "host name")
@@ -256,6 +288,8 @@ __all__ = [
     "LIMIT",
     "NAME",
     "OFFSET",
+    "POINTS",
+    "SINCE",
     "STREAM",
     "SUBJECT",
     "TAIL",
@@ -268,5 +302,6 @@ __all__ = [
     "IntParam",
     "ListParam",
     "Param",
+    "SinceParam",
     "StrParam",
 ]

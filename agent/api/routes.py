@@ -57,7 +57,9 @@ from agent.api.params import (
     MEMBER_STATE,
     NAME,
     OFFSET,
+    POINTS,
     SERVICE,
+    SINCE,
     STACK,
     STATE,
     STREAM,
@@ -145,7 +147,8 @@ ROUTES: tuple[Route, ...] = (
           "Give a host to another environment (its containers of the old one are placed elsewhere first)",
           (NAME,), body="HostMove", statuses=(404,), write=True),
     Route("GET", "/v1/hosts/{name}/stats", hosts.host_stats, "hosts",
-          "Host CPU, memory, network and block I/O from Docker (from the host's agent)", (NAME,),
+          "Host CPU, memory, network and block I/O from Docker (from the host's agent); with since, the host's "
+          "own figures over the last hour from its history (docs/HISTORY.md)", (NAME, SINCE, POINTS),
           statuses=(404, 503), permission=P.READ),
     Route("GET", "/v1/stacks", stacks.list_stacks, "stacks", "Stacks", (*PAGE, ENVIRONMENT), permission=P.READ),
     Route("POST", "/v1/stacks", stacks.create_stack, "stacks", "Create a stack", body="StackCreate",
@@ -225,7 +228,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/containers/{id}/logs", containers.logs, "containers", "Logs, streamed from the container's host",
           (ID, FOLLOW, TAIL), statuses=(404, 503), stream="text/plain", permission=P.READ),
     Route("GET", "/v1/containers/{id}/stats", containers.stats, "containers",
-          "CPU, memory, network, block I/O (from the container's host)", (ID,), statuses=(404, 503),
+          "CPU, memory, network, block I/O (from the container's host); with since, its samples over the last "
+          "hour from the host's history (docs/HISTORY.md)", (ID, SINCE, POINTS), statuses=(404, 503),
           permission=P.READ),
     Route("GET", "/v1/containers/{id}/exec", execs.exec_container, "containers",
           "Run a command in the container (a websocket: binary frames are its input and output, text frames "

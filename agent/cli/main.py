@@ -120,12 +120,17 @@ def _check_upstreams(_ctx: click.Context, _param: click.Parameter, value: tuple[
               envvar="CORRAL_IMAGE_PORT",
               help="TCP port of the bulk channel that sends image tarballs to peers (each frame sealed with a key "
                    "from the cluster secret); 0: none, tarballs go over the API's TLS")
+@click.option("--stats-interval", type=click.FloatRange(1.0, 300.0), default=10.0, show_default=True,
+              envvar="CORRAL_STATS_INTERVAL",
+              help="seconds between two samples of the host's and its containers' figures (the last hour is kept "
+                   "in memory: GET /v1/hosts/NAME/stats?since=15m)")
 def agent(
     bind: str, join: tuple[str, ...], bootstrap: bool, token: str | None, data_dir: Path, docker_host: str,
     name: str | None, api_port: int, access_log: bool, manager: bool, labels: tuple[tuple[str, str], ...],
     host_grace: float, replace_after: float | None, gossip_port: int, raft_port: int, overlay: bool,
     bootstrap_admin: bool, admin_password_file: Path | None, admin_key_file: Path | None, print_unit: bool,
     image_send_rate: float | None, dns_upstreams: tuple[tuple[str, int], ...], image_port: int,
+    stats_interval: float,
 ) -> None:
     """Run this host's agent: HTTPS API on --bind:8080 (and plain HTTP on 127.0.0.1:8080) over the local
     Docker Engine."""
@@ -143,7 +148,8 @@ def agent(
                          bootstrap_admin=bootstrap_admin, admin_password_file=admin_password_file,
                          admin_key_file=admin_key_file,
                          image_send_rate=image_send_rate * 1e6 if image_send_rate else None,
-                         image_port=image_port or None, dns_upstreams=dns_upstreams)
+                         image_port=image_port or None, dns_upstreams=dns_upstreams,
+                         stats_interval=stats_interval)
     if name:
         config = dataclasses.replace(config, name=name)
     try:

@@ -2,7 +2,7 @@
 
     data dir (locked) → cluster secret → Docker Engine (proven reachable) → HTTP client session
     → gossip (:7946) → Raft (:7947: SQLite log, transport, driver) → leader loop → reconciler → load balancers
-    → keyring follower → overlay → health monitor → HTTP API (:8080)
+    → stats history (sampler) → keyring follower → overlay → health monitor → HTTP API (:8080)
 
 Each stage is an async context manager entered on one ``AsyncExitStack``: when a stage fails to start,
 the stages already started are stopped in reverse order, each exactly once, and the error goes on to
@@ -41,11 +41,13 @@ from agent.model.state import ClusterState
 from agent.node import hostinfo, keyring
 from agent.node.dns import DnsConfig, DnsServer
 from agent.node.docker import DockerEngine, Engine
+from agent.node.history import History
 from agent.node.images import ImageEngine, ImageManager
 from agent.node.lb import LoadBalancers, haproxy_binary
 from agent.node.overlay import OverlayRuntime, load_or_make_key
 from agent.node.plan import HostPaths, Observed
 from agent.node.reconciler import Reconciler
+from agent.node.sampler import Sampler
 from agent.node.storage import HostStorage
 from agent.process import bootstrap, credentials, joining
 from agent.process.certs import NodeCerts, renewing
@@ -94,6 +96,7 @@ class Agent:
         self.images: ImageManager | None = None
         self.overlay: OverlayRuntime | None = None
         self.dns: DnsServer | None = None
+        self.history: History | None = None
         self.health = HealthMonitor(self._advertise_health)
         self.certs = NodeCerts(config.data_dir)
         self.site: web.TCPSite | None = None
@@ -102,6 +105,7 @@ class Agent:
             ("http client", self._session), ("gossip", self._gossip), ("raft", self._raft),
             ("leader", self._leader), ("admin", self._admin), ("certificate", self._certificate),
             ("images", self._images), ("reconciler", self._reconciler), ("load balancers", self._load_balancers),
+            ("history", self._history),
             ("keyring", self._keyring), ("overlay", self._overlay), ("dns", self._dns),
             ("health", self._health), ("http", self._http),
         ]
@@ -349,6 +353,14 @@ class Agent:
             yield
 
     @contextlib.asynccontextmanager
+    async def _history(self) -> AsyncIterator[None]:
+        assert self.engine is not None
+        history = History(self.config.stats_interval)
+        async with Sampler(self.engine, history).running():
+            self.history = history
+            yield
+
+    @contextlib.asynccontextmanager
     async def _keyring(self) -> AsyncIterator[None]:
         ring = self._ring()
 
@@ -393,7 +405,7 @@ class Agent:
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
                        images=self.images, dns=self.dns,
-                       load_balancers=self.load_balancers)
+                       load_balancers=self.load_balancers, history=self.history)
         runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()

@@ -60,6 +60,9 @@ class AgentConfig:
     """Where the DNS server forwards names outside the cluster's zones (empty: this namespace's
     ``/etc/resolv.conf``)."""
     dns_port: int = 53
+    stats_interval: float = 10.0
+    """Seconds between two samples of the built-in stats history (the host's and each container's figures,
+    the last hour kept in memory: ``agent/node/history.py``)."""
 
     def join_addresses(self) -> list[tuple[str, int]]:
         """``--join`` values as gossip addresses (the default gossip port when none is given)."""

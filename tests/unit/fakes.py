@@ -32,6 +32,7 @@ from agent.cluster.replica import Replica
 from agent.model.commands import AdminBootstrap, CaSet, HostRegister, KeyCreate, UserCreate
 from agent.model.state import ClusterState
 from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse, PullFailed
+from agent.node.history import History
 from agent.node.images import ImageManager
 from agent.node.overlay import OverlayRuntime
 from agent.process.health import HealthMonitor
@@ -387,7 +388,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             images = ImageManager(node, state, engine, images_dir, SECRET, sealer, session, urls.get,
                                   replica.propose_anywhere)
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
-                           gossip, ring, overlay, health, secret=SECRET, images=images)
+                           gossip, ring, overlay, health, secret=SECRET, images=images, history=History(10.0))
             app = create_app(deps)
             runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE)
             await runner.setup()

@@ -50,7 +50,8 @@ RULES_BEYOND_JSON_SCHEMA = {("POST", "/v1/services"), ("PATCH", "/v1/services/{i
                             ("POST", "/v1/auth/login"), ("POST", "/v1/apikeys"), ("PATCH", "/v1/users/{name}"),
                             ("POST", "/v1/auth/logout"), ("POST", "/v1/images"), ("POST", "/v1/registries"),
                             ("POST", "/v1/builds"), ("POST", "/v1/stacks/{id}/deploy"), ("POST", "/v1/configs"),
-                            ("PATCH", "/v1/settings"), ("POST", "/v1/services/{id}/upgrade")}
+                            ("PATCH", "/v1/settings"), ("POST", "/v1/services/{id}/upgrade"),
+                            ("GET", "/v1/hosts/{name}/stats"), ("GET", "/v1/containers/{id}/stats")}
 """Operations whose valid-looking bodies may still be refused by a documented 400 (see the module doc;
 a key change is refused when the ring cannot take it: a key installed twice, the primary removed; a
 ttl such as "999999d" matches the duration pattern but is over ten years; one's own password changes only
@@ -58,7 +59,8 @@ with the current one; a logout is for sessions, not API keys; an image upload is
 `docker save` tarball, a build context a tar with a Dockerfile; a registry's user name may not be one it takes;
 a deploy's services are specs, and its configs' files base64 with relative paths; bind paths are absolute and
 normalised, which a pattern says only in part; an upgrade must change the spec, with a parallelism no larger than the
-service and a healthy deadline longer than min_healthy)."""
+service and a healthy deadline longer than min_healthy; a history's since, which its pattern allows, must also lie
+within the last hour by the agent's clock)."""
 TOKEN: list[str] = []
 """The in-memory agent's admin token, once it runs."""
 ADMIN = "Bearer <the administrator's token>"

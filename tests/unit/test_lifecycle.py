@@ -36,7 +36,8 @@ def probe(stage: str, tmp_path: Path) -> dict[str, object]:
 
 def test_the_stages_are_every_resource_in_order() -> None:
     assert STAGES == ["data dir", "secret", "docker", "http client", "gossip", "raft", "leader", "admin", "certificate",
-                      "images", "reconciler", "load balancers", "keyring", "overlay", "dns", "health", "http"]
+                      "images", "reconciler", "load balancers", "history", "keyring", "overlay", "dns", "health",
+                      "http"]
 
 
 @pytest.mark.parametrize("stage", [*STAGES, "none"])
