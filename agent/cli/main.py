@@ -26,6 +26,7 @@ from agent.cli.lb import lb
 from agent.cli.output import CorralGroup
 from agent.cli.services import service
 from agent.cli.stacks import stack
+from agent.cli.stats import stats
 from agent.cli.volumes import config, settings, volume
 from agent.drill.cli import drill
 from agent.errors import CorralError
@@ -199,7 +200,7 @@ WantedBy=multi-user.target
 
 
 for _command in (hosts, stack, service, ps, events, logs, exec_, keys, login, logout, whoami, user, apikey, team, env,
-                 token, ca, registry, image, api, lab, drill, volume, config, settings, dns, lb):
+                 token, ca, registry, image, api, lab, drill, volume, config, settings, dns, lb, stats):
     cli.add_command(_command)
 
 

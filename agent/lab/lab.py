@@ -625,6 +625,10 @@ def _start_dockerd(host: HostSpec) -> int:
     return procs.spawn(argv, host.dockerd_log)
 
 
+LAB_STATS_INTERVAL = 2.0
+"""Seconds between the lab's agents' stats samples, unless ``CORRAL_STATS_INTERVAL`` says otherwise."""
+
+
 def _start_agent(host: HostSpec, join: list[str], token: str | None = None, bootstrap: bool = False,
                  admin_files: tuple[Path, Path] | None = None, dns_upstream: str | None = None) -> int:
     argv = [
@@ -634,6 +638,8 @@ def _start_agent(host: HostSpec, join: list[str], token: str | None = None, boot
     ]
     if dns_upstream is not None:  # the lab's own resolver: no query leaves this machine
         argv += ["--dns-upstream", dns_upstream]
+    if "CORRAL_STATS_INTERVAL" not in os.environ:  # a history to look at within seconds (the agent's default: 10)
+        argv += ["--stats-interval", str(LAB_STATS_INTERVAL)]
     for address in join:
         argv += ["--join", address]
     if bootstrap:

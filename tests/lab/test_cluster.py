@@ -331,6 +331,41 @@ def test_a_container_that_never_turns_healthy_is_replaced_with_a_back_off(lab: L
     client.delete("/v1/stacks/sick")
 
 
+def test_the_history_of_a_busy_container_shows_its_cpu_from_another_node(lab: Lab) -> None:
+    """The agents sample every 2 s in the lab (``LAB_STATS_INTERVAL``): a spinning container's samples,
+    read from its host's cgroup, reach a client of another node with its CPU in them."""
+    client = api(lab, "h1")
+    client.post("/v1/stacks", {"name": "busy"})
+    svc = client.post("/v1/services", {"stack": "busy", "name": "spin", "image": "corral/base", "scale": 1,
+                                       "cpu_limit": 0.5, "command": "while :; do :; done"})
+    try:
+        running = until("the spinning container runs", lambda: service_running(lab, "h1", svc["id"], 1), timeout=60)
+        inst = running[0]
+        other = next(h for h in HOSTS if h != inst["host"])
+
+        def busy_samples() -> list[dict[str, Any]] | None:
+            status, _, body = raw(lab.host(other).api_url + f"/v1/containers/{inst['id']}/stats?since=5m")
+            assert status == 200, body
+            busy = [s for s in body["samples"] if s["cpu_percent"] > 10]
+            return body["samples"] if len(busy) >= 2 else None
+
+        samples = until("two busy samples in the history", busy_samples, timeout=60, every=1)
+        assert all(s["cpu_percent"] <= 60 for s in samples), "within its limit of half a CPU"
+        assert all(s["memory"]["usage"] > 0 and s["memory"]["limit"] > 0 for s in samples)
+        times = [s["t"] for s in samples]
+        assert times == sorted(times) and time.time() - 300 <= times[0] and times[-1] <= time.time() + 1
+        status, _, body = raw(lab.host(other).api_url + f"/v1/hosts/{inst['host']}/stats?since=1m&points=3")
+        assert status == 200 and body["interval_seconds"] == 2 and 1 <= len(body["samples"]) <= 3, body
+        assert body["samples"][-1]["memory"]["limit"] > body["samples"][-1]["memory"]["usage"] > 0
+        assert body["samples"][-1]["cpu_percent"] > 10, "the spinning container is part of its host's CPU"
+        status, _, body = raw(lab.host(other).api_url + f"/v1/containers/{inst['id']}/stats?since=2h")
+        assert status == 400 and body["details"]["field"] == "since", body
+        status, _, current = raw(lab.host(other).api_url + f"/v1/containers/{inst['id']}/stats")
+        assert status == 200 and "samples" not in current and current["cpu_percent"] > 0, current
+    finally:
+        client.delete("/v1/stacks/busy")
+
+
 def test_members_are_alive_after_all_that(lab: Lab) -> None:
     for host in HOSTS:
         assert set(members_seen_by(lab, host).values()) == {"alive"}

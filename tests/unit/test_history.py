@@ -3,14 +3,19 @@ parsers of kernel files, and ``…/stats?since=`` through the API, forwarded fro
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from agent.api.deps import DEPS
+from agent.cli.main import cli
+from agent.cli.stats import sparkline
 from agent.model.commands import InstanceStatus, PlacementsCommit
 from agent.model.entities import Status
 from agent.node import sampler
@@ -305,3 +310,34 @@ def test_the_documents_pattern_and_the_parser_agree_on_the_syntax(since: str) ->
     except BadSince as exc:
         syntax_ok = "neither" not in str(exc)
     assert bool(re.search(SINCE_PATTERN, since)) == syntax_ok
+
+
+@pytest.mark.parametrize(("values", "expected"), [([0, 5, 10], "▁▅█"), ([0, 0], "▁▁"), ([], ""), ([3], "█")])
+def test_sparkline_scales_to_the_largest(values: list[float], expected: str) -> None:
+    assert sparkline(values) == expected
+
+
+async def test_corral_stats_prints_the_history_and_refuses_bad_input() -> None:
+    async with running_api() as h:
+        history = h.app[DEPS].history
+        assert history is not None
+        now = time.time()
+        for k in range(4):
+            history.record({History.HOST: Reading(now - 40 + 10 * k, k * k * 10**9,
+                                                  Stats(0.0, 2**20, 2**30, k * 10240, 0, 0, 0))}, now)
+
+        def corral(*args: str) -> tuple[int, str, str]:
+            result = CliRunner().invoke(cli, [*args, "--host", h.url], env={"CORRAL_TOKEN": h.token})
+            return result.exit_code, result.stdout, result.stderr
+
+        code, out, err = await asyncio.to_thread(corral, "stats", "h1", "--since", "5m")
+        assert code == 0, err
+        assert "3 samples, every 10 s" in out and "▂▅█" in out and "1.0 KiB/s" in out, out
+        code, out, _ = await asyncio.to_thread(corral, "stats", "h1", "--since", "5m", "--json")
+        assert code == 0 and len(json.loads(out)["samples"]) == 3
+        code, out, err = await asyncio.to_thread(corral, "stats", "h1")
+        assert code == 0 and "cpu %" in out, err
+        code, _, err = await asyncio.to_thread(corral, "stats", "h1", "--since", "2h")
+        assert code == 1 and err.startswith("corral: since='2h' asks for 7200 s"), err
+        code, _, err = await asyncio.to_thread(corral, "stats", "nosuch", "--since", "5m")
+        assert (code, err.strip()) == (1, "corral: no host or container named 'nosuch'")
