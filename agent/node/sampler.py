@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from agent.errors import CorralError
-from agent.node.docker import Engine
+from agent.node.docker import LABEL_PREFIX, Engine
 from agent.node.history import History, Reading
 from agent.node.hostinfo import meminfo
 from agent.node.stats import Stats
@@ -219,8 +219,9 @@ def host_reading(t: float, disks: frozenset[str]) -> Reading:
 class Sampler:
     """The loop that feeds this host's :class:`History` every ``interval`` seconds."""
 
-    def __init__(self, engine: Engine, history: History, clock: Callable[[], float] = time.time) -> None:
-        self.engine, self.history, self._clock = engine, history, clock
+    def __init__(self, engine: Engine, history: History, clock: Callable[[], float] = time.time,
+                 label: str = LABEL_PREFIX + "instance") -> None:
+        self.engine, self.history, self._clock, self._label = engine, history, clock, label
         self._files: dict[str, ContainerFiles] = {}
         self._mounts: Mounts | None = None
         self._disks = whole_disks()
@@ -247,7 +248,7 @@ class Sampler:
         now = self._clock()
         readings = {History.HOST: host_reading(now, self._disks)}
         host_memory = readings[History.HOST].figures.memory_limit
-        running = {c.id for c in await self.engine.containers.list() if c.state == "running"}
+        running = {c.id for c in await self.engine.containers.list(self._label) if c.state == "running"}
         for gone in self._files.keys() - running:
             del self._files[gone]
         for container_id in running:
