@@ -122,7 +122,7 @@ class ContainerOps(Protocol):
 
     async def remove(self, container_id: str) -> None: ...
 
-    def events(self) -> AsyncIterator[dict[str, Any]]: ...
+    def events(self, label: str = ...) -> AsyncIterator[dict[str, Any]]: ...
 
     def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]: ...
 
@@ -564,10 +564,12 @@ class Containers:
             if exc.status != NOT_FOUND:
                 raise
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Container events (die, destroy, oom, start …) of Corral's containers, as they happen."""
+    async def events(self, label: str = LABEL_PREFIX + "instance") -> AsyncIterator[dict[str, Any]]:
+        """Container events (die, destroy, oom, start …) of Corral's containers, as they happen. (aiodocker
+        keeps one stream per client, with the first subscriber's filter: every subscriber of the agent's
+        client asks for the same ``label``.)"""
         subscriber = self._client.events.subscribe(  # type: ignore[no-untyped-call]
-            filters=json.dumps({"type": ["container"], "label": [LABEL_PREFIX + "instance"]})
+            filters=json.dumps({"type": ["container"], "label": [label]})
         )
         while True:
             event = await subscriber.get()

@@ -8,7 +8,7 @@ HTTP request per container, and the engine gathers and encodes a whole JSON docu
 the kernel writes on read: the cgroup's CPU time, memory and block I/O (v1 or v2, whichever the engine's
 containers are in), and ``/proc/PID/net/dev`` of the container's first process, which is its network
 namespace's view. Docker is asked only when a container is new (its first process, by ``inspect``) and
-which containers run (one list per pass).
+which containers run: its events, and a list once a minute (:data:`RELIST_EVERY`).
 
 Memory in use is counted as ``docker stats`` shows it: the cgroup's usage minus its inactive page
 cache (``total_inactive_file`` in v1, ``inactive_file`` in v2); with no limit, the limit is the host's
@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from agent.errors import CorralError
@@ -216,16 +216,28 @@ def host_reading(t: float, disks: frozenset[str]) -> Reading:
                                                        read_bytes, write_bytes))
 
 
+RELIST_EVERY = 6
+"""Passes between two lists of the engine's running containers (once a minute at 10 s): between them the
+set is kept from Docker's events, and a list catches what a lost event stream missed."""
+
+
 class Sampler:
-    """The loop that feeds this host's :class:`History` every ``interval`` seconds."""
+    """The loop that feeds this host's :class:`History` every ``interval`` seconds.
+
+    Which containers run is kept from the engine's events (``start``, ``die``, ``destroy``) and listed
+    again every :data:`RELIST_EVERY` passes and whenever the event stream broke: a list of many
+    containers costs the engine more than reading all their files (``bench/history.py``)."""
 
     def __init__(self, engine: Engine, history: History, clock: Callable[[], float] = time.time,
                  label: str = LABEL_PREFIX + "instance") -> None:
         self.engine, self.history, self._clock, self._label = engine, history, clock, label
         self._files: dict[str, ContainerFiles] = {}
+        self._running: set[str] | None = None
+        """The engine's running containers as the events tell them; None: to be listed."""
         self._mounts: Mounts | None = None
         self._disks = whole_disks()
         self.passes = 0
+        self.lists = 0
 
     async def _files_of(self, container_id: str) -> ContainerFiles | None:
         found = self._files.get(container_id)
@@ -243,15 +255,20 @@ class Sampler:
             return None
         return found
 
+    async def _running_now(self) -> set[str]:
+        if self._running is None or self.passes % RELIST_EVERY == 0:
+            self._running = {c.id for c in await self.engine.containers.list(self._label) if c.state == "running"}
+            self.lists += 1
+        for gone in self._files.keys() - self._running:
+            del self._files[gone]
+        return set(self._running)
+
     async def sample(self) -> None:
         """One pass: the host, then every running container of Corral's."""
         now = self._clock()
         readings = {History.HOST: host_reading(now, self._disks)}
         host_memory = readings[History.HOST].figures.memory_limit
-        running = {c.id for c in await self.engine.containers.list(self._label) if c.state == "running"}
-        for gone in self._files.keys() - running:
-            del self._files[gone]
-        for container_id in running:
+        for container_id in await self._running_now():
             files = await self._files_of(container_id)
             if files is None:
                 continue
@@ -261,6 +278,32 @@ class Sampler:
                 self._files.pop(container_id, None)
         self.history.record(readings, now)
         self.passes += 1
+
+    def _on_event(self, event: Mapping[str, object]) -> None:
+        actor = event.get("Actor")
+        container = event.get("id") or (actor.get("ID") if isinstance(actor, Mapping) else None)
+        if not isinstance(container, str) or self._running is None:
+            return
+        action = event.get("Action")
+        if action == "start":
+            self._running.add(container)
+            self._files.pop(container, None)  # a restart: a new first process
+        elif action in ("die", "destroy"):
+            self._running.discard(container)
+            self._files.pop(container, None)
+
+    async def watch(self) -> None:
+        """Keep the set of running containers from the engine's events (listed again after a break)."""
+        while True:
+            try:
+                async for event in self.engine.containers.events(self._label):
+                    self._on_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the engine restarted: subscribe again, and list at the next pass
+                log.debug("docker event stream ended for the stats sampler (%s)", exc)
+            self._running = None
+            await asyncio.sleep(1.0)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -274,8 +317,9 @@ class Sampler:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Sampler]:
-        async with supervised(self.run(), name="stats history"):
+        async with supervised(self.watch(), name="stats history events"), supervised(self.run(), name="stats history"):
             yield self
 
 
-__all__ = ["ContainerFiles", "Mounts", "Sampler", "blkio_v1", "diskstats", "host_reading", "io_stat_v2", "net_dev"]
+__all__ = ["RELIST_EVERY", "ContainerFiles", "Mounts", "Sampler", "blkio_v1", "diskstats", "host_reading", "io_stat_v2",
+           "net_dev"]

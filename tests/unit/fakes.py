@@ -114,7 +114,7 @@ class FakeContainers:
             if container_id in (c.id, c.name):
                 del self.engine.containers_by_id[c.id]
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, label: str = LABEL_PREFIX + "instance") -> AsyncIterator[dict[str, Any]]:
         while True:
             yield await self.engine.events.get()
 

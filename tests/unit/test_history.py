@@ -7,7 +7,9 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +21,7 @@ from agent.cli.stats import sparkline
 from agent.model.commands import InstanceStatus, PlacementsCommit
 from agent.model.entities import Status
 from agent.node import sampler
+from agent.node.docker import EngineContainer
 from agent.node.history import (
     SINCE_PATTERN,
     SPAN,
@@ -34,6 +37,7 @@ from agent.node.history import (
     window_start,
 )
 from agent.node.stats import Stats
+from mesh.waiting import until_async
 from tests.unit.fakes import running_api, running_pair
 
 NOW = 1_800_000_000.0
@@ -341,3 +345,60 @@ async def test_corral_stats_prints_the_history_and_refuses_bad_input() -> None:
         assert code == 1 and err.startswith("corral: since='2h' asks for 7200 s"), err
         code, _, err = await asyncio.to_thread(corral, "stats", "nosuch", "--since", "5m")
         assert (code, err.strip()) == (1, "corral: no host or container named 'nosuch'")
+
+
+class EventEngine:
+    """An engine with running containers, their events (a queue; None breaks the stream) and pids."""
+
+    def __init__(self, running: list[str]) -> None:
+        self.running, self.queue = running, asyncio.Queue[dict[str, Any] | None]()
+        self.containers = self
+
+    async def list(self, label: str = "") -> list[EngineContainer]:
+        return [EngineContainer(id=c, name=c, image="", labels={}, state="running") for c in self.running]
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        return {"State": {"Pid": 1000 + len(container_id)}}
+
+    async def events(self, label: str = "") -> AsyncIterator[dict[str, Any]]:
+        while (event := await self.queue.get()) is not None:
+            yield event
+        raise ConnectionError("the engine went away")
+
+
+class ReadableFiles:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def reading(self, t: float, host_memory: int) -> Reading:
+        return Reading(t, int(t * 10**8), Stats(0.0, 1, host_memory, 0, 0, 0, 0))  # 10 % of a CPU
+
+
+async def test_the_sampler_keeps_the_running_set_from_events_and_lists_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sampler.ContainerFiles, "of", classmethod(lambda cls, pid, mounts: ReadableFiles(pid)))
+    monkeypatch.setattr(sampler.Mounts, "read", classmethod(lambda cls: sampler.Mounts({}, None)))
+    engine = EventEngine(["a"])
+    ticks = iter(range(0, 10**6, 10))
+    s = sampler.Sampler(engine, History(10.0), clock=lambda: NOW + next(ticks))  # type: ignore[arg-type]
+    watcher = asyncio.create_task(s.watch())
+    try:
+        await s.sample()
+        await s.sample()
+        assert s.lists == 1 and [x.stats.cpu_percent for x in s.history.query("a", 0)] == [10.0]
+        engine.running = ["a", "b"]  # the engine's own list now says b, but the sampler hears of b by its event
+        await engine.queue.put({"Action": "start", "id": "b"})
+        await engine.queue.put({"Action": "die", "Actor": {"ID": "a"}})
+        await asyncio.sleep(0)
+        await s.sample()
+        await s.sample()
+        assert s.lists == 1, "no list between two relists: the events kept the set"
+        assert len(s.history.query("b", 0)) == 1 and len(s.history.query("a", 0)) == 1, "a stopped, b began"
+        for _ in range(sampler.RELIST_EVERY):
+            await s.sample()
+        assert s.lists == 2 and len(s.history.query("a", 0)) > 1, "the list found a running after all"
+        await engine.queue.put(None)  # the stream breaks: the next pass lists
+        await until_async("the watcher saw the break", lambda: s._running is None, 5)
+        await s.sample()
+        assert s.lists == 3
+    finally:
+        watcher.cancel()
