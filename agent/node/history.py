@@ -186,7 +186,8 @@ class History:
 
     def answer(self, key: str, start: float, points: int | None = None) -> dict[str, object]:
         """The JSON of ``GET …/stats?since=``."""
-        return {"interval_seconds": self.interval,
+        interval = int(self.interval) if float(self.interval).is_integer() else self.interval
+        return {"interval_seconds": interval,
                 "samples": [s.to_json() for s in self.query(key, start, points)]}
 
     def nbytes(self) -> int:
