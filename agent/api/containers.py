@@ -67,6 +67,9 @@ async def stats(request: web.Request) -> web.StreamResponse:
         return await forward.to_owner(request, inst.host)
     service = deps.replica.state.services.get(inst.service)
     if service is not None and service.spec.kind is ServiceKind.LOAD_BALANCER:  # an HAProxy: its own figures
+        if start is not None:
+            raise NotFound(f"{inst.id} is a load balancer's HAProxy, a host process: it has no stats history",
+                           field="since")
         if deps.load_balancers is None:
             raise NotFound(f"{inst.id} runs no HAProxy on {inst.host}", field="id")
         rows = await deps.load_balancers.stats(inst.id)

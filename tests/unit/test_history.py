@@ -402,3 +402,20 @@ async def test_the_sampler_keeps_the_running_set_from_events_and_lists_again(mon
         assert s.lists == 3
     finally:
         watcher.cancel()
+
+
+async def test_a_load_balancers_haproxy_has_no_history() -> None:
+    async with running_api() as h, aiohttp.ClientSession(headers=h.auth) as session:
+        await session.post(h.url + "/v1/stacks", json={"name": "web"})
+        await session.post(h.url + "/v1/services", json={"stack": "web", "name": "nginx-cluster",
+                                                          "image": "corral/base", "scale": 1})
+        async with session.post(h.url + "/v1/services", json={
+                "stack": "web", "name": "front", "kind": "load-balancer", "scale": 1,
+                "lb": {"rules": [{"port": 80, "target": "nginx-cluster", "target_port": 80}]}}) as resp:
+            front = await resp.json()
+            assert resp.status == 201, front
+        await h.replica.write(PlacementsCommit(front["id"], ((1, "h1"),)))
+        inst = next(i for i in h.replica.state.instances.values() if i.service == front["id"])
+        async with session.get(h.url + f"/v1/containers/{inst.id}/stats?since=5m") as resp:
+            body = await resp.json()
+        assert resp.status == 404 and body["details"]["field"] == "since" and "no stats history" in body["message"]
