@@ -390,3 +390,18 @@ async def test_the_stats_json_is_the_apis_answer_asked_as_the_user(ui: Browser) 
     assert (await ui.request("GET", "/hosts/nowhere/stats.json")).status == 404  # the API's 404, passed on
     reader = await user(ui, "reader", None)  # no role anywhere: h1 (default) is not theirs to see
     assert (await reader.request("GET", "/hosts/h1/stats.json")).status == 404
+
+
+async def test_the_live_feed_ends_with_a_word_when_the_session_does(ui: Browser) -> None:
+    await ui.login()
+    token = ui.cookies[guard.SESSION_COOKIE]
+    async with ui.session.get(ui.h.url + "/live", headers={"Cookie": f"{guard.SESSION_COOKIE}={token}"}) as live:
+        assert b"event: hello" in await live.content.readuntil(b"\n\n")
+        await api(ui, "DELETE", f"/v1/apikeys/{token.split('_')[1]}")  # revoked elsewhere (another tab, the CLI)
+        await example(ui)  # the next change wakes the stream, which finds the session gone
+        while True:
+            event = await asyncio.wait_for(live.content.readuntil(b"\n\n"), 10)
+            if event.startswith(b"event: session"):
+                break
+        assert b"not valid" in event
+        assert await live.content.read() == b""  # and it ends
