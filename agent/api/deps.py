@@ -22,6 +22,7 @@ from agent.node.dns import DnsServer
 from agent.node.docker import Engine
 from agent.node.images import ImageManager
 from agent.node.lb import LoadBalancers
+from agent.node.reconciler import Reconciler
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 
@@ -63,6 +64,8 @@ class ApiDeps:
     """This host's DNS server (``agent/node/dns.py``)."""
     load_balancers: LoadBalancers | None = None
     """This host's HAProxy instances (their figures for ``/v1/containers/{id}/stats``)."""
+    reconciler: Reconciler | None = None
+    """This host's reconciler (its passes and actions for ``/metrics``)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

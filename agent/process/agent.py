@@ -393,7 +393,7 @@ class Agent:
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
                        images=self.images, dns=self.dns,
-                       load_balancers=self.load_balancers)
+                       load_balancers=self.load_balancers, reconciler=self.reconciler)
         runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()
