@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 
 from agent.cli.client import ApiError
 from agent.lab import Lab
+from tests.lab import prometheus
 from tests.lab.cluster import api, containers, docker_ps, lab_sh, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab
 
@@ -334,3 +337,31 @@ def test_a_container_that_never_turns_healthy_is_replaced_with_a_back_off(lab: L
 def test_members_are_alive_after_all_that(lab: Lab) -> None:
     for host in HOSTS:
         assert set(members_seen_by(lab, host).values()) == {"alive"}
+
+
+def test_a_real_prometheus_scrapes_every_agent_with_a_metrics_key(lab: Lab, web: dict[str, Any]) -> None:
+    """Debian's Prometheus, given the scrape config docs/MONITORING.md shows (HTTPS with the lab's CA, a
+    metrics key in a credentials_file), scrapes the three agents, and PromQL sees the cluster."""
+    key = api(lab, "h2").post("/v1/apikeys", {"metrics": True, "description": "prometheus", "ttl": "1h"})
+    assert key["metrics"] is True
+    with pytest.raises(urllib.error.HTTPError) as refused:  # and without it, nothing
+        urllib.request.urlopen(lab.host("h1").api_url + "/metrics", timeout=10, context=lab.tls())
+    assert refused.value.code == 401 and b"corral_" not in refused.value.read()
+    with prometheus.running(lab, key["token"]) as prom:
+        def scraped() -> list[dict[str, Any]] | None:
+            up = prom.query('up{job="corral"}')
+            return up if len(up) == len(HOSTS) and all(r["value"][1] == "1" for r in up) else None
+
+        up = until("Prometheus scraped every agent", scraped, timeout=60, every=0.5)
+        assert {r["metric"]["instance"] for r in up} == {lab.host(h).api_url.removeprefix("https://") for h in HOSTS}
+        assert float(prom.query("sum(corral_raft_is_leader)")[0]["value"][1]) == 1, "one leader across 3 hosts"
+        alive = prom.query('corral_gossip_members{state="alive"}')
+        assert len(alive) == 3 and all(r["value"][1] == "3" for r in alive), alive
+        running = until("the web service's containers are in the figures", lambda: [
+            r for r in prom.query('sum(corral_containers{status="running"})') if float(r["value"][1]) >= 10])
+        assert running
+        assert len(prom.query("corral_build_info")) == 3
+        assert prom.query('sum(rate(corral_http_request_duration_seconds_count{route="/metrics"}[1m])) > 0') \
+            or until("scrapes show in the HTTP histogram", lambda: prom.query(
+                'sum(corral_http_request_duration_seconds_count{route="/metrics",code="200"}) > 0'), timeout=10)
+        assert prom.query("max(corral_raft_applied_index) - min(corral_raft_applied_index) < 1000")
