@@ -38,7 +38,8 @@ from agent import __version__
 from agent.api.deps import DEPS, ApiDeps
 from agent.api.errors import Handler
 from agent.model.entities import Health, Status
-from agent.node.lb import LoadBalancers
+from agent.node.lb import LoadBalancers, RuntimeRefused
+from agent.node.lbconfig import summarize
 from mesh.gossip.swim import MemberState
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -58,7 +59,6 @@ DNS_COUNTERS = {
 }
 DNS_DROPS = ("rate_limited", "oversized", "malformed")
 LB_STATES = ("up", "down", "maint", "drain", "nolb", "unchecked")
-LB_ERRORS = {"ereq": "request", "econ": "connection", "eresp": "response"}
 RESTART_REASONS = ("exited", "unhealthy")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -263,23 +263,17 @@ class AgentCollector(Collector):
                                      "bad responses", labels=["service", "kind"])
         for service, rows in sorted(self.lb.by_service.items()):
             states = dict.fromkeys(LB_STATES, 0)
-            sums = dict.fromkeys(LB_ERRORS, 0)
-            taken = 0
-            for row in rows:
-                kind = row.get("svname", "")
-                if kind == "FRONTEND":
-                    taken += _int(row, "req_tot") or _int(row, "stot")
-                    sums["ereq"] += _int(row, "ereq")
-                elif kind == "BACKEND":
-                    sums["econ"] += _int(row, "econ")
-                    sums["eresp"] += _int(row, "eresp")
-                else:
-                    states[_state_of(row.get("status", ""))] += 1
+            for backend in summarize(rows)["backends"]:  # type: ignore[attr-defined]  # the API's reading of them
+                for server in backend["servers"]:
+                    states[_state_of(str(server["state"]))] += 1
+            frontends = [r for r in rows if r.get("svname") == "FRONTEND" and r.get("pxname", "").startswith("f_")]
+            backend_rows = [r for r in rows if r.get("svname") == "BACKEND" and r.get("pxname", "").startswith("b_")]
             for state, n in states.items():
                 backends.add_metric([service, state], n)
-            requests.add_metric([service], taken)
-            for field, kind in LB_ERRORS.items():
-                errors.add_metric([service, kind], sums[field])
+            requests.add_metric([service], sum(_int(r, "req_tot") or _int(r, "stot") for r in frontends))
+            errors.add_metric([service, "request"], sum(_int(r, "ereq") for r in frontends))
+            errors.add_metric([service, "connection"], sum(_int(r, "econ") for r in backend_rows))
+            errors.add_metric([service, "response"], sum(_int(r, "eresp") for r in backend_rows))
         yield from (backends, requests, errors)
 
 
@@ -295,7 +289,7 @@ async def _lb_rows(deps: ApiDeps, balancers: LoadBalancers) -> LbRows:
         stack = state.stacks.get(service.stack) if service is not None else None
         if service is None or stack is None:
             continue
-        with contextlib.suppress(OSError, TimeoutError, asyncio.TimeoutError):
+        with contextlib.suppress(OSError, TimeoutError, RuntimeRefused):  # this scrape goes without it
             async with asyncio.timeout(LB_STAT_TIMEOUT):
                 rows.by_service.setdefault(f"{stack.name}/{service.name}", []).extend(await balancers.stats(instance))
     return rows

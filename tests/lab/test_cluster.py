@@ -21,6 +21,7 @@ import pytest
 
 from agent.cli.client import ApiError
 from agent.lab import Lab
+from tests.cli import corral
 from tests.lab import prometheus
 from tests.lab.cluster import api, containers, docker_ps, lab_sh, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab
@@ -342,8 +343,12 @@ def test_members_are_alive_after_all_that(lab: Lab) -> None:
 def test_a_real_prometheus_scrapes_every_agent_with_a_metrics_key(lab: Lab, web: dict[str, Any]) -> None:
     """Debian's Prometheus, given the scrape config docs/MONITORING.md shows (HTTPS with the lab's CA, a
     metrics key in a credentials_file), scrapes the three agents, and PromQL sees the cluster."""
-    key = api(lab, "h2").post("/v1/apikeys", {"metrics": True, "description": "prometheus", "ttl": "1h"})
-    assert key["metrics"] is True
+    made = corral("apikey", "create", "--metrics", "--ttl", "1h", "-d", "prometheus", "--host",
+                  lab.host("h2").api_url)  # as the docs say, by the CLI: the token on stdout, alone
+    assert made.returncode == 0, made.stderr
+    key = {"token": made.stdout.strip()}
+    listed = corral("apikey", "ls", "--host", lab.host("h1").api_url)
+    assert listed.returncode == 0 and "metrics" in listed.stdout and "prometheus" in listed.stdout, listed
     with pytest.raises(urllib.error.HTTPError) as refused:  # and without it, nothing
         urllib.request.urlopen(lab.host("h1").api_url + "/metrics", timeout=10, context=lab.tls())
     assert refused.value.code == 401 and b"corral_" not in refused.value.read()

@@ -12,11 +12,14 @@ import aiohttp
 import dns.message
 import dns.rcode
 import pytest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agent.api.deps import DEPS
+from agent.api.metrics import METRICS, LbRows
 from agent.api.routes import ROUTES
+from agent.node.lb import parse_stat
 from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
 
 FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
@@ -215,3 +218,30 @@ async def test_label_sets_do_not_grow_with_what_clients_send(api: tuple[Harness,
     assert routes <= templates, routes - templates
     assert {s.labels["method"] for s in families["corral_http_request_duration_seconds"].samples} <= {
         "GET", "POST", "DELETE", "other"}
+
+
+SHOW_STAT = """# pxname,svname,status,scur,stot,req_tot,ereq,econ,eresp,mode
+f_80,FRONTEND,OPEN,2,40,120,3,,,http
+b_80_web,web-1-10.42.1.2,UP,1,60,,,1,0,http
+b_80_web,web-2-10.42.2.2,DOWN,0,50,,,4,2,http
+b_80_web,web-3-10.42.3.2,MAINT,0,10,,,0,0,http
+b_80_web,BACKEND,UP,1,120,,,5,2,http
+stats,FRONTEND,OPEN,0,9,9,0,,,http
+"""
+
+
+async def test_load_balancer_figures_from_haproxys_show_stat(api: tuple[Harness, Any]) -> None:
+    """The rows the scrape read from a balancer's admin socket: servers by state, the frontends'
+    requests, errors by kind, labelled by the service (no server name, no address)."""
+    h, _ = api
+    metrics = h.app[METRICS]
+    metrics.collector.lb = LbRows({"web-server/edge": parse_stat(SHOW_STAT)})
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    assert value(families, "corral_lb_backends", service="web-server/edge", state="up") == 1
+    assert value(families, "corral_lb_backends", service="web-server/edge", state="down") == 1
+    assert value(families, "corral_lb_backends", service="web-server/edge", state="maint") == 1
+    requests = value(families, "corral_lb_requests_total", service="web-server/edge")
+    assert requests == 120, "Corral's frontends (f_), nothing else"
+    assert value(families, "corral_lb_errors_total", service="web-server/edge", kind="request") == 3
+    assert value(families, "corral_lb_errors_total", service="web-server/edge", kind="connection") == 5
+    assert value(families, "corral_lb_errors_total", service="web-server/edge", kind="response") == 2
