@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import platform
+import re
 from collections.abc import Iterable, Iterator
 
 import dns.rcode
@@ -64,9 +65,11 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def _state_of(status: str) -> str:
-    """HAProxy's server status (``UP``, ``DOWN 1/2``, ``MAINT (resolution)``, ``no check``…) in LB_STATES."""
-    word = status.split(" ", 1)[0].lower()
-    return word if word in LB_STATES else "unchecked" if status.startswith("no check") else "down"
+    """HAProxy's server status (``UP``, ``DOWN 1/2``, ``MAINT(via)``, ``no check``…) in LB_STATES."""
+    if status.startswith("no check"):
+        return "unchecked"
+    word = re.match(r"[a-z]*", status.lower())
+    return word.group() if word is not None and word.group() in LB_STATES else "down"
 
 
 def _int(row: dict[str, str], field: str) -> int:

@@ -224,7 +224,7 @@ SHOW_STAT = """# pxname,svname,status,scur,stot,req_tot,ereq,econ,eresp,mode
 f_80,FRONTEND,OPEN,2,40,120,3,,,http
 b_80_web,web-1-10.42.1.2,UP,1,60,,,1,0,http
 b_80_web,web-2-10.42.2.2,DOWN,0,50,,,4,2,http
-b_80_web,web-3-10.42.3.2,MAINT,0,10,,,0,0,http
+b_80_web,web-3-10.42.3.2,MAINT(via),0,10,,,0,0,http
 b_80_web,BACKEND,UP,1,120,,,5,2,http
 stats,FRONTEND,OPEN,0,9,9,0,,,http
 """
