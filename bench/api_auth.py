@@ -40,7 +40,7 @@ from agent.model.commands import StackCreate, ServiceCreate, PlacementsCommit
 
 async def main():
     tls = json.loads(sys.argv[1])
-    extra = {}
+    extra = json.loads(sys.argv[2])  # more keyword arguments of running_api (bench.metrics: parts)
     if tls:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls["cert"], tls["key"])
@@ -75,10 +75,13 @@ def tls_files(directory: Path) -> tuple[dict[str, str], ssl.SSLContext]:
     return files, ssl.create_default_context(cafile=str(directory / "ca.pem"))
 
 
-def start(tree: Path, tls: dict[str, str] | None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    code = SERVER.replace("SERVICES", str(SERVICES)).replace("PER", str(CONTAINERS // SERVICES))
-    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(tls or {})], cwd=tree, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+def start(tree: Path, tls: dict[str, str] | None, containers: int = CONTAINERS,
+          **harness: Any) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """The agent's app over an in-memory cluster holding ``containers`` instances on its host (h1), in a
+    process of its own running ``tree``'s code; ``harness``: more arguments of ``running_api``."""
+    code = SERVER.replace("SERVICES", str(SERVICES)).replace("PER", str(containers // SERVICES))
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(tls or {}), json.dumps(harness)], cwd=tree,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

@@ -13,7 +13,7 @@ fi
 
 packages=(docker.io busybox-static debootstrap iproute2 iptables util-linux procps ca-certificates
           docker-registry apache2-utils iperf3 wireguard-go etcd-server
-          dnsmasq-base dnsperf haproxy wrk chromium)
+          dnsmasq-base dnsperf haproxy wrk chromium prometheus)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)
 fi
@@ -22,12 +22,21 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 new_registry=no
-for p in "${missing[@]}"; do [ "$p" = docker-registry ] && new_registry=yes; done
+new_prometheus=no
+for p in "${missing[@]}"; do
+  [ "$p" = docker-registry ] && new_registry=yes
+  [ "$p" = prometheus ] && new_prometheus=yes
+done
 # `corral lab up --registry` runs docker-registry itself, on the lab bridge's address. The package's
 # own service would listen on :5000 of every address: keep it from starting when we install it
 # (a registry that was there before is left as its owner set it up).
 if [ "$new_registry" = yes ] && [ -d /run/systemd/system ]; then
   systemctl mask docker-registry.service
+fi
+# Prometheus is started by the lab test that scrapes the agents (tests/lab/prometheus.py), on
+# loopback with a config of its own: the package's service (:9090, scraping itself) stays off.
+if [ "$new_prometheus" = yes ] && [ -d /run/systemd/system ]; then
+  systemctl mask prometheus.service
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
@@ -38,6 +47,10 @@ fi
 if [ "$new_registry" = yes ] && [ ! -d /run/systemd/system ]; then
   /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
   update-rc.d docker-registry disable >/dev/null
+fi
+if [ "$new_prometheus" = yes ] && [ ! -d /run/systemd/system ]; then
+  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  update-rc.d prometheus disable >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -13,6 +13,7 @@ from aiohttp import web
 from agent.api.auth import PRINCIPAL, authenticate, authorize
 from agent.api.deps import DEPS, DOCUMENT, STREAMS, ApiDeps, Streams
 from agent.api.errors import Handler, error_middleware
+from agent.api.metrics import METRICS, Metrics, http_middleware
 from agent.api.openapi import document
 from agent.api.routes import ROUTES, Route
 from agent.errors import Forbidden
@@ -50,7 +51,7 @@ def _checked(route: Route) -> Handler:
     permission checked (403) and every parameter it declares parsed (400): all before the handler
     starts anything (a stream, a blocking wait, a write)."""
     public = route.permission in (Permission.PUBLIC, Permission.SYSTEM)  # system: sealed, checked by its handler
-    asks_here = route.permission is Permission.ADMIN or route.environment is not None
+    asks_here = route.permission in (Permission.ADMIN, Permission.METRICS) or route.environment is not None
     internal = route.permission is Permission.SYSTEM
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -59,7 +60,10 @@ def _checked(route: Route) -> Handler:
             if transport is None or not transport.get_extra_info("peercert"):
                 raise Forbidden("internal routes take agents' requests only: present this cluster's node certificate")
         if not public:
-            request[PRINCIPAL] = authenticate(request)
+            request[PRINCIPAL] = caller = authenticate(request)
+            if caller.grants.scraper and route.permission is not Permission.METRICS:
+                request.app[DEPS].auth.stats.forbidden += 1
+                raise Forbidden("a metrics key may only scrape GET /metrics", permission=route.permission.value)
             if asks_here:
                 authorize(request, route.permission, route.environment)
         for param in route.params:
@@ -77,8 +81,9 @@ def aiohttp_path(route: Route) -> str:
 
 
 def create_app(deps: ApiDeps) -> web.Application:
-    app = web.Application(middlewares=[index_header, error_middleware])
+    app = web.Application(middlewares=[http_middleware, index_header, error_middleware])
     app[DEPS] = deps
+    app[METRICS] = Metrics(deps)
     app[DOCUMENT] = document(ROUTES)
     app[STREAMS] = Streams()
     app.on_shutdown.append(_end_streams)

@@ -151,7 +151,8 @@ def authorize(request: web.Request, permission: Permission, environment: str | N
         raise not_found(*hidden)
     where = f" in environment {environment}" if environment else ""
     raise Forbidden(f"{principal(request).user.name} may not do this{where}: it needs {permission.value}"
-                    + (" (a cluster administrator)" if permission is Permission.ADMIN else ""),
+                    + (" (a cluster administrator)" if permission is Permission.ADMIN else
+                       " (a cluster administrator or a metrics key)" if permission is Permission.METRICS else ""),
                     permission=permission.value)
 
 

@@ -23,6 +23,7 @@ from agent.node.docker import Engine
 from agent.node.history import History
 from agent.node.images import ImageManager
 from agent.node.lb import LoadBalancers
+from agent.node.reconciler import Reconciler
 from mesh.gossip.node import GossipNode
 from mesh.keyring import Keyring
 
@@ -66,6 +67,8 @@ class ApiDeps:
     """This host's HAProxy instances (their figures for ``/v1/containers/{id}/stats``)."""
     history: History | None = None
     """This host's stats history (``…/stats?since=``), fed by its sampler."""
+    reconciler: Reconciler | None = None
+    """This host's reconciler (its passes and actions for ``/metrics``)."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

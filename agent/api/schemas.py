@@ -277,7 +277,9 @@ SCHEMAS: dict[str, Schema] = {
     "ApiKeyCreate": {"type": "object", "additionalProperties": False, "properties": {
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION}, "environment": nullable(NAME),
         "role": nullable(ROLE), "user": {"type": "string", "minLength": 1, "maxLength": 63},
-        "ttl": {**nullable(TTL), "description": "default 90 days; null: never expires"}}},
+        "ttl": {**nullable(TTL), "description": "default 90 days; null: never expires"},
+        "metrics": {"type": "boolean", "description": "a key that can only scrape /metrics (administrators; "
+                    "no environment or role)"}}},
     "TeamCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
                    "properties": {"name": NAME, "members": {"type": "array", "items": STR}}},
     "TeamMembers": {"type": "object", "required": ["members"], "additionalProperties": False,

@@ -45,7 +45,7 @@ def user_view(state_user: User, keys: int) -> dict[str, object]:
 def key_view(key: ApiKey) -> dict[str, object]:
     return {"id": key.id, "owner": key.owner, "description": key.description, "environment": key.environment,
             "role": key.role.value if key.role else None, "expires": key.expires, "created_at": key.created_at,
-            "session": key.session}
+            "session": key.session, "metrics": key.metrics}
 
 
 def _role(value: object, field: str = "role") -> Role:
@@ -226,11 +226,12 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    """``{"description", "environment", "role", "ttl", "user"}``: a key for oneself (an administrator: for
-    anyone), acting in one environment or the whole account, with at most a role; the token once."""
+    """``{"description", "environment", "role", "ttl", "user", "metrics"}``: a key for oneself (an
+    administrator: for anyone), acting in one environment or the whole account, with at most a role; or
+    (``metrics``, administrators only) a key that can only scrape ``/metrics``; the token once."""
     deps = request.app[DEPS]
     state = deps.replica.state
-    body = await json_object(request, ("description", "environment", "role", "ttl", "user"))
+    body = await json_object(request, ("description", "environment", "role", "ttl", "user", "metrics"))
     me = principal(request).user.name
     owner = body.get("user", me)
     if not isinstance(owner, str):
@@ -251,12 +252,28 @@ async def create_key(request: web.Request) -> web.Response:
     if not may_delegate(grants(request), environment, role):
         raise BadRequest("this credential is limited: a key it makes has the same environment and no higher a role",
                          field="role")
+    metrics = body.get("metrics", False)
+    if not isinstance(metrics, bool):
+        raise BadRequest("metrics is true or false", field="metrics")
+    if metrics:
+        _check_metrics_key(request, owner, environment, role)
     ttl = ttl_seconds(body["ttl"]) if body.get("ttl") is not None else (None if "ttl" in body else KEY_TTL)
     now = deps.auth.clock()
     key_id, secret_hash, token = new_key()
     await write(request, KeyCreate(key_id, owner, secret_hash, description, environment, role,
-                                   now + ttl if ttl is not None else None))
+                                   now + ttl if ttl is not None else None, metrics=metrics))
     return web.json_response({**key_view(state.access.keys[key_id]), "token": token}, status=201)
+
+
+def _check_metrics_key(request: web.Request, owner: str, environment: str | None, role: Role | None) -> None:
+    """The state machine refuses these too (``Access.key_create``); here they are a clear 4xx before anything
+    is proposed."""
+    authorize(request, Permission.ADMIN)
+    if environment is not None or role is not None:
+        raise BadRequest("a metrics key has no environment or role: it can only scrape /metrics", field="metrics")
+    user = request.app[DEPS].replica.state.access.users.get(owner)
+    if user is None or not user.admin:
+        raise BadRequest(f"a metrics key is an administrator's: {owner} is not one", field="metrics")
 
 
 async def revoke_key(request: web.Request) -> web.Response:

@@ -194,12 +194,17 @@ def apikey() -> None:
 @click.option("--role", type=ROLES, default=None, help="act with at most this role")
 @click.option("--ttl", default="90d", show_default=True, help="expiry (30m, 12h, 90d…); 'never' for none")
 @click.option("--user", default=None, help="for another user (administrators)")
+@click.option("--metrics", is_flag=True, help="a scrape token: it can only GET /metrics (administrators; "
+              "docs/MONITORING.md)")
 @url_option
 def apikey_create(description: str, environment: str | None, role: str | None, ttl: str, user: str | None,
-                  url: str) -> None:
-    """Make an API key; its token is printed once (use it as CORRAL_TOKEN)."""
+                  metrics: bool, url: str) -> None:
+    """Make an API key; its token is printed once (use it as CORRAL_TOKEN, or, with --metrics, as
+    Prometheus' credentials_file)."""
     body: dict[str, Any] = {"description": description, "environment": environment, "role": role,
                             "ttl": None if ttl == "never" else ttl}
+    if metrics:
+        body["metrics"] = True
     if user:
         body["user"] = user
     made = Client(url).post("/v1/apikeys", body)
@@ -211,7 +216,8 @@ def apikey_create(description: str, environment: str | None, role: str | None, t
 @click.option("--user", default=None, help="another user's (administrators)")
 @url_option
 def apikey_ls(user: str | None, url: str) -> None:
-    rows = [[k["id"], k["owner"], "session" if k["session"] else "key", k["description"], k["environment"] or "all",
+    rows = [[k["id"], k["owner"], "session" if k["session"] else "metrics" if k.get("metrics") else "key",
+             k["description"], k["environment"] or "all",
              k["role"] or "-", _when(k["expires"])] for k in Client(url).items("/v1/apikeys", user=user)]
     table("API keys", ["id", "owner", "kind", "description", "environment", "role", "expires"], rows)
 

@@ -41,7 +41,7 @@ from agent.model.commands import (
 )
 from agent.model.entities import EventKind
 from agent.model.errors import bad_request, conflict, forbidden, not_found
-from agent.model.policy import RANK, Grants, Role, may_delegate
+from agent.model.policy import RANK, Grants, Role, is_admin, may_delegate
 from agent.model.spec import name as check_name
 
 PASSWORD_HASH_PREFIX = "$argon2id$"
@@ -82,6 +82,8 @@ class ApiKey:
     created_at: float
     created: int
     session: bool = False
+    metrics: bool = False
+    """A metrics key: it scrapes ``/metrics`` (while its owner is an administrator) and does nothing else."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +196,8 @@ class Access:
         return roles
 
     def grants(self, user: User, key: ApiKey | None) -> Grants:
+        if key is not None and key.metrics:
+            return Grants(admin=user.admin, scraper=True)
         return Grants(admin=user.admin, roles=self.roles_of(user.name),
                       scope=key.environment if key else None, cap=key.role if key else None)
 
@@ -292,13 +296,25 @@ class Access:
             raise forbidden("a key cannot make a key that may do more than itself", "role")
         if cmd.expires is not None and cmd.expires <= at:
             raise bad_request("the key would have expired already", "expires")
+        if cmd.metrics:
+            self._check_metrics_key(cmd, grants)
         self._prune(cmd.owner, at, cmd.session)
         self.keys[cmd.id] = ApiKey(cmd.id, cmd.owner, cmd.secret_hash, cmd.description, cmd.environment, cmd.role,
-                                   cmd.expires, at, index, cmd.session)
+                                   cmd.expires, at, index, cmd.session, cmd.metrics)
         sink.change(index, Topic.ACCESS, f"key:{cmd.id}")
         what = "session started" if cmd.session else f"API key {cmd.id} created"
         sink.event(index, EventKind.KEY_CREATED, f"{what} for {cmd.owner}", user=cmd.owner, key=cmd.id)
         return Outcome(index, id=cmd.id)
+
+    def _check_metrics_key(self, cmd: KeyCreate, grants: Grants | None) -> None:
+        """A metrics key is an administrator's, made by an administrator, for the whole cluster: what it
+        scrapes is every part of the agent, not one environment's."""
+        if cmd.environment is not None or cmd.role is not None or cmd.session:
+            raise bad_request("a metrics key has no environment, role or session: it only scrapes", "metrics")
+        if not self.users[cmd.owner].admin:
+            raise bad_request(f"a metrics key is an administrator's: {cmd.owner} is not one", "metrics")
+        if grants is not None and not is_admin(grants):
+            raise forbidden("only an administrator makes metrics keys", "metrics")
 
     def _prune(self, owner: str, at: float, session: bool) -> None:
         """Keys long expired go; a user at its limit of keys is refused, at its limit of sessions loses

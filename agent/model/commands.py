@@ -280,6 +280,8 @@ class KeyCreate:
     role: Role | None = None
     expires: float | None = None
     session: bool = False
+    metrics: bool = False
+    """A metrics key (``agent.model.access.ApiKey.metrics``)."""
 
 
 @dataclasses.dataclass(frozen=True)

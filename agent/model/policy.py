@@ -7,7 +7,10 @@ which is a key with a short expiry). What the caller may do is its :class:`Grant
 - ``admin``: a cluster administrator (users, teams, environments, the keyring, hosts);
 - ``roles``: a role per environment, the user's own and its teams' (the highest wins);
 - ``scope``: a key made for one environment acts in that environment only;
-- ``cap``: a key made with a role acts with at most that role (a ``read-only`` key of an owner reads).
+- ``cap``: a key made with a role acts with at most that role (a ``read-only`` key of an owner reads);
+- ``scraper``: a metrics key (``corral apikey create --metrics``) may scrape ``/metrics`` and nothing
+  else: not even what any credential may (whoami, the API's document). An administrator's only: it
+  scrapes while its owner is one (``admin`` says whether it is, nothing more).
 
 Every route and every command needs one :class:`Permission`. The environment ones (``read``,
 ``deploy``, ``infra``, ``manage``) need a role in the environment the request is about, at least the
@@ -15,7 +18,8 @@ one :data:`NEEDED` names — Rancher 1.6's environment roles: ``owner`` manages 
 members, ``member`` also changes its infrastructure, ``restricted`` deploys but cannot touch
 infrastructure, ``read-only`` reads. ``admin`` needs a cluster administrator acting with a credential
 that is neither scoped nor capped; ``system`` is what only agents do (placements, status reports,
-host records), never a user. ``public`` routes need no credential at all (``GET /v1/health``).
+host records), never a user. ``metrics`` (``GET /metrics``) needs an administrator's unscoped,
+uncapped credential or a metrics key. ``public`` routes need no credential at all (``GET /v1/health``).
 
 An admin is the owner of every environment. Nothing here reads a clock or the state: callers pass
 the grants in.
@@ -55,6 +59,8 @@ class Permission(enum.StrEnum):
     ADMIN = "admin"
     SYSTEM = "system"
     """Agents only (sealed with the cluster's key): never a user."""
+    METRICS = "metrics"
+    """``GET /metrics``: an administrator, or a metrics key (one that can do nothing else)."""
 
 
 NEEDED: dict[Permission, Role] = {
@@ -70,6 +76,8 @@ class Grants:
     roles: Mapping[str, Role] = dataclasses.field(default_factory=dict)
     scope: str | None = None
     cap: Role | None = None
+    scraper: bool = False
+    """A metrics key: it may scrape (while ``admin``) and do nothing else."""
 
 
 NOBODY = Grants()
@@ -81,6 +89,8 @@ def lower(a: Role, b: Role | None) -> Role:
 
 def role_in(grants: Grants, environment: str) -> Role | None:
     """The role the caller acts with in ``environment``; None when it has none there."""
+    if grants.scraper:
+        return None
     if grants.scope is not None and grants.scope != environment:
         return None
     role = Role.OWNER if grants.admin else grants.roles.get(environment)
@@ -88,14 +98,20 @@ def role_in(grants: Grants, environment: str) -> Role | None:
 
 
 def is_admin(grants: Grants) -> bool:
-    return grants.admin and grants.scope is None and grants.cap is None
+    return grants.admin and grants.scope is None and grants.cap is None and not grants.scraper
 
 
 def allowed(grants: Grants, permission: Permission, environment: str | None = None) -> bool:
     """May a caller with ``grants`` do what needs ``permission`` (in ``environment``, for the
     environment permissions; without one, they ask whether the caller has that role anywhere)."""
-    if permission is Permission.PUBLIC or permission is Permission.AUTHENTICATED:
+    if permission is Permission.PUBLIC:
         return True
+    if grants.scraper:
+        return permission is Permission.METRICS and grants.admin
+    if permission is Permission.AUTHENTICATED:
+        return True
+    if permission is Permission.METRICS:
+        return is_admin(grants)
     if permission is Permission.ADMIN:
         return is_admin(grants)
     if permission is Permission.SYSTEM:
@@ -106,6 +122,8 @@ def allowed(grants: Grants, permission: Permission, environment: str | None = No
 
 def best_role(grants: Grants) -> Role | None:
     """The highest role the caller acts with in any environment."""
+    if grants.scraper:
+        return None
     if grants.scope is not None:
         return role_in(grants, grants.scope)
     if grants.admin:
@@ -120,7 +138,10 @@ def readable(grants: Grants, environments: Mapping[str, object] | frozenset[str]
 
 def may_delegate(grants: Grants, scope: str | None, cap: Role | None) -> bool:
     """May a caller make a key with this scope and cap? Never one that can do more than its own
-    credential: a scoped credential makes keys of its scope only, a capped one no higher a cap."""
+    credential: a scoped credential makes keys of its scope only, a capped one no higher a cap; a
+    metrics key makes none."""
+    if grants.scraper:
+        return False
     if grants.scope is not None and scope != grants.scope:
         return False
     return grants.cap is None or (cap is not None and RANK[cap] <= RANK[grants.cap])

@@ -18,6 +18,7 @@ source address has a token bucket (a flood from one container costs the others n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import ipaddress
@@ -140,6 +141,8 @@ class DnsServer:
         self.config = config
         self.index = DnsIndex()
         self.counters = Counters()
+        self.rcodes: collections.Counter[int] = collections.Counter()
+        """Answers sent, by their rcode (the low 4 bits of the header's fourth byte), upstream ones included."""
         self.address: str | None = None
         """Where it listens, once it does."""
         self.error: str | None = None
@@ -256,10 +259,18 @@ class DnsServer:
         self._buckets[source] = (tokens - 1, now)
         return True
 
+    def _counted(self, reply: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def counted(response: bytes) -> None:
+            self.rcodes[response[3] & 0x0F if len(response) > 3 else 0] += 1
+            reply(response)
+        return counted
+
     def handle(self, data: bytes, source: str, reply: Callable[[bytes], None], limit: int = 512) -> bool:
         """One query: ``reply`` is called with the answer (now, or when the upstream answers); False when
         the packet was dropped (and counted): no reply then."""
         self.counters.queries += 1
+        reply = self._counted(reply)
+
         if not self._allowed(source):
             self.counters.rate_limited += 1
             return False

@@ -25,9 +25,12 @@ import ipaddress
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
+
+from prometheus_client import Histogram
 
 from agent.cluster.feed import Feed, Subscription
 from agent.errors import Conflict, EngineUnreachable
@@ -67,6 +70,10 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # after a failed pass or report: again after
 ENGINE_EVENTS = frozenset({"create", "start", "restart", "die", "destroy", "oom", "stop", "kill", "pause",
                            "unpause", "rename", "update"})
 FAILURES_BEFORE_DEGRADED = 3
+PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: an idle pass lists the engine once (ms); one that creates containers waits for Docker."""
+RESTARTS = {Why.NOT_RUNNING: "exited", Why.REPLACE_UNHEALTHY: "unhealthy"}
+"""The actions that restart a container (``corral_container_restarts_total``'s reasons)."""
 # Docker sends ``die`` before its container list shows the container stopped (the list reads a copy of
 # the state written after the event): a pass that still sees a died container running looks again
 # this many times, DIE_RECHECK seconds apart, instead of leaving it to the safety pass 30 s later.
@@ -114,6 +121,17 @@ class Reconciler:
         self.passes = 0
         self.failed_passes = 0  # in a row
         self.last_error: str | None = None
+        # what /metrics reads (agent/api/metrics.py), kept here since nothing else counts them
+        self.pass_seconds = Histogram("corral_reconciler_pass_seconds", "One reconcile pass, failed ones included",
+                                      buckets=PASS_BUCKETS, registry=None)
+        self.actions: Counter[tuple[str, str]] = Counter()
+        """(action kind, ``ok`` | ``failed``) → how many."""
+        self.restarts: Counter[str] = Counter()
+        """``exited`` (started again) | ``unhealthy`` (replaced) → how many containers."""
+        self.drift = 0
+        """Instances whose container differed from what is desired when the last pass began."""
+        self.desired_running = 0
+        self.observed_running = 0
 
     def kick(self) -> None:
         self._kick.set()
@@ -173,7 +191,8 @@ class Reconciler:
             self._kick.clear()
             changes.take()  # what changed does not matter: a pass compares everything of this host
             try:
-                await self.reconcile_once()
+                with self.pass_seconds.time():
+                    await self.reconcile_once()
                 self.failed_passes, self.last_error = 0, None
             except Exception as exc:
                 self.failed_passes += 1
@@ -279,7 +298,9 @@ class Reconciler:
         desired = self.desired()
         seen = self._with_health(desired, await self.engine.containers.list())
         self._seen, self._claimed = seen, set()  # addresses claimed last pass are in this list or the state now
-        actions = self._hold_back(plan(desired, seen), seen, desired)
+        planned = plan(desired, seen)
+        self._measure(desired, seen, planned)
+        actions = self._hold_back(planned, seen, desired)
         actions = await self._gate_images(self._gate_order(await self._delay_restarts(actions, seen, desired)))
         doomed = {a.instance: desired[a.instance] for a in actions if a.reason is Why.UNHEALTHY}
         if doomed:  # say so before the replacement hides it: the state keeps why, and an event
@@ -305,6 +326,11 @@ class Reconciler:
         else:
             self._retry_soon()
         return actions
+
+    def _measure(self, desired: Mapping[str, Desired], seen: Sequence[EngineContainer], planned: list[Action]) -> None:
+        self.drift = len({a.instance for a in planned})
+        self.desired_running = sum(1 for d in desired.values() if d.running)
+        self.observed_running = sum(1 for c in seen if c.state == "running" and c.instance in desired)
 
     async def _delay_restarts(self, actions: list[Action], seen: Sequence[EngineContainer],
                               desired: Mapping[str, Desired]) -> list[Action]:
@@ -384,7 +410,11 @@ class Reconciler:
                         await self._do(action, desired)
                     except Exception as exc:
                         errors[action.instance] = f"{action.kind} failed: {reason(exc)}"
+                        self.actions[action.kind.value, "failed"] += 1
                         raise
+                    self.actions[action.kind.value, "ok"] += 1
+                    if action.reason in RESTARTS:
+                        self.restarts[RESTARTS[action.reason]] += 1
 
         results = await asyncio.gather(*(run(steps) for steps in by_instance.values()), return_exceptions=True)
         self.errors = errors  # an instance this pass did not fail on has no error (any more)

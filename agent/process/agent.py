@@ -405,7 +405,7 @@ class Agent:
                        replica=self._replica(), engine=self.engine, gossip=self.gossip, ring=self._ring(),
                        overlay=self.overlay, health=self.health, secret=self.secret,
                        images=self.images, dns=self.dns,
-                       load_balancers=self.load_balancers, history=self.history)
+                       load_balancers=self.load_balancers, history=self.history, reconciler=self.reconciler)
         app = create_app(deps)
         ui.install(app)  # the web UI at / beside the API, on the same port, with the same users
         runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE,

@@ -203,6 +203,7 @@ _STAT_KEYS = (
     "stream_failures",
     "join_retries",
     "reconnects",
+    "flaps",
     *DROP_REASONS,
 )
 
@@ -709,6 +710,8 @@ class Swim:
         node.changed_at = now
         self._suspicions.pop(m.node, None)
         self._broadcast(m.node, m)
+        if old_state is _SUSPECT or old_state is _DEAD:  # suspected or declared dead, and alive after all
+            self.stats["flaps"] += 1
         if old_state is _DEAD or old_state is _LEFT:
             self._recent_dead.pop(m.node, None)
             self._failed.pop(m.node, None)

@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Histogram
+
 from mesh.aio import cancel_and_wait, wait_event
 from mesh.raft.core import (
     HardState,
@@ -34,6 +36,10 @@ from mesh.raft.storage import AsyncStorage
 from mesh.raft.transport import RaftTransport
 
 log = logging.getLogger("corral.raft")
+
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Seconds: a commit on this lab is a few ms (one fsync on a quorum); a slow disk or a lost follower
+shows in the last buckets."""
 
 
 class NotLeaderError(Exception):
@@ -65,7 +71,15 @@ class RaftDriver:
         self._role = core.role
         self.ticker_wakeups = 0
         """How often the ticker woke (a follower that hears its leader wakes only at its election timeout)."""
-        self._proposals: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._proposals: dict[int, tuple[int, asyncio.Future[Any], float]] = {}
+        self.commit_seconds = Histogram("corral_raft_commit_seconds", "From a proposal on this leader to its "
+                                        "entry applied (committed by a quorum)", buckets=COMMIT_BUCKETS, registry=None)
+        """Not registered anywhere: the agent's metrics collector reads it at scrape time."""
+        self.leader_changes = 0
+        """How often the leader this member knows changed to another (a new term's leader, not a loss)."""
+        self._leader_seen: NodeId | None = None
+        self.leader_contact: float | None = None
+        """``loop.time()`` of the last message from the leader (the leader itself: None)."""
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
         self._applied_waits: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -132,6 +146,8 @@ class RaftDriver:
             return
         self._catch_up_ticks()  # every tick that passed counts before the message (it may reset a timer)
         self.core.step(msg)
+        if msg.frm == self.core.leader:
+            self.leader_contact = asyncio.get_running_loop().time()
         if self.core.has_ready():  # a heartbeat's answer usually leaves nothing to do: no wake-up
             self._kick.set()
 
@@ -153,8 +169,9 @@ class RaftDriver:
         if isinstance(result, Rejected):  # a normal entry is only refused while leadership moves
             assert result.code is RejectCode.TRANSFERRING_LEADERSHIP, result
             raise NotLeaderError(self.core.leader)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._proposals[result] = (self.core.term, future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._proposals[result] = (self.core.term, future, loop.time())
         index: int = result
         future.add_done_callback(lambda _done: self._proposals.pop(index, None))
         return future
@@ -306,8 +323,9 @@ class RaftDriver:
             self.applied = entry.index
             waiter = self._proposals.get(entry.index)
             if waiter is not None and not waiter[1].done():
-                term, future = waiter
+                term, future, proposed = waiter
                 if entry.term == term:
+                    self.commit_seconds.observe(asyncio.get_running_loop().time() - proposed)
                     future.set_result(result)
                 else:
                     future.set_exception(ProposalDropped(f"entry {entry.index} was replaced by a new leader"))
@@ -316,6 +334,12 @@ class RaftDriver:
             if read is not None:
                 self._read_waits.append((rs.index, read))
         self.core.advance(rd)
+        leader = self.core.leader
+        if leader != self._leader_seen:
+            if leader is not None and self._leader_seen is not None:
+                self.leader_changes += 1
+            if leader is not None:
+                self._leader_seen = leader
         self._wake_waiters()
         if self.core.role != self._role:  # a leader ticks every tick: the ticker must not sleep on
             self._role = self.core.role

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,8 @@ import pytest
 
 from agent.cli.client import ApiError
 from agent.lab import Lab
+from tests.cli import corral
+from tests.lab import prometheus
 from tests.lab.cluster import api, containers, docker_ps, lab_sh, leader, members_seen_by, raw, service_running, until
 from tests.lab.conftest import fresh_lab
 
@@ -369,3 +373,40 @@ def test_the_history_of_a_busy_container_shows_its_cpu_from_another_node(lab: La
 def test_members_are_alive_after_all_that(lab: Lab) -> None:
     for host in HOSTS:
         assert set(members_seen_by(lab, host).values()) == {"alive"}
+
+
+def test_a_real_prometheus_scrapes_every_agent_with_a_metrics_key(lab: Lab, web: dict[str, Any]) -> None:
+    """Debian's Prometheus, given the scrape config docs/MONITORING.md shows (HTTPS with the lab's CA, a
+    metrics key in a credentials_file), scrapes the three agents, and PromQL sees the cluster."""
+    made = corral("apikey", "create", "--metrics", "--ttl", "1h", "-d", "prometheus", "--host",
+                  lab.host("h2").api_url)  # as the docs say, by the CLI: the token on stdout, alone
+    assert made.returncode == 0, made.stderr
+    key = {"token": made.stdout.strip()}
+    listed = corral("apikey", "ls", "--host", lab.host("h1").api_url)
+    assert listed.returncode == 0 and "metrics" in listed.stdout and "prometheus" in listed.stdout, listed
+    with pytest.raises(urllib.error.HTTPError) as refused:  # and without it, nothing
+        urllib.request.urlopen(lab.host("h1").api_url + "/metrics", timeout=10, context=lab.tls())
+    assert refused.value.code == 401 and b"corral_" not in refused.value.read()
+    with prometheus.running(lab, key["token"]) as prom:
+        def scraped() -> list[dict[str, Any]] | None:
+            up = prom.query('up{job="corral"}')
+            return up if len(up) == len(HOSTS) and all(r["value"][1] == "1" for r in up) else None
+
+        up = until("Prometheus scraped every agent", scraped, timeout=60, every=0.5)
+        assert {r["metric"]["instance"] for r in up} == {lab.host(h).api_url.removeprefix("https://") for h in HOSTS}
+        # polled, not read once: a loaded machine can make gossip suspect a host, or Raft elect, for a moment
+        until("one leader across the 3 hosts", lambda: prom.query("sum(corral_raft_is_leader) == 1"))
+        until("every agent sees 3 alive members", lambda: prom.query(
+            'count(corral_gossip_members{state="alive"} == 3) == 3'))
+        until("every follower heard from its leader lately, and the leader says 0", lambda: prom.query(
+            "count(corral_raft_leader_last_contact_seconds < 5) == 3"))
+        until("the web service's 10 containers are running in the figures",
+              lambda: prom.query('sum(corral_containers{status="running"}) >= 10'), timeout=30)
+        until("every host converged: no drift", lambda: prom.query(
+            "count(corral_reconciler_drift_instances == 0) == 3"), timeout=45)
+        assert len(prom.query("corral_reconciler_pass_seconds_count > 0")) == 3, "every host's passes are timed"
+        until("the overlay's paths are up, each host to its 2 peers", lambda: prom.query(
+            "count(corral_overlay_peer_up == 1) == 6"), timeout=30)
+        assert len(prom.query("corral_build_info")) == 3
+        until("the scrapes show in each agent's HTTP histogram", lambda: prom.query(
+            'count(corral_http_request_duration_seconds_count{route="/metrics",code="200"} > 0) == 3'), timeout=10)

@@ -32,10 +32,14 @@ from agent.cluster.feed import Feed
 from agent.cluster.replica import Replica
 from agent.model.commands import AdminBootstrap, CaSet, HostRegister, KeyCreate, UserCreate
 from agent.model.state import ClusterState
+from agent.node.dns import DnsServer
 from agent.node.docker import LABEL_PREFIX, EngineContainer, EngineRefused, NameInUse, PullFailed
 from agent.node.history import History
 from agent.node.images import ImageManager
+from agent.node.lb import LoadBalancers
 from agent.node.overlay import OverlayRuntime
+from agent.node.plan import Observed
+from agent.node.reconciler import Reconciler
 from agent.process.health import HealthMonitor
 from mesh import pki
 from mesh.gossip.node import GossipNode
@@ -349,11 +353,12 @@ async def bootstrap_admin(replica: Replica, through_raft: bool = True) -> str:
 async def running_api(node: str = "h1", register_host: bool = True, leads: bool = True,
                       voters: tuple[str, ...] | None = None,
                       directory: dict[str, str] | None = None,
-                      ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Harness]:
+                      ssl_context: ssl.SSLContext | None = None, parts: bool = False) -> AsyncIterator[Harness]:
     """The agent's real app on a loopback port over a real Raft member with in-memory storage; a fake
     engine. By default the member is the only voter and leads; ``leads=False`` makes it a member of a
     cluster whose only voter is never heard from; ``voters=()`` starts it empty, to be added as a
-    learner by another harness (``directory`` maps member names to API URLs, as gossip would)."""
+    learner by another harness (``directory`` maps member names to API URLs, as gossip would);
+    ``parts``: with an (unstarted) reconciler, DNS server and load balancers, for what they count."""
     ring = Keyring.from_secret(SECRET)
     sealer = ring.channel(b"raft")
     cfg = raft_config.local()
@@ -388,8 +393,10 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             images_dir = Path(tempfile.mkdtemp(prefix="corral-images-"))
             images = ImageManager(node, state, engine, images_dir, SECRET, sealer, session, urls.get,
                                   replica.propose_anywhere)
+            extra = _parts(node, state, engine, images_dir) if parts else {}
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
-                           gossip, ring, overlay, health, secret=SECRET, images=images, history=History(10.0))
+                           gossip, ring, overlay, health, secret=SECRET, images=images, history=History(10.0),
+                           **extra)
             app = create_app(deps)
             ui.install(app)  # as the agent does: the web UI beside the API
             runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE)
@@ -408,6 +415,14 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             await replica.close()
             await driver.stop()
             await transport.close()
+
+
+def _parts(node: str, state: ClusterState, engine: FakeEngine, root: Path) -> dict[str, Any]:
+    async def report(_instance: str, _observed: Observed) -> None:
+        return None
+
+    return {"reconciler": Reconciler(node, state, engine, report), "dns": DnsServer(node, state),
+            "load_balancers": LoadBalancers(node, state, root, report, None, {})}
 
 
 @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ from agent.model.commands import (
 )
 from agent.model.entities import Status
 from agent.model.errors import CommandError, ErrorCode
-from agent.model.policy import Grants, Permission, Role, allowed, may_delegate, role_in
+from agent.model.policy import Grants, Permission, Role, allowed, best_role, is_admin, may_delegate, readable, role_in
 from agent.model.state import ClusterState
 from mesh import pki
 from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
@@ -56,7 +56,10 @@ CALLERS: dict[str, Grants] = {
     "admin": Grants(admin=True),
     "admin's dev key": Grants(admin=True, scope="dev"),
     "admin's read-only key": Grants(admin=True, cap=R.READ_ONLY),
+    "admin's metrics key": Grants(admin=True, scraper=True),
+    "a former admin's metrics key": Grants(scraper=True),
 }
+SCRAPERS = {"admin's metrics key", "a former admin's metrics key"}
 # permission → the callers allowed it in environment "dev" (the rest are refused)
 IN_DEV: dict[Permission, set[str]] = {
     P.READ: {"read-only", "restricted", "member", "owner", "owner's read-only key", "admin", "admin's dev key",
@@ -67,7 +70,8 @@ IN_DEV: dict[Permission, set[str]] = {
     P.ADMIN: {"admin"},
     P.SYSTEM: set(),
     P.PUBLIC: set(CALLERS),
-    P.AUTHENTICATED: set(CALLERS),
+    P.AUTHENTICATED: set(CALLERS) - SCRAPERS,
+    P.METRICS: {"admin", "admin's metrics key"},
 }
 
 
@@ -96,6 +100,14 @@ def test_a_key_never_makes_a_key_that_may_do_more() -> None:
     assert not may_delegate(capped, None, None) and not may_delegate(capped, None, R.MEMBER)
     assert may_delegate(scoped, "prod", None) and not may_delegate(scoped, None, None)
     assert not may_delegate(scoped, "dev", None)
+    assert not any(may_delegate(CALLERS[k], None, R.READ_ONLY) for k in SCRAPERS), "a metrics key makes no key"
+
+
+def test_a_metrics_key_has_no_role_anywhere() -> None:
+    for name in SCRAPERS:
+        key = CALLERS[name]
+        assert role_in(key, "dev") is None and best_role(key) is None and not is_admin(key), name
+        assert readable(key, {"dev", "prod"}) == frozenset(), name
 
 
 # ---------------------------------------------------------------------- tokens, passwords, limits
@@ -214,6 +226,7 @@ def test_the_access_records_survive_a_snapshot() -> None:
 # record; another's is a 404 but for administrators)
 NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/openapi.json"): "any", ("GET", "/v1/health"): "public", ("GET", "/v1/host"): "any",
+    ("GET", "/metrics"): "metrics",
     ("GET", "/v1/members"): "any", ("GET", "/v1/members/stats"): "any", ("GET", "/v1/raft"): "any",
     ("GET", "/v1/overlay"): "any", ("GET", "/v1/dns"): "any",
     ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
@@ -264,15 +277,17 @@ ALLOWED: dict[str, set[str]] = {
     "manage": {"owner", "admin"},
     "admin": {"admin"},
 }
-CALLER_NAMES = ["anonymous", "forged", "nobody", "read-only", "restricted", "member", "owner", "capped", "admin"]
-"""forged: a well-formed token no one made; capped: the owner's key capped at read-only."""
+CALLER_NAMES = ["anonymous", "forged", "nobody", "read-only", "restricted", "member", "owner", "capped", "admin",
+                "scraper"]
+"""forged: a well-formed token no one made; capped: the owner's key capped at read-only; scraper: the
+administrator's metrics key (it scrapes, and may do nothing else)."""
 
 
 def test_the_table_names_every_route_as_the_route_table_does() -> None:
     assert set(NEEDS) == {(r.method, r.path) for r in ROUTES}, "a new route needs its row here"
     as_permission = {"public": {P.PUBLIC}, "system": {P.SYSTEM}, "any": {P.AUTHENTICATED, P.READ},
                      "read": {P.READ}, "deploy": {P.DEPLOY}, "manage": {P.MANAGE}, "admin": {P.ADMIN},
-                     "self": {P.AUTHENTICATED}, "deploy-anywhere": {P.DEPLOY}}
+                     "self": {P.AUTHENTICATED}, "deploy-anywhere": {P.DEPLOY}, "metrics": {P.METRICS}}
     for route in ROUTES:
         assert route.permission in as_permission[NEEDS[(route.method, route.path)]], (route.method, route.path)
 
@@ -346,6 +361,7 @@ async def world() -> AsyncIterator[World]:
                               {"role": role.value})
         capped = await w.call("owner", "POST", "/v1/apikeys", {"role": "read-only"})
         w.tokens["capped"] = capped[1]["token"]
+        w.tokens["scraper"] = (await w.admin("POST", "/v1/apikeys", {"metrics": True}))["token"]
         yield w
 
 
@@ -398,13 +414,14 @@ async def _team(w: World, env: str, caller: str) -> Request:
 
 
 async def _own_key(w: World, env: str, caller: str) -> Request:
-    who = caller if caller in w.tokens and caller not in ("forged", "capped") else "admin"
+    who = caller if caller in w.tokens and caller not in ("forged", "capped", "scraper") else "admin"
     made = await w.call(who if caller != "capped" else "owner", "POST", "/v1/apikeys", {"role": "read-only"})
     return f"/v1/apikeys/{made[1]['id']}", None
 
 
 def _self(caller: str) -> str:
-    return {"capped": "owner", "anonymous": "admin", "forged": "admin"}.get(caller, caller).replace("-", "")
+    return {"capped": "owner", "anonymous": "admin", "forged": "admin", "scraper": "admin"}.get(
+        caller, caller).replace("-", "")
 
 
 async def _member(w: World, env: str, caller: str) -> Request:
@@ -519,6 +536,7 @@ async def _config(w: World, env: str, caller: str) -> Request:
 KEY = "A" * 43 + "="
 BUILD: dict[tuple[str, str], Builder] = {
     ("GET", "/v1/openapi.json"): _fixed("/v1/openapi.json"), ("GET", "/v1/health"): _fixed("/v1/health"),
+    ("GET", "/metrics"): _fixed("/metrics"),
     ("GET", "/v1/host"): _fixed("/v1/host"), ("GET", "/v1/members"): _fixed("/v1/members"),
     ("GET", "/v1/members/stats"): _fixed("/v1/members/stats"), ("GET", "/v1/raft"): _fixed("/v1/raft"),
     ("GET", "/v1/overlay"): _fixed("/v1/overlay"), ("GET", "/v1/dns"): _fixed("/v1/dns?name=x.corral.internal"),
@@ -594,6 +612,10 @@ def _expected(need: str, caller: str, env: str, path: str) -> str:
         return "403"
     if caller in ("anonymous", "forged"):
         return "401"
+    if need == "metrics":
+        return "ok" if caller in ("admin", "scraper") else "403"
+    if caller == "scraper":
+        return "403"
     if path == "/v1/auth/logout":
         return "400"
     if need in ("any", "self"):
@@ -738,7 +760,7 @@ def _access_of(snapshot: bytes) -> dict[str, object]:
 
 def test_the_policy_table_in_the_docs_is_the_route_table() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "ACCESS.md").read_text()
-    documented = dict(re.findall(r"^\| `(\w+ /v1/\S*)` \| ([^|]+?) \|", text, re.MULTILINE))
+    documented = dict(re.findall(r"^\| `(\w+ /\S*)` \| ([^|]+?) \|", text, re.MULTILINE))
     routes = {f"{r.method} {r.path}": r.permission.value + (f" in `{r.environment}`" if r.environment else "")
               for r in ROUTES}
     assert documented == routes, "docs/ACCESS.md's table must name every route with its permission"

@@ -108,11 +108,18 @@ async def test_elect_replicate_fail_over_and_catch_up(tmp_path: Path) -> None:
         index = await follower.driver.read_barrier()
         assert follower.state.kv["k29"].value == "29" and index >= 30
 
+        timed = next(x.value for x in leader.driver.commit_seconds.collect()[0].samples if x.name.endswith("_count"))
+        assert timed >= 30, "every put's commit was timed"
+        assert follower.driver.leader_contact is not None, "a follower knows when it last heard from its leader"
+        changes = {m.name: m.driver.leader_changes for m in members}
+
         await stop_member(leader)  # the leader dies
         rest = [m for m in members if m is not leader]
         new_leader = await leader_of(rest)
         assert new_leader is not leader
         assert await put(new_leader, "after", "failover")
+        others = [m for m in rest if m is not new_leader]
+        assert all(m.driver.leader_changes > changes[m.name] for m in others), "the follower saw its leader change"
 
         revived = await start_member(leader.name, tmp_path, seed=9)  # restarts from its SQLite log
         members = [*rest, revived]

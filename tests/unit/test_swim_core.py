@@ -207,6 +207,19 @@ def test_refutation_raises_incarnation_and_health() -> None:
     assert a.stats["refutations"] == 1
 
 
+def test_a_member_suspected_then_alive_again_is_a_flap() -> None:
+    net = cluster(3)
+    a, c = net.nodes["a"], net.nodes["c"]
+    inc = c.incarnation
+    a.receive(wire.encode_packet([wire.Suspect("c", inc, "b")]), net.nodes["b"].address, net.now)
+    assert net.state("a", "c") is MemberState.SUSPECT and a.stats["flaps"] == 0
+    net.run_until(net.now + 1.0)  # c hears of it (gossip) and refutes at a higher incarnation
+    assert net.state("a", "c") is MemberState.ALIVE and a.stats["flaps"] == 1
+    assert net.nodes["b"].stats["flaps"] <= 1, "b suspected c too, or never: at most one flap"
+    net.run_until(net.now + 2.0)
+    assert a.stats["flaps"] == 1, "an alive member heard alive again is no flap"
+
+
 def test_refutation_beats_a_higher_accused_incarnation() -> None:
     net = cluster(2)
     a = net.nodes["a"]
