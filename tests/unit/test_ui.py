@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -16,6 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.api.deps import DEPS
+from agent.node.history import History, Reading
+from agent.node.stats import Stats
 from agent.ui import guard
 from agent.ui.pages import PAGES, Kind
 from agent.ui.static import ROOT
@@ -387,10 +391,16 @@ def test_a_stats_answer_without_history_is_one_sample_and_a_history_is_kept() ->
 
 async def test_the_stats_json_is_the_apis_answer_asked_as_the_user(ui: Browser) -> None:
     await ui.login()
+    history = ui.h.app[DEPS].history
+    assert history is not None
+    now = time.time()
+    history.record({History.HOST: Reading(now - 10, 0, Stats(0.0, 100, 2048, 1, 2, 0, 0))}, now - 10)
+    history.record({History.HOST: Reading(now, 5 * 10**9, Stats(0.0, 200, 2048, 3, 4, 0, 0))}, now)
     resp = await ui.request("GET", "/hosts/h1/stats.json")
     assert resp.status == 200
     body = await resp.json()
-    assert len(body["samples"]) == 1 and body["samples"][0]["memory"]["limit"] is not None
+    assert body["interval_seconds"] == 10 and len(body["samples"]) == 1, "the host's history, through the API"
+    assert body["samples"][0]["memory"] == {"usage": 200, "limit": 2048} and body["samples"][0]["cpu_percent"] > 0
     assert (await ui.request("GET", "/hosts/nowhere/stats.json")).status == 404  # the API's 404, passed on
     reader = await user(ui, "reader", None)  # no role anywhere: h1 (default) is not theirs to see
     assert (await reader.request("GET", "/hosts/h1/stats.json")).status == 404
