@@ -117,3 +117,15 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataDirError, match="not a directory"):
         DataDir.open(tmp_path / "f")
+
+
+def test_a_payload_layer_does_not_compress_and_a_seed_makes_the_same_bytes() -> None:
+    """A benchmark's registry pull moves gzip'd layers: a payload that compressed would make the
+    registry look faster than a peer-to-peer fetch of the same image for the wrong reason."""
+    import gzip
+
+    from agent.lab.image import _payload_layer
+
+    layer = _payload_layer(4 * 2**20, "seed")
+    assert len(gzip.compress(layer, compresslevel=6)) > 0.99 * len(layer)
+    assert _payload_layer(4 * 2**20, "seed") == layer != _payload_layer(4 * 2**20, "other")
