@@ -450,7 +450,8 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
     """Only the peer-to-peer runs, ``repeat`` times each (A/B of the agents' data path: no floor, no registry,
     no verdict)."""
     engines: dict[str, DockerEngine] = {}
-    rows = []
+    rows: list[list[Any]] = []
+    steps: list[str] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
         try:
             for host in lab.hosts():
@@ -466,12 +467,14 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
                                      f"{p['cpu']['agents']:.1f}",
                                      f"{p['cpu']['agents'] / (n * p['tar'] / MB) * 1000:.2f}",
                                      _times(p["arrived"]), _times(p["running"])])
+                        steps.append(f"run {len(rows)} ({n} hosts): each host's steps (s after the service's "
+                                     "creation)\n" + table(TIMELINE, timeline_rows(p)))
         finally:
             for engine in engines.values():
                 with contextlib.suppress(Exception):
                     await engine.close()
     return [table(["MB", "hosts", "p2p s", "h1 sent", "redirects", "cores busy", "dockerd cpu-s", "agents cpu-s",
-                   "agents ms/MB", "bytes all in", "running"], rows), f"({machine_load()})"]
+                   "agents ms/MB", "bytes all in", "running"], rows), *steps, f"({machine_load()})"]
 
 
 async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
@@ -574,8 +577,7 @@ def report(size: int, counts: list[int], floors: list[dict[str, float]], p2p: di
     n = max(counts)
     out.append(f"p2p {n}: each host's steps (s after the service's creation), whom it got the bytes from, its depth "
                "in the relay tree (h1 = 0)")
-    out.append(table(["host", "from", "depth", "first byte", "all in", "loaded", "running", "kept",
-                      "load after all in"], timeline_rows(p2p[n])))
+    out.append(table(TIMELINE, timeline_rows(p2p[n])))
     summary = {"n": n, "size": size, "floor": fl, "p2p": p2p[n]["seconds"], "reg": reg[n]["seconds"],
                "bound": bounds[n]["seconds"], "to_floor": p2p[n]["seconds"] / fl,
                "to_reg": p2p[n]["seconds"] / reg[n]["seconds"]}
@@ -591,6 +593,9 @@ def depth(host: str, via: dict[str, str]) -> int | None:
         seen.append(host)
         host = via[host]
     return len(seen)
+
+
+TIMELINE = ["host", "from", "depth", "first byte", "all in", "loaded", "running", "kept", "load after all in"]
 
 
 def timeline_rows(p: dict[str, Any]) -> list[list[Any]]:
