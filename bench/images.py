@@ -578,6 +578,8 @@ def report(size: int, counts: list[int], floors: list[dict[str, float]], p2p: di
     out.append(f"p2p {n}: each host's steps (s after the service's creation), whom it got the bytes from, its depth "
                "in the relay tree (h1 = 0)")
     out.append(table(TIMELINE, timeline_rows(p2p[n])))
+    out.append(f"registry {n}: each host's pull ended (loaded) and its container ran (s after the service's creation)")
+    out.append(table(["host", "loaded", "running"], [row[:1] + row[5:7] for row in timeline_rows(reg[n])]))
     summary = {"n": n, "size": size, "floor": fl, "p2p": p2p[n]["seconds"], "reg": reg[n]["seconds"],
                "bound": bounds[n]["seconds"], "to_floor": p2p[n]["seconds"] / fl,
                "to_reg": p2p[n]["seconds"] / reg[n]["seconds"]}
@@ -607,7 +609,7 @@ def timeline_rows(p: dict[str, Any]) -> list[list[Any]]:
 
     rows = []
     for host in sorted(p["running"]):
-        s = steps.get(host, {})
+        s = steps.get(host, {})  # a pull has only started and loaded
         gap = s["loaded"] - s["received"] if "loaded" in s and "received" in s else None
         rows.append([host, via.get(host) or "-", depth(host, via) if host in via else "-", at(s.get("first_byte")),
                      at(s.get("received")), at(s.get("loaded")), at(p["running"][host]), at(s.get("kept")), at(gap)])
