@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from agent.lab.layout import BASE_IMAGE
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -86,18 +88,12 @@ def _layer(busybox: Path) -> bytes:
 
 
 def _payload_layer(size: int, seed: str) -> bytes:
-    """A layer of one file, ``/payload``, of ``size`` bytes that do not compress (SHA-256 in counter
-    mode from ``seed``): what makes an image of a given size for tests and benchmarks."""
-    blocks = []
-    counter = 0
-    made = 0
-    base = hashlib.sha256(seed.encode()).digest()
-    while made < size:
-        block = hashlib.sha256(base + counter.to_bytes(8, "big")).digest() * 128  # 4 KiB
-        blocks.append(block)
-        made += len(block)
-        counter += 1
-    data = b"".join(blocks)[:size]
+    """A layer of one file, ``/payload``, of ``size`` bytes that do not compress (AES-256 in counter mode,
+    keyed by the SHA-256 of ``seed``: the same seed, the same bytes): what makes an image of a given size
+    for tests and benchmarks. Incompressible for real, so a registry's gzip'd layer is as big as the
+    tarball's and a pull moves as many bytes as a peer-to-peer fetch."""
+    key = hashlib.sha256(seed.encode()).digest()
+    data = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("payload")

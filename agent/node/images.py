@@ -142,6 +142,13 @@ class Job:
     done_at: float | None = None
     resumed: list[str] = dataclasses.field(default_factory=list)
     """``HOST@OFFSET`` for each source a peer transfer moved to after one broke."""
+    timeline: dict[str, float] = dataclasses.field(default_factory=dict)
+    """When (wall clock, the last attempt) each step was reached: ``started``, ``first_byte``, ``received``
+    (every byte in, the SHA-256 checked), ``loaded`` (the engine has the image), ``kept`` (the tarball is
+    this host's copy): where a transfer's time goes, comparable across hosts."""
+
+    def mark(self, step: str) -> None:
+        self.timeline[step] = time.time()
 
     @property
     def running(self) -> bool:
@@ -382,11 +389,14 @@ class ImageManager:
 
     async def _run(self, job: Job, catalog: CatalogImage | None) -> None:
         job.attempts += 1
+        job.timeline = {}
+        job.mark("started")
         try:
             if catalog is not None:
                 await self.fetch(catalog, job)
             else:
                 await self._pull(job)
+                job.mark("loaded")
         except asyncio.CancelledError:
             raise
         except (ImageError, PullFailed) as exc:
@@ -465,9 +475,11 @@ class ImageManager:
         load = asyncio.get_running_loop().create_task(self.engine.load_stream(chunks(), image.tar_size))
         try:
             await self._receive(image, job, spool, queue)
+            job.mark("received")
             await load
             if await self.engine.image_inspect(image.id) is None:
                 raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
+            job.mark("loaded")
         except BaseException as exc:
             spool.failed = str(exc) or type(exc).__name__
             spool.advance(spool.received)
@@ -486,12 +498,12 @@ class ImageManager:
             raise
         # The image is in the engine: its containers can start. Keeping the tarball (on disk, then said to
         # be held) goes on beside them: an fsync of a whole tarball takes seconds on a busy disk.
-        task = asyncio.get_running_loop().create_task(self._keep(image, spool), name=f"keep {image.digest[:12]}")
+        task = asyncio.get_running_loop().create_task(self._keep(image, spool, job), name=f"keep {image.digest[:12]}")
         self.keeping[image.digest] = task
         task.add_done_callback(lambda t: self.keeping.pop(image.digest, None) if self.keeping.get(image.digest)
                                is t else None)
 
-    async def _keep(self, image: CatalogImage, spool: Spool) -> None:
+    async def _keep(self, image: CatalogImage, spool: Spool, job: Job) -> None:
         """Make a fetched tarball this host's copy: on disk first (fsync, in a thread), renamed, and only
         then said to be held (:class:`ImageHeld`). Until then it is relayed from its spool."""
         try:
@@ -506,6 +518,7 @@ class ImageManager:
                 del self.spools[image.digest]
         spool.complete = True
         spool.advance(spool.received)
+        job.mark("kept")
         try:
             await self.propose(ImageHeld(image.id, self.host, True))
         except Exception as exc:  # removed from the catalog meanwhile, or no leader: the next sync says it
@@ -563,6 +576,8 @@ class ImageManager:
                                 raise OSError("the disk took none of the bytes written")
                             view = view[written:]
                         hasher.update(chunk)
+                        if not spool.received:
+                            job.mark("first_byte")
                         if held_back:
                             await queue.put(held_back)
                         held_back = chunk
@@ -838,7 +853,8 @@ class ImageManager:
         return {
             "jobs": [{"image": j.reference, "source": j.source, "state": "running" if j.running else
                       ("failed" if j.error else "done"), "detail": j.error or j.describe(), "attempts": j.attempts,
-                      "resumed": list(j.resumed)} for j in self.jobs.values()],
+                      "resumed": list(j.resumed), "via": j.via,
+                      "timeline": {step: round(at, 3) for step, at in j.timeline.items()}} for j in self.jobs.values()],
             "serving": {d[:16]: dict(s) for d, s in self.serving.items()},
             **self.stats,
         }

@@ -309,6 +309,13 @@ async def test_a_fetch_resumes_from_another_peer_and_refuses_bytes_that_do_not_m
             assert held and held[-1].host == "me"  # type: ignore[attr-defined]
             assert asked[:2] == [("quitter", "bytes=0-"), ("steady", f"bytes={len(data) // 2}-")]
             assert job.resumed == [f"steady@{len(data) // 2}"] and manager.stats["resumes"] == 1
+            # where the time went, step by step, in the order the steps happen (a resume is no new first byte)
+            steps = job.timeline
+            assert list(steps) == ["first_byte", "received", "loaded", "kept"], steps
+            assert steps["first_byte"] <= steps["received"] <= steps["loaded"] <= steps["kept"]
+            manager.jobs[job.reference] = job
+            shown = manager.status()["jobs"][0]
+            assert shown["via"] == "steady" and list(shown["timeline"]) == list(steps)
 
             other = FakeEngine()
             liar = ImageManager("me2", ClusterState(), other, tmp_path / "b", b"k" * 32, sealer, session, urls.get,
@@ -450,3 +457,12 @@ async def test_a_fetch_asks_again_while_every_holder_is_busy_instead_of_failing(
             await manager.kept()
     finally:
         await runner.cleanup()
+
+
+def test_image_transfers_shows_each_jobs_steps_after_its_start() -> None:
+    from agent.cli.images import _steps
+
+    assert _steps({"started": 100.0, "first_byte": 100.25, "received": 103.1, "loaded": 107.44}) == \
+        "first_byte 0.2, received 3.1, loaded 7.4"
+    assert _steps({"started": 5.0}) == "-"
+    assert _steps({"loaded": 5.0}) == "-", "no start (a job before this version): nothing to measure from"

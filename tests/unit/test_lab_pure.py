@@ -130,3 +130,15 @@ def test_lab_up_ends_with_the_web_uis_url_and_the_admins_login(tmp_path: Path) -
     said = captured.get()
     assert f"web UI: {lab.host('h1').api_url}/" in said and lab.host("h3").api_url in said
     assert "log in as admin" in said and str(lab.admin_password_file) in said
+
+
+def test_a_payload_layer_does_not_compress_and_a_seed_makes_the_same_bytes() -> None:
+    """A benchmark's registry pull moves gzip'd layers: a payload that compressed would make the
+    registry look faster than a peer-to-peer fetch of the same image for the wrong reason."""
+    import gzip
+
+    from agent.lab.image import _payload_layer
+
+    layer = _payload_layer(4 * 2**20, "seed")
+    assert len(gzip.compress(layer, compresslevel=6)) > 0.99 * len(layer)
+    assert _payload_layer(4 * 2**20, "seed") == layer != _payload_layer(4 * 2**20, "other")
