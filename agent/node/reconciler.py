@@ -469,12 +469,27 @@ class Reconciler:
         try:
             await self._create_at(want, address)
         except EngineUnreachable:
-            if address is None or address not in await self._network_addresses():
+            if address is None:
+                raise
+            if await self._runs(want.name):  # the engine answered late (loaded host), yet it did start it
+                log.warning("%s: the engine did not answer its start in time, but it started", want.name)
+                return
+            if address not in await self._network_addresses():
                 raise
             # another container took the address between the look and the start: once more, with another
             log.warning("%s: address %s was taken meanwhile; made again with another", want.name, address)
             await self.engine.containers.remove(want.name)
             await self._create_at(want, self._claim_address(taken | {address}))
+
+    async def _runs(self, name: str) -> bool:
+        """Whether the container ``name`` runs: a start that timed out may have happened anyway, and the
+        address it holds is then its own (it used to be taken for another's, and the container made
+        again: seconds lost in every such start on a loaded host)."""
+        try:
+            state = (await self.engine.containers.inspect(name)).get("State")
+        except EngineUnreachable:
+            return False
+        return isinstance(state, Mapping) and state.get("Running") is True
 
     def _subnet_here(self) -> str | None:
         me = self.state.hosts.get(self.host)
