@@ -239,7 +239,7 @@ def register(service: click.Group, service_id: Any) -> None:
         up = answer.get("started_upgrade")
         if up is None:
             click.echo(f"{ref}: updated" + (", every container replaced at once" if now else
-                                            " (nothing that shapes its containers changed: no upgrade)"))
+                                            " at once (no running container to replace batch by batch)"))
             if not detach and answer["state"] == "active":
                 from agent.cli.stacks import converge  # stacks imports this module (watch)
 
