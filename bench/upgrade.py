@@ -10,7 +10,8 @@ References, measured in the same run, from a scale-up's write to its containers 
 
 - **batch start** (the floor): ``parallelism`` containers at once, spread over the hosts as the upgraded
   slots are, the median of ``--batch-starts`` measured just before and as many just after each upgrade
-  (the load of the machine moves during a long one). Floor = batches ×
+  (the load of the machine moves during a long one), under the same client load through the load
+  balancer as the upgrade (its requests cost the hosts' CPU too). Floor = batches ×
   (batch start + min_healthy). Five containers started at once on loaded hosts take longer than one
   (the engines and the agents share 2 CPUs), and the machine's load moves during a run (other labs), so
   a batch is measured as a batch, at the time of its upgrade.
@@ -193,14 +194,15 @@ def main() -> None:
             until(f"{size} servers up behind every load balancer", lambda n=size: servers_up(api, lb, n), 300, 0.2)
             for batch in args.batches:
                 version += 1
-                before = start_times(api, probe, args.batch_starts, batch)
+                # the references under the same client load as the upgrade (its requests cost the hosts CPU too)
                 load = LbProbe(lab.host("h2").address, 80)
                 load.start()
+                before = start_times(api, probe, args.batch_starts, batch)
                 up = upgrade(api, sid, {"spec": {"command": page(f"v{version}")}, "strategy": {
                     "parallelism": batch, "min_healthy": MIN_HEALTHY, "order": "start-first"}}, 1800)
                 time.sleep(6)  # the last old containers are drained (5 s) and stopped under the load too
-                load.stop()
                 after = start_times(api, probe, args.batch_starts, batch)
+                load.stop()
                 batch_start = statistics.median(before + after)
                 log(f"{batch} container(s) started at once, just before and after the upgrade (median of "
                     f"{len(before + after)}): {batch_start:.2f} s (before {statistics.median(before):.2f}, "
