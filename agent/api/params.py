@@ -241,6 +241,9 @@ CONSISTENT = BoolParam("consistent", "linearizable read (ReadIndex through the l
 FOLLOW = BoolParam("follow", "keep streaming new lines")
 VOLUMES = BoolParam("volumes", "remove the stack's volumes too, and their data (kept otherwise)")
 DRY_RUN = BoolParam("dry_run", "check everything and say what would change, changing nothing")
+NOW = BoolParam("now", "replace every container at once (no upgrade: not health-gated, not drained from load "
+                "balancers); by default a change of what shapes the containers starts an upgrade with the "
+                "service's update_config")
 CONTENT = BoolParam("content", "with the files' content (base64; never a secret's)")
 AUDIT = BoolParam("audit", "only what users' requests did (each with the user, key and client address)")
 TAIL = IntParam("tail", "only the last N lines", default=0, minimum=0, maximum=100_000)
@@ -287,6 +290,7 @@ __all__ = [
     "KEY",
     "LIMIT",
     "NAME",
+    "NOW",
     "OFFSET",
     "POINTS",
     "SINCE",

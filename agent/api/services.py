@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 from aiohttp import web
@@ -10,11 +11,19 @@ from aiohttp import web
 from agent.api.auth import authorize, grants, write
 from agent.api.body import json_object
 from agent.api.deps import DEPS
-from agent.api.params import ID, STACK, STATE
-from agent.api.views import find_service, find_stack, page, readable, service_env, service_view
+from agent.api.params import ID, NOW, STACK, STATE
+from agent.api.views import find_service, find_stack, page, readable, service_env, service_view, upgrade_view
 from agent.errors import BadRequest
 from agent.model import spec as specs
-from agent.model.commands import ServiceCreate, ServiceRemove, ServiceScale, ServiceSetState, ServiceUpdate
+from agent.model import upgrades
+from agent.model.commands import (
+    ServiceCreate,
+    ServiceRemove,
+    ServiceScale,
+    ServiceSetState,
+    ServiceUpdate,
+    UpgradeStart,
+)
 from agent.model.entities import Instance, Service, ServiceState
 from agent.model.images import reference_problem
 from agent.model.lb import ServiceKind
@@ -101,6 +110,12 @@ async def check_image(engine: Engine, image: str) -> None:
 
 
 async def update_service(request: web.Request) -> web.Response:
+    """Change a service's spec. A change of what shapes its containers (image, command, environment…)
+    of a running service is an upgrade with its ``update_config`` (health-gated, drained from the load
+    balancers, rolled back on failure), as ``service upgrade`` and ``stack deploy`` do; the answer names
+    it (``started_upgrade``, null when none). ``now``: every container replaced at once, as before
+    upgrades existed. A scale, placement or service labels alone, and a stopped service or a load
+    balancer, change at once."""
     deps = request.app[DEPS]
     service = changing(request)
     changes = await json_object(request, SERVICE_FIELDS)
@@ -109,8 +124,18 @@ async def update_service(request: web.Request) -> web.Response:
     spec = service.spec.changed(changes)  # 400 naming the field before anything is proposed
     if "image" in changes:
         await check_image(deps.engine, spec.image)
-    await write(request, ServiceUpdate(service.id, changes))
-    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+    rolling = not NOW.get(request)
+    state = deps.replica.state
+    if rolling and upgrades.needs_upgrade(state, service, spec):
+        upgrades.strategies_for(state, service, spec, UpgradeStart(service.id, {}), clamp=True)  # 400 first
+    else:
+        state.check_no_upgrade(service)  # 409: all at once while an upgrade is under way
+    outcome = await write(request, ServiceUpdate(service.id, changes, rolling=rolling, at=time.time()))
+    state = deps.replica.state
+    up = state.current_upgrade(service.id)
+    started = up is not None and outcome.id is not None and up.id == outcome.id
+    return web.json_response({**service_view(state, state.services[service.id]),
+                              "started_upgrade": upgrade_view(state, up) if started and up is not None else None})
 
 
 async def scale_service(request: web.Request) -> web.Response:

@@ -14,44 +14,18 @@ from agent.api.body import json_object
 from agent.api.deps import DEPS
 from agent.api.params import ID
 from agent.api.services import check_image
-from agent.api.views import find_service, service_env
+from agent.api.views import find_service, service_env, upgrade_view
 from agent.errors import BadRequest
 from agent.model import upgrade as upgrade_rules
 from agent.model import upgrades
-from agent.model.codec import to_wire
 from agent.model.commands import UpgradeControl, UpgradeStart
 from agent.model.entities import Service
 from agent.model.errors import conflict
 from agent.model.policy import Permission
 from agent.model.spec import SERVICE_FIELDS
-from agent.model.state import ClusterState
-from agent.model.upgrade import Control, Upgrade
+from agent.model.upgrade import Control
 
 UPGRADE_BODY = ("spec", "strategy", "rollback_strategy")
-
-
-def upgrade_view(state: ClusterState, up: Upgrade) -> dict[str, object]:
-    """The record as users read it: what changes (field: [from, to]), the strategies, every slot's
-    progress with its containers' names, counts, and the notes (a slot done another way than asked)."""
-    before, after = up.previous.to_request(), up.next.to_request()
-    changes = {k: [before[k], after[k]] for k in after if before.get(k) != after[k]}
-    service = state.services.get(up.service)
-    slots = []
-    for p in up.slots:
-        row = to_wire(p)
-        assert isinstance(row, dict)
-        for key in ("new", "old"):
-            inst = state.instances.get(row[key] or "")
-            row[f"{key}_name"] = state.container_name(inst) if inst is not None and service is not None else None
-        slots.append(row)
-    counts = {phase.value: sum(1 for p in up.slots if p.phase is phase) for phase in upgrade_rules.Phase}
-    return {"id": up.id, "service": up.service, "state": up.state.value, "reason": up.reason,
-            "rolling_back": up.rolling_back, "changes": changes, "previous_version": up.previous_version,
-            "next_version": up.next_version, "image": [up.previous.image, up.next.image],
-            "strategy": up.strategy.to_request(), "rollback_strategy": up.rollback_strategy.to_request(),
-            "batch": up.batch, "failures": up.failures, "slots": slots, "counts": counts, "notes": list(up.notes),
-            "started_at": up.started_at, "updated_at": up.updated_at, "finished_at": up.finished_at,
-            "next_batch_at": up.next_batch_at, "by": up.by, "created": up.created, "updated": up.updated}
 
 
 def _service(request: web.Request, permission: Permission) -> Service:
@@ -139,5 +113,4 @@ async def rollback_upgrade(request: web.Request) -> web.Response:
     return await _control(request, Control.ROLLBACK)
 
 
-__all__ = ["control", "get_upgrade", "pause_upgrade", "resume_upgrade", "rollback_upgrade", "start", "start_upgrade",
-           "upgrade_view"]
+__all__ = ["control", "get_upgrade", "pause_upgrade", "resume_upgrade", "rollback_upgrade", "start", "start_upgrade"]

@@ -20,6 +20,7 @@ from agent.model.errors import not_found
 from agent.model.policy import Grants, role_in
 from agent.model.spec import ServiceMode
 from agent.model.state import ClusterState
+from agent.model.upgrade import Phase, Upgrade
 
 Row = dict[str, object]
 
@@ -62,6 +63,30 @@ def container_view(state: ClusterState, inst: Instance) -> Row:
             "stack_name": stack.name if stack else None, "state": inst.status.value,
             "host_state": host.state.value if host else None, "waiting": waiting,
             "image": state.spec_of(inst).image if service else None}
+
+
+def upgrade_view(state: ClusterState, up: Upgrade) -> dict[str, object]:
+    """The record as users read it: what changes (field: [from, to]), the strategies, every slot's
+    progress with its containers' names, counts, and the notes (a slot done another way than asked)."""
+    before, after = up.previous.to_request(), up.next.to_request()
+    changes = {k: [before[k], after[k]] for k in after if before.get(k) != after[k]}
+    service = state.services.get(up.service)
+    slots = []
+    for p in up.slots:
+        row = to_wire(p)
+        assert isinstance(row, dict)
+        for key in ("new", "old"):
+            inst = state.instances.get(row[key] or "")
+            row[f"{key}_name"] = state.container_name(inst) if inst is not None and service is not None else None
+        slots.append(row)
+    counts = {phase.value: sum(1 for p in up.slots if p.phase is phase) for phase in Phase}
+    return {"id": up.id, "service": up.service, "state": up.state.value, "reason": up.reason,
+            "rolling_back": up.rolling_back, "changes": changes, "previous_version": up.previous_version,
+            "next_version": up.next_version, "image": [up.previous.image, up.next.image],
+            "strategy": up.strategy.to_request(), "rollback_strategy": up.rollback_strategy.to_request(),
+            "batch": up.batch, "failures": up.failures, "slots": slots, "counts": counts, "notes": list(up.notes),
+            "started_at": up.started_at, "updated_at": up.updated_at, "finished_at": up.finished_at,
+            "next_batch_at": up.next_batch_at, "by": up.by, "created": up.created, "updated": up.updated}
 
 
 def event_view(event: Event) -> Row:

@@ -267,17 +267,6 @@ def build_context(folder: Path) -> bytes:
     return out.getvalue()
 
 
-def _deploy_service(client: Client, stack_id: str, stack_name: str, name: str, spec: dict[str, Any],
-                    existing: dict[str, Any] | None) -> str:
-    if existing is not None:
-        client.request("PATCH", f"/v1/services/{existing['id']}", spec)
-        click.echo(f"service {stack_name}/{name} updated")
-        return str(existing["id"])
-    made = client.post("/v1/services", {"stack": stack_id, "name": name, **spec})
-    click.echo(f"service {stack_name}/{name} created, scale {spec['scale']}")
-    return str(made["id"])
-
-
 def converge(client: Client, service_id: str, timeout: float = 120.0) -> None:
     """Progress while a service converges: running / wanted, until equal or the time is up."""
     deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
-"""``corral service upgrade|rollback|pause|resume``: start or steer a service's upgrade, and wait for it.
+"""``corral service upgrade|update|rollback|pause|resume``: start or steer a service's upgrade, and wait for it
+(``update`` PATCHes the spec: a change of what shapes the containers is an upgrade too).
 
 Waiting shows one line per batch as it begins and a bar of the slots done; the command's exit status
 is the upgrade's end: 0 when it is ``done``, 1 when it was ``rolled-back`` or ``failed`` (with the
@@ -8,6 +9,7 @@ reason), 3 when it stopped ``paused`` (a pull error, failures with ``failure_act
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -28,6 +30,31 @@ def strategy_body(parallelism: int | None, interval: str | None, order: str | No
               "max_failure_ratio": max_failure_ratio}
     out = {k: v for k, v in fields.items() if v is not None}
     return out or None
+
+
+def spec_changes(client: Client, sid: str, image: str | None, env: tuple[str, ...], command_: str | None
+                 ) -> dict[str, Any]:
+    """The spec fields the options change (``--env`` sets variables, the others stay)."""
+    spec: dict[str, Any] = {}
+    if image is not None:
+        spec["image"] = image
+    if command_ is not None:
+        spec["command"] = command_
+    if env:
+        current_env = dict(client.get(f"/v1/services/{sid}")["spec"]["environment"])
+        for item in env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+            current_env[key] = value
+        spec["environment"] = current_env
+    return spec
+
+
+def started(ref: str, up: dict[str, Any], how: str = "") -> None:
+    s = up["strategy"]
+    click.echo(f"{ref}: upgrade {up['id']} started{how}: {len(up['slots'])} slot(s), {s['parallelism']} at a "
+               f"time, {s['order']}, min healthy {s['min_healthy']:g} s, on failure {s['failure_action']}")
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
@@ -108,14 +135,22 @@ def _steer(client: Client, sid: str, verb: str) -> Any:
             time.sleep(0.5)
 
 
+def spec_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that change the spec, shared by ``upgrade`` and ``update`` (see :func:`spec_changes`)."""
+    for option in reversed((
+            click.option("--image", default=None, help="the new image"),
+            click.option("-e", "--env", multiple=True, help="KEY=VALUE to set (repeatable; the other variables stay)"),
+            click.option("--command", "command_", default=None, help="a new shell command line"))):
+        command = option(command)
+    return command
+
+
 def register(service: click.Group, service_id: Any) -> None:
     """Add the upgrade commands to ``corral service``."""
 
     @service.command("upgrade")
     @click.argument("ref")
-    @click.option("--image", default=None, help="the new image")
-    @click.option("-e", "--env", multiple=True, help="KEY=VALUE to set (repeatable; the other variables stay)")
-    @click.option("--command", "command_", default=None, help="a new shell command line")
+    @spec_options
     @click.option("--parallelism", type=int, default=None, help="slots replaced together (default 1)")
     @click.option("--interval", default=None, help="between batches, e.g. 5s (default 0)")
     @click.option("--order", type=click.Choice(["start-first", "stop-first"]), default=None,
@@ -143,19 +178,7 @@ def register(service: click.Group, service_id: Any) -> None:
             if current is None:
                 raise fail(f"{ref} has no upgrade")
             raise SystemExit(watch(client, sid, current["id"], ref, timeout))
-        spec: dict[str, Any] = {}
-        if image is not None:
-            spec["image"] = image
-        if command_ is not None:
-            spec["command"] = command_
-        if env:
-            current_env = dict(client.get(f"/v1/services/{sid}")["spec"]["environment"])
-            for item in env:
-                key, sep, value = item.partition("=")
-                if not sep or not key:
-                    raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
-                current_env[key] = value
-            spec["environment"] = current_env
+        spec = spec_changes(client, sid, image, env, command_)
         if not spec:
             raise click.UsageError("name what changes: --image, --env or --command")
         body: dict[str, Any] = {"spec": spec}
@@ -164,12 +187,68 @@ def register(service: click.Group, service_id: Any) -> None:
         if strategy is not None:
             body["strategy"] = strategy
         made = client.post(f"/v1/services/{sid}/upgrade", body)
-        s = made["strategy"]
-        click.echo(f"{ref}: upgrade {made['id']} started: {len(made['slots'])} slot(s), {s['parallelism']} at a time, "
-                   f"{s['order']}, min healthy {s['min_healthy']:g} s, on failure {s['failure_action']}")
+        started(ref, made)
         if detach:
             return
         raise SystemExit(watch(client, sid, made["id"], ref, timeout))
+
+    @service.command("update")
+    @click.argument("ref")
+    @spec_options
+    @click.option("--scale", type=int, default=None, help="the number of containers (applied at once)")
+    @click.option("--update-parallelism", type=int, default=None, help="the service's update_config: slots "
+                  "replaced together from now on")
+    @click.option("--update-interval", default=None, help="update_config: between batches, e.g. 5s")
+    @click.option("--update-order", type=click.Choice(["start-first", "stop-first"]), default=None,
+                  help="update_config: the order")
+    @click.option("--update-failure-action", type=click.Choice(["rollback", "pause", "continue"]), default=None,
+                  help="update_config: what a failed batch does")
+    @click.option("--update-min-healthy", default=None, help="update_config: how long a new container must stay "
+                  "healthy")
+    @click.option("--update-healthy-deadline", default=None, help="update_config: how long it has to get there")
+    @click.option("--update-max-failure-ratio", type=float, default=None,
+                  help="update_config: share of slots that may fail")
+    @click.option("--now", is_flag=True, help="replace every container at once (no upgrade: not health-gated, "
+                  "not drained from load balancers)")
+    @click.option("--detach", is_flag=True, help="return at once (an upgrade goes on)")
+    @click.option("--timeout", type=float, default=3600.0, show_default=True, help="seconds to wait at most")
+    @url_option
+    def update(ref: str, image: str | None, env: tuple[str, ...], command_: str | None, scale: int | None,
+               update_parallelism: int | None, update_interval: str | None, update_order: str | None,
+               update_failure_action: str | None, update_min_healthy: str | None,
+               update_healthy_deadline: str | None, update_max_failure_ratio: float | None, now: bool,
+               detach: bool, timeout: float, url: str) -> None:
+        """Change service REF's spec, as `docker service update` does: a new image, command or
+        environment is an upgrade with the service's update_config (batch by batch, health-gated,
+        rolled back on failure; the --update-* options change that config first), waited for as
+        `service upgrade` is: exits 1 if it ended rolled back or failed, 3 if it paused. A new scale
+        alone changes at once. --now replaces every container at once instead."""
+        client = Client(url)
+        sid = service_id(client, ref)
+        spec = spec_changes(client, sid, image, env, command_)
+        if scale is not None:
+            spec["scale"] = scale
+        strategy = strategy_body(update_parallelism, update_interval, update_order, update_failure_action,
+                                 update_min_healthy, update_healthy_deadline, update_max_failure_ratio)
+        if strategy is not None:
+            current = client.get(f"/v1/services/{sid}")["spec"].get("update_config") or {}
+            spec["update_config"] = {**{k: v for k, v in current.items() if v is not None}, **strategy}
+        if not spec:
+            raise click.UsageError("name what changes: --image, --env, --command, --scale or --update-*")
+        answer = client.request("PATCH", f"/v1/services/{sid}", spec, query={"now": "true"} if now else None)
+        up = answer.get("started_upgrade")
+        if up is None:
+            click.echo(f"{ref}: updated" + (", every container replaced at once" if now else
+                                            " at once (no running container to replace batch by batch)"))
+            if not detach and answer["state"] == "active":
+                from agent.cli.stacks import converge  # stacks imports this module (watch)
+
+                converge(client, sid, min(timeout, 600.0))
+            return
+        started(ref, up, " (the service's update_config)")
+        if detach:
+            return
+        raise SystemExit(watch(client, sid, up["id"], ref, timeout))
 
     def _control(verb: str, doc: str) -> None:
         @service.command(verb, help=doc)
@@ -196,4 +275,4 @@ def register(service: click.Group, service_id: Any) -> None:
     _control("resume", "Resume the paused (or failed) upgrade of service REF; waits as upgrade does.")
 
 
-__all__ = ["EXIT_BACK", "EXIT_PAUSED", "register", "strategy_body", "watch"]
+__all__ = ["EXIT_BACK", "EXIT_PAUSED", "register", "spec_changes", "started", "strategy_body", "watch"]

@@ -137,6 +137,12 @@ class ServiceUpdate:
     id: str
     spec: Mapping[str, object]
     """The fields to change, in request form."""
+    rolling: bool = False
+    """A change of what shapes the containers becomes an upgrade with the service's ``update_config``
+    (``PATCH /v1/services/{id}``); False replaces them all at once (``?now=1``, and every entry written
+    before upgrades existed)."""
+    at: float = 0.0
+    """The proposer's clock: when the upgrade it starts began."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -828,22 +828,14 @@ class ClusterState:
             if old is None:
                 self._make_service(stack, svc_name, spec, index, f"sv{index}-{svc_name}")
             elif old.spec != spec:
+                if upgrades.needs_upgrade(self, old, spec):
+                    # what shapes its containers changed: replaced batch by batch, with the file's update_config
+                    upgrades.begin_change(self, old, spec, index, cmd.at or (self._actor.at if self._actor else 0.0),
+                                          self._actor.user if self._actor else None, "a stack deploy")
+                    continue
                 for inst in self.instances_of(old.id):
                     if spec.mode == specs.ServiceMode.REPLICATED and inst.slot > spec.scale:
                         self._drop_instance(inst, index)
-                if upgrades.needs_upgrade(old, spec, bool(self.instances_of(old.id))):
-                    # what shapes its containers changed: replaced batch by batch, with the file's update_config
-                    scaled = dataclasses.replace(old.spec, scale=spec.scale)
-                    old = dataclasses.replace(old, spec=scaled)
-                    self._put_service(old, index)
-                    strategy, back = upgrades.strategies_for(self, old, spec, UpgradeStart(old.id, {}), clamp=True)
-                    at = cmd.at or (self._actor.at if self._actor else 0.0)
-                    up = upgrades.begin(self, old, spec, strategy, back, index, at,
-                                        self._actor.user if self._actor else None)
-                    self._event(index, EventKind.UPGRADE_STARTED, f"upgrade {up.id} of {stack.name}/{svc_name} "
-                                f"started by a stack deploy: {len(up.slots)} slot(s), {strategy.parallelism} at "
-                                f"a time, {strategy.order}", service=old.id, upgrade=up.id)
-                    continue
                 self._put_service(dataclasses.replace(old, spec=spec, version=index, updated=index), index)
                 self._to_current_spec(old.id, index)
                 self._event(index, EventKind.SERVICE_UPDATED, f"service {stack.name}/{svc_name} updated",
@@ -881,11 +873,16 @@ class ClusterState:
 
     def _service_update(self, cmd: ServiceUpdate, index: int) -> Outcome:
         service = self.service(cmd.id)
-        self.check_no_upgrade(service)
         spec = service.spec.changed(cmd.spec)
         stack = self.stacks[service.stack]
         self.storage.check_spec(stack.environment, stack.name, spec)
         self.check_ports_and_targets(stack.environment, stack.name, service.name, spec)
+        if cmd.rolling and upgrades.needs_upgrade(self, service, spec):
+            # what shapes its containers changed: an upgrade with its update_config (one under way is taken over)
+            up = upgrades.begin_change(self, service, spec, index, cmd.at or (self._actor.at if self._actor else 0.0),
+                                       self._actor.user if self._actor else None, "a change of its spec")
+            return Outcome(index, id=up.id)
+        self.check_no_upgrade(service)
         self._put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
         self._to_current_spec(service.id, index)
         self._event(index, EventKind.SERVICE_UPDATED, f"service {service.name} updated", service=service.id)

@@ -59,8 +59,11 @@ REPLACES_NOTHING = ("scale", "placement", "update_config", "rollback_config", "s
 """Spec fields whose change replaces no container (a stack deploy changes them in place)."""
 
 
-def needs_upgrade(service: Service, spec: specs.ServiceSpec, has_instances: bool) -> bool:
-    """Whether a new spec for ``service`` replaces containers (then a stack deploy upgrades it)."""
+def needs_upgrade(state: ClusterState, service: Service, spec: specs.ServiceSpec) -> bool:
+    """Whether a new spec for ``service`` replaces containers that stay (within the new scale): then a
+    stack deploy, or a PATCH, upgrades it."""
+    has_instances = any(spec.mode == specs.ServiceMode.GLOBAL or i.slot <= spec.scale
+                        for i in state.instances_of(service.id))
     if not has_instances or service.spec.kind is ServiceKind.LOAD_BALANCER or spec.kind != service.spec.kind \
             or spec.mode != service.spec.mode or service.state != ServiceState.ACTIVE:
         return False
@@ -164,6 +167,25 @@ def begin(state: ClusterState, service: Service, spec: specs.ServiceSpec, strate
         updated=index, started_at=at, updated_at=at, next_batch_at=at, older=tuple(sorted(older.items())), by=by)
     state.put_service(dataclasses.replace(service, spec=spec, version=index, updated=index), index)
     _put(state, up, index)
+    return up
+
+
+def begin_change(state: ClusterState, service: Service, spec: specs.ServiceSpec, index: int, at: float,
+                 by: str | None, how: str) -> Upgrade:
+    """A new spec that replaces containers (``needs_upgrade``), from a stack deploy or a PATCH, made an
+    upgrade with the new spec's ``update_config`` and ``rollback_config``: a new scale applies at once
+    (slots above it go now, new ones are placed with the new spec), the rest batch by batch. A
+    parallelism above the service's size is cut to it (compose's ``0``, all at once, is 1 already)."""
+    for inst in state.instances_of(service.id):
+        if spec.mode == specs.ServiceMode.REPLICATED and inst.slot > spec.scale:
+            state.drop_instance(inst, index)
+    scaled = dataclasses.replace(service, spec=dataclasses.replace(service.spec, scale=spec.scale))
+    state.put_service(scaled, index)
+    strategy, back = strategies_for(state, scaled, spec, UpgradeStart(service.id, {}), clamp=True)
+    up = begin(state, scaled, spec, strategy, back, index, at, by)
+    state.event(index, EventKind.UPGRADE_STARTED, f"upgrade {up.id} of {_name(state, service)} started by {how}: "
+                f"{len(up.slots)} slot(s), {strategy.parallelism} at a time, {strategy.order}, failure action "
+                f"{strategy.failure_action}", service=service.id, upgrade=up.id)
     return up
 
 
@@ -361,6 +383,7 @@ __all__ = [
     "REPLACES_NOTHING",
     "advance",
     "begin",
+    "begin_change",
     "behind_load_balancer",
     "check_start",
     "control_upgrade",

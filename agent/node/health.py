@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 
 import aiohttp
 
@@ -158,8 +158,11 @@ class HealthProber:
         track = self.tracks.get(container_id)
         return track.last_error if track and track.state != HEALTHY else None
 
-    def sync(self, wanted: Mapping[str, tuple[HealthCheck, str]]) -> None:
-        """Probe exactly ``wanted``: container id → (health check, address)."""
+    def sync(self, wanted: Mapping[str, tuple[HealthCheck, str]], fresh: Set[str] = frozenset()) -> None:
+        """Probe exactly ``wanted``: container id → (health check, address). A ``fresh`` one (just started
+        by this host) is probed at once rather than at a random phase: an upgrade's batch, or a
+        replacement, waits for its first healthy answer (the phase spreads the probes of containers
+        found running, after an agent restart)."""
         for cid in list(self._tasks):
             if cid not in wanted:
                 self._tasks.pop(cid).cancel()
@@ -167,16 +170,17 @@ class HealthProber:
         for cid, (check, address) in wanted.items():
             if cid not in self._tasks:
                 self.tracks[cid] = Track(check.retries, check.start_period, self.clock())
-                self._tasks[cid] = asyncio.get_running_loop().create_task(self._run(cid, check, address))
+                delay = 0.0 if cid in fresh else self.stagger(check.interval)
+                self._tasks[cid] = asyncio.get_running_loop().create_task(self._run(cid, check, address, delay))
 
-    async def _run(self, cid: str, check: HealthCheck, address: str) -> None:
+    async def _run(self, cid: str, check: HealthCheck, address: str, delay: float) -> None:
         if self._session is None:
             # No pool limit (aiohttp's default of 100 connections would queue the probes of a host
             # running more checked containers than that, and the queued ones would time out as
             # unhealthy) and no keep-alive: each probe opens its own connection, as a client would.
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
         interval = check.interval
-        await asyncio.sleep(self.stagger(interval))
+        await asyncio.sleep(delay)
         while True:
             started = self.clock()
             try:

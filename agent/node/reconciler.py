@@ -107,6 +107,7 @@ class Reconciler:
         self._network: str | None = None
         self._seen: Sequence[EngineContainer] = ()  # the engine's containers, as the last list showed them
         self._claimed: set[str] = set()  # addresses given to containers created this pass
+        self._fresh: set[str] = set()  # containers started this pass: their first health probe is at once
         self._desired: dict[str, tuple[tuple[object, ...], Service, Stack, Desired]] = {}
         self._known: dict[str, tuple[str, int, int]] = {}  # instance → (desired, generation, spec version) seen
         self._shapes: dict[str, tuple[object, ...]] = {}  # service → what of its spec shapes containers
@@ -471,12 +472,13 @@ class Reconciler:
                 return str(address)
         return None
 
-    async def _announce(self, instance: str, container_id: str, address: str) -> None:
+    async def _announce(self, instance: str, address: str) -> None:
         """Report the new container's address before it starts, and wait (briefly) until this host's
-        replica has it: its DNS name answers before its entrypoint runs (Rancher #3987)."""
+        replica has it: its DNS name answers before its entrypoint runs (Rancher #3987). Never raises:
+        the container starts anyway, and its name answers once its running status is reported."""
         try:
-            await self._report(instance, Observed(Status.CREATED, container_id=container_id, ip=address))
-        except Exception as exc:  # it starts anyway; its name answers once its running status is reported
+            await self._report(instance, Observed(Status.CREATED, ip=address))
+        except Exception as exc:
             log.warning("announcing %s's address failed: %s", instance, getattr(exc, "message", exc))
             return
         deadline = asyncio.get_running_loop().time() + ANNOUNCE_WAIT
@@ -497,12 +499,27 @@ class Reconciler:
         try:
             await self._create_at(want, address)
         except EngineUnreachable:
-            if address is None or address not in await self._network_addresses():
+            if address is None:
+                raise
+            if await self._runs(want.name):  # the engine answered late (loaded host), yet it did start it
+                log.warning("%s: the engine did not answer its start in time, but it started", want.name)
+                return
+            if address not in await self._network_addresses():
                 raise
             # another container took the address between the look and the start: once more, with another
             log.warning("%s: address %s was taken meanwhile; made again with another", want.name, address)
             await self.engine.containers.remove(want.name)
             await self._create_at(want, self._claim_address(taken | {address}))
+
+    async def _runs(self, name: str) -> bool:
+        """Whether the container ``name`` runs: a start that timed out may have happened anyway, and the
+        address it holds is then its own (it used to be taken for another's, and the container made
+        again: seconds lost in every such start on a loaded host)."""
+        try:
+            state = (await self.engine.containers.inspect(name)).get("State")
+        except EngineUnreachable:
+            return False
+        return isinstance(state, Mapping) and state.get("Running") is True
 
     def _subnet_here(self) -> str | None:
         me = self.state.hosts.get(self.host)
@@ -514,21 +531,38 @@ class Reconciler:
         if address is not None:  # the address is Corral's choice, so it is known (and in DNS) before start
             body = {**body, "NetworkingConfig": {"EndpointsConfig": {NETWORK: {"IPAMConfig": {
                 "IPv4Address": address}}}}}
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # the address goes through Raft while the engine makes the container, not after it: that write is
+        # no longer in series with the create (the container's id comes with its running status)
+        announcing = asyncio.ensure_future(self._announce(want.instance, address)) \
+            if want.running and address is not None else None
         try:
-            container_id = await containers.create(want.name, body)
+            container_id = await self._make(want.name, body)
+        finally:
+            if announcing is not None:
+                await announcing  # it never raises; a failed create still waits for it, then raises
+        if want.running:
+            ready = loop.time()
+            await containers.start(container_id)
+            self._fresh.add(container_id)
+            log.info("started %s: made and its address in the state in %.2f s, started in %.2f s", want.name,
+                     ready - began, loop.time() - ready)
+
+    async def _make(self, name: str, body: Mapping[str, object]) -> str:
+        """Create the container (a name left by a removed instance of ours is taken back)."""
+        containers = self.engine.containers
+        try:
+            return await containers.create(name, body)
         except NameInUse:
-            holder = await containers.inspect(want.name)
+            holder = await containers.inspect(name)
             config = holder.get("Config")
             labels = config.get("Labels") if isinstance(config, Mapping) else None
             if not isinstance(labels, Mapping) or LABEL_PREFIX + "instance" not in labels:
-                raise Conflict(f"the name {want.name} is taken by container {str(holder.get('Id', ''))[:12]}, "
+                raise Conflict(f"the name {name} is taken by container {str(holder.get('Id', ''))[:12]}, "
                                "which Corral does not manage: rename or remove it") from None
-            await containers.remove(str(holder["Id"]))  # a name left by a removed instance of ours
-            container_id = await containers.create(want.name, body)
-        if want.running:
-            if address is not None:
-                await self._announce(want.instance, container_id, address)
-            await containers.start(container_id)
+            await containers.remove(str(holder["Id"]))
+            return await containers.create(name, body)
 
     def _hold_back(self, actions: list[Action], seen: Sequence[EngineContainer],
                    desired: Mapping[str, Desired]) -> list[Action]:
@@ -593,7 +627,8 @@ class Reconciler:
             check = want.health_check if want is not None else None
             if check and check.type != HealthType.COMMAND and c.state == "running" and c.ip:
                 wanted[c.id] = (check, c.ip)
-        self.health.sync(wanted)
+        self.health.sync(wanted, self._fresh)
+        self._fresh.clear()  # started this pass: listed (and probed at once) by now, or gone
 
     async def _inspect(self, container: EngineContainer) -> Mapping[str, object] | None:
         """The engine's inspect of a container whose status needs it (exit reason, a command check's
@@ -616,7 +651,7 @@ class Reconciler:
             del self._inspected[cid]
         for gone in [i for i in self._reported if i not in self.state.instances]:
             del self._reported[gone]
-        failed = False
+        changed: list[tuple[str, Observed]] = []
         for instance in desired:
             container = by_instance.get(instance)
             wait = self.waiting.get(instance)
@@ -628,12 +663,19 @@ class Reconciler:
             recorded = self.state.instances.get(instance)
             if self._reported.get(instance) == status and recorded is not None and recorded.status == status.status:
                 continue
-            try:
-                await self._report(instance, status)
-                self._reported[instance] = status
-            except Exception as exc:
+            changed.append((instance, status))
+        # together, not one round trip after another: the replica sends the writes waiting in one batch,
+        # so the last of a batch of new containers is reported as soon as the first
+        results = await asyncio.gather(*(self._report(i, status) for i, status in changed), return_exceptions=True)
+        failed = False
+        for (instance, status), result in zip(changed, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):
                 failed = True
-                log.warning("status report for %s failed: %s", instance, getattr(exc, "message", exc))
+                log.warning("status report for %s failed: %s", instance, getattr(result, "message", result))
+            else:
+                self._reported[instance] = status
         return not failed
 
 

@@ -14,7 +14,7 @@ from agent.api import services as api_services
 from agent.api import upgrades as api_upgrades
 from agent.api.auth import grants
 from agent.api.deps import DEPS
-from agent.api.views import container_view, find_service, service_env, service_view
+from agent.api.views import container_view, find_service, service_env, service_view, upgrade_view
 from agent.errors import BadRequest
 from agent.model.entities import Service, ServiceState
 from agent.model.policy import Permission, allowed
@@ -32,7 +32,7 @@ def _context(request: web.Request, service: Service | None = None) -> dict[str, 
         service = state.services[service.id]
     up = state.current_upgrade(service.id)
     return {"service": service_view(state, service), "stack": state.stacks[service.stack],
-            "upgrade": api_upgrades.upgrade_view(state, up) if up is not None else None,
+            "upgrade": upgrade_view(state, up) if up is not None else None,
             "containers": [container_view(state, i) for i in state.instances_of(service.id)],
             "can_deploy": allowed(grants(request), Permission.DEPLOY, service_env(state, service))}
 

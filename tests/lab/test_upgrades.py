@@ -214,3 +214,36 @@ def test_the_leader_killed_mid_upgrade_and_the_next_goes_on_with_the_same_upgrad
     assert len(mine) == 10 and all(c["spec_version"] in (0, up["next_version"]) for c in mine)
     assert sorted(c["slot"] for c in mine) == list(range(1, 11))
     assert resumed_after < 15, resumed_after
+
+
+def test_service_update_of_the_command_is_an_upgrade_and_now_replaces_at_once(lab: Lab) -> None:
+    before = (upgrade_of(lab) or {}).get("id")  # the other tests' last one, if they ran
+    with Steady(lab.host("h2").address) as load:
+        time.sleep(1)
+        run = corral("service", "update", SERVICE, "--command", page("v5"), "--update-parallelism", "2",
+                     "--update-min-healthy", "1s", env=env(lab, "h3"), timeout=300)
+        time.sleep(6)  # the last old containers are drained (5 s) and stopped: still no failure
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "started (the service's update_config)" in run.stdout and run.stdout.count("batch ") == 5, run.stdout
+    up = upgrade_of(lab)
+    assert up["id"] != before and up["state"] == "done" and up["strategy"]["parallelism"] == 2
+    assert web(lab)["spec"]["update_config"]["parallelism"] == 2, "kept as the service's update_config"
+    assert versions(lab) == {"v5"}
+    assert load.failures == [], f"{len(load.failures)} of {load.ok + len(load.failures)} failed: {load.failures[:5]}"
+    bad = corral("service", "update", SERVICE, "--command", "echo broken; exit 3", "--update-healthy-deadline",
+                 "20s", env=env(lab), timeout=300)
+    assert bad.returncode == 1 and "rolled-back" in bad.stdout, bad.stdout + bad.stderr
+    assert versions(lab) == {"v5"}, "rolled back to the spec before the update"
+    done = upgrade_of(lab)["id"]
+    now = corral("service", "update", SERVICE, "--now", "--command", page("v6"), env=env(lab, "h2"), timeout=300)
+    assert now.returncode == 0 and "every container replaced at once" in now.stdout, now.stdout + now.stderr
+    assert upgrade_of(lab)["id"] == done, "no upgrade"
+
+    def on_v6() -> bool:
+        try:
+            return versions(lab) == {"v6"}
+        except IndexError:  # all at once: the load balancer has no server up for a moment (503)
+            return False
+
+    until("every container on v6", on_v6, timeout=90)
+    assert len(containers(lab, "h1", service=web(lab)["id"])) == 10

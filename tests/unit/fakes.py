@@ -87,7 +87,7 @@ class FakeContainers:
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         c = self._get(container_id)
-        state: dict[str, Any] = {"OOMKilled": False}
+        state: dict[str, Any] = {"OOMKilled": False, "Running": c.state == "running"}
         if c.finished_at is not None:
             state["FinishedAt"] = c.finished_at
         return {"Id": c.id, "Config": {"Labels": dict(c.config.get("Labels") or {})}, "State": state}

@@ -23,6 +23,7 @@ COMMANDS = [
     ["service", "create", "web", "nginx", "--image", "corral/base"], ["service", "ls"],
     ["service", "inspect", "web/nginx"], ["service", "inspect", "sv3"], ["service", "scale", "sv3", "3"],
     ["service", "stop", "sv3"], ["service", "start", "sv3"], ["service", "restart", "sv3"], ["service", "rm", "sv3"],
+    ["service", "update", "sv3", "--image", "corral/base:v2"], ["service", "update", "sv3", "--now", "--scale", "2"],
     ["ps"], ["ps", "--stack", "web"], ["events"], ["events", "-f"], ["logs", "nosuch"], ["logs", "-f", "nosuch"],
     ["keys", "list"], ["keys", "install", KEY], ["keys", "use", KEY], ["keys", "remove", KEY],
 ]

@@ -33,6 +33,7 @@ from agent.model.commands import (
 from agent.model.entities import Status
 from agent.model.state import ClusterState
 from agent.node import reconciler as reconciler_module
+from agent.node.docker import EngineUnreachable
 from agent.node.plan import Observed
 from agent.node.reconciler import DIE_RECHECK, DIE_RECHECKS, Reconciler
 from mesh.raft import config as raft_config
@@ -338,6 +339,31 @@ async def test_an_address_taken_between_the_look_and_the_start_is_given_up_for_a
     containers = list(engine.containers_by_id.values())
     assert len(containers) == 3 and all(c.state == "running" for c in containers), "made again at once"
     assert stolen and stolen[0] not in {_asked(c) for c in containers}
+    assert rec.errors == {}
+
+
+async def test_a_start_the_engine_answers_too_late_is_not_taken_for_a_stolen_address(
+        slow_safety: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded engine starts the container but its answer misses the client's timeout: the address
+    on the network is the container's own, so it is kept, not removed and made again."""
+    cluster, engine, reports = Cluster(), FakeEngine(), []
+    _three_on_h1(cluster)
+    start = FakeContainers.start
+    late: list[str] = []
+
+    async def starts_but_answers_late(self: FakeContainers, container_id: str) -> None:
+        await start(self, container_id)
+        if not late:
+            late.append(container_id)
+            raise EngineUnreachable("Docker Engine at fake://docker did not answer a container start within 5 s")
+
+    monkeypatch.setattr(FakeContainers, "start", starts_but_answers_late)
+    async with reconciling(cluster, engine, reports) as rec:
+        await settle(rec)
+    containers = list(engine.containers_by_id.values())
+    assert late and late[0] in engine.containers_by_id, "the late one was kept"
+    assert len(containers) == 3 and all(c.state == "running" for c in containers)
+    assert engine.calls["create"] == 3, "nothing made again"
     assert rec.errors == {}
 
 

@@ -157,6 +157,22 @@ async def test_the_prober_reports_a_container_turning_unhealthy_and_back(server:
         await prober.close()
 
 
+async def test_a_container_just_started_is_probed_at_once_one_found_running_at_its_phase(
+        server: dict[str, Any]) -> None:
+    check = specs.health_check({**HTTP, "port": server["port"], "interval": "30s", "timeout": "1s"})
+    assert check
+    phases: list[float] = []
+    changed = asyncio.Event()
+    prober = HealthProber(changed.set, stagger=lambda interval: phases.append(interval) or interval)
+    try:
+        prober.sync({"old": (check, "127.0.0.1"), "new": (check, "127.0.0.1")}, fresh={"new"})
+        await asyncio.wait_for(changed.wait(), 5)  # long before the 30 s phase
+        assert prober.health("new") == HEALTHY and prober.health("old") == "starting"
+        assert phases == [30.0], "only the container found running waits for a phase"
+    finally:
+        await prober.close()
+
+
 # ---------------------------------------------------------------------- the plan
 
 def want(instance: str, on_unhealthy: str = "recreate") -> Desired:

@@ -194,6 +194,63 @@ def test_a_whole_spec_change_is_refused_while_an_upgrade_is_under_way() -> None:
     assert not out["ok"] and out["error"] == "conflict" and "being upgraded" in out["message"]
 
 
+def test_a_rolling_service_update_is_an_upgrade_with_the_services_update_config() -> None:
+    log = Log()
+    sid = service(log, scale=4, extra={"update_config": {"parallelism": 2, "order": "start-first"}})
+    out = log("service.update", id=sid, spec={"image": "app:v2", "scale": 3}, rolling=True, at=T0)
+    assert out["ok"], out
+    up = log.state.current_upgrade(sid)
+    assert up is not None and out["id"] == up.id, "the outcome names the upgrade"
+    assert up.strategy.parallelism == 2 and up.strategy.order == "start-first" and up.started_at == T0
+    assert images(log, sid) == {s: ["app:v1"] for s in (1, 2, 3)}, "the scale at once, the image batch by batch"
+    assert [p.slot for p in up.slots] == [1, 2, 3]
+    assert log.state.services[sid].spec.image == "app:v2"
+    events = [e.message for e in log.state.events if e.kind.value == "upgrade.started"]
+    assert events and "started by a change of its spec" in events[-1] and "2 at a time, start-first" in events[-1]
+    lowest = [4]
+
+    def watch(log: Log, now: float) -> None:
+        lowest[0] = min(lowest[0], capacity(log, sid))
+
+    drive(log, sid, healthy, watch=watch)
+    end = log.state.current_upgrade(sid)
+    assert end is not None and end.state is UpgradeState.DONE and end.batch == 2
+    assert images(log, sid) == {s: ["app:v2"] for s in (1, 2, 3)} and lowest[0] >= 3
+
+
+def test_a_rolling_update_of_what_replaces_nothing_applies_at_once() -> None:
+    log = Log()
+    sid = service(log, scale=3)
+    before = {i.id for i in log.state.instances_of(sid)}
+    for change in ({"scale": 2}, {"service_labels": {"team": "a"}}, {"placement": {"constraints": ["zone==a"]}}):
+        out = log("service.update", id=sid, spec=change, rolling=True, at=T0)
+        assert out["ok"] and out.get("id") is None, (change, out)
+        assert log.state.current_upgrade(sid) is None, change
+    assert {i.id for i in log.state.instances_of(sid)} <= before, "nothing replaced"
+    assert log.state.services[sid].spec.service_labels == {"team": "a"}
+
+
+def test_a_rolling_update_takes_over_an_upgrade_and_all_at_once_is_refused_meanwhile() -> None:
+    log = Log()
+    sid = service(log, scale=2)
+    first = start(log, sid)
+    out = log("service.update", id=sid, spec={"image": "app:v3"}, rolling=True, at=T0 + 1)
+    assert out["ok"] and out["id"] != first["id"]
+    up = log.state.current_upgrade(sid)
+    assert up is not None and up.id == out["id"] and up.next.image == "app:v3" and up.previous.image == "app:v2"
+    for change, rolling in (({"image": "app:v4"}, False), ({"scale": 1}, True)):
+        refused = log("service.update", id=sid, spec=change, rolling=rolling)
+        assert not refused["ok"] and refused["error"] == "conflict" and "being upgraded" in refused["message"]
+
+
+def test_an_update_without_rolling_replaces_every_container_at_once_as_entries_before_upgrades_did() -> None:
+    log = Log()
+    sid = service(log, scale=2)
+    out = log("service.update", id=sid, spec={"image": "app:v2"})
+    assert out["ok"] and log.state.current_upgrade(sid) is None
+    assert images(log, sid) == {1: ["app:v2"], 2: ["app:v2"]}
+
+
 # ---------------------------------------------------------------------- the planner's table
 
 
