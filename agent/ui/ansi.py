@@ -5,7 +5,8 @@ forbids inline styles. The classes are ``ansi-fg-N`` / ``ansi-bg-N`` for the 256
 (0-7 the standard colours, 8-15 the bright ones, 16-231 the 6×6×6 cube, 232-255 the greys; a 24-bit
 colour is shown as the nearest of those), ``ansi-bold``, ``ansi-dim``, ``ansi-italic``,
 ``ansi-underline``, ``ansi-strike``, ``ansi-blink`` and ``ansi-inverse`` (with the colours swapped);
-:func:`stylesheet` writes the rules for all of them (``agent/ui/static/ansi.css`` is its output, a test keeps the two equal).
+:func:`stylesheet` writes the rules for all of them (``agent/ui/static/ansi.css`` is its output, a
+test keeps the two equal).
 
 Why not ``ansi2html`` (PyPI): it writes 24-bit colours as inline styles (blocked by the CSP), it
 converts a whole text at once, while a followed log arrives in chunks whose escape sequences and
