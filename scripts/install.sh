@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Corral needs on a Debian 12 machine, as root: the system packages (Docker
 # Engine, busybox-static for the base image, debootstrap for the lab's images from Debian packages,
-# iproute2, iptables, the lab's registry and its htpasswd, the benchmark references) and the corral package with its test tools into ./.venv. Safe to run
+# iproute2, iptables, the lab's registry and its htpasswd, the benchmark references, chromium for the web UI's browser test) and the corral package with its test tools into ./.venv. Safe to run
 # again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ fi
 
 packages=(docker.io busybox-static debootstrap iproute2 iptables util-linux procps ca-certificates
           docker-registry apache2-utils iperf3 wireguard-go etcd-server
-          dnsmasq-base dnsperf haproxy wrk)
+          dnsmasq-base dnsperf haproxy wrk chromium)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   packages+=(python3-venv)
 fi

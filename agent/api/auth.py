@@ -76,18 +76,29 @@ def source_of(request: web.Request) -> str:
 
 def authenticate(request: web.Request) -> Principal:
     """The caller a request's bearer token names; Unauthorized (401) saying why not otherwise."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return authenticate_token(request, None, "authentication required: send Authorization: Bearer <token> "
+                                  "(corral login, or an API key in CORRAL_TOKEN)")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return authenticate_token(request, "", "the Authorization header must be: Bearer <token>")
+    return authenticate_token(request, token.strip())
+
+
+def authenticate_token(request: web.Request, token: str | None, missing: str = "authentication required") -> Principal:
+    """The caller ``token`` names (an API key or a login session, wherever the request carried it: the
+    API's bearer header, the web UI's session cookie); Unauthorized (401) saying why not otherwise.
+    ``None`` is no credential at all, ``""`` one in the wrong form; ``missing`` says how to send one."""
     deps = request.app[DEPS]
     state_access: Access = deps.replica.state.access
     auth = deps.auth
-    header = request.headers.get("Authorization")
     try:
-        if header is None:
-            raise Unauthorized("authentication required: send Authorization: Bearer <token> (corral login, or "
-                               "an API key in CORRAL_TOKEN)", reason="missing")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be: Bearer <token>", reason="malformed")
-        key_id, secret_hash = parse_token(token.strip())
+        if token is None:
+            raise Unauthorized(missing, reason="missing")
+        if not token:
+            raise Unauthorized(missing, reason="malformed")
+        key_id, secret_hash = parse_token(token)
         key = state_access.keys.get(key_id)
         if key is None:
             raise Unauthorized("the token is not valid (unknown or revoked)", reason="unknown")
@@ -159,5 +170,5 @@ def visible_events(request: web.Request, events: Iterable[Event]) -> Iterable[Ev
             or (e.environment is not None and role_in(g, e.environment) is not None))
 
 
-__all__ = ["PRINCIPAL", "TOKEN_PREFIX", "Principal", "actor", "authenticate", "authorize", "grants", "may_read",
-           "new_key", "parse_token", "principal", "source_of", "visible_events", "write"]
+__all__ = ["PRINCIPAL", "TOKEN_PREFIX", "Principal", "actor", "authenticate", "authenticate_token", "authorize",
+           "grants", "may_read", "new_key", "parse_token", "principal", "source_of", "visible_events", "write"]

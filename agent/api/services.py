@@ -9,7 +9,7 @@ from aiohttp import web
 
 from agent.api.auth import authorize, grants, write
 from agent.api.body import json_object
-from agent.api.deps import DEPS, ApiDeps
+from agent.api.deps import DEPS
 from agent.api.params import ID, STACK, STATE
 from agent.api.views import find_service, find_stack, page, readable, service_env, service_view
 from agent.errors import BadRequest
@@ -65,10 +65,11 @@ async def _lb_figures(request: web.Request, inst: Instance) -> dict[str, object]
         return {**base, "error": f"no figures from {inst.host}: {exc!r}"}
 
 
-def _changing(request: web.Request) -> Service:
-    """The service the path names, which the caller must be allowed to deploy to."""
+def changing(request: web.Request, key: str | None = None) -> Service:
+    """The service ``key`` (or the path) names, which the caller must be allowed to deploy to (404 for
+    one it may not see, 403 for one it may only read)."""
     state = request.app[DEPS].replica.state
-    service = find_service(state, ID.get(request), grants(request))
+    service = find_service(state, ID.get(request) if key is None else key, grants(request))
     authorize(request, Permission.DEPLOY, service_env(state, service))
     return service
 
@@ -101,7 +102,7 @@ async def check_image(engine: Engine, image: str) -> None:
 
 async def update_service(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    service = _changing(request)
+    service = changing(request)
     changes = await json_object(request, SERVICE_FIELDS)
     if not changes:
         raise BadRequest("name at least one field to change", field="body")
@@ -113,37 +114,44 @@ async def update_service(request: web.Request) -> web.Response:
 
 
 async def scale_service(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    service = _changing(request)
+    service = changing(request)
     body = await json_object(request, ("scale",))
-    scale = service.spec.changed({"scale": body.get("scale")}).scale  # 400 for a bad scale
-    await write(request, ServiceScale(service.id, scale))
-    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+    return web.json_response(await scale(request, service, body.get("scale")))
 
 
-async def _set_state(deps: ApiDeps, request: web.Request, state: ServiceState, restart: bool) -> web.Response:
-    service = _changing(request)
+async def scale(request: web.Request, service: Service, value: object) -> dict[str, object]:
+    """Set ``service``'s scale for the caller (the API's route and the web UI's form): a 400 for a bad
+    one before anything is proposed; the service's view once this node has applied it."""
+    new_scale = service.spec.changed({"scale": value}).scale  # 400 for a bad scale
+    await write(request, ServiceScale(service.id, new_scale))
+    replica = request.app[DEPS].replica
+    return service_view(replica.state, replica.state.services[service.id])
+
+
+async def set_state(request: web.Request, service: Service, state: ServiceState, restart: bool) -> dict[str, object]:
+    """Stop, start or restart ``service`` for the caller (the API's routes and the web UI's buttons)."""
     await write(request, ServiceSetState(service.id, state, restart))
-    return web.json_response(service_view(deps.replica.state, deps.replica.state.services[service.id]))
+    replica = request.app[DEPS].replica
+    return service_view(replica.state, replica.state.services[service.id])
 
 
 async def stop_service(request: web.Request) -> web.Response:
-    return await _set_state(request.app[DEPS], request, ServiceState.STOPPED, restart=False)
+    return web.json_response(await set_state(request, changing(request), ServiceState.STOPPED, restart=False))
 
 
 async def start_service(request: web.Request) -> web.Response:
-    return await _set_state(request.app[DEPS], request, ServiceState.ACTIVE, restart=False)
+    return web.json_response(await set_state(request, changing(request), ServiceState.ACTIVE, restart=False))
 
 
 async def restart_service(request: web.Request) -> web.Response:
-    return await _set_state(request.app[DEPS], request, ServiceState.ACTIVE, restart=True)
+    return web.json_response(await set_state(request, changing(request), ServiceState.ACTIVE, restart=True))
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    service = _changing(request)
+    service = changing(request)
     await write(request, ServiceRemove(service.id))
     return web.json_response({"removed": service.id})
 
 
-__all__ = ["check_image", "create_service", "delete_service", "get_service", "list_services", "restart_service",
-           "scale_service", "start_service", "stop_service", "update_service"]
+__all__ = ["changing", "check_image", "create_service", "delete_service", "get_service", "list_services",
+           "restart_service", "scale", "scale_service", "set_state", "start_service", "stop_service", "update_service"]

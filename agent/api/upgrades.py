@@ -71,9 +71,16 @@ async def get_upgrade(request: web.Request) -> web.Response:
 
 
 async def start_upgrade(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
     service = _service(request, Permission.DEPLOY)
     body = await json_object(request, UPGRADE_BODY)
+    return web.json_response(await start(request, service, body), status=201)
+
+
+async def start(request: web.Request, service: Service, body: dict[str, object]) -> dict[str, object]:
+    """Begin an upgrade of ``service`` for the caller (the API's route and the web UI's form): checked
+    against this node's replica first (a 400 naming the field, a 409 saying why), then proposed; the
+    upgrade's view once this node has applied it."""
+    deps = request.app[DEPS]
     spec = body.get("spec")
     if not isinstance(spec, dict) or not spec:
         raise BadRequest("spec names the fields to change (image, environment…): a non-empty object", field="spec")
@@ -98,12 +105,13 @@ async def start_upgrade(request: web.Request) -> web.Response:
     outcome = await write(request, cmd)
     up = deps.replica.state.current_upgrade(service.id)
     assert up is not None and up.id == outcome.id
-    return web.json_response(upgrade_view(deps.replica.state, up), status=201)
+    return upgrade_view(deps.replica.state, up)
 
 
-async def _control(request: web.Request, action: Control) -> web.Response:
+async def control(request: web.Request, service: Service, action: Control) -> dict[str, object]:
+    """Pause, resume or roll back ``service``'s upgrade for the caller (the API's routes and the web UI's
+    buttons): a 409 saying why before anything is proposed; the upgrade's view once applied."""
     deps = request.app[DEPS]
-    service = _service(request, Permission.DEPLOY)
     up = deps.replica.state.current_upgrade(service.id)
     if up is None:
         raise conflict(f"service {service.name} has no upgrade to {action}"
@@ -112,7 +120,11 @@ async def _control(request: web.Request, action: Control) -> web.Response:
     await write(request, UpgradeControl(service.id, action, time.time()))
     current = deps.replica.state.current_upgrade(service.id)
     assert current is not None
-    return web.json_response(upgrade_view(deps.replica.state, current))
+    return upgrade_view(deps.replica.state, current)
+
+
+async def _control(request: web.Request, action: Control) -> web.Response:
+    return web.json_response(await control(request, _service(request, Permission.DEPLOY), action))
 
 
 async def pause_upgrade(request: web.Request) -> web.Response:
@@ -127,4 +139,5 @@ async def rollback_upgrade(request: web.Request) -> web.Response:
     return await _control(request, Control.ROLLBACK)
 
 
-__all__ = ["get_upgrade", "pause_upgrade", "resume_upgrade", "rollback_upgrade", "start_upgrade", "upgrade_view"]
+__all__ = ["control", "get_upgrade", "pause_upgrade", "resume_upgrade", "rollback_upgrade", "start", "start_upgrade",
+           "upgrade_view"]

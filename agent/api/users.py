@@ -8,6 +8,8 @@ its own keys, and an environment's owner gives roles in it).
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from agent.api.auth import authorize, grants, new_key, principal, source_of, write
@@ -56,16 +58,24 @@ def _role(value: object, field: str = "role") -> Role:
 # ---------------------------------------------------------------------- sessions
 
 
-async def login(request: web.Request) -> web.Response:
-    """``{"user", "password"[, "ttl"]}`` → a session token (12 h unless ``ttl`` says less or more)."""
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A login session just opened: its token is shown once (the API's answer, the UI's cookie)."""
+
+    token: str
+    id: str
+    user: User
+    expires: float
+
+
+async def open_session(request: web.Request, name: object, password: object, ttl: float | None = None) -> Session:
+    """Check a user name and password (through the login limiter, the same Argon2 work whether or not the
+    user exists) and open a session: the one way in for the API's login and the web UI's."""
     deps = request.app[DEPS]
     auth = deps.auth
-    body = await json_object(request, ("user", "password", "ttl"))
-    name = body.get("user")
     if not isinstance(name, str) or not 1 <= len(name) <= 63:
         raise BadRequest("user is required: a user name", field="user")
-    password = Passwords.check(body.get("password"))
-    ttl = ttl_seconds(body["ttl"]) if body.get("ttl") is not None else auth.session_ttl
+    checked = Passwords.check(password)
     source, now = source_of(request), auth.clock()
     try:
         auth.limiter.check(name, source, now)
@@ -74,7 +84,7 @@ async def login(request: web.Request) -> web.Response:
         raise
     user = deps.replica.state.access.users.get(name)
     # the same Argon2 work whether or not the user exists: the answer's timing does not say which
-    good = await auth.passwords.verify(user.password_hash if user else auth.passwords.dummy, password)
+    good = await auth.passwords.verify(user.password_hash if user else auth.passwords.dummy, checked)
     if user is None or not good:
         auth.limiter.failed(name, source, auth.clock())
         auth.stats.login_failures += 1
@@ -82,19 +92,33 @@ async def login(request: web.Request) -> web.Response:
     auth.limiter.succeeded(name)
     auth.stats.logins += 1
     key_id, secret_hash, token = new_key()
-    expires = now + ttl
+    expires = now + (auth.session_ttl if ttl is None else ttl)
     await deps.replica.write(KeyCreate(key_id, name, secret_hash, f"login from {source}", expires=expires,
                                        session=True), actor=Actor(name, None, deps.node.name, source, now))
-    return web.json_response({"token": token, "id": key_id, "user": name, "admin": user.admin, "expires": expires})
+    return Session(token, key_id, user, expires)
 
 
-async def logout(request: web.Request) -> web.Response:
+async def end_session(request: web.Request) -> str:
+    """End the login session the request was made with (a 400 for an API key: those are revoked by id)."""
     key = principal(request).key
     if not key.session:
         raise BadRequest(f"this request used API key {key.id}, not a login session: revoke keys with "
                          f"DELETE /v1/apikeys/{key.id}", field="Authorization")
     await write(request, KeyRevoke(key.id))
-    return web.json_response({"ended": key.id})
+    return key.id
+
+
+async def login(request: web.Request) -> web.Response:
+    """``{"user", "password"[, "ttl"]}`` → a session token (12 h unless ``ttl`` says less or more)."""
+    body = await json_object(request, ("user", "password", "ttl"))
+    ttl = ttl_seconds(body["ttl"]) if body.get("ttl") is not None else None
+    session = await open_session(request, body.get("user"), body.get("password"), ttl)
+    return web.json_response({"token": session.token, "id": session.id, "user": session.user.name,
+                              "admin": session.user.admin, "expires": session.expires})
+
+
+async def logout(request: web.Request) -> web.Response:
+    return web.json_response({"ended": await end_session(request)})
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -339,5 +363,6 @@ async def remove_member(request: web.Request) -> web.Response:
 
 
 __all__ = ["auth_stats", "create_environment", "create_key", "create_team", "create_user", "delete_team",
-           "delete_user", "get_environment", "get_user", "list_keys", "list_teams", "list_users", "login", "logout",
-           "remove_member", "revoke_key", "set_member", "set_team", "ttl_seconds", "update_user", "whoami"]
+           "delete_user", "end_session", "get_environment", "get_user", "list_keys", "list_teams", "list_users",
+           "login", "logout", "open_session", "remove_member", "revoke_key", "set_member", "set_team", "ttl_seconds",
+           "update_user", "whoami"]

@@ -25,7 +25,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-from agent import __version__
+from agent import __version__, ui
 from agent.api.app import MAX_LINE_SIZE, create_app
 from agent.api.deps import ApiDeps, NodeInfo
 from agent.api.join import parse_join_token
@@ -394,7 +394,9 @@ class Agent:
                        overlay=self.overlay, health=self.health, secret=self.secret,
                        images=self.images, dns=self.dns,
                        load_balancers=self.load_balancers)
-        runner = web.AppRunner(create_app(deps), max_line_size=MAX_LINE_SIZE,
+        app = create_app(deps)
+        ui.install(app)  # the web UI at / beside the API, on the same port, with the same users
+        runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE,
                                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
         await runner.setup()
         try:

@@ -23,6 +23,7 @@ import aiohttp
 import argon2
 from aiohttp import web
 
+from agent import ui
 from agent.api.app import MAX_LINE_SIZE, create_app
 from agent.api.auth import new_key
 from agent.api.deps import ApiDeps, NodeInfo
@@ -389,6 +390,7 @@ async def running_api(node: str = "h1", register_host: bool = True, leads: bool 
             deps = ApiDeps(NodeInfo(node, "127.0.0.1", "http://127.0.0.1:0", "0123456789abcdef"), replica, engine,
                            gossip, ring, overlay, health, secret=SECRET, images=images)
             app = create_app(deps)
+            ui.install(app)  # as the agent does: the web UI beside the API
             runner = web.AppRunner(app, max_line_size=MAX_LINE_SIZE)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)

@@ -31,12 +31,13 @@ CORES = ["mesh/gossip/swim.py", "mesh/gossip/suspicion.py", "mesh/gossip/broadca
          "overlay/ipam.py", "overlay/chunks.py", "agent/node/plan.py"]
 UPPER_OF = {  # package → packages it must not import
     "mesh": ("agent",), "overlay": ("agent",),
-    "agent/model": ("agent.cluster", "agent.control", "agent.node", "agent.api", "agent.cli", "agent.process",
-                    "agent.lab", "agent.drill", "agent.errors"),
-    "agent/cluster": ("agent.control", "agent.node", "agent.api", "agent.cli", "agent.process"),
-    "agent/control": ("agent.node", "agent.api", "agent.cli", "agent.process"),
-    "agent/node": ("agent.control", "agent.api", "agent.cli", "agent.process"),
-    "agent/api": ("agent.cli", "agent.process", "agent.lab", "agent.drill"),
+    "agent/model": ("agent.cluster", "agent.control", "agent.node", "agent.api", "agent.ui", "agent.cli",
+                    "agent.process", "agent.lab", "agent.drill", "agent.errors"),
+    "agent/cluster": ("agent.control", "agent.node", "agent.api", "agent.ui", "agent.cli", "agent.process"),
+    "agent/control": ("agent.node", "agent.api", "agent.ui", "agent.cli", "agent.process"),
+    "agent/node": ("agent.control", "agent.api", "agent.ui", "agent.cli", "agent.process"),
+    "agent/api": ("agent.ui", "agent.cli", "agent.process", "agent.lab", "agent.drill"),
+    "agent/ui": ("agent.cli", "agent.process", "agent.lab", "agent.drill"),
 }
 
 

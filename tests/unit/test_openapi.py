@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 from aiohttp import web
@@ -11,6 +12,7 @@ from openapi_spec_validator import validate
 from agent.api import routes
 from agent.api.deps import DOCUMENT
 from agent.api.openapi import document
+from agent.ui.pages import PAGES
 from tests.unit.fakes import running_api
 
 
@@ -24,13 +26,19 @@ def served(app: web.Application) -> set[tuple[str, str]]:
     return out
 
 
+def ui_routes() -> set[tuple[str, str]]:
+    return {(p.method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", p.path)) for p in PAGES}
+
+
 async def test_every_served_route_is_documented_and_nothing_else() -> None:
     async with running_api() as api:
         doc = api.app[DOCUMENT]
         documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}  # type: ignore[attr-defined]
         table = {(r.method, r.path) for r in routes.ROUTES}
         assert documented == table
-        assert served(api.app) == table
+        assert {r for r in served(api.app) if r[1].startswith("/v1/")} == table
+        # the rest is the web UI, every route of it a row of its page table (tests/unit/test_ui.py)
+        assert {r for r in served(api.app) if not r[1].startswith("/v1/")} == ui_routes()
         assert ("GET", "/v1/services/{id}") in documented
 
 

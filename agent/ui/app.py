@@ -1,0 +1,68 @@
+"""Putting the UI on the agent's app: its templates, every row of the page table behind the guard, the
+security headers. The API's routes (``/v1/…``) are untouched: the UI sits beside them on one port."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from agent.api.auth import PRINCIPAL, authenticate_token, authorize
+from agent.api.errors import STATUS_OF
+from agent.errors import CorralError, Unauthorized
+from agent.model.errors import CommandError
+from agent.model.policy import Permission
+from agent.ui.guard import SAFE_METHODS, check_csrf, check_origin, clear_session_cookie, security_headers, session_token
+from agent.ui.pages import PAGES, Handler, Kind, Page
+from agent.ui.render import NAV, NavItem, render
+
+LOGIN_FIRST = "log in first: this UI's requests need a session (its cookie)"
+
+
+def _guarded(page: Page) -> Handler:
+    """The page's handler, after the session (401, or a redirect to the login page for a whole page),
+    the cluster-wide permission (403), and for an action the Origin and CSRF checks (403): all before
+    the handler does anything."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            if page.kind is not Kind.PUBLIC:
+                token = session_token(request)
+                try:
+                    request[PRINCIPAL] = authenticate_token(request, token, LOGIN_FIRST)
+                except Unauthorized:
+                    if page.kind is not Kind.PAGE:
+                        raise
+                    redirect = web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/?=&')}")
+                    if token is not None:
+                        clear_session_cookie(redirect)
+                    raise redirect from None
+                if page.permission is Permission.ADMIN:
+                    authorize(request, Permission.ADMIN)
+            if request.method not in SAFE_METHODS:
+                check_origin(request)
+                if page.kind is not Kind.PUBLIC:
+                    await check_csrf(request, session_token(request) or "")
+            return await page.handler(request)
+        except (CorralError, CommandError) as exc:
+            if page.kind is not Kind.PAGE:
+                raise  # the API's error path: JSON naming what is wrong (ui.js shows its message)
+            status = exc.status if isinstance(exc, CorralError) else STATUS_OF[exc.code]
+            return render(request, "error.html", {"status": status, "message": exc.message}, status=status)
+
+    return handler
+
+
+def install(app: web.Application) -> None:
+    """Serve the UI from ``app`` (the agent's API app): before it starts."""
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("agent.ui", "templates"),
+                         autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
+    app[NAV] = tuple(NavItem(p.path, p.label, p.permission) for p in PAGES if p.label is not None)
+    for page in PAGES:
+        app.router.add_route(page.method, page.path, _guarded(page))
+    app.on_response_prepare.append(security_headers)
+
+
+__all__ = ["LOGIN_FIRST", "install"]

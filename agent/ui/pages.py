@@ -1,0 +1,60 @@
+"""THE table of the web UI's routes: one row per route (path, handler, nav label, permission, kind).
+
+``install`` registers these rows and nothing else, so this table is the UI's whole surface: a test
+(``tests/unit/test_ui.py``) holds the app's routes to it and it to docs/ACCESS.md. The permission is
+what the caller needs anywhere (as the API's routes name theirs): ``admin`` is checked before the
+handler runs, the environment permissions by the handler for the object's environment, exactly as
+the API route the page mirrors does (a 404 for what the caller cannot see, a 403 for what it may
+only read).
+
+Kinds: a ``PAGE`` is a whole HTML page (no session: a redirect to the login page); a ``FRAGMENT`` is
+a part of a page that htmx fetches again when the live feed says so, and an ``ACTION`` changes
+something (any method but GET: the Origin and CSRF checks first) — both answer 401 JSON without a
+session; a ``STREAM`` is the live feed; ``PUBLIC`` needs no session (the login page, static files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from agent.model.policy import Permission
+from agent.ui import home, live, session, static
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+P = Permission
+
+
+class Kind(enum.StrEnum):
+    PAGE = "page"
+    FRAGMENT = "fragment"
+    ACTION = "action"
+    STREAM = "stream"
+    PUBLIC = "public"
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    path: str
+    handler: Handler
+    label: str | None
+    """Its entry in the navigation (shown to those the permission allows); None: not in it."""
+    permission: Permission
+    kind: Kind = Kind.PAGE
+    method: str = "GET"
+
+
+PAGES: tuple[Page, ...] = (
+    Page("/", home.overview, "Overview", P.AUTHENTICATED),
+    Page("/overview/fragment", home.overview_fragment, None, P.AUTHENTICATED, Kind.FRAGMENT),
+    Page("/live", live.live, None, P.AUTHENTICATED, Kind.STREAM),
+    Page("/login", session.login_page, None, P.PUBLIC, Kind.PUBLIC),
+    Page("/login", session.login, None, P.PUBLIC, Kind.PUBLIC, "POST"),
+    Page("/logout", session.logout, None, P.AUTHENTICATED, Kind.ACTION, "POST"),
+    Page("/static/{name:.+}", static.asset, None, P.PUBLIC, Kind.PUBLIC),
+)
+
+__all__ = ["PAGES", "Handler", "Kind", "Page"]

@@ -1,0 +1,197 @@
+"""The web UI's rules on the agent's real app (aiohttp's client, a real single-voter Raft): the session
+cookie, redirects and 401s without one, the Origin and CSRF checks (403, nothing changed), the CSP and
+the other headers, the page table against the app and docs/ACCESS.md, the vendored files' sums."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.ui import guard
+from agent.ui.pages import PAGES, Kind
+from agent.ui.static import ROOT
+from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+class Browser:
+    """What a browser does that matters here: keep the session cookie, send Origin, never follow redirects."""
+
+    def __init__(self, h: Harness, session: aiohttp.ClientSession) -> None:
+        self.h, self.session = h, session
+        self.cookies: dict[str, str] = {}
+
+    @property
+    def origin(self) -> str:
+        return self.h.url
+
+    async def request(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
+                      origin: str | None = "own") -> aiohttp.ClientResponse:
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if origin is not None and method != "GET":
+            sent["Origin"] = self.origin if origin == "own" else origin
+        resp = await self.session.request(method, self.h.url + path, data=data, headers=sent, allow_redirects=False)
+        await resp.read()
+        for header in resp.headers.getall("Set-Cookie", []):
+            for name, morsel in SimpleCookie(header).items():
+                if morsel["max-age"] == "0" or not morsel.value:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return resp
+
+    async def login(self, user: str = "admin", password: str = ADMIN_PASSWORD) -> aiohttp.ClientResponse:
+        return await self.request("POST", "/login", {"user": user, "password": password, "next": "/"})
+
+    async def csrf(self) -> str:
+        resp = await self.request("GET", "/")
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)">', await resp.text())
+        assert match, "every page a session sees carries its CSRF token"
+        return match.group(1)
+
+
+@pytest.fixture
+async def ui() -> AsyncIterator[Browser]:
+    async with running_api() as h, aiohttp.ClientSession() as session:
+        yield Browser(h, session)
+
+
+async def test_login_sets_a_strict_session_cookie_and_logout_ends_the_session(ui: Browser) -> None:
+    resp = await ui.login()
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    cookie = next(h for h in resp.headers.getall("Set-Cookie") if h.startswith(guard.SESSION_COOKIE))
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "path", "max-age", "samesite"} <= attributes
+    assert "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
+    token = ui.cookies[guard.SESSION_COOKIE]
+    key_id = token.split("_")[1]
+    key = ui.h.replica.state.access.keys[key_id]
+    assert key.session and key.owner == "admin"  # the API's own session record
+    page = await ui.request("GET", "/")
+    assert page.status == 200 and "admin" in await page.text()
+    resp = await ui.request("POST", "/logout", {"csrf_token": await ui.csrf()})
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert key_id not in ui.h.replica.state.access.keys  # revoked everywhere
+    ui.cookies[guard.SESSION_COOKIE] = token  # the old cookie, kept by someone: no longer a session
+    assert (await ui.request("GET", "/")).status == 303
+
+
+async def test_a_wrong_password_is_the_apis_401_and_the_same_limiter(ui: Browser) -> None:
+    for _ in range(5):
+        resp = await ui.login(password="not-the-password")
+        assert resp.status == 401 and "wrong user name or password" in await resp.text()
+    assert guard.SESSION_COOKIE not in ui.cookies
+    resp = await ui.login()  # the right one, after five failures: the limiter the API's login uses
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    async with ui.session.post(ui.h.url + "/v1/auth/login", json={"user": "admin", "password": ADMIN_PASSWORD}) as r:
+        assert r.status == 429
+
+
+async def test_without_a_session_a_page_redirects_to_login_and_a_fragment_is_401(ui: Browser) -> None:
+    resp = await ui.request("GET", "/?env=default")
+    assert resp.status == 303 and resp.headers["Location"] == "/login?next=/?env=default"
+    for page in PAGES:
+        if page.kind in (Kind.FRAGMENT, Kind.STREAM) and "{" not in page.path:
+            resp = await ui.request("GET", page.path)
+            assert resp.status == 401, page.path
+            assert (await resp.json())["error"] == "unauthorized"
+    resp = await ui.request("POST", "/logout", {"csrf_token": "x"})
+    assert resp.status == 401
+    ui.cookies[guard.SESSION_COOKIE] = "crl_0123456789abcdef_" + "A" * 43  # forged
+    assert (await ui.request("GET", "/")).status == 303
+
+
+async def test_a_next_that_leaves_the_ui_goes_home(ui: Browser) -> None:
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        resp = await ui.request("POST", "/login", {"user": "admin", "password": ADMIN_PASSWORD, "next": target})
+        assert resp.status == 303 and resp.headers["Location"] == "/", target
+
+
+@pytest.mark.parametrize("how", ["missing", "forged", "another session's"])
+async def test_an_action_without_this_sessions_csrf_token_is_403_and_changes_nothing(ui: Browser, how: str) -> None:
+    await ui.login()
+    token = {"missing": None, "forged": "A" * 43, "another session's": guard.csrf_token("crl_x")}[how]
+    form = {} if token is None else {"csrf_token": token}
+    keys_before = set(ui.h.replica.state.access.keys)
+    resp = await ui.request("POST", "/logout", form)
+    assert resp.status == 403
+    body = await resp.json()
+    assert body["error"] == "forbidden" and body["details"]["check"] == "csrf"
+    assert set(ui.h.replica.state.access.keys) == keys_before  # still logged in: nothing changed
+    assert (await ui.request("GET", "/")).status == 200
+
+
+async def test_the_csrf_token_is_taken_from_the_header_htmx_sends(ui: Browser) -> None:
+    await ui.login()
+    resp = await ui.request("POST", "/logout", headers={guard.CSRF_HEADER: await ui.csrf()})
+    assert resp.status == 303
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", None])
+async def test_an_action_from_another_origin_is_403_even_with_the_token(ui: Browser, origin: str | None) -> None:
+    await ui.login()
+    csrf = await ui.csrf()
+    resp = await ui.request("POST", "/logout", {"csrf_token": csrf}, origin=origin)
+    assert resp.status == 403
+    assert (await resp.json())["details"]["check"] == "origin"
+    assert (await ui.request("GET", "/")).status == 200
+    # the login form too: a page elsewhere cannot log a visitor in as someone else
+    resp = await ui.request("POST", "/login", {"user": "admin", "password": ADMIN_PASSWORD}, origin=origin)
+    assert resp.status == 403
+
+
+async def test_a_referer_of_this_origin_stands_in_for_a_missing_origin(ui: Browser) -> None:
+    await ui.login()
+    resp = await ui.request("POST", "/logout", {"csrf_token": await ui.csrf()}, origin=None,
+                            headers={"Referer": ui.h.url + "/services/x"})
+    assert resp.status == 303
+
+
+async def test_every_ui_answer_carries_a_strict_csp_and_the_usual_headers(ui: Browser) -> None:
+    await ui.login()
+    for path in ("/", "/login", "/static/ui.js", "/no-such-page"):
+        resp = await ui.request("GET", path)
+        csp = resp.headers.get("Content-Security-Policy", "")
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["default-src"] == "'self'" and directives["frame-ancestors"] == "'none'", path
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'", path
+        assert "unsafe" not in csp
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+    page = await (await ui.request("GET", "/")).text()
+    assert "<script>" not in page and " style=" not in page and " on" + "click=" not in page
+    async with ui.session.get(ui.h.url + "/v1/health") as api:
+        assert "Content-Security-Policy" not in api.headers  # the API's answers are JSON, their own
+
+
+async def test_static_files_are_the_packages_and_nothing_else(ui: Browser) -> None:
+    resp = await ui.request("GET", "/static/vendor/htmx.min.js")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+    for path in ("/static/../guard.py", "/static/%2e%2e/guard.py", "/static/nothing.js"):
+        assert (await ui.request("GET", path)).status == 404, path
+
+
+def test_the_vendored_files_are_those_vendor_md_names() -> None:
+    text = (ROOT / "vendor" / "VENDOR.md").read_text()
+    rows = re.findall(r"`([\w.]+)` \(`dist/[\w.]+`\) \| `([0-9a-f]{64})`", text)
+    assert len(rows) == 3
+    for name, digest in rows:
+        assert hashlib.sha256((ROOT / "vendor" / name).read_bytes()).hexdigest() == digest, name
+    for licence in ("LICENSE.htmx", "LICENSE.uPlot"):
+        assert (ROOT / "vendor" / licence).stat().st_size > 0
+
+
+def test_every_ui_route_is_in_docs_access_md_with_its_permission() -> None:
+    text = (DOCS / "ACCESS.md").read_text()
+    documented = dict(re.findall(r"^\| `((?:GET|POST) /[^`]*)` \| UI [a-z]+ \| (\w+) \|", text, re.MULTILINE))
+    assert documented == {f"{p.method} {p.path}": p.permission.value for p in PAGES}
