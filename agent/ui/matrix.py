@@ -55,7 +55,7 @@ class Matrix:
 
     def counts(self) -> dict[str, int]:
         """How many views are in each state (the diagonal left out)."""
-        out = dict.fromkeys((*STATES, "absent"), 0)
+        out = dict.fromkeys((*STATES, "absent", "unknown"), 0)
         for row in self.rows:
             for cell in row.cells:
                 if cell is not None:

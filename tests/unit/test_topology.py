@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 
 from agent.model import topology
 from agent.model.topology import Edge, EdgeKind, NodeKind, Placement
-from agent.ui.topology import layout, render
+from agent.ui.diagram import layout, render
 from tests.unit.test_model_state import Log
 
 SVG = "{http://www.w3.org/2000/svg}"
