@@ -28,7 +28,7 @@ async def list_environments(request: web.Request) -> web.Response:
     return page(request, rows)
 
 
-def _health(request: web.Request) -> dict[str, object]:
+def gossip_health(request: web.Request) -> dict[str, object]:
     """Each member's health as it advertises it in gossip (``ok``, or ``degraded: …``)."""
     return {m.name: m.meta.get("health") for m in request.app[DEPS].gossip.members()}
 
@@ -36,7 +36,7 @@ def _health(request: web.Request) -> dict[str, object]:
 async def list_hosts(request: web.Request) -> web.Response:
     """The hosts of the environments the caller has a role in (an administrator: all)."""
     state, g = request.app[DEPS].replica.state, grants(request)
-    health = _health(request)
+    health = gossip_health(request)
     rows = [{**host_view(state, h), "health": health.get(h.name)} for h in sorted(state.hosts.values(),
                                                                                   key=lambda h: h.name)
             if role_in(g, h.environment) is not None]
@@ -55,7 +55,7 @@ def _visible_host(request: web.Request) -> Host:
 async def get_host(request: web.Request) -> web.Response:
     state = request.app[DEPS].replica.state
     host = _visible_host(request)
-    return web.json_response({**host_view(state, host), "health": _health(request).get(host.name)})
+    return web.json_response({**host_view(state, host), "health": gossip_health(request).get(host.name)})
 
 
 async def move_host(request: web.Request) -> web.Response:
@@ -93,4 +93,4 @@ async def host_stats(request: web.Request) -> web.StreamResponse:
     })
 
 
-__all__ = ["get_host", "host_stats", "list_environments", "list_hosts", "move_host"]
+__all__ = ["get_host", "gossip_health", "host_stats", "list_environments", "list_hosts", "move_host"]

@@ -70,6 +70,8 @@ def up(ctx: click.Context, count: int, subnet: str, with_registry: bool, example
     console.print(f"administrator: admin, password in {lab_.admin_password_file}, API key in "
                   f"{lab_.admin_token_file} (`corral lab exec HOST …` sets CORRAL_URL, CORRAL_TOKEN and "
                   "CORRAL_CACERT)")
+    if not example:
+        _print_ui(lab_)
     if example:
         os.environ["CORRAL_TOKEN"] = lab_.admin_token()  # the commands below act as the administrator
         os.environ["CORRAL_CACERT"] = str(lab_.ca_file)
@@ -85,6 +87,16 @@ def up(ctx: click.Context, count: int, subnet: str, with_registry: bool, example
         console.print("the load balancer answers on port 80 of every host: try  curl http://"
                       f"{addresses[0]}/  (or {', '.join(f'http://{a}/' for a in addresses[1:])}); "
                       "`corral lab exec h1 corral lb ls` shows its figures")
+    _print_ui(lab_)
+
+
+def _print_ui(lab_: Lab) -> None:
+    """The last lines of `lab up`: where the web UI is and how to log in (every agent serves it)."""
+    url = lab_.host("h1").api_url
+    console.print(f"web UI: {url}/  (every host serves it: {', '.join(h.api_url + '/' for h in lab_.hosts()[1:])})",
+                  markup=False, soft_wrap=True)
+    console.print(f"  log in as admin, the password is in {lab_.admin_password_file}  (the certificate is the lab "
+                  f"CA's: {lab_.ca_file})", markup=False, soft_wrap=True)
 
 
 @lab.command()

@@ -55,14 +55,20 @@ def _guarded(page: Page) -> Handler:
     return handler
 
 
+def mib(value: object) -> str:
+    """Bytes as people read them on these pages: MiB, or GiB from 10 GiB up."""
+    n = float(value) if isinstance(value, (int, float)) else 0.0
+    return f"{n / 2**30:.1f} GiB" if n >= 10 * 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def install(app: web.Application) -> None:
     """Serve the UI from ``app`` (the agent's API app): before it starts."""
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("agent.ui", "templates"),
-                         autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
+                         autoescape=jinja2.select_autoescape(default=True), filters={"mib": mib})
     app[NAV] = tuple(NavItem(p.path, p.label, p.permission) for p in PAGES if p.label is not None)
     for page in PAGES:
         app.router.add_route(page.method, page.path, _guarded(page))
     app.on_response_prepare.append(security_headers)
 
 
-__all__ = ["LOGIN_FIRST", "install"]
+__all__ = ["LOGIN_FIRST", "install", "mib"]

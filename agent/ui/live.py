@@ -58,9 +58,9 @@ async def live(request: web.Request) -> web.StreamResponse:
         return visible(change.key)
 
     changes = replica.feed.subscribe(wants, name="ui-live")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
     try:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\nevent: hello\ndata: {replica.applied_index}\n\n".encode())
         with streaming(request):
@@ -80,6 +80,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                 names = EVERY if Topic.ALL in topics else sorted(t for t in topics if t in LIVE_TOPICS)
                 index = replica.applied_index
                 await response.write("".join(f"event: {t}\ndata: {index}\n\n" for t in names).encode())
+    except ConnectionResetError:  # the page went away (closed, reloaded, navigated): nothing to tell anyone
+        return response
     finally:
         changes.close()
 

@@ -22,7 +22,23 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from agent.model.policy import Permission
-from agent.ui import drills, events, home, live, logs, overlay, session, shell, static, topology
+from agent.ui import (
+    containers,
+    drills,
+    events,
+    home,
+    hosts,
+    live,
+    logs,
+    overlay,
+    services,
+    session,
+    shell,
+    stacks,
+    static,
+    stats,
+    topology,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 P = Permission
@@ -50,6 +66,25 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("/", home.overview, "Overview", P.AUTHENTICATED),
     Page("/overview/fragment", home.overview_fragment, None, P.AUTHENTICATED, Kind.FRAGMENT),
+    Page("/hosts", hosts.hosts_page, "Hosts", P.AUTHENTICATED),
+    Page("/hosts/fragment", hosts.hosts_fragment, None, P.AUTHENTICATED, Kind.FRAGMENT),
+    Page("/hosts/{name}/stats.json", stats.host_history, None, P.READ, Kind.FRAGMENT),
+    Page("/stacks", stacks.stacks_page, "Stacks", P.READ),
+    Page("/stacks/fragment", stacks.stacks_fragment, None, P.READ, Kind.FRAGMENT),
+    Page("/stacks/{id}", stacks.stack_page, None, P.READ),
+    Page("/stacks/{id}/fragment", stacks.stack_fragment, None, P.READ, Kind.FRAGMENT),
+    Page("/services/{id}", services.service_page, None, P.READ),
+    Page("/services/{id}/fragment", services.service_fragment, None, P.READ, Kind.FRAGMENT),
+    Page("/services/{id}/scale", services.scale, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/stop", services.stop, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/start", services.start, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/upgrade", services.upgrade, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/upgrade/pause", services.pause, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/upgrade/resume", services.resume, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/services/{id}/upgrade/rollback", services.rollback, None, P.DEPLOY, Kind.ACTION, "POST"),
+    Page("/containers", containers.containers_page, "Containers", P.READ),
+    Page("/containers/fragment", containers.containers_fragment, None, P.READ, Kind.FRAGMENT),
+    Page("/containers/{id}/stats.json", stats.container_history, None, P.READ, Kind.FRAGMENT),
     Page("/live", live.live, None, P.AUTHENTICATED, Kind.STREAM),
     Page("/login", session.login_page, None, P.PUBLIC, Kind.PUBLIC),
     Page("/login", session.login, None, P.PUBLIC, Kind.PUBLIC, "POST"),

@@ -4,7 +4,9 @@ the other headers, the page table against the app and docs/ACCESS.md, the vendor
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
@@ -195,3 +197,170 @@ def test_every_ui_route_is_in_docs_access_md_with_its_permission() -> None:
     text = (DOCS / "ACCESS.md").read_text()
     documented = dict(re.findall(r"^\| `((?:GET|POST) /[^`]*)` \| UI [a-z]+ \| (\w+) \|", text, re.MULTILINE))
     assert documented == {f"{p.method} {p.path}": p.permission.value for p in PAGES}
+
+
+# ---------------------------------------------------------------------- the pages, as three roles see them
+
+
+async def api(ui: Browser, method: str, path: str, body: Any = None) -> Any:
+    async with ui.session.request(method, ui.h.url + path, json=body, headers=ui.h.auth) as resp:
+        payload = await resp.json()
+        assert resp.status < 300, (method, path, resp.status, payload)
+        return payload
+
+
+async def example(ui: Browser, env: str = "default", scale: int = 3) -> dict[str, Any]:
+    """A stack ``web-server`` with a service ``nginx-cluster`` of ``scale`` containers placed on h1."""
+    stack = await api(ui, "POST", "/v1/stacks", {"name": "web-server", "environment": env})
+    service = await api(ui, "POST", "/v1/services", {"stack": stack["id"], "name": "nginx-cluster",
+                                                     "image": "corral/base", "scale": scale})
+    from agent.model.commands import PlacementsCommit
+    await ui.h.replica.write(PlacementsCommit(service["id"], tuple((slot, "h1") for slot in range(1, scale + 1))))
+    return service
+
+
+async def user(ui: Browser, name: str, role: str | None, env: str = "default") -> Browser:
+    await api(ui, "POST", "/v1/users", {"name": name, "password": ADMIN_PASSWORD})
+    if role is not None:
+        await api(ui, "PUT", f"/v1/environments/{env}/members/user:{name}", {"role": role})
+    other = Browser(ui.h, ui.session)
+    assert (await other.login(name)).status == 303
+    return other
+
+
+async def text(ui: Browser, path: str, status: int = 200) -> str:
+    resp = await ui.request("GET", path)
+    assert resp.status == status, (path, resp.status, await resp.text())
+    return await resp.text()
+
+
+async def test_the_pages_show_hosts_stacks_services_and_containers(ui: Browser) -> None:
+    service = await example(ui)
+    await ui.login()
+    hosts = await text(ui, "/hosts")
+    assert 'data-host="h1"' in hosts and "zone=a" in hosts
+    assert "CPU reserved (by limits)" in hosts and "CPU used (measured)" in hosts  # never confused (Nomad #8939)
+    assert "/hosts/h1/stats.json" in hosts
+    stacks = await text(ui, "/stacks")
+    assert "web-server" in stacks and "nginx-cluster" in stacks
+    stack = await text(ui, f"/stacks/{service['stack']}")
+    assert 'data-service="nginx-cluster"' in stack
+    page = await text(ui, f"/services/{service['id']}")
+    assert 'data-count="scale">3<' in page and "Set scale" in page and "Upgrade" in page
+    assert page.count('data-container="web-server-nginx-cluster-') == 3
+    assert "web-server-nginx-cluster-1" in await text(ui, "/containers")
+    for nav in ("Overview", "Hosts", "Stacks", "Containers"):
+        assert f">{nav}</a>" in page
+
+
+async def test_scaling_through_the_ui_is_the_apis_scale_audited_as_the_user(ui: Browser) -> None:
+    service = await example(ui)
+    await ui.login()
+    csrf = await ui.csrf()
+    resp = await ui.request("POST", f"/services/{service['id']}/scale", {"scale": "12", "csrf_token": csrf},
+                            headers={"HX-Request": "true"})
+    assert resp.status == 200, await resp.text()
+    assert 'data-count="scale">12<' in await resp.text()
+    assert json.loads(resp.headers["HX-Trigger"])["corral:done"].endswith("scale set to 12")
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 12
+    event = [e for e in ui.h.replica.state.events if e.actor is not None][-1]
+    assert event.actor == "admin" and "12" in event.message, event
+    # a plain form (no JavaScript): the same, then back to the service's page
+    resp = await ui.request("POST", f"/services/{service['id']}/scale", {"scale": "4", "csrf_token": csrf})
+    assert resp.status == 303 and resp.headers["Location"] == f"/services/{service['id']}"
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 4
+
+
+@pytest.mark.parametrize("bad", ["-1", "lots", "100001", ""])
+async def test_a_bad_scale_is_a_400_naming_the_field_and_changes_nothing(ui: Browser, bad: str) -> None:
+    service = await example(ui)
+    await ui.login()
+    resp = await ui.request("POST", f"/services/{service['id']}/scale", {"scale": bad, "csrf_token": await ui.csrf()},
+                            headers={"HX-Request": "true"})
+    assert resp.status == 400
+    assert (await resp.json())["details"]["field"] == "scale"
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 3
+
+
+async def test_a_read_only_user_sees_no_buttons_and_a_forged_scale_is_403(ui: Browser) -> None:
+    service = await example(ui)
+    reader = await user(ui, "reader", "read-only")
+    page = await text(reader, f"/services/{service['id']}")
+    assert 'data-count="scale">3<' in page
+    assert "Set scale" not in page and ">Stop<" not in page and ">Upgrade<" not in page
+    resp = await reader.request("POST", f"/services/{service['id']}/scale",
+                                {"scale": "12", "csrf_token": await reader.csrf()})
+    assert resp.status == 403 and "deploy" in (await resp.json())["message"]
+    for action in ("stop", "upgrade", "upgrade/rollback"):
+        resp = await reader.request("POST", f"/services/{service['id']}/{action}",
+                                    {"image": "corral/base:2", "csrf_token": await reader.csrf()})
+        assert resp.status == 403, action
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 3
+    assert ui.h.replica.state.current_upgrade(service["id"]) is None
+
+
+async def test_a_user_without_a_role_in_the_environment_finds_nothing(ui: Browser) -> None:
+    await api(ui, "POST", "/v1/environments", {"name": "prod"})
+    service = await example(ui, env="prod")
+    stranger = await user(ui, "stranger", "member", env="default")
+    assert "web-server" not in await text(stranger, "/stacks")
+    assert "nginx-cluster" not in await text(stranger, "/containers")
+    assert "no service" in (await text(stranger, f"/services/{service['id']}", 404)).lower()
+    resp = await stranger.request("POST", f"/services/{service['id']}/scale",
+                                  {"scale": "1", "csrf_token": await stranger.csrf()})
+    assert resp.status == 404  # not a 403: the service's name does not leak
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 3
+
+
+async def test_the_environment_switcher_narrows_every_page(ui: Browser) -> None:
+    await api(ui, "POST", "/v1/environments", {"name": "prod"})
+    await example(ui, env="prod")
+    await ui.login()
+    assert "web-server" in await text(ui, "/stacks")
+    assert "web-server" not in await text(ui, "/stacks?env=default")
+    assert "web-server" not in await text(ui, "/stacks")  # remembered
+    page = await text(ui, "/stacks?env=prod")
+    assert "web-server" in page and '<option value="prod" selected>' in page
+
+
+async def test_containers_are_filtered_and_paginated_on_the_server(ui: Browser) -> None:
+    await example(ui, scale=30)
+    await ui.login()
+    page = await text(ui, "/containers?limit=10&offset=10")
+    assert page.count('data-container="') == 10
+    assert "11–20 of 30" in page and 'rel="prev"' in page and 'rel="next"' in page
+    page = await text(ui, "/containers?q=cluster-2")  # 2, 20-29
+    assert page.count('data-container="') == 11
+    page = await text(ui, "/containers?state=running")
+    assert page.count('data-container="') == 0  # placed, not yet reported running by their host
+    page = await text(ui, "/containers?state=pending&stack=web-server&host=h1")
+    assert "1–30 of 30" in page
+    fragment = await text(ui, "/containers/fragment?limit=5")
+    assert fragment.count('data-container="') == 5 and "<html" not in fragment
+    for bad in ("limit=0", "limit=501", "offset=-1", "state=sleeping", "limit=x"):
+        resp = await ui.request("GET", f"/containers/fragment?{bad}")
+        assert resp.status == 400, bad
+        assert (await resp.json())["details"]["field"] == bad.split("=")[0]
+        assert (await ui.request("GET", f"/containers?{bad}")).status == 400  # an error page, saying which
+
+
+async def test_the_live_feed_names_what_changed_and_only_in_the_callers_environments(ui: Browser) -> None:
+    service = await example(ui)
+    await api(ui, "POST", "/v1/environments", {"name": "prod"})
+    stranger = await user(ui, "stranger", "member", env="prod")
+    headers = {"Cookie": f"{guard.SESSION_COOKIE}={stranger.cookies[guard.SESSION_COOKIE]}"}
+    admin_headers = {"Cookie": f"{guard.SESSION_COOKIE}={(await ui.login()) and ui.cookies[guard.SESSION_COOKIE]}"}
+    async with ui.session.get(ui.h.url + "/live", headers=admin_headers) as admin_live, \
+            ui.session.get(ui.h.url + "/live", headers=headers) as stranger_live:
+        assert admin_live.headers["Content-Type"] == "text/event-stream"
+        assert (await admin_live.content.readuntil(b"\n\n")).startswith(b"retry: ")
+        assert b"event: hello" in await stranger_live.content.readuntil(b"\n\n")
+        await api(ui, "POST", f"/v1/services/{service['id']}/scale", {"scale": 5})
+        event = await asyncio.wait_for(admin_live.content.readuntil(b"\n\n"), 10)
+        assert event.startswith(b"event: ")
+        names = {event.split(b"\n")[0]}
+        while not {b"event: service", b"event: instance"} & names:
+            names.add((await asyncio.wait_for(admin_live.content.readuntil(b"\n\n"), 10)).split(b"\n")[0])
+        await api(ui, "POST", "/v1/stacks", {"name": "theirs", "environment": "prod"})
+        seen = await asyncio.wait_for(stranger_live.content.readuntil(b"\n\n"), 10)
+        assert seen.startswith(b"event: stack")  # its own environment's change, not default's scale

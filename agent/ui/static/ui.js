@@ -97,47 +97,71 @@
     };
   }
 
-  // ---- sparklines: <div data-sparkline="URL" data-series="cpu_percent"> from {"samples": [{t, …}]}
+  // ---- stats: <td data-stats="URL"> holding <x data-latest="cpu_percent"> and <div data-series="…">:
+  // the latest sample's figure and a sparkline (uPlot) of the history ({"samples": [{t, …}]}).
+  var STATS_EVERY_MS = 15000;
   function pick(sample, path) {
     return path.split(".").reduce(function (v, k) { return v == null ? null : v[k]; }, sample);
   }
-  function sparkline(el) {
-    if (typeof uPlot === "undefined") return;
-    fetch(el.getAttribute("data-sparkline"), { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (body) {
-        var samples = (body && body.samples) || [];
-        var series = el.getAttribute("data-series");
-        var xs = [], ys = [];
-        samples.forEach(function (s) {
-          var y = pick(s, series);
-          if (typeof s.t === "number" && typeof y === "number") { xs.push(s.t); ys.push(y); }
-        });
-        el.textContent = "";
-        if (xs.length < 2) {
-          el.classList.add("empty");
-          el.textContent = xs.length ? "no history yet (now: " + Math.round(ys[0] * 10) / 10 + ")" : "no history yet";
-          return;
-        }
-        el.classList.remove("empty");
-        new uPlot({
-          width: el.clientWidth || 160, height: 36, cursor: { show: false }, legend: { show: false },
-          axes: [{ show: false }, { show: false }], scales: { x: { time: true } },
-          series: [{}, { stroke: "#2b6cb0", fill: "rgba(43,108,176,0.15)", width: 1 }]
-        }, [xs, ys], el);
-      })
-      .catch(function () { el.textContent = "no history"; });
+  function human(value, unit) {
+    if (typeof value !== "number") return "–";
+    if (unit === "bytes") return value >= 10 * 1073741824 ? (value / 1073741824).toFixed(1) + " GiB" : Math.round(value / 1048576) + " MiB";
+    if (unit === "%") return (Math.round(value * 10) / 10) + " %";
+    return String(value);
   }
-  function sparklines(root) {
-    (root || document).querySelectorAll("[data-sparkline]").forEach(sparkline);
+  function draw(el, samples) {
+    var series = el.getAttribute("data-series");
+    var xs = [], ys = [];
+    samples.forEach(function (s) {
+      var y = pick(s, series);
+      if (typeof s.t === "number" && typeof y === "number") { xs.push(s.t); ys.push(y); }
+    });
+    el.textContent = "";
+    if (xs.length < 2 || typeof uPlot === "undefined") {
+      el.classList.add("empty");
+      el.textContent = "no history yet";
+      return;
+    }
+    el.classList.remove("empty");
+    new uPlot({
+      width: el.clientWidth || 160, height: 36, cursor: { show: false }, legend: { show: false },
+      axes: [{ show: false }, { show: false }], scales: { x: { time: true } },
+      series: [{}, { stroke: "#2b6cb0", fill: "rgba(43,108,176,0.15)", width: 1 }]
+    }, [xs, ys], el);
+  }
+  var statsCache = {};
+  function stats(url) {  // one request per URL and round, however many cells show it
+    var now = Date.now(), hit = statsCache[url];
+    if (hit && now - hit.at < STATS_EVERY_MS - 500) return hit.promise;
+    var promise = fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { samples: [], error: r.status }; })
+      .catch(function () { return { samples: [], error: "unreachable" }; });
+    statsCache[url] = { at: now, promise: promise };
+    return promise;
+  }
+  function fill(cell) {
+    stats(cell.getAttribute("data-stats")).then(function (body) {
+      var samples = body.samples || [];
+      var last = samples.length ? samples[samples.length - 1] : null;
+      cell.querySelectorAll("[data-latest]").forEach(function (el) {
+        el.textContent = last ? human(pick(last, el.getAttribute("data-latest")), el.getAttribute("data-unit"))
+          : (body.error ? "no figures (" + body.error + ")" : "–");
+      });
+      cell.querySelectorAll("[data-series]").forEach(function (el) { draw(el, samples); });
+    });
+  }
+  function allStats(root) {
+    (root || document).querySelectorAll("[data-stats]").forEach(fill);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
       sel.addEventListener("change", function () { sel.form.submit(); });
     });
-    sparklines(document);
+    allStats(document);
+    window.setInterval(function () { if (!document.hidden) allStats(document); }, STATS_EVERY_MS);
     connect();
   });
-  document.addEventListener("htmx:afterSettle", function (e) { sparklines(e.detail.elt); });
+  document.addEventListener("htmx:afterSettle", function (e) { allStats(e.detail.elt); });
+  document.addEventListener("corral:done", function (e) { flash(e.detail.value, "ok"); });
 })();
