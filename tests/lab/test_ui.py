@@ -144,3 +144,50 @@ def test_the_banner_shows_when_the_agent_the_page_talks_to_is_killed(lab: Lab, p
     expect(page.get_by_label("Running containers")).to_have_text("12")
     assert page.evaluate("window.corralNotReloaded") == "still"
     shot(page, "7-agent-back")
+
+
+# ---------------------------------------------------------------------- a container's shell and logs (ui-pages)
+
+
+def _a_container_on(lab: Lab, page: Page, host: str) -> str:
+    """The name of a running nginx-cluster container on ``host``, from the containers page's filters
+    (logged in first when these tests run alone)."""
+    page.goto(f"/containers?service=nginx-cluster&host={host}&state=running")
+    if "/login" in page.url:
+        page.get_by_label("User name").fill("admin")
+        page.get_by_label("Password").fill(lab.admin_password())
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(f"/containers\\?service=nginx-cluster&host={host}&state=running$"))
+    rows = page.get_by_role("table", name=re.compile("Containers")).get_by_role("rowheader")
+    expect(rows.first).to_be_visible(timeout=SLOW)
+    return rows.first.inner_text().strip()
+
+
+def test_a_containers_shell_runs_a_command_from_another_host(lab: Lab, page: Page) -> None:
+    """The page talks to h1; the container runs on h2: the exec is relayed, and audited."""
+    name = _a_container_on(lab, page, "h2")
+    page.get_by_role("link", name=f"Logs of {name}", exact=True).click()
+    page.get_by_role("link", name="Shell", exact=True).click()
+    terminal = page.get_by_role("application", name=f"Terminal of {name}", exact=True)
+    expect(terminal).to_have_attribute("data-state", "open", timeout=30_000)
+    marker = f"hello-{os.getpid()}"
+    terminal.click()
+    page.keyboard.type(f"echo {marker}-$((40+2))\n")  # the output differs from what was typed
+    expect(terminal.locator(".xterm-rows")).to_contain_text(f"{marker}-42", timeout=30_000)
+    shot(page, "8-shell")
+    page.goto("/events?kind=container.exec&audit=1")
+    events = page.get_by_role("table", name="Events")
+    expect(events.get_by_role("row").filter(has_text=name).filter(has_text="echo").first).to_be_visible()
+
+
+def test_a_containers_logs_show_a_line_as_it_is_written(lab: Lab, page: Page) -> None:
+    name = _a_container_on(lab, page, "h3")
+    page.get_by_role("link", name=f"Logs of {name}", exact=True).click()
+    log = page.get_by_label(f"Log of {name}", exact=True)
+    expect(page.get_by_role("status").filter(has_text="following")).to_be_visible(timeout=30_000)
+    marker = f"log-line-{os.getpid()}"
+    written = corral("exec", name, "--", "sh", "-c", f"echo {marker} > /proc/1/fd/1",
+                     env={"CORRAL_URL": lab.host("h1").api_url}, timeout=60)
+    assert written.returncode == 0, written.stdout + written.stderr
+    expect(log).to_contain_text(marker, timeout=30_000)  # followed: it came without a reload
+    shot(page, "9-logs")

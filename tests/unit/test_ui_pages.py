@@ -283,3 +283,12 @@ async def test_the_navigation_has_the_new_pages(ui: Browser) -> None:
     text = await (await ui.request("GET", "/")).text()
     for path in ("/events", "/overlay", "/drills"):
         assert f'href="{path}"' in text
+
+
+async def test_the_login_redirect_keeps_every_query_parameter(ui: Browser) -> None:
+    resp = await ui.request("GET", "/containers?service=web&host=h2&state=running")
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/login?next=/containers?service=web%26host=h2%26state=running"
+    resp = await ui.request("POST", "/login", {"user": "admin", "password": ADMIN_PASSWORD,
+                                               "next": "/containers?service=web&host=h2&state=running"})
+    assert resp.headers["Location"] == "/containers?service=web&host=h2&state=running"
