@@ -28,6 +28,7 @@ import hmac
 import secrets
 
 from aiohttp import web
+from yarl import URL
 
 from agent.api import execs
 from agent.api.auth import authorize, grants
@@ -80,7 +81,9 @@ async def shell_socket(request: web.Request) -> web.StreamResponse:
     dropped = ("cookie", "authorization", AUDITED.lower())  # the session goes as the bearer; the audit is ours
     headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
     headers["Authorization"] = f"Bearer {session_token(request)}"
-    api_request = request.clone(headers=headers)  # the API's exec, as `corral exec` asks it
+    query = [(k, v) for k, v in request.query.items() if k != CSRF_PARAM]
+    # the API's exec, as `corral exec` asks it (its path too: a relay to the container's host asks that)
+    api_request = request.clone(headers=headers, rel_url=URL(f"/v1/containers/{inst.id}/exec").with_query(query))
     for param in EXEC_ROUTE.params:
         param.check(api_request)
     return await execs.exec_container(api_request)

@@ -17,7 +17,7 @@ from agent.api.drills import REPORT_KEY
 from agent.model.commands import KvPut
 from agent.model.entities import EventKind
 from agent.ui import guard
-from tests.unit.fakes import ADMIN_PASSWORD, running_api
+from tests.unit.fakes import ADMIN_PASSWORD, running_api, running_pair
 from tests.unit.test_exec import running_container
 from tests.unit.test_ui import Browser
 
@@ -292,3 +292,18 @@ async def test_the_login_redirect_keeps_every_query_parameter(ui: Browser) -> No
     resp = await ui.request("POST", "/login", {"user": "admin", "password": ADMIN_PASSWORD,
                                                "next": "/containers?service=web&host=h2&state=running"})
     assert resp.headers["Location"] == "/containers?service=web&host=h2&state=running"
+
+
+async def test_a_shell_on_another_hosts_container_is_relayed_there_and_its_logs_too() -> None:
+    """The browser talks to h2; the container runs on h1: the exec goes to h1's API route (not the UI's)."""
+    async with running_pair() as (h1, h2), aiohttp.ClientSession() as session:
+        inst = await running_container(h1, host="h1")
+        h1.engine.containers_by_id[h1.replica.state.instances[inst].container_id or ""].logs = ["from h1\n"]
+        await h2.replica.wait_applied(h1.replica.applied_index, 5)
+        browser = Browser(h2, session)
+        assert (await browser.login()).status == 303
+        status, out = await shell(browser, inst, cmd=("echo", "relayed"))
+        assert status == 101 and out == b"relayed\n"
+        assert h1.engine.execs and not h2.engine.execs, "run by the container's host's engine"
+        events = await sse_events(browser, f"/containers/{inst}/logs/stream", "end")
+        assert "from h1" in "".join(d for e, d in events if e == "lines")
