@@ -176,8 +176,8 @@ def test_a_containers_shell_runs_a_command_from_another_host(lab: Lab, page: Pag
     expect(terminal.locator(".xterm-rows")).to_contain_text(f"{marker}-42", timeout=30_000)
     shot(page, "8-shell")
     page.goto("/events?kind=container.exec&audit=1")
-    events = page.get_by_role("table", name="Events")
-    expect(events.get_by_role("row").filter(has_text=name).filter(has_text="echo").first).to_be_visible()
+    events = page.get_by_role("table", name="Events")  # the shell opened is recorded (what is typed in it is not)
+    expect(events.get_by_role("row").filter(has_text=f"admin ran sh in container {name}").first).to_be_visible()
 
 
 def test_a_containers_logs_show_a_line_as_it_is_written(lab: Lab, page: Page) -> None:
@@ -191,3 +191,27 @@ def test_a_containers_logs_show_a_line_as_it_is_written(lab: Lab, page: Page) ->
     assert written.returncode == 0, written.stdout + written.stderr
     expect(log).to_contain_text(marker, timeout=30_000)  # followed: it came without a reload
     shot(page, "9-logs")
+
+
+def test_the_overlay_matrix_and_the_stacks_topology(lab: Lab, page: Page) -> None:
+    """Every host asked for its overlay (the page talks to h1); the example's load balancer drawn in front of
+    the service it sends to, with their containers' hosts."""
+    _a_container_on(lab, page, "h1")  # logged in
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Overlay").click()
+    matrix = page.get_by_role("table", name="Overlay peer matrix")
+    for host in ("h1", "h2", "h3"):
+        row = matrix.locator(f'tr[data-host="{host}"]')
+        expect(row.locator('td[data-state="up"]')).to_have_count(2, timeout=SLOW)  # both its tunnels, as it sees them
+        expect(row.get_by_text(re.compile(r"\d ms"))).to_have_count(2)
+    shot(page, "10-overlay")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Stacks").click()
+    page.get_by_role("link", name="web-server").click()
+    page.get_by_role("link", name="Topology").click()
+    drawing = page.get_by_role("img", name="topology of stack web-server")
+    expect(drawing.locator('[data-key="web-server/lb"]')).to_be_visible()
+    expect(drawing.locator('[data-key="web-server/nginx-cluster"]')).to_contain_text("running")
+    expect(drawing.locator(".topo-edge-lb")).to_contain_text(":80 → :80")
+    for host in ("h1", "h2", "h3"):
+        badges = drawing.locator('[data-key="web-server/nginx-cluster"] .topo-badge text')
+        expect(badges.filter(has_text=re.compile(f"^{host} [1-9]\\d*/\\d+$")).first).to_be_visible()
+    shot(page, "11-topology")
