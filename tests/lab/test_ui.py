@@ -10,6 +10,7 @@ for (STYLE.md 27), never a sleep. Screenshots of each step are saved in ``CORRAL
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 from collections.abc import Generator, Iterator
@@ -137,8 +138,9 @@ def test_the_banner_shows_when_the_agent_the_page_talks_to_is_killed(lab: Lab, p
     try:
         expect(banner).to_be_visible(timeout=30_000)
         shot(page, "6-agent-killed")
-    finally:
-        lab.start_agent("h1")
+    finally:  # in a thread of its own: the lab's verbs run asyncio.run, and Playwright's loop runs in this one
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(lab.start_agent, "h1").result()
     expect(banner).to_be_hidden(timeout=SLOW)  # back by itself once h1 answers again
     page.evaluate("window.corralNotReloaded = 'still'")
     expect(page.get_by_label("Running containers")).to_have_text("12")

@@ -754,3 +754,16 @@ def test_the_policy_table_in_the_docs_is_the_route_table() -> None:
     routes = {f"{r.method} {r.path}": r.permission.value + (f" in `{r.environment}`" if r.environment else "")
               for r in ROUTES}
     assert documented == routes, "docs/ACCESS.md's table must name every route with its permission"
+
+
+def test_every_ui_route_is_a_row_of_the_page_table_with_a_users_permission() -> None:
+    """The web UI's routes are outside the API's route table: each is a row of ``agent.ui.pages.PAGES``
+    (the app registers nothing else: tests/unit/test_openapi.py), naming a permission a user can hold;
+    what each role sees and may do there is tests/unit/test_ui.py's."""
+    from agent.ui.pages import PAGES, Kind
+
+    assert PAGES and len({(p.method, p.path) for p in PAGES}) == len(PAGES)
+    for page in PAGES:
+        assert isinstance(page.permission, Permission) and page.permission is not Permission.SYSTEM, page.path
+        assert (page.permission is Permission.PUBLIC) == (page.kind is Kind.PUBLIC), page.path
+        assert page.method == "GET" or page.kind in (Kind.ACTION, Kind.PUBLIC), page.path

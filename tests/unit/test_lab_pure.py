@@ -117,3 +117,16 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataDirError, match="not a directory"):
         DataDir.open(tmp_path / "f")
+
+
+def test_lab_up_ends_with_the_web_uis_url_and_the_admins_login(tmp_path: Path) -> None:
+    from agent.lab import Lab, cli
+    from agent.lab.layout import DEFAULT_SUBNET
+
+    lab = Lab(root=tmp_path)
+    lab._write_state({"hosts": ["h1", "h2", "h3"], "subnet": DEFAULT_SUBNET})
+    with cli.console.capture() as captured:
+        cli._print_ui(lab)
+    said = captured.get()
+    assert f"web UI: {lab.host('h1').api_url}/" in said and lab.host("h3").api_url in said
+    assert "log in as admin" in said and str(lab.admin_password_file) in said

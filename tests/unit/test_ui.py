@@ -364,3 +364,44 @@ async def test_the_live_feed_names_what_changed_and_only_in_the_callers_environm
         await api(ui, "POST", "/v1/stacks", {"name": "theirs", "environment": "prod"})
         seen = await asyncio.wait_for(stranger_live.content.readuntil(b"\n\n"), 10)
         assert seen.startswith(b"event: stack")  # its own environment's change, not default's scale
+
+
+def test_a_stats_answer_without_history_is_one_sample_and_a_history_is_kept() -> None:
+    from agent.ui.stats import samples
+
+    current = {"host": "h1", "cpus": 2, "memory_total": 2048, "cpu_percent": 3.5, "memory": {"usage": 100},
+               "network": {"rx_bytes": 1, "tx_bytes": 2}, "block_io": {"read_bytes": 0, "write_bytes": 0}}
+    one = samples(current, 1000.0)
+    assert one["interval_seconds"] is None
+    assert one["samples"] == [{"t": 1000.0, "cpu_percent": 3.5, "memory": {"usage": 100, "limit": 2048},
+                               "network": {"rx_bytes": 1, "tx_bytes": 2},
+                               "block_io": {"read_bytes": 0, "write_bytes": 0}}]
+    history = {"interval_seconds": 10, "samples": [{"t": 1, "cpu_percent": 1.0}, {"t": 11, "cpu_percent": 2.0}]}
+    assert samples(history, 1000.0) == history
+    assert samples({"error": "nothing"}, 1.0)["samples"] == []
+
+
+async def test_the_stats_json_is_the_apis_answer_asked_as_the_user(ui: Browser) -> None:
+    await ui.login()
+    resp = await ui.request("GET", "/hosts/h1/stats.json")
+    assert resp.status == 200
+    body = await resp.json()
+    assert len(body["samples"]) == 1 and body["samples"][0]["memory"]["limit"] is not None
+    assert (await ui.request("GET", "/hosts/nowhere/stats.json")).status == 404  # the API's 404, passed on
+    reader = await user(ui, "reader", None)  # no role anywhere: h1 (default) is not theirs to see
+    assert (await reader.request("GET", "/hosts/h1/stats.json")).status == 404
+
+
+async def test_the_live_feed_ends_with_a_word_when_the_session_does(ui: Browser) -> None:
+    await ui.login()
+    token = ui.cookies[guard.SESSION_COOKIE]
+    async with ui.session.get(ui.h.url + "/live", headers={"Cookie": f"{guard.SESSION_COOKIE}={token}"}) as live:
+        assert b"event: hello" in await live.content.readuntil(b"\n\n")
+        await api(ui, "DELETE", f"/v1/apikeys/{token.split('_')[1]}")  # revoked elsewhere (another tab, the CLI)
+        await example(ui)  # the next change wakes the stream, which finds the session gone
+        while True:
+            event = await asyncio.wait_for(live.content.readuntil(b"\n\n"), 10)
+            if event.startswith(b"event: session"):
+                break
+        assert b"not valid" in event
+        assert await live.content.read() == b""  # and it ends

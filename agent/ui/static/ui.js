@@ -35,9 +35,9 @@
   document.addEventListener("htmx:sendError", function () {
     flash("the agent did not answer: try again in a moment", "error");
   });
-  document.addEventListener("htmx:afterRequest", function (e) {
+  document.addEventListener("htmx:beforeRequest", function (e) {  // a new action: the last one's words go
     var verb = e.detail.requestConfig && e.detail.requestConfig.verb;
-    if (e.detail.successful && verb && verb !== "get") flash("", "");
+    if (verb && verb !== "get") flash("", "");
   });
 
   // ---- the live feed
