@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from agent.api import drills
 from agent.api.drills import REPORT_KEY, check_report
-from agent.drill.cli import fit_report
+from agent.drill.cli import fit_report, store_report
 from agent.errors import BadRequest
 from tests.unit.fakes import Harness, running_api
 
@@ -107,3 +108,23 @@ async def test_the_kv_store_does_not_write_the_clusters_own_keys(api: tuple[Harn
     status, entry = await call(api, "GET", f"/v1/kv/{REPORT_KEY}")
     assert status == 200 and json.loads(entry["value"]) == GOOD, "readable like any key, and unchanged"
     assert (await call(api, "PUT", "/v1/kv/corral-not-reserved", b"v"))[0] == 200
+
+
+async def test_corral_drill_stores_its_report_through_a_host_that_answers(
+        api: tuple[Harness, aiohttp.ClientSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    harness, _ = api
+    monkeypatch.setenv("CORRAL_TOKEN", harness.token)
+
+    class Host:
+        def __init__(self, name: str, url: str) -> None:
+            self.name, self.api_url = name, url
+
+    class FakeLab:
+        def hosts(self) -> list[Host]:  # h1 is down (nothing listens there): h2 takes it
+            return [Host("h1", "http://127.0.0.1:9"), Host("h2", harness.url)]
+
+    report = {**GOOD, "drills": [{**GOOD["drills"][0], "happened": ["x" * 5000]}]}
+    await asyncio.to_thread(store_report, FakeLab(), report)  # type: ignore[arg-type]
+    status, got = await call(api, "GET", "/v1/drills/report")
+    assert status == 200 and got["report"]["seed"] == 42
+    assert got["report"]["drills"][0]["happened"][0].endswith("…"), "fitted before it was sent"
