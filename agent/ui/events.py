@@ -23,7 +23,7 @@ from agent.errors import BadRequest, Unauthorized
 from agent.model.changes import Topic
 from agent.model.entities import Event, EventKind
 from agent.ui.guard import session_token
-from agent.ui.logs import sse
+from agent.ui.logs import event_stream, sse
 from agent.ui.render import current_environment, render
 
 PAGE_SIZE = 100
@@ -94,10 +94,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     replica = request.app[DEPS].replica
     changes = replica.feed.subscribe(lambda c: c.topic in (Topic.EVENT, Topic.ALL), name="ui-events")
     try:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
-        await response.prepare(request)
-        await response.write(b"retry: 2000\nevent: hello\ndata: \n\n")
+        response = await event_stream(request, 2000)
+        await response.write(sse("hello", ""))
         with streaming(request):
             while True:
                 fresh = [e for e in replica.state.events if e.index > after]

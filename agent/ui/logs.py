@@ -55,6 +55,15 @@ async def logs_page(request: web.Request) -> web.StreamResponse:
                                          "stream": f"/containers/{inst.id}/logs/stream?tail={tail}"})
 
 
+async def event_stream(request: web.Request, retry_ms: int) -> web.StreamResponse:
+    """A prepared server-sent events answer (``retry:`` is the browser's wait before it connects again)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(f"retry: {retry_ms}\n\n".encode())
+    return response
+
+
 def sse(event: str, data: str) -> bytes:
     """One server-sent event; a newline in ``data`` is one more ``data:`` line (the browser joins them)."""
     return (f"event: {event}\n" + "".join(f"data: {line}\n" for line in data.split("\n")) + "\n").encode()
@@ -65,10 +74,7 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
     inst, _ = _container(request)
     tail = _tail(request)
     url = deps.replica.api_of(inst.host)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b"retry: 86400000\n\n")  # the page reconnects by itself, after saying so: not the browser
+    response = await event_stream(request, 86_400_000)  # the page reconnects, after saying so: not the browser
     if url is None:
         await response.write(sse("failed", f"host {inst.host} is not reachable (no API address known)"))
         return response
@@ -108,4 +114,4 @@ def _message(status: int, body: bytes) -> str:
     return f"HTTP {status}"
 
 
-__all__ = ["DEFAULT_TAIL", "KEEP_LINES", "logs_page", "logs_stream", "sse"]
+__all__ = ["DEFAULT_TAIL", "KEEP_LINES", "event_stream", "logs_page", "logs_stream", "sse"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from agent.lab import Lab
 from tests.cli import corral
@@ -151,10 +152,22 @@ def test_the_banner_shows_when_the_agent_the_page_talks_to_is_killed(lab: Lab, p
 # ---------------------------------------------------------------------- a container's shell and logs (ui-pages)
 
 
+def _goto(page: Page, path: str) -> None:
+    """``page.goto``, again when chromium aborted it for a network change (other labs on this machine
+    add and remove interfaces in the root namespace: ERR_NETWORK_CHANGED), as a person would reload."""
+    for attempt in range(3):
+        try:
+            page.goto(path)
+            return
+        except PlaywrightError as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                raise
+
+
 def _a_container_on(lab: Lab, page: Page, host: str) -> str:
     """The name of a running nginx-cluster container on ``host``, from the containers page's filters
     (logged in first when these tests run alone)."""
-    page.goto(f"/containers?service=nginx-cluster&host={host}&state=running")
+    _goto(page, f"/containers?service=nginx-cluster&host={host}&state=running")
     if "/login" in page.url:
         page.get_by_label("User name").fill("admin")
         page.get_by_label("Password").fill(lab.admin_password())
@@ -177,7 +190,7 @@ def test_a_containers_shell_runs_a_command_from_another_host(lab: Lab, page: Pag
     page.keyboard.type(f"echo {marker}-$((40+2))\n")  # the output differs from what was typed
     expect(terminal.locator(".xterm-rows")).to_contain_text(f"{marker}-42", timeout=30_000)
     shot(page, "8-shell")
-    page.goto("/events?kind=container.exec&audit=1")
+    _goto(page, "/events?kind=container.exec&audit=1")
     events = page.get_by_role("table", name="Events")  # the shell opened is recorded (what is typed in it is not)
     expect(events.get_by_role("row").filter(has_text=f"admin ran sh in container {name}").first).to_be_visible()
 
