@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from agent.model.entities import Instance, Service, Status
 from agent.model.lb import ServiceKind
+from agent.model.spec import ServiceMode
 from agent.model.state import ClusterState
 
 
@@ -127,7 +128,9 @@ def _node(state: ClusterState, service: Service, stack_name: str) -> Node:
     instances = [i for i in state.instances.values() if i.service == service.id]
     running = sum(1 for i in instances if i.status is Status.RUNNING)
     unhealthy = any(i.health is not None and i.health.value == "unhealthy" for i in instances)
-    scale = 0 if kind is NodeKind.EXTERNAL else service.spec.scale
+    # a global service (a load balancer: one per host) asks for one where it is placed, as the API says
+    scale = 0 if kind is NodeKind.EXTERNAL else len(instances) if service.spec.mode is ServiceMode.GLOBAL \
+        else service.spec.scale
     return Node(key=f"{stack_name}/{service.name}", kind=kind, name=service.name, stack=stack_name,
                 service_id=service.id, state=service.state.value, detail=_detail(service), scale=scale,
                 running=running, placements=_placements(instances),

@@ -34,10 +34,10 @@ def shop() -> tuple[Log, str, dict[str, str]]:
     service(shop_id, "cache", image="redis", scale=1)
     service(shop_id, "web", image="corral/base", scale=2, links={"database": "db"},
             depends_on={"cache": "started"})
-    service(shop_id, "edge", kind="load-balancer", scale=1, lb={"rules": [
+    service(shop_id, "edge", kind="load-balancer", mode="global", lb={"rules": [
         {"port": 80, "target": "web", "target_port": 8080},
         {"port": 80, "hostname": "shop.example.com", "path": "/api", "target": "api/backend", "target_port": 9000}]})
-    for name, hosts in (("web", ["h1", "h2"]), ("cache", ["h2"]), ("edge", ["h3"]), ("backend", ["h1"])):
+    for name, hosts in (("web", ["h1", "h2"]), ("cache", ["h2"]), ("edge", ["h3", "h1"]), ("backend", ["h1"])):
         assert log("placements.commit", service=ids[name],
                    placements=[[i + 1, h] for i, h in enumerate(hosts)])["ok"]
     web = log.state.instances_of(ids["web"])
@@ -67,10 +67,12 @@ def test_the_graph_of_a_stack() -> None:
     assert web.placements == (Placement("h1", 1, 1), Placement("h2", 0, 1)) or \
         web.placements == (Placement("h1", 0, 1), Placement("h2", 1, 1))
     assert not web.healthy, "1 of 2 running"
-    assert graph.node("shop/edge").detail == "ports 80"
+    edge = graph.node("shop/edge")
+    assert edge.detail == "ports 80" and (edge.scale, edge.running) == (2, 0), "global: one per host placed"
     assert graph.node("shop/db").detail == "192.0.2.10" and graph.node("shop/db").healthy
     assert graph.node("shop/db").placements == () and graph.node("shop/db").scale == 0
     assert graph.hosts == ("h1", "h2", "h3")
+    assert graph.node("shop/cache").scale == 1
     assert [[n.key for n in layer] for layer in graph.layers()] == [
         ["shop/edge"], ["shop/web", "api/backend"], ["shop/cache"], ["shop/db"]]
 
