@@ -22,6 +22,7 @@ is closed), so pieces can be appended to a page one by one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import re
 
@@ -36,6 +37,7 @@ _CSI_END = re.compile(r"[\x40-\x7e]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
 """C0 controls but tab, newline and escape (and DEL): dropped. A carriage return is kept out too."""
 CUBE = (0, 95, 135, 175, 215, 255)
+_SGR_PARAMS = re.compile(r"[0-9;:]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Pen:
     styles: frozenset[str] = frozenset()
 
     def classes(self) -> str:
+        return _classes(self)
+
+    def _names(self) -> str:
         names = [f"ansi-{s}" for s in STYLES if s in self.styles]
         fg, bg = (self.bg, self.fg) if "inverse" in self.styles else (self.fg, self.bg)
         if fg is not None:
@@ -56,6 +61,12 @@ class Pen:
         return " ".join(names)
 
 
+@functools.lru_cache(maxsize=1024)
+def _classes(pen: Pen) -> str:
+    return pen._names()
+
+
+@functools.lru_cache(maxsize=4096)
 def nearest(r: int, g: int, b: int) -> int:
     """The palette index (16-255) nearest to a 24-bit colour, as xterm picks it."""
 
@@ -101,8 +112,10 @@ def _codes(params: str) -> list[int]:
     return codes
 
 
+@functools.lru_cache(maxsize=4096)
 def apply_sgr(pen: Pen, params: str) -> Pen:
-    """The pen after ``ESC [ params m``; malformed parameters are skipped, never raised."""
+    """The pen after ``ESC [ params m``; malformed parameters are skipped, never raised. Cached: a log
+    repeats the same few sequences, and pens and parameters are immutable."""
     codes = _codes(params)
     fg, bg, styles = pen.fg, pen.bg, set(pen.styles)
     i = 0
@@ -165,7 +178,7 @@ class AnsiHtml:
             seq = text[esc:end]
             if seq.startswith(ESC + "[") and seq.endswith("m"):
                 params = seq[2:-1]
-                if re.fullmatch(r"[0-9;:]*", params):
+                if _SGR_PARAMS.fullmatch(params):
                     self.pen = apply_sgr(self.pen, params)
             i = end
         merged: list[tuple[str, str]] = []
