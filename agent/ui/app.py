@@ -16,7 +16,7 @@ from agent.model.errors import CommandError
 from agent.model.policy import Permission
 from agent.ui.guard import SAFE_METHODS, check_csrf, check_origin, clear_session_cookie, security_headers, session_token
 from agent.ui.pages import PAGES, Handler, Kind, Page
-from agent.ui.render import NAV, NavItem, render
+from agent.ui.render import NAV, NavItem, check_environment, render
 
 LOGIN_FIRST = "log in first: this UI's requests need a session (its cookie)"
 
@@ -41,6 +41,7 @@ def _guarded(page: Page) -> Handler:
                     raise redirect from None
                 if page.permission is Permission.ADMIN:
                     authorize(request, Permission.ADMIN)
+                check_environment(request, request[PRINCIPAL].grants)
             if request.method not in SAFE_METHODS:
                 check_origin(request)
                 if page.kind is not Kind.PUBLIC:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.api.auth import PRINCIPAL, Principal
 from agent.api.deps import DEPS
+from agent.model.errors import not_found
 from agent.model.policy import Grants, Permission, allowed, role_in
 from agent.ui.guard import ENV_COOKIE, csrf_token, session_token
 
@@ -46,6 +47,14 @@ def current_environment(request: web.Request, grants: Grants) -> str | None:
     return wanted
 
 
+def check_environment(request: web.Request, grants: Grants) -> None:
+    """A ``?env=`` the caller has no role in (or that does not exist) is a 404, as the API's answer for
+    such an environment: never "all of them" instead, nor whether it exists."""
+    wanted = request.query.get("env")
+    if wanted and (wanted not in request.app[DEPS].replica.state.environments or role_in(grants, wanted) is None):
+        raise not_found("environment", wanted)
+
+
 def render(request: web.Request, template: str, context: Mapping[str, object], status: int = 200) -> web.Response:
     found = request.get(PRINCIPAL)
     base: dict[str, object] = {"path": request.path, "node": request.app[DEPS].node.name}
@@ -55,7 +64,7 @@ def render(request: web.Request, template: str, context: Mapping[str, object], s
         base.update(me=found.user.name, csrf=csrf_token(token), environments=environments(request, found.grants),
                     env=env, nav=[n for n in request.app[NAV] if allowed(found.grants, n.permission)])
     response = aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
-    if isinstance(found, Principal) and "env" in request.query:  # the switcher: remembered for the next pages
+    if isinstance(found, Principal) and "env" in request.query and status == 200:  # remembered for the next pages
         response.set_cookie(ENV_COOKIE, str(base["env"] or ALL_ENVIRONMENTS), path="/", secure=True, httponly=True,
                             samesite="Strict")
     return response
@@ -65,4 +74,5 @@ def is_htmx(request: web.Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-__all__ = ["ALL_ENVIRONMENTS", "NAV", "NavItem", "current_environment", "environments", "is_htmx", "render"]
+__all__ = ["ALL_ENVIRONMENTS", "NAV", "NavItem", "check_environment", "current_environment", "environments", "is_htmx",
+           "render"]

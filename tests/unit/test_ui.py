@@ -321,6 +321,10 @@ async def test_the_environment_switcher_narrows_every_page(ui: Browser) -> None:
     assert "web-server" not in await text(ui, "/stacks")  # remembered
     page = await text(ui, "/stacks?env=prod")
     assert "web-server" in page and '<option value="prod" selected>' in page
+    assert "no environment 'nowhere'" in await text(ui, "/stacks?env=nowhere", 404)
+    stranger = await user(ui, "stranger", "member")  # in default only: prod does not exist for them
+    assert "no environment 'prod'" in await text(stranger, "/containers?env=prod", 404)
+    assert (await stranger.request("GET", "/containers/fragment?env=prod")).status == 404
 
 
 async def test_containers_are_filtered_and_paginated_on_the_server(ui: Browser) -> None:
