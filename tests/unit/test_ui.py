@@ -321,9 +321,9 @@ async def test_the_environment_switcher_narrows_every_page(ui: Browser) -> None:
     assert "web-server" not in await text(ui, "/stacks")  # remembered
     page = await text(ui, "/stacks?env=prod")
     assert "web-server" in page and '<option value="prod" selected>' in page
-    assert "no environment 'nowhere'" in await text(ui, "/stacks?env=nowhere", 404)
+    assert "no environment &#39;nowhere&#39;" in await text(ui, "/stacks?env=nowhere", 404)
     stranger = await user(ui, "stranger", "member")  # in default only: prod does not exist for them
-    assert "no environment 'prod'" in await text(stranger, "/containers?env=prod", 404)
+    assert "no environment &#39;prod&#39;" in await text(stranger, "/containers?env=prod", 404)
     assert (await stranger.request("GET", "/containers/fragment?env=prod")).status == 404
 
 
