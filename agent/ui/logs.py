@@ -11,18 +11,19 @@ container stopped, or no follow), ``failed`` why it could not be read. The page 
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 
 import aiohttp
 from aiohttp import web
 
-from agent.api.auth import grants
+from agent.api.auth import authenticate_token, grants
 from agent.api.deps import DEPS, streaming
 from agent.api.forward import PROXY_TIMEOUT
 from agent.api.params import TAIL
 from agent.api.views import container_env, container_view, find_container
-from agent.errors import Unavailable
+from agent.errors import Unauthorized, Unavailable
 from agent.model.entities import Instance
 from agent.model.policy import Permission, allowed
 from agent.ui.ansi import AnsiHtml
@@ -30,6 +31,8 @@ from agent.ui.guard import session_token
 from agent.ui.render import render
 
 DEFAULT_TAIL = 500
+SESSION_CHECK = 5.0
+"""Seconds between checks, while a log streams, that the session is still live (a logout stops it)."""
 KEEP_LINES = 5000
 """Events (a line or a few each) the page keeps, older ones leaving as new ones come: a chatty
 container cannot fill the tab."""
@@ -90,7 +93,11 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
                     body = await upstream.read()
                     await response.write(sse("failed", _message(upstream.status, body)))
                     return response
+                checked = asyncio.get_running_loop().time()
                 async for chunk in upstream.content.iter_any():
+                    if (now := asyncio.get_running_loop().time()) - checked > SESSION_CHECK:
+                        checked = now
+                        authenticate_token(request, session_token(request))  # logged out: the log stops
                     html = ansi.feed(decoder.decode(chunk))
                     if html:
                         await response.write(sse("lines", html))
@@ -100,6 +107,8 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
         await response.write(sse("end", "the log ended (the container stopped)"))
     except (aiohttp.ClientError, TimeoutError, Unavailable) as exc:
         await response.write(sse("failed", f"host {inst.host}'s agent stopped answering: {exc}"))
+    except Unauthorized as exc:
+        await response.write(sse("failed", f"your session ended ({exc.message}): log in again"))
     return response
 
 

@@ -4,6 +4,7 @@ forged Origin, a missing or foreign CSRF token, a read-only role: a 403 and noth
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -17,7 +18,8 @@ from agent.api.drills import REPORT_KEY
 from agent.model.commands import KvPut
 from agent.model.entities import EventKind
 from agent.ui import guard
-from tests.unit.fakes import ADMIN_PASSWORD, running_api, running_pair
+from agent.ui import logs as ui_logs
+from tests.unit.fakes import ADMIN_PASSWORD, FakeContainers, running_api, running_pair
 from tests.unit.test_exec import running_container
 from tests.unit.test_ui import Browser
 
@@ -307,3 +309,32 @@ async def test_a_shell_on_another_hosts_container_is_relayed_there_and_its_logs_
         assert h1.engine.execs and not h2.engine.execs, "run by the container's host's engine"
         events = await sse_events(browser, f"/containers/{inst}/logs/stream", "end")
         assert "from h1" in "".join(d for e, d in events if e == "lines")
+
+
+async def test_a_followed_log_stops_when_the_session_ends(ui: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = await running_container(ui.h)
+    more = asyncio.Event()
+
+    async def follow(self: FakeContainers, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
+        yield "before\n"
+        await more.wait()
+        yield "after the logout\n"
+        await asyncio.Event().wait()  # and nothing more: a followed log
+
+    monkeypatch.setattr(FakeContainers, "logs", follow)
+    monkeypatch.setattr(ui_logs, "SESSION_CHECK", 0.0)
+    await ui.login()
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in ui.cookies.items())}
+    got: list[str] = []
+    async with ui.session.get(ui.h.url + f"/containers/{inst}/logs/stream", headers=headers,
+                              timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            got.append(line)
+            if line == "data: before":
+                assert (await ui.request("POST", "/logout", {"csrf_token": guard.csrf_token(
+                    ui.cookies[guard.SESSION_COOKIE])})).status == 303
+                more.set()
+            if line.startswith("data: your session ended"):
+                break
+    assert "data: after the logout" not in got and got[-1].startswith("data: your session ended")
