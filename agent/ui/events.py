@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import aiohttp_jinja2
 from aiohttp import web
 
-from agent.api.auth import authenticate_token, grants, visible_events
+from agent.api.auth import PRINCIPAL, authenticate_token, grants, visible_events
 from agent.api.deps import DEPS, streaming
 from agent.errors import BadRequest, Unauthorized
 from agent.model.changes import Topic
@@ -105,8 +105,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                     row = aiohttp_jinja2.render_string("_event_row.html", request, {"e": event, "fresh": True})
                     await response.write(sse("row", row.strip()))
                 batch = await changes.next(PING)
-                try:
-                    authenticate_token(request, session_token(request))
+                try:  # the session still live, and its roles as they are now (a role taken away applies)
+                    request[PRINCIPAL] = authenticate_token(request, session_token(request))
                 except Unauthorized as exc:
                     await response.write(sse("session", exc.message))
                     return response
