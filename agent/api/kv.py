@@ -2,7 +2,8 @@
 
 - ``GET``: ``?consistent=1`` for a linearizable read (ReadIndex via the leader), stale (local)
   otherwise; ``?index=N&wait=30s`` first waits until this node has applied past N.
-- ``PUT`` (body: the value, at most 512 KiB) and ``DELETE``: ``?cas=INDEX`` succeeds only if the key's
+- ``PUT`` (body: the value, at most 512 KiB) and ``DELETE`` (not of a key under ``corral/``, the
+  cluster's own: a 400): ``?cas=INDEX`` succeeds only if the key's
   modify index is INDEX (0: the key must not exist); a mismatch is a 409.
 """
 
@@ -18,6 +19,8 @@ from agent.errors import BadRequest, NotFound
 from agent.model.commands import KvDelete, KvPut
 
 MAX_VALUE = 512 * 1024
+RESERVED_PREFIX = "corral/"
+"""Keys the cluster keeps for itself (the last drill report, :mod:`agent.api.drills`): not written here."""
 
 
 async def get(request: web.Request) -> web.Response:
@@ -35,8 +38,15 @@ async def get(request: web.Request) -> web.Response:
     return web.json_response({**kv_view(key, entry), "mode": mode})
 
 
+def _writable(key: str) -> str:
+    if key.startswith(RESERVED_PREFIX):
+        raise BadRequest(f"keys under {RESERVED_PREFIX} are the cluster's own (the last drill report: "
+                         "PUT /v1/drills/report)", field="key")
+    return key
+
+
 async def put(request: web.Request) -> web.Response:
-    key, cas = KEY.get(request), CAS.find(request)
+    key, cas = _writable(KEY.get(request)), CAS.find(request)
     body = await request.read()
     if len(body) > MAX_VALUE:
         raise BadRequest(f"a value is at most {MAX_VALUE} bytes", field="value")
@@ -45,9 +55,9 @@ async def put(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    key, cas = KEY.get(request), CAS.find(request)
+    key, cas = _writable(KEY.get(request)), CAS.find(request)
     outcome = await write(request, KvDelete(key, cas))
     return web.json_response({"key": key, "deleted": outcome.deleted})
 
 
-__all__ = ["MAX_VALUE", "delete", "get", "put"]
+__all__ = ["MAX_VALUE", "RESERVED_PREFIX", "delete", "get", "put"]

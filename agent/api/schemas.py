@@ -9,6 +9,7 @@ with a 400 or 409 that the route declares. ``tests/unit/test_api_fuzz.py`` holds
 
 from __future__ import annotations
 
+from agent.api import drills
 from agent.api.join import JOIN_RE
 from agent.api.passwords import MAX_PASSWORD, MAX_TTL, MIN_PASSWORD, MIN_TTL, TTL_PATTERN
 from agent.model.access import MAX_DESCRIPTION
@@ -241,6 +242,15 @@ TTL: Schema = {"anyOf": [{"type": "integer", "minimum": MIN_TTL, "maximum": MAX_
                          {"type": "string", "pattern": TTL_PATTERN, "description": "12h, 90d, 3600s …"}]}
 ROLE: Schema = {"enum": [r.value for r in Role]}
 
+_TEXT: Schema = {"type": "string", "maxLength": drills.MAX_TEXT}
+DRILL_RESULT: Schema = {"type": "object", "required": ["name", "verdict"], "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "pattern": drills.DRILL_NAME},
+                            "verdict": {"enum": list(drills.VERDICTS)}, "reason": nullable(_TEXT),
+                            "action": _TEXT, "expect": _TEXT,
+                            "happened": {"type": "array", "maxItems": drills.MAX_LINES, "items": _TEXT},
+                            "figures": {**OBJ, "description": "the drill's figures by name"}}}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": STR, "message": STR, "details": OBJ}},
@@ -262,6 +272,14 @@ SCHEMAS: dict[str, Schema] = {
         "spec": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": UPGRADE_SPEC,
                  "description": "the fields to change (not the scale, kind or mode); it must change something"},
         "strategy": nullable(STRATEGY), "rollback_strategy": nullable(STRATEGY)}},
+    "DrillReport": {"type": "object", "required": ["seed", "hosts", "drills"], "additionalProperties": False,
+                    "description": f"what `corral drill` prints, as JSON (at most {drills.MAX_REPORT} bytes)",
+                    "properties": {
+                        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                        "hosts": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "started": nullable({"type": "number", "minimum": 0, "maximum": 1e11}),
+                        "finished": nullable({"type": "number", "minimum": 0, "maximum": 1e11}),
+                        "drills": {"type": "array", "maxItems": drills.MAX_DRILLS, "items": DRILL_RESULT}}},
     "Scale": {"type": "object", "required": ["scale"], "additionalProperties": False,
               "properties": {"scale": {"type": "integer", "minimum": 0, "maximum": MAX_SCALE}}},
     "KeyChange": {"type": "object", "required": ["action", "key"], "additionalProperties": False, "properties": {

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from agent.api.drills import MAX_DRILLS, MAX_LINES, MAX_TEXT
 from agent.cli.client import ApiError, Client
 from agent.drill.drills import ALL, SERVICE, STACK, Drills, Result
 from agent.drill.probe import BusinessProbe
@@ -47,6 +48,38 @@ def ensure_workload(url: str) -> tuple[str, int]:
         if time.monotonic() > deadline:
             raise LabError(f"the reference workload did not converge: {svc['running']}/{svc['scale']} running")
         time.sleep(0.5)
+
+
+def fit_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report within what the cluster keeps (:mod:`agent.api.drills`): texts cut, lines and drills counted."""
+    def cut(text: object) -> object:
+        return text[:MAX_TEXT - 1] + "…" if isinstance(text, str) and len(text) > MAX_TEXT else text
+
+    drills = []
+    for d in report["drills"][:MAX_DRILLS]:
+        happened = [cut(line) for line in d.get("happened", [])]
+        if len(happened) > MAX_LINES:
+            happened = [*happened[:MAX_LINES - 1], f"… and {len(happened) - MAX_LINES + 1} more lines"]
+        drills.append({**d, "reason": cut(d.get("reason")), "action": cut(d.get("action", "")),
+                       "expect": cut(d.get("expect", "")), "happened": happened})
+    return {**report, "drills": drills}
+
+
+def store_report(lab: Lab, report: dict[str, Any]) -> None:
+    """Keep the report in the cluster (``PUT /v1/drills/report``), so that every node's UI shows the last
+    one; through any host that answers (a drill may have left one down). Not fatal: the report was printed."""
+    fitted = fit_report(report)
+    for host in lab.hosts():
+        try:
+            Client(host.api_url, timeout=10).put("/v1/drills/report", fitted)
+        except ApiError as exc:
+            if exc.status not in (0, 503):  # refused for what it is (too large, malformed): another host won't take it
+                console.print(f"[yellow]the report was not stored in the cluster: {exc.message}[/yellow]")
+                return
+            continue
+        console.print(f"report stored in the cluster (GET /v1/drills/report, via {host.name})")
+        return
+    console.print("[yellow]the report was not stored in the cluster: no host took it[/yellow]")
 
 
 def _report(r: Result) -> None:
@@ -113,6 +146,7 @@ def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int 
     drills = Drills(lab, probe, service_id, random.Random(seed), lossy_seconds=lossy_seconds,
                     say=lambda m: console.print(f"  [dim]{time.strftime('%H:%M:%S')} {m}[/dim]"))
     drills.scale = scale
+    started = time.time()
     results = []
     try:
         for name in chosen:
@@ -132,8 +166,10 @@ def drill(names: tuple[str, ...], count: int, json_path: Path | None, seed: int 
                       f"{r.figures.get('business_failed')}/{r.figures.get('business_sent')}", r.reason or "")
     console.print()
     console.print(table)
+    report = {"seed": seed, "hosts": count, "started": started, "finished": time.time(),
+              "drills": [r.to_json() for r in results]}
     if json_path is not None:
-        json_path.write_text(json.dumps({"seed": seed, "hosts": count, "drills": [r.to_json() for r in results]},
-                                        indent=2))
+        json_path.write_text(json.dumps(report, indent=2))
         console.print(f"figures written to {json_path}")
+    store_report(lab, report)
     sys.exit(0 if all(r.verdict == "PASS" for r in results) else 1)

@@ -35,7 +35,7 @@ def _guarded(page: Page) -> Handler:
                 except Unauthorized:
                     if page.kind is not Kind.PAGE:
                         raise
-                    redirect = web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/?=&')}")
+                    redirect = web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/?=')}")
                     if token is not None:
                         clear_session_cookie(redirect)
                     raise redirect from None

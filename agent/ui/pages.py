@@ -22,7 +22,23 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from agent.model.policy import Permission
-from agent.ui import containers, home, hosts, live, services, session, stacks, static, stats
+from agent.ui import (
+    containers,
+    drills,
+    events,
+    home,
+    hosts,
+    live,
+    logs,
+    overlay,
+    services,
+    session,
+    shell,
+    stacks,
+    static,
+    stats,
+    topology,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 P = Permission
@@ -74,6 +90,18 @@ PAGES: tuple[Page, ...] = (
     Page("/login", session.login, None, P.PUBLIC, Kind.PUBLIC, "POST"),
     Page("/logout", session.logout, None, P.AUTHENTICATED, Kind.ACTION, "POST"),
     Page("/static/{name:.+}", static.asset, None, P.PUBLIC, Kind.PUBLIC),
+    # ---- a container's logs and shell, the events feed, the overlay matrix, a stack's topology, the drills
+    Page("/containers/{id}/logs", logs.logs_page, None, P.READ),
+    Page("/containers/{id}/logs/stream", logs.logs_stream, None, P.READ, Kind.STREAM),
+    Page("/containers/{id}/shell", shell.shell_page, None, P.DEPLOY),
+    Page("/containers/{id}/shell/ws", shell.shell_socket, None, P.DEPLOY, Kind.STREAM),
+    Page("/stacks/{id}/topology", topology.topology_page, None, P.READ),
+    Page("/stacks/{id}/topology/fragment", topology.topology_fragment, None, P.READ, Kind.FRAGMENT),
+    Page("/events", events.events_page, "Events", P.AUTHENTICATED),
+    Page("/events/stream", events.events_stream, None, P.AUTHENTICATED, Kind.STREAM),
+    Page("/overlay", overlay.overlay_page, "Overlay", P.AUTHENTICATED),
+    Page("/overlay/fragment", overlay.overlay_fragment, None, P.AUTHENTICATED, Kind.FRAGMENT),
+    Page("/drills", drills.drills_page, "Drills", P.READ),
 )
 
 __all__ = ["PAGES", "Handler", "Kind", "Page"]

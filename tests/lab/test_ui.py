@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from agent.lab import Lab
 from tests.cli import corral
@@ -148,3 +149,86 @@ def test_the_banner_shows_when_the_agent_the_page_talks_to_is_killed(lab: Lab, p
     expect(page.get_by_label("Running containers")).to_have_text("11", timeout=SLOW)
     assert page.evaluate("window.corralNotReloaded") is True, "the page was reloaded"
     shot(page, "7-agent-back-and-live")
+
+
+# ---------------------------------------------------------------------- a container's shell and logs (ui-pages)
+
+
+def _goto(page: Page, path: str) -> None:
+    """``page.goto``, again when chromium aborted it for a network change (other labs on this machine
+    add and remove interfaces in the root namespace: ERR_NETWORK_CHANGED), as a person would reload."""
+    for attempt in range(3):
+        try:
+            page.goto(path)
+            return
+        except PlaywrightError as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                raise
+
+
+def _a_container_on(lab: Lab, page: Page, host: str) -> str:
+    """The name of a running nginx-cluster container on ``host``, from the containers page's filters
+    (logged in first when these tests run alone)."""
+    _goto(page, f"/containers?service=nginx-cluster&host={host}&state=running")
+    if "/login" in page.url:
+        page.get_by_label("User name").fill("admin")
+        page.get_by_label("Password").fill(lab.admin_password())
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(f"/containers\\?service=nginx-cluster&host={host}&state=running$"))
+    rows = page.get_by_role("table", name=re.compile("Containers")).get_by_role("rowheader")
+    expect(rows.first).to_be_visible(timeout=SLOW)
+    return rows.first.inner_text().strip()
+
+
+def test_a_containers_shell_runs_a_command_from_another_host(lab: Lab, page: Page) -> None:
+    """The page talks to h1; the container runs on h2: the exec is relayed, and audited."""
+    name = _a_container_on(lab, page, "h2")
+    page.get_by_role("link", name=f"Logs of {name}", exact=True).click()
+    page.get_by_role("link", name="Shell", exact=True).click()
+    terminal = page.get_by_role("application", name=f"Terminal of {name}", exact=True)
+    expect(terminal).to_have_attribute("data-state", "open", timeout=30_000)
+    marker = f"hello-{os.getpid()}"
+    terminal.click()
+    page.keyboard.type(f"echo {marker}-$((40+2))\n")  # the output differs from what was typed
+    expect(terminal.locator(".xterm-rows")).to_contain_text(f"{marker}-42", timeout=30_000)
+    shot(page, "8-shell")
+    _goto(page, "/events?kind=container.exec&audit=1")
+    events = page.get_by_role("table", name="Events")  # the shell opened is recorded (what is typed in it is not)
+    expect(events.get_by_role("row").filter(has_text=f"admin ran sh in container {name}").first).to_be_visible()
+
+
+def test_a_containers_logs_show_a_line_as_it_is_written(lab: Lab, page: Page) -> None:
+    name = _a_container_on(lab, page, "h3")
+    page.get_by_role("link", name=f"Logs of {name}", exact=True).click()
+    log = page.get_by_label(f"Log of {name}", exact=True)
+    expect(page.get_by_role("status").filter(has_text="following")).to_be_visible(timeout=30_000)
+    marker = f"log-line-{os.getpid()}"
+    written = corral("exec", name, "--", "sh", "-c", f"echo {marker} > /proc/1/fd/1",
+                     env={"CORRAL_URL": lab.host("h1").api_url}, timeout=60)
+    assert written.returncode == 0, written.stdout + written.stderr
+    expect(log).to_contain_text(marker, timeout=30_000)  # followed: it came without a reload
+    shot(page, "9-logs")
+
+
+def test_the_overlay_matrix_and_the_stacks_topology(lab: Lab, page: Page) -> None:
+    """Every host asked for its overlay (the page talks to h1); the example's load balancer drawn in front of
+    the service it sends to, with their containers' hosts."""
+    _a_container_on(lab, page, "h1")  # logged in
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Overlay").click()
+    matrix = page.get_by_role("table", name="Overlay peer matrix")
+    for host in ("h1", "h2", "h3"):
+        row = matrix.locator(f'tr[data-host="{host}"]')
+        expect(row.locator('td[data-state="up"]')).to_have_count(2, timeout=SLOW)  # both its tunnels, as it sees them
+        expect(row.get_by_text(re.compile(r"\d ms"))).to_have_count(2)
+    shot(page, "10-overlay")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Stacks").click()
+    page.get_by_role("link", name="web-server").click()
+    page.get_by_role("link", name="Topology").click()
+    drawing = page.get_by_role("img", name="topology of stack web-server")
+    expect(drawing.locator('[data-key="web-server/lb"]')).to_be_visible()
+    expect(drawing.locator('[data-key="web-server/nginx-cluster"]')).to_contain_text("running")
+    expect(drawing.locator(".topo-edge-lb")).to_contain_text(":80 → :80")
+    for host in ("h1", "h2", "h3"):
+        badges = drawing.locator('[data-key="web-server/nginx-cluster"] .topo-badge text')
+        expect(badges.filter(has_text=re.compile(f"^{host} [1-9]\\d*/\\d+$")).first).to_be_visible()
+    shot(page, "11-topology")

@@ -19,6 +19,7 @@ import pytest
 
 from agent.api import exec_wire as wire
 from agent.api.auth import new_key, parse_token
+from agent.api.drills import REPORT_KEY
 from agent.api.passwords import ARGON2, LoginLimiter, Passwords
 from agent.api.routes import ROUTES
 from agent.errors import TooManyRequests, Unauthorized, Unavailable
@@ -232,6 +233,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
     ("POST", "/v1/internal/propose"): "system", ("POST", "/v1/internal/propose-batch"): "system",
     ("GET", "/v1/kv/{key}"): "read", ("PUT", "/v1/kv/{key}"): "deploy", ("DELETE", "/v1/kv/{key}"): "deploy",
+    ("GET", "/v1/drills/report"): "read", ("PUT", "/v1/drills/report"): "admin",
     ("GET", "/v1/environments"): "any", ("GET", "/v1/hosts"): "any", ("GET", "/v1/hosts/{name}"): "read",
     ("GET", "/v1/hosts/{name}/stats"): "read", ("POST", "/v1/hosts/{name}/move"): "admin",
     ("GET", "/v1/stacks"): "any", ("POST", "/v1/stacks"): "deploy",
@@ -373,6 +375,15 @@ async def _kv(w: World, env: str, caller: str) -> Request:
     key = w.fresh("k")
     await w.h.replica.write(KvPut(key, b"v"))
     return f"/v1/kv/{key}", b"value"
+
+
+REPORT = {"seed": 7, "hosts": 4, "drills": [{"name": "leader-kill", "verdict": "PASS", "happened": ["x"],
+                                           "figures": {"election_s": 1.2}}]}
+
+
+async def _drill_report(w: World, env: str, caller: str) -> Request:
+    await w.h.replica.write(KvPut(REPORT_KEY, json.dumps(REPORT).encode()))
+    return "/v1/drills/report", REPORT
 
 
 async def _stack(w: World, env: str, caller: str) -> Request:
@@ -545,6 +556,7 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("POST", "/v1/internal/propose"): _fixed("/v1/internal/propose", {}),
     ("POST", "/v1/internal/propose-batch"): _fixed("/v1/internal/propose-batch", {}),
     ("GET", "/v1/kv/{key}"): _kv, ("PUT", "/v1/kv/{key}"): _kv, ("DELETE", "/v1/kv/{key}"): _kv,
+    ("GET", "/v1/drills/report"): _drill_report, ("PUT", "/v1/drills/report"): _drill_report,
     ("GET", "/v1/environments"): _fixed("/v1/environments"), ("GET", "/v1/hosts"): _fixed("/v1/hosts"),
     ("GET", "/v1/hosts/{name}"): _fixed("/v1/hosts/h1"),
     ("GET", "/v1/hosts/{name}/stats"): _fixed("/v1/hosts/h1/stats"),
@@ -626,7 +638,7 @@ def _expected(need: str, caller: str, env: str, path: str) -> str:
         return "ok" if caller == "admin" else "403"
     if caller == "admin":
         return "ok"
-    if path.startswith("/v1/kv/"):
+    if path.startswith(("/v1/kv/", "/v1/drills/")):
         env = "default"  # the kv store is the default environment's: a role there, or a 403
         if caller == "nobody":
             return "403"
