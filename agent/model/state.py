@@ -543,7 +543,10 @@ class ClusterState:
         source = None
         if actor is not None and (actor.source or actor.node):
             source = " via ".join(x for x in (actor.source, actor.node) if x)
-        self.events.append(Event(index, kind, message, refs, self._environment, actor.user if actor else None,
+        environment = self._environment
+        if environment is None and "service" in refs:  # a placement, a failure: the agents' commands name none
+            environment = self.environment_of_service(refs["service"])
+        self.events.append(Event(index, kind, message, refs, environment, actor.user if actor else None,
                                  actor.key if actor else None, source))
         del self.events[:-MAX_EVENTS]
         self._events_made += 1

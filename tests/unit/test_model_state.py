@@ -229,3 +229,15 @@ def test_an_instance_error_is_kept_with_its_status_announced_once_and_cleared() 
     refused = log("instance.status", id=inst, host="h2", status="missing", error={"not": "a string"})
     assert refused["field"] == "error", "a malformed report is refused whole"
     assert log.state.instances[inst].error == "x" * 500
+
+
+def test_the_agents_events_about_a_service_carry_its_environment() -> None:
+    """A placement or a failure is the agents' command (no user, no environment of its own): its event
+    is about the service's environment, so only that environment's members see it (``/v1/events``)."""
+    log = Log()
+    _stack, service = web_stack(log, scale=1)
+    assert log("placements.commit", service=service, placements=[[1, "h1"]])["ok"]
+    placed = [e for e in log.state.events if e.kind.value == "instance.placed"]
+    assert placed and all(e.environment == "default" for e in placed)
+    host_events = [e for e in log.state.events if "service" not in e.refs]
+    assert all(e.environment is None for e in host_events if e.kind.value.startswith("host."))
