@@ -97,7 +97,7 @@ def _colour(codes: list[int], i: int) -> tuple[int | None, int]:
 
 
 def _number(part: str) -> int:
-    return int(part) if part.isdigit() and len(part) <= 3 else (0 if part == "" else -1)
+    return int(part) if part.isascii() and part.isdigit() and len(part) <= 3 else (0 if part == "" else -1)
 
 
 def _codes(params: str) -> list[int]:

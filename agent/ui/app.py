@@ -3,13 +3,14 @@ security headers. The API's routes (``/v1/…``) are untouched: the UI sits besi
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import quote
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent.api.auth import PRINCIPAL, authenticate_token, authorize
+from agent.api.auth import PRINCIPAL, Principal, authenticate_token, authorize
 from agent.api.errors import STATUS_OF
 from agent.errors import CorralError, Unauthorized
 from agent.model.errors import CommandError
@@ -17,8 +18,18 @@ from agent.model.policy import Permission
 from agent.ui.guard import SAFE_METHODS, check_csrf, check_origin, clear_session_cookie, security_headers, session_token
 from agent.ui.pages import PAGES, Handler, Kind, Page
 from agent.ui.render import NAV, NavItem, check_environment, render
+from agent.ui.streams import OPEN, stream_slot
 
 LOGIN_FIRST = "log in first: this UI's requests need a session (its cookie)"
+
+
+def _login_session(request: web.Request, token: str | None) -> Principal:
+    """The caller the cookie names, if it is a login session: an API key (a metrics key above all, which
+    may only scrape) pasted into the cookie is no session of this UI's (401)."""
+    found = authenticate_token(request, token, LOGIN_FIRST)
+    if not found.key.session or found.key.metrics:
+        raise Unauthorized("the UI's cookie must hold a login session, not an API key: log in")
+    return found
 
 
 def _guarded(page: Page) -> Handler:
@@ -31,7 +42,7 @@ def _guarded(page: Page) -> Handler:
             if page.kind is not Kind.PUBLIC:
                 token = session_token(request)
                 try:
-                    request[PRINCIPAL] = authenticate_token(request, token, LOGIN_FIRST)
+                    request[PRINCIPAL] = _login_session(request, token)
                 except Unauthorized:
                     if page.kind is not Kind.PAGE:
                         raise
@@ -39,6 +50,7 @@ def _guarded(page: Page) -> Handler:
                     if token is not None:
                         clear_session_cookie(redirect)
                     raise redirect from None
+                authorize(request, Permission.AUTHENTICATED)
                 if page.permission is Permission.ADMIN:
                     authorize(request, Permission.ADMIN)
                 check_environment(request, request[PRINCIPAL].grants)
@@ -46,6 +58,9 @@ def _guarded(page: Page) -> Handler:
                 check_origin(request)
                 if page.kind is not Kind.PUBLIC:
                     await check_csrf(request, session_token(request) or "")
+            if page.kind is Kind.STREAM:
+                with stream_slot(request):  # a bounded number per session (agent/ui/streams.py)
+                    return await page.handler(request)
             return await page.handler(request)
         except (CorralError, CommandError) as exc:
             if page.kind is not Kind.PAGE:
@@ -66,6 +81,7 @@ def install(app: web.Application) -> None:
     """Serve the UI from ``app`` (the agent's API app): before it starts."""
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("agent.ui", "templates"),
                          autoescape=jinja2.select_autoescape(default=True), filters={"mib": mib})
+    app[OPEN] = Counter()
     app[NAV] = tuple(NavItem(p.path, p.label, p.permission) for p in PAGES if p.label is not None)
     for page in PAGES:
         app.router.add_route(page.method, page.path, _guarded(page))

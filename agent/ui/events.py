@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -44,16 +45,15 @@ class Filter:
                 and (self.environment is None or e.environment == self.environment))
 
     def query(self) -> str:
-        parts = [f"kind={self.kind}" if self.kind else "", "audit=1" if self.audit else "",
-                 f"user={self.user}" if self.user else ""]
-        return "&".join(p for p in parts if p)
+        parts = [("kind", self.kind), ("audit", "1" if self.audit else None), ("user", self.user)]
+        return urlencode([(k, v) for k, v in parts if v])
 
 
 def _index(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest(f"{name} is a log index (a whole number)", field=name)
     return int(raw)
 

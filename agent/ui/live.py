@@ -35,10 +35,10 @@ RETRY_MS = 1000
 async def live(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     replica = deps.replica
-    g = grants(request)
+    g = [grants(request)]  # read again with every batch: a role taken away stops its records' notices
 
     def visible(env: str | None) -> bool:
-        return env is None or role_in(g, env) is not None
+        return env is None or role_in(g[0], env) is not None
 
     def wants(change: Change) -> bool:
         if change.topic not in LIVE_TOPICS:
@@ -67,7 +67,7 @@ async def live(request: web.Request) -> web.StreamResponse:
             while True:
                 batch = await changes.next(PING)
                 try:
-                    authenticate_token(request, session_token(request))
+                    g[0] = authenticate_token(request, session_token(request)).grants
                 except Unauthorized as exc:
                     await response.write(f"event: session\ndata: {exc.message}\n\n".encode())
                     return response

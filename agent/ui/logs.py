@@ -68,8 +68,10 @@ async def event_stream(request: web.Request, retry_ms: int) -> web.StreamRespons
 
 
 def sse(event: str, data: str) -> bytes:
-    """One server-sent event; a newline in ``data`` is one more ``data:`` line (the browser joins them)."""
-    return (f"event: {event}\n" + "".join(f"data: {line}\n" for line in data.split("\n")) + "\n").encode()
+    """One server-sent event; a line break in ``data`` (LF, CR or CRLF) is one more ``data:`` line (the browser
+    joins them), so no text can end the event early or add a field of its own."""
+    lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # a browser ends a line at CR too
+    return (f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
 
 
 async def logs_stream(request: web.Request) -> web.StreamResponse:
@@ -97,7 +99,11 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
                 async for chunk in upstream.content.iter_any():
                     if (now := asyncio.get_running_loop().time()) - checked > SESSION_CHECK:
                         checked = now
-                        authenticate_token(request, session_token(request))  # logged out: the log stops
+                        # logged out, or no longer a reader of the container's environment: the log stops
+                        still = authenticate_token(request, session_token(request))
+                        env = container_env(deps.replica.state, inst)
+                        if not allowed(still.grants, Permission.READ, env):
+                            raise Unauthorized(f"you may no longer read environment {env}")
                     html = ansi.feed(decoder.decode(chunk))
                     if html:
                         await response.write(sse("lines", html))

@@ -66,7 +66,7 @@ async def _field(request: web.Request, name: str) -> str:
 async def scale(request: web.Request) -> web.StreamResponse:
     service = api_services.changing(request, request.match_info["id"])  # 404 / 403 before the form is read
     raw = await _field(request, "scale")
-    value: object = int(raw) if raw.isdigit() else raw  # not a number: the spec's own 400 says so
+    value: object = int(raw) if raw.isascii() and raw.isdigit() else raw  # not a number: the spec's own 400 says so
     await api_services.scale(request, service, value)
     return await _done(request, service, f"{service.name}: scale set to {raw}")
 
@@ -91,8 +91,8 @@ async def upgrade(request: web.Request) -> web.StreamResponse:
     strategy: dict[str, object] = {}
     for key in ("parallelism", "interval"):  # the rest of the strategy: the service's own, or the defaults
         value = form.get(key)
-        if isinstance(value, str) and value.strip():
-            strategy[key] = int(value) if value.strip().isdigit() else value.strip()  # else the model's 400
+        if isinstance(value, str) and (text := value.strip()):
+            strategy[key] = int(text) if text.isascii() and text.isdigit() else text  # else the model's 400
     if strategy:
         body["strategy"] = strategy
     await api_upgrades.start(request, service, body)

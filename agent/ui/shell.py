@@ -17,6 +17,10 @@ parameters checked as the API checks them. So the exec is recorded in the audit 
 container's host when it is elsewhere, and framed as docs/EXEC.md says; ``static/shell.js`` speaks
 that framing to xterm.js.
 
+The page opens the default shell (``sh``) by itself; a command named in its link (``?cmd=``) is only
+filled into the form and runs when the person presses Open, so a link sent to someone cannot run a
+command as them (the websocket's checks cannot tell our page's script from a person).
+
 The page's Content-Security-Policy adds a per-response nonce to ``style-src``: xterm.js writes
 ``<style>`` elements (its cell sizes, its theme), and ``shell.js`` stamps that nonce on each before it
 is inserted; no page gets ``'unsafe-inline'``.
@@ -57,7 +61,10 @@ async def shell_page(request: web.Request) -> web.StreamResponse:
     authorize(request, Permission.DEPLOY, container_env(state, inst))  # the page of a shell one may not open: 403
     nonce = secrets.token_urlsafe(16)
     command = request.query.get("cmd", DEFAULT_COMMAND)
+    # A link can name any command (`…/shell?cmd=…`, even through the login's `next=`): the page runs one
+    # of its own only when the person presses Open; on its own it opens the default shell, nothing else.
     response = render(request, "shell.html", {"c": container_view(state, inst), "nonce": nonce, "command": command,
+                                               "autostart": command == DEFAULT_COMMAND,
                                                "ws": f"/containers/{inst.id}/shell/ws"})
     response.headers["Content-Security-Policy"] = shell_csp(nonce)
     return response

@@ -5,6 +5,7 @@ the other headers, the page table against the app and docs/ACCESS.md, the vendor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -419,3 +420,64 @@ async def test_the_live_feed_ends_with_a_word_when_the_session_does(ui: Browser)
                 break
         assert b"not valid" in event
         assert await live.content.read() == b""  # and it ends
+
+
+# ---------------------------------------------------------------------- found in review
+
+
+async def test_an_api_key_in_the_cookie_is_no_session_a_metrics_key_least_of_all(ui: Browser) -> None:
+    """The UI's cookie holds a login session; an API key pasted into it (a Prometheus' metrics key, which
+    may only scrape) reads no page, fragment or stream."""
+    await ui.login()
+    made = await api(ui, "POST", "/v1/apikeys", {"metrics": True, "description": "prometheus"})
+    plain = await api(ui, "POST", "/v1/apikeys", {"description": "a script"})
+    for token in (made["token"], plain["token"]):
+        other = Browser(ui.h, ui.session)
+        other.cookies[guard.SESSION_COOKIE] = token
+        page = await other.request("GET", "/events")
+        assert page.status == 303 and page.headers["Location"].startswith("/login"), "a page: log in first"
+        assert guard.SESSION_COOKIE not in other.cookies, "and the redirect clears the cookie"
+        for path in ("/hosts/fragment", "/live", "/events/stream"):
+            other.cookies[guard.SESSION_COOKIE] = token
+            resp = await other.request("GET", path)
+            assert resp.status == 401, (path, resp.status)
+            assert "login session" in (await resp.json())["message"]
+    assert (await ui.request("GET", "/events")).status == 200, "the administrator's own session still reads"
+
+
+async def test_a_scale_in_other_digits_is_a_400_not_a_500(ui: Browser) -> None:
+    service = await example(ui)
+    await ui.login()
+    csrf = await ui.csrf()
+    for bad in ("²", "٣", "1.5"):
+        resp = await ui.request("POST", f"/services/{service['id']}/scale", {"scale": bad, "csrf_token": csrf})
+        assert resp.status == 400, (bad, resp.status)
+        assert (await resp.json())["details"]["field"] == "scale"
+    assert ui.h.replica.state.services[service["id"]].spec.scale == 3, "nothing changed"
+    assert (await ui.request("GET", "/containers/fragment?limit=٥")).status == 400
+
+
+async def test_one_session_holds_a_bounded_number_of_streams(ui: Browser) -> None:
+    from agent.ui.streams import PER_SESSION
+
+    await ui.login()
+    headers = {"Cookie": f"{guard.SESSION_COOKIE}={ui.cookies[guard.SESSION_COOKIE]}"}
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(PER_SESSION):
+            live = await stack.enter_async_context(ui.session.get(ui.h.url + "/live", headers=headers))
+            assert live.status == 200
+            await live.content.readuntil(b"\n\n")
+        async with ui.session.get(ui.h.url + "/live", headers=headers) as one_more:
+            assert one_more.status == 429 and "Retry-After" in one_more.headers
+            assert (await one_more.json())["details"]["limit"] == PER_SESSION
+        other = await user(ui, "other", "read-only")
+        other_headers = {"Cookie": f"{guard.SESSION_COOKIE}={other.cookies[guard.SESSION_COOKIE]}"}
+        async with ui.session.get(ui.h.url + "/live", headers=other_headers) as theirs:
+            assert theirs.status == 200, "the bound is per session: another's streams are their own"
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # the closed streams give their slots back
+        async with ui.session.get(ui.h.url + "/live", headers=headers) as again:
+            if again.status == 200:
+                break
+        assert asyncio.get_running_loop().time() < deadline, "the slots never came back"
+        await asyncio.sleep(0.1)

