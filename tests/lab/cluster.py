@@ -36,12 +36,15 @@ def api(lab: Lab, host: str, timeout: float = 10.0) -> Client:
 
 def raw(url: str, method: str = "GET", body: bytes | None = None,
         timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
-    """Status, headers and JSON body of one request, 4xx/5xx included."""
+    """Status, headers and JSON body (the text of a ``text/plain`` answer) of one request, 4xx/5xx included."""
     req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json",
                                                                          **token_header()})
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=tls()) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
+            data = resp.read()
+            if resp.headers.get_content_type() == "text/plain":  # GET /metrics: Prometheus' text
+                return resp.status, dict(resp.headers), data.decode()
+            return resp.status, dict(resp.headers), json.loads(data or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
 

@@ -200,6 +200,8 @@ def test_documented_collections_answer_on_every_node(lab: Lab) -> None:
                 path += "?limit=5"
             status, _, body = raw(lab.host(host).api_url + path)
             assert status == 200, (host, path, body)
+            if path == "/metrics":  # the one documented route that answers Prometheus' text, not JSON
+                assert "corral_build_info" in body, (host, body[:200])
 
 
 def test_logs_and_stats_through_any_node(lab: Lab, web: dict[str, Any]) -> None:
