@@ -49,6 +49,8 @@ from mesh.files import write_private
 Progress = Callable[[str, str], None]  # (host name or "lab", what happened)
 STATE_VERSION = 1
 DOCKERD_TIMEOUT = 60.0
+DOCKERD_ATTEMPTS = 4
+"""How many times ``start-host`` starts a dockerd that gave up waiting for its containerd."""
 AGENT_TIMEOUT = 30.0
 CLUSTER_TIMEOUT = 30.0
 IMAGE_TIMEOUT = 600.0  # a lab image from Debian's packages is ~90 MB, each host loads it into its engine
@@ -492,16 +494,19 @@ class Lab:
 
         async def ready() -> None:
             nonlocal dockerd
-            try:
-                engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
-            except LabError as exc:
-                # on a loaded machine dockerd may give up on its containerd (still starting, or the
-                # powered-off one's still going away): once more, as an operator would
-                if "waiting for containerd" not in str(exc):
-                    raise
-                await asyncio.sleep(1.0)
-                dockerd = _start_dockerd(host)
-                engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
+            for attempt in range(DOCKERD_ATTEMPTS):
+                try:
+                    engine = await _wait_engine(host, dockerd, DOCKERD_TIMEOUT)
+                    break
+                except LabError as exc:
+                    # on a loaded machine dockerd gives up on its containerd after its own short wait
+                    # (containerd still cleaning up the tasks of the powered-off host): again, from
+                    # nothing left behind, as an operator would, a little later each time
+                    if "waiting for containerd" not in str(exc) or attempt == DOCKERD_ATTEMPTS - 1:
+                        raise
+                    _kill_host_processes(host)
+                    await asyncio.sleep(2.0 * (attempt + 1))
+                    dockerd = _start_dockerd(host)
             await engine.close()
             _start_agent(host, join=self._join_for(host), token=self.token(), dns_upstream=self.resolver().upstream)
             await wait_health(host, AGENT_TIMEOUT)
