@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from agent.lab import Lab
+from tests.cli import corral
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "examples" / "web-server.yml"
+"""Rancher's users' guide example: stack ``web-server``, ``nginx-cluster`` × 10 behind load balancer ``lb``."""
 
 
 def _lab_prerequisites() -> str | None:
@@ -60,6 +65,22 @@ def fresh_lab(hosts: int, registry: bool = False) -> Iterator[Lab]:
                 os.environ[key] = value
         if os.environ.get("CORRAL_LAB_KEEP_FAILED") != "1":  # debugging: keep it for a look, then `lab down`
             lab.down()
+
+
+def example_lab(ready: Callable[[Lab], None] | None = None) -> Iterator[Lab]:
+    """A fresh 3-host lab with the example deployed (``corral stack deploy --wait`` through h1), and
+    ``ready`` waited for; always taken down."""
+    labs = fresh_lab(3)
+    lab = next(labs)
+    try:
+        deployed = corral("stack", "deploy", "-f", str(EXAMPLE), "web-server", "--wait",
+                          env={"CORRAL_URL": lab.host("h1").api_url}, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        if ready is not None:
+            ready(lab)
+        yield lab
+    finally:
+        labs.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import http.client
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,24 +18,14 @@ import pytest
 from agent.lab import Lab
 from tests.cli import corral
 from tests.lab.cluster import api, containers, lab_sh, until
-from tests.lab.conftest import fresh_lab
+from tests.lab.conftest import example_lab
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "examples" / "web-server.yml"
 STACK = "web-server"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    labs = fresh_lab(3)
-    assert isinstance(labs, Generator)
-    lab = next(labs)
-    try:
-        deployed = corral("stack", "deploy", "-f", str(EXAMPLE), STACK, "--wait",
-                          env={"CORRAL_URL": lab.host("h1").api_url}, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        yield lab
-    finally:
-        labs.close()
+    yield from example_lab()
 
 
 def get(address: str, port: int = 80, path: str = "/", host: str | None = None) -> tuple[int, str]:

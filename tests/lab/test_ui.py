@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,8 @@ from playwright.sync_api import Error as PlaywrightError
 
 from agent.lab import Lab
 from tests.cli import corral
-from tests.lab.conftest import fresh_lab
+from tests.lab.conftest import example_lab
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "examples" / "web-server.yml"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -42,16 +41,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    labs = fresh_lab(3)
-    assert isinstance(labs, Generator)
-    lab = next(labs)
-    try:
-        deployed = corral("stack", "deploy", "-f", str(EXAMPLE), "web-server", "--wait",
-                          env={"CORRAL_URL": lab.host("h1").api_url}, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        yield lab
-    finally:
-        labs.close()
+    yield from example_lab()
 
 
 @pytest.fixture(scope="module")

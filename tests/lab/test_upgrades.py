@@ -10,8 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +18,9 @@ import pytest
 from agent.lab import Lab
 from tests.cli import corral
 from tests.lab.cluster import api, containers, leader, until
-from tests.lab.conftest import fresh_lab
+from tests.lab.conftest import example_lab
 from tests.lab.test_lb import Steady, get, lb_ready
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "examples" / "web-server.yml"
 STACK, SERVICE = "web-server", "web-server/nginx-cluster"
 
 
@@ -34,17 +32,8 @@ def page(version: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    labs = fresh_lab(3)
-    assert isinstance(labs, Generator)
-    lab = next(labs)
-    try:
-        deployed = corral("stack", "deploy", "-f", str(EXAMPLE), STACK, "--wait",
-                          env={"CORRAL_URL": lab.host("h1").api_url}, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        until("the load balancer on every host with 10 servers up", lambda: lb_ready(lab, "lb", 10), timeout=90)
-        yield lab
-    finally:
-        labs.close()
+    yield from example_lab(lambda lab: until("the load balancer on every host with 10 servers up",
+                                             lambda: lb_ready(lab, "lb", 10), timeout=90))
 
 
 def web(lab: Lab, host: str = "h1") -> dict[str, Any]:

@@ -120,8 +120,12 @@ class FakeContainers:
                 del self.engine.containers_by_id[c.id]
 
     async def events(self, label: str = LABEL_PREFIX + "instance") -> AsyncIterator[dict[str, Any]]:
-        while True:
-            yield await self.engine.events.get()
+        queue = self.engine.events.subscribe()
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.engine.events.unsubscribe(queue)
 
     async def logs(self, container_id: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
         lines = self._get(container_id).logs
@@ -205,6 +209,32 @@ class FakeExec:
         self.closed = True
 
 
+class EventHub:
+    """Docker's event stream as aiodocker gives it: every subscriber sees every event (the reconciler and
+    the stats sampler each their own copy). What is put before anyone subscribed waits for the first."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self._early: list[dict[str, Any]] = []
+
+    async def put(self, event: dict[str, Any]) -> None:
+        if not self._subscribers:
+            self._early.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for event in self._early:
+            queue.put_nowait(event)
+        self._early.clear()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.remove(queue)
+
+
 class FakeEngine:
     url = "fake://docker"
 
@@ -212,7 +242,7 @@ class FakeEngine:
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.serial = 0
         self.calls: dict[str, int] = {"list": 0, "create": 0}
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events = EventHub()
         self.networks: list[str] = []
         self.loaded: dict[str, str] = {}
         self.saved: dict[str, bytes] = {}
