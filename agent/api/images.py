@@ -10,6 +10,10 @@ agents' transfer of a catalog tarball (``agent/node/images.py`` does the work).
   whom to ask instead (503 with ``redirect``): only with a membership proof sealed with the cluster key.
   An asker that sends ``Corral-Bulk: 1`` gets a ticket for the holder's bulk channel instead of the body
   (200 ``{"bulk": {"port", "ticket"}}``: ``agent/node/bulk.py``).
+- ``GET /v2/``, ``GET|HEAD /v2/corral/peer/manifests/{ref}``, ``GET|HEAD /v2/corral/peer/blobs/{digest}``:
+  a catalog image's manifest and blobs by digest, from this host's tarball, as a registry serves them:
+  what a peer that lacks only some of its layers fetches (``agent/node/peerpull.py``; a node certificate
+  and a pull grant sealed with the cluster key as the Basic password).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from agent.errors import BadRequest, Forbidden, NotFound, Unavailable
 from agent.model.commands import ImageRemove, RegistryRemove, RegistrySet
 from agent.model.images import CatalogImage, Registry, check_registry_host
 from agent.model.policy import Permission
-from agent.node import bulk, transfer
+from agent.node import bulk, peerpull, transfer
 from agent.node.docker import BuildFailed
-from agent.node.images import MEMBER_HEADER, REGISTRY_PURPOSE, ImageError, ImageManager, proof_ok
+from agent.node.images import MEMBER_HEADER, REGISTRY_PURPOSE, RELAY_HEADER, ImageError, ImageManager, proof_ok
 from mesh import sealing
 
 MAX_UPLOAD = 8 * 2**30
@@ -242,7 +246,7 @@ async def send_tarball(request: web.Request) -> web.StreamResponse:
             return web.json_response({"bulk": offer}, headers={bulk.HEADER: "1"})
     response = web.StreamResponse(status=206, headers={
         "Content-Type": "application/x-tar", "Content-Range": f"bytes {offset}-{size - 1}/{size}",
-        "Content-Length": str(size - offset)})
+        "Content-Length": str(size - offset), RELAY_HEADER: "1" if manager.relays(digest) else "0"})
     await response.prepare(request)
     async for chunk in manager.send(digest, asker, offset):
         await response.write(chunk)
@@ -250,5 +254,101 @@ async def send_tarball(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# ---------------------------------------------------------------------- blobs by digest (agent/node/peerpull.py)
+
+_REGISTRY_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def _registry_error(status: int, code: str, message: str, challenge: bool = False) -> web.Response:
+    """A registry's error (its ``errors`` list, which an engine reads) with ours beside it."""
+    headers = dict(_REGISTRY_HEADERS)
+    if challenge:
+        headers["WWW-Authenticate"] = 'Basic realm="corral peers"'
+    body = {"error": code.lower(), "message": message, "errors": [{"code": code, "message": message}]}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _pull_grant(request: web.Request) -> tuple[str, str] | web.Response:
+    """(asker, image id) of the request's pull grant, or the 401 that asks the engine for one."""
+    credentials = peerpull.basic_credentials(request.headers.get("Authorization"))
+    if credentials is None:
+        return _registry_error(401, "UNAUTHORIZED", "a peer asks with a pull grant as its password",
+                               challenge=True)
+    image_id = peerpull.granted(request.app[DEPS].replica.sealer, credentials[1], time.time())
+    if image_id is None:
+        return _registry_error(401, "UNAUTHORIZED", "the pull grant does not open with this cluster's key, "
+                               "or is too old", challenge=True)
+    return credentials[0][:64] or "?", image_id
+
+
+async def registry_ping(request: web.Request) -> web.Response:
+    _manager(request.app[DEPS])
+    grant = _pull_grant(request)
+    if isinstance(grant, web.Response):
+        return grant
+    return web.json_response({}, headers=_REGISTRY_HEADERS)
+
+
+async def _granted_index(request: web.Request) -> tuple[ImageManager, str, peerpull.Index] | web.Response:
+    manager = _manager(request.app[DEPS])
+    grant = _pull_grant(request)
+    if isinstance(grant, web.Response):
+        return grant
+    asker, image_id = grant
+    try:
+        index = await manager.index(image_id)
+    except ImageError as exc:
+        return _registry_error(404, "MANIFEST_UNKNOWN", exc.reason)
+    return manager, asker, index
+
+
+async def registry_manifest(request: web.Request) -> web.StreamResponse:
+    found = await _granted_index(request)
+    if isinstance(found, web.Response):
+        return found
+    _, _, index = found
+    ref = ID.get(request)
+    if ref != index.manifest_digest and peerpull.tag_image_id(ref) != index.image_id:
+        return _registry_error(404, "MANIFEST_UNKNOWN", f"the pull grant is for {index.image_id[:19]}, not {ref[:80]}")
+    headers = {**_REGISTRY_HEADERS, "Content-Type": peerpull.MANIFEST_TYPE,
+               "Docker-Content-Digest": index.manifest_digest}
+    if request.method == "HEAD":
+        return web.Response(headers={**headers, "Content-Length": str(len(index.manifest))})
+    return web.Response(body=index.manifest, headers=headers)
+
+
+async def registry_blob(request: web.Request) -> web.StreamResponse:
+    found = await _granted_index(request)
+    if isinstance(found, web.Response):
+        return found
+    manager, _, index = found
+    blob = index.blob(ID.get(request))
+    if blob is None:
+        return _registry_error(404, "BLOB_UNKNOWN", f"image {index.image_id[:19]} has no blob {ID.get(request)[:80]}")
+    span = peerpull.parse_range(request.headers.get("Range"), blob.size)
+    if span is None:
+        message = f"Range is bytes=N- or bytes=N-M below {blob.size}"
+        return web.json_response({"error": "bad_request", "message": message,
+                                  "errors": [{"code": "BLOB_UNKNOWN", "message": "range not satisfiable"}]},
+                                 status=416, headers={"Content-Range": f"bytes */{blob.size}"})
+    start, end = span
+    headers = {**_REGISTRY_HEADERS, "Content-Type": "application/octet-stream", "Docker-Content-Digest": blob.digest,
+               "Accept-Ranges": "bytes", "Content-Length": str(end - start + 1)}
+    ranged = request.headers.get("Range") is not None
+    if ranged:
+        headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+    response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+    if request.method == "HEAD":
+        return response
+    if not manager.blob_slot():
+        return _registry_error(503, "TOOMANYREQUESTS", f"this host sends {peerpull.BLOB_STREAMS} blobs already")
+    await response.prepare(request)
+    async for chunk in manager.send_blob(index, blob, start, end + 1):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 __all__ = ["MAX_UPLOAD", "build_image", "fetch_image", "image_status", "image_view", "list_images", "list_registries",
-           "load_image", "registry_view", "remove_image", "remove_registry", "send_tarball", "set_registry"]
+           "load_image", "registry_blob", "registry_manifest", "registry_ping", "registry_view", "remove_image",
+           "remove_registry", "send_tarball", "set_registry"]

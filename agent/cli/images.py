@@ -104,7 +104,8 @@ def image_ls(url: str) -> None:
 @click.argument("image_ref")
 @url_option
 def image_fetch(image_ref: str, url: str) -> None:
-    """Make the answering host (--host) hold a catalog image now, fetched from its peers."""
+    """Make the answering host (--host) hold a catalog image now: its tarball fetched from its peers, kept
+    (it becomes a holder, whatever it had of the image already)."""
     done = Client(url).post(f"/v1/images/{_catalog_id(Client(url), image_ref)}/fetch")
     click.echo(f"{done['host']} holds {done['image'][:19]} ({done['detail']})")
 
@@ -130,7 +131,8 @@ def image_rm(image_ref: str, url: str) -> None:
 @image.command("transfers")
 @url_option
 def image_transfers(url: str) -> None:
-    """What the answering host's image manager does: pulls and peer fetches, and what it sends to whom."""
+    """What the answering host's image manager does: pulls and peer fetches, and what it sends to whom
+    (tarballs, and the layers a peer's delta asks for)."""
     status = Client(url).get("/v1/host/images")
     rows = [[j["image"], j["source"], j["state"], j["attempts"], j["detail"], ", ".join(j["resumed"]) or "-",
              _steps(j.get("timeline") or {})] for j in status["jobs"]]
@@ -138,6 +140,10 @@ def image_transfers(url: str) -> None:
           rows)
     click.echo(f"sent {_mib(status['served_bytes'])}, received {_mib(status['received_bytes'])}, "
                f"{status['redirects']} redirects, {status['resumes']} resumes")
+    if "delta_loads" in status:  # an older agent has no deltas
+        click.echo(f"deltas (only the missing layers): {status['delta_loads']} loaded, {_mib(status['delta_bytes'])} "
+                   f"moved, {status['delta_failures']} broke off; {status['leaf_fetches']} fetches kept no copy "
+                   f"(relayed to this host); {_mib(status['blob_served_bytes'])} of blobs sent to peers")
 
 
 def _steps(timeline: dict[str, float]) -> str:

@@ -252,6 +252,16 @@ class DockerEngine:
             raise
         return result
 
+    async def layer_stacks(self, limit: int = 500) -> list[tuple[str, ...]]:
+        """Each image's layers (``diff_id``, bottom first) of the engine's first ``limit`` images: the
+        layer chains it has, which a load need not be given again."""
+        images: list[dict[str, Any]] = await self._call("an image list", self._client.images.list())
+        stacks: list[tuple[str, ...]] = []
+        for image in images[:limit]:
+            info = await self.image_inspect(str(image.get("Id") or ""))
+            stacks.append(tuple(str(d) for d in ((info or {}).get("RootFS") or {}).get("Layers") or ()))
+        return stacks
+
     async def remove_image(self, reference: str) -> None:
         try:
             await self._call("an image remove", self._client.images.delete(reference, force=True))

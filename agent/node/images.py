@@ -12,7 +12,10 @@ registry (``corral registry add``; the password opened from the replicated state
 never logged). Docker's own words become a reason a user can act on (:func:`pull_reason`).
 
 **From a peer** (an image of the catalog: ``corral image load``, a ``build:``): every holder keeps the
-image's ``docker save`` tarball, the same bytes on each, in ``DATA_DIR/images/DIGEST.tar``. The host
+image's ``docker save`` tarball, the same bytes on each, in ``DATA_DIR/images/DIGEST.tar``. A host
+whose engine has most of the image's layers already (a rebuild on its base) takes a delta: the config
+and the missing layers by digest from a holder's registry routes (:mod:`agent.node.peerpull`), loaded
+as a tarball that holds only those. Otherwise (or when no holder serves a delta, or it broke) the host
 asks a holder (``GET /v1/internal/images/DIGEST`` over the agents' mTLS, with a proof of membership
 sealed with the cluster key), which answers with a ticket for its bulk channel (:mod:`agent.node.bulk`:
 plain TCP, every frame sealed under a key for that transfer alone) or, without one, with the bytes; they
@@ -56,7 +59,7 @@ from agent.model.entities import Status
 from agent.model.images import CatalogImage, normal_tag, registry_of
 from agent.model.spec import PullPolicy
 from agent.model.state import ClusterState
-from agent.node import bulk, transfer
+from agent.node import bulk, peerpull, transfer
 from agent.node.docker import CHUNK, EngineRefused, PullFailed, RegistryAuth
 from mesh import sealing
 from mesh.aio import supervised
@@ -83,6 +86,11 @@ PENDING_AGE = 600.0
 """Seconds an uploaded tarball waits for its ImageAdd before it counts as an orphan."""
 FREE_MARGIN = 256 * 2**20
 """An upload or fetch is refused unless the disk keeps this much free beyond the tarball."""
+DELTA_WHEN_MISSING = 0.5
+"""A host loads only the layers it lacks of a catalog image (a delta from a holder's registry routes,
+instead of the whole tarball) when they are at most this share of the image's bytes."""
+RELAY_HEADER = "Corral-Relay"
+"""Said (``1``) by a sender whose tarball is a spool still filling: the asker is a leaf of the tree."""
 
 
 class ImageEngine(Protocol):
@@ -98,6 +106,8 @@ class ImageEngine(Protocol):
     async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str: ...
 
     def save(self, reference: str) -> AsyncIterator[bytes]: ...
+
+    async def layer_stacks(self) -> list[tuple[str, ...]]: ...
 
     async def build(self, context: bytes, tag: str, labels: Mapping[str, str] | None = None,
                     dockerfile: str = "Dockerfile", args: Mapping[str, str] | None = None) -> str: ...
@@ -145,7 +155,12 @@ class Job:
     timeline: dict[str, float] = dataclasses.field(default_factory=dict)
     """When (wall clock, the last attempt) each step was reached: ``started``, ``first_byte``, ``received``
     (every byte in, the SHA-256 checked), ``loaded`` (the engine has the image), ``kept`` (the tarball is
-    this host's copy): where a transfer's time goes, comparable across hosts."""
+    this host's copy): where a transfer's time goes, comparable across hosts. A delta (only the missing
+    layers) has ``delta`` (it began) and ``received`` = ``loaded`` (the engine has the image)."""
+    keep: bool = False
+    """The tarball must end up here too (``corral image fetch``: warm a host to be a holder): no delta."""
+    delta_missing: int | None = None
+    """Bytes of the image's layers this host's engine lacked (what a delta moves), once known."""
 
     def mark(self, step: str) -> None:
         self.timeline[step] = time.time()
@@ -215,11 +230,33 @@ class Spool:
     complete: bool = False
     failed: str | None = None
     grew: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    may_skip: bool = False
+    """A host that need not end up a holder (a service's container waits, not ``corral image fetch``): if
+    its bytes come from a relay, it keeps no copy."""
+    leaf: bool = False
+    """Its bytes came from a relay, not a whole copy: they go into the engine only, never onto this host's
+    disk, and this host relays nothing and holds nothing. Writing a tarball into the page cache costs as
+    much CPU as the engine's own staging of it; a leaf of the tree has nobody to pass it on to."""
 
     def advance(self, received: int) -> None:
         self.received = received
         self.grew.set()
         self.grew = asyncio.Event()
+
+
+def _padded(size: int) -> int:
+    """``size`` rounded up to whole tar blocks."""
+    return -(-size // peerpull.TAR_BLOCK) * peerpull.TAR_BLOCK
+
+
+def _shared(digests: list[str], stack: tuple[str, ...]) -> int:
+    """How many of an image's first layers an engine's image has, in the same order (the same chain)."""
+    count = 0
+    for mine, theirs in zip(digests, stack, strict=False):
+        if mine != theirs:
+            break
+        count += 1
+    return count
 
 
 def _fsync_path(path: Path) -> None:
@@ -283,6 +320,11 @@ class ImageManager:
         self.bulk_port: int | None = None
         self.tickets = bulk.Tickets()
         self._bulk_conns: set[asyncio.Task[None]] = set()
+        self.indexes: dict[str, peerpull.Index] = {}
+        """Tarball digest → what its registry routes serve (:func:`peerpull.index_tarball`, made once)."""
+        self.blob_streams = 0
+        """Blobs this host sends to peers now (:meth:`send_blob`)."""
+        self.stats.update(blob_served_bytes=0, delta_loads=0, delta_bytes=0, delta_failures=0, leaf_fetches=0)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -372,9 +414,20 @@ class ImageManager:
         if (job is None or not job.running) and await self.engine.image_inspect(image.id) is not None \
                 and self.cached(image.digest).exists():
             return job or Job(reference, "peer", progress=1.0, done_at=self.clock())
+        if job is not None and job.running and not job.keep:
+            # a container's fetch is under way: it may end as a delta or a leaf, which keep no tarball
+            assert job.task is not None
+            await asyncio.shield(job.task)
+            if job.error is None and self.cached(image.digest).exists():
+                return job
+            if image.digest in self.keeping:
+                await asyncio.shield(self.keeping[image.digest])
+                if self.cached(image.digest).exists():
+                    return job
         if job is None or not job.running:
             self._start(reference, image)
             job = self.jobs[reference]
+            job.keep = True
         assert job.task is not None
         await asyncio.shield(job.task)
         return job
@@ -390,6 +443,7 @@ class ImageManager:
     async def _run(self, job: Job, catalog: CatalogImage | None) -> None:
         job.attempts += 1
         job.timeline = {}
+        job.delta_missing = None
         job.mark("started")
         try:
             if catalog is not None:
@@ -458,8 +512,10 @@ class ImageManager:
         if self.cached(image.digest).exists():  # the tarball is here, the image not (removed by hand)
             await self._load_file(image)
             return
+        if not job.keep and await self._delta_from_peers(image, job):
+            return
         self._check_space(image.tar_size)
-        spool = Spool(self.dir / "partial" / f"{image.digest}.tar", image.tar_size)
+        spool = Spool(self.dir / "partial" / f"{image.digest}.tar", image.tar_size, may_skip=not job.keep)
         self.spools[image.digest] = spool
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
 
@@ -496,6 +552,12 @@ class ImageManager:
                 raise ImageError(f"image.pull_failed: this host's engine refused the tarball: {exc.message}") \
                     from None
             raise
+        if spool.leaf:  # relayed to it: nothing kept, nothing held
+            spool.path.unlink(missing_ok=True)
+            if self.spools.get(image.digest) is spool:
+                del self.spools[image.digest]
+            self.stats["leaf_fetches"] += 1
+            return
         # The image is in the engine: its containers can start. Keeping the tarball (on disk, then said to
         # be held) goes on beside them: an fsync of a whole tarball takes seconds on a busy disk.
         task = asyncio.get_running_loop().create_task(self._keep(image, spool, job), name=f"keep {image.digest[:12]}")
@@ -567,10 +629,10 @@ class ImageManager:
                 job.via = source
                 hints = [h for h in hints if h != source]
                 try:
-                    async for chunk in self._download(source, image.digest, spool.received):
+                    async for chunk in self._download(source, image.digest, spool.received, spool):
                         chunk = chunk[:image.tar_size - spool.received]
                         view = memoryview(chunk)
-                        while view:
+                        while view and not spool.leaf:
                             written = out.write(view)
                             if not written:
                                 raise OSError("the disk took none of the bytes written")
@@ -605,7 +667,10 @@ class ImageManager:
             await queue.put(held_back)
             await queue.put(None)
 
-    async def _download(self, host: str, digest: str, offset: int) -> AsyncIterator[bytes]:
+    async def _download(self, host: str, digest: str, offset: int, spool: Spool | None = None) -> AsyncIterator[bytes]:
+        """The tarball from ``offset``, from ``host``; a transfer that begins at 0 from a relay makes
+        ``spool`` a leaf (when it may be one) with its first byte, not before: a relay that sends nothing
+        leaves the spool as it was for the next source."""
         url = self.api_of(host)
         if url is None or self.session is None:
             raise ImageError("no API address known")
@@ -626,19 +691,26 @@ class ImageManager:
                 offer = body.get("bulk") if isinstance(body, dict) else None
                 if not isinstance(offer, dict):
                     raise ImageError("the holder's bulk offer has no ticket")
+                relay = bool(offer.get("relay"))
             elif resp.status != 206:
                 raise ImageError(f"HTTP {resp.status}: {(await resp.read())[:200]!r}")
             else:
+                leafy = spool is not None and spool.may_skip and offset == 0 and resp.headers.get(RELAY_HEADER) == "1"
                 async for chunk in resp.content.iter_chunked(CHUNK):
+                    if leafy and spool is not None and chunk and not spool.received:
+                        spool.leaf = True
                     yield chunk
                 return
         try:
             ticket, port = bytes.fromhex(str(offer["ticket"])), int(offer["port"])
         except (KeyError, ValueError, TypeError):
             raise ImageError("the holder's bulk offer is malformed") from None
+        leafy = spool is not None and spool.may_skip and offset == 0 and relay
         key = bulk.transfer_key(self.secret, ticket, digest, offset)
         address = yarl.URL(url).host or ""
         async for chunk in bulk.receive(address, port, ticket, key, SOURCE_STALL):
+            if leafy and spool is not None and chunk and not spool.received:
+                spool.leaf = True
             yield chunk
 
     async def _load_file(self, image: CatalogImage) -> None:
@@ -658,6 +730,196 @@ class ImageManager:
         if await self.engine.image_inspect(image.id) is None:
             raise ImageError(f"image.pull_failed: the tarball loaded, but not as image {image.id[:19]}")
 
+    # ------------------------------------------------------------------ a delta: the missing layers only
+
+    async def _delta_from_peers(self, image: CatalogImage, job: Job) -> bool:
+        """Load only the layers this host's engine lacks, when that is at most :data:`DELTA_WHEN_MISSING`
+        of the image (a rebuild on a base the host has): the config and the missing layers come by digest
+        from a holder's registry routes, each checked against its digest, and go into the engine's load
+        as a ``docker save`` tarball that names every layer but holds only those (Docker skips a layer
+        file it has the layer of). True once the engine has the image; False when the whole tarball is the
+        way (most of the image is new here, no holder serves it so, or every delta broke off)."""
+        if self.session is None:
+            return False
+        current = self.state.images.catalog.get(image.id)
+        holders = sorted(h for h in (current.holders if current is not None else image.holders) if h != self.host)
+        self.rng.shuffle(holders)
+        stacks: list[tuple[str, ...]] | None = None
+        for host in holders:
+            url = self.api_of(host)
+            if url is None:
+                continue
+            try:
+                layers = await self._peer_layers(url, image)
+                if layers is None:  # this holder cannot serve it by digest: the next may
+                    continue
+                if stacks is None:
+                    stacks = await self.engine.layer_stacks()
+                digests = [d for d, _, _ in layers]
+                have = max((_shared(digests, stack) for stack in stacks), default=0)
+                missing = layers[have:]
+                total = sum(size for _, size, _ in layers) or 1
+                job.delta_missing = sum(size for _, size, _ in missing)
+                if not have or job.delta_missing > DELTA_WHEN_MISSING * total \
+                        or any(kind != peerpull.LAYER_TAR for _, _, kind in missing):
+                    return False
+                job.via = host
+                job.mark("delta")
+                await self._load_delta(url, image, digests, missing, job)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, TypeError, ImageError,
+                    EngineRefused) as exc:
+                reason = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                self.stats["delta_failures"] += 1
+                job.progress = None  # what comes next (another holder, the tarball) counts from its own start
+                job.resumed.append(f"{host}: {reason[:120]}")
+                log.info("image %s: the delta from %s broke off (%s)", image.id[:19], host, reason)
+                continue
+            job.mark("received")
+            job.mark("loaded")
+            self.stats["delta_loads"] += 1
+            return True
+        return False
+
+    def _grant_header(self, image: CatalogImage) -> dict[str, str]:
+        grant = peerpull.grant(self.sealer, image.id, time.time())
+        return {"Authorization": "Basic " + base64.b64encode(f"{self.host}:{grant}".encode()).decode()}
+
+    async def _peer_layers(self, url: str, image: CatalogImage) -> list[tuple[str, int, str]] | None:
+        """(digest, size, media type) of each layer of the manifest the holder at ``url`` serves for
+        ``image`` (an uncompressed layer's digest is its ``diff_id``); None if it serves none."""
+        assert self.session is not None
+        path = f"/v2/{peerpull.REPOSITORY}/manifests/{image.id.removeprefix('sha256:')}"
+        timeout = aiohttp.ClientTimeout(total=10, sock_connect=5)
+        async with self.session.get(url + path, headers=self._grant_header(image), timeout=timeout) as resp:
+            if resp.status != 200:
+                return None
+            body = await resp.json(content_type=None)
+        layers = body.get("layers") if isinstance(body, dict) else None
+        if not isinstance(layers, list):
+            return None
+        return [(str(layer.get("digest")), int(layer.get("size") or 0), str(layer.get("mediaType")))
+                for layer in layers if isinstance(layer, dict)]
+
+    async def _load_delta(self, url: str, image: CatalogImage, digests: list[str],
+                          missing: list[tuple[str, int, str]], job: Job) -> None:
+        """The engine's load of the config and the ``missing`` layers of ``image`` from the holder at
+        ``url``; the manifest (which names every layer) goes last, only once every byte matched its
+        digest: a delta that breaks off or does not match never completes a load."""
+        assert self.session is not None
+        headers = self._grant_header(image)
+        blobs = f"{url}/v2/{peerpull.REPOSITORY}/blobs/"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=SOURCE_STALL)
+        async with self.session.get(blobs + image.id, headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ImageError(f"its config: HTTP {resp.status}")
+            config = await resp.read()
+        if "sha256:" + hashlib.sha256(config).hexdigest() != image.id:
+            raise ImageError("its config does not have the image's id")
+        if list((json.loads(config).get("rootfs") or {}).get("diff_ids") or []) != digests:
+            raise ImageError("its manifest's layers are not the config's")
+        hexid = image.id.removeprefix("sha256:")
+        names = [f"{d.removeprefix('sha256:')}/layer.tar" for d in digests]
+        manifest = json.dumps([{"Config": f"{hexid}.json", "RepoTags": list(image.tags), "Layers": names}]).encode()
+        sizes = [len(config), *(size for _, size, _ in missing), len(manifest)]
+        total = sum(peerpull.TAR_BLOCK + _padded(size) for size in sizes) + 2 * peerpull.TAR_BLOCK
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
+
+        async def body() -> AsyncIterator[bytes]:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        load = asyncio.get_running_loop().create_task(self.engine.load_stream(body(), total))
+
+        async def put(item: bytes | BaseException | None) -> None:
+            if load.done():  # the engine stopped reading: its answer says why
+                await load
+                raise ImageError("this host's engine ended the load early")
+            await asyncio.wait_for(queue.put(item), SOURCE_STALL)
+
+        moved = 0
+        try:
+            await put(peerpull.tar_member(f"{hexid}.json", config))
+            for digest, size, _ in missing:
+                await put(peerpull.tar_header(f"{digest.removeprefix('sha256:')}/layer.tar", size))
+                hasher, got = hashlib.sha256(), 0
+                async with self.session.get(blobs + digest, headers=headers, timeout=timeout) as resp:
+                    if resp.status != 200:
+                        raise ImageError(f"layer {digest[:19]}: HTTP {resp.status}")
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        got += len(chunk)
+                        if got > size:
+                            raise ImageError(f"layer {digest[:19]} is longer than its manifest says")
+                        hasher.update(chunk)
+                        await put(chunk)
+                        moved += len(chunk)
+                        self.stats["delta_bytes"] += len(chunk)
+                        self._progress(job, moved / max(1, job.delta_missing or 1))
+                if got != size or "sha256:" + hasher.hexdigest() != digest:
+                    self.stats["digest_mismatch"] += 1
+                    raise ImageError(f"layer {digest[:19]}: the bytes received do not have its digest: not loaded")
+                await put(bytes(_padded(size) - size))
+            await put(peerpull.tar_member("manifest.json", manifest) + bytes(2 * peerpull.TAR_BLOCK))
+            await put(None)
+            await load
+        except BaseException as exc:
+            if not load.done():
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(ImageError(str(exc)))
+                load.cancel()
+            with contextlib.suppress(BaseException):
+                await load
+            raise
+        if await self.engine.image_inspect(image.id) is None:
+            raise ImageError(f"the delta loaded, but not as image {image.id[:19]}")
+
+    async def index(self, image_id: str) -> peerpull.Index:
+        """What this host's registry routes serve of a catalog image (ImageError: it holds no tarball of it,
+        or the tarball cannot be served so)."""
+        image = self.state.images.catalog.get(image_id)
+        if image is None or not self.cached(image.digest).exists():
+            raise ImageError(f"this host holds no tarball of {image_id[:19]}")
+        index = self.indexes.get(image.digest)
+        if index is None:
+            try:
+                index = await asyncio.to_thread(peerpull.index_tarball, self.cached(image.digest))
+            except peerpull.Unservable as exc:
+                raise ImageError(exc.reason) from None
+            if index.image_id != image.id:
+                raise ImageError(f"the tarball's config is image {index.image_id[:19]}, not {image.id[:19]}")
+            self.indexes[image.digest] = index
+        return index
+
+    def blob_slot(self) -> bool:
+        """May one more blob be sent now (at most :data:`peerpull.BLOB_STREAMS` at once)?"""
+        return self.blob_streams < peerpull.BLOB_STREAMS
+
+    async def send_blob(self, index: peerpull.Index, blob: peerpull.Blob, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start``…``end`` of one blob, from this host's tarball (counted in ``blob_streams``)."""
+        image = self.state.images.catalog.get(index.image_id)
+        if image is None:
+            raise ImageError(f"image {index.image_id[:19]} left the catalog")
+        self.blob_streams += 1
+        view = memoryview(bytearray(CHUNK))
+        began, sent = time.monotonic(), 0
+        try:
+            with self.cached(image.digest).open("rb", buffering=0) as f:
+                f.seek(blob.offset + start)
+                left = end - start
+                while left > 0:
+                    n = f.readinto(view[:min(left, CHUNK)])
+                    if not n:
+                        raise ImageError("this host's tarball ended early")
+                    left -= n
+                    self.stats["blob_served_bytes"] += n
+                    yield bytes(view[:n])
+                    sent += n
+                    if self.send_rate:  # --image-send-rate caps a blob as it caps a tarball
+                        await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - began)))
+        finally:
+            self.blob_streams -= 1
+
     # ------------------------------------------------------------------ sending to a peer
 
     def admission(self, digest: str, asker: str, offset: int) -> transfer.Admission:
@@ -665,8 +927,13 @@ class ImageManager:
         complete = self.cached(digest).exists()
         if not complete and spool is None:
             return transfer.Admission(False, (), "this host does not hold that image")
-        return transfer.admit(asker, offset, complete, spool.received if spool else 0,
-                              self.serving.get(digest, {}))
+        if not complete and spool is not None and spool.leaf:
+            return transfer.Admission(False, (), "this host keeps no copy of it (its bytes were relayed to it)")
+        admitted = transfer.admit(asker, offset, complete, spool.received if spool else 0,
+                                  self.serving.get(digest, {}))
+        if not complete and not admitted.serve:  # a relay's askers are leaves: nobody to send the asker to
+            return dataclasses.replace(admitted, redirect=())
+        return admitted
 
     async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
@@ -724,7 +991,11 @@ class ImageManager:
         ticket = self.tickets.issue(self.secret, digest, asker, offset, now)
         self.serving.setdefault(digest, {})[asker] = offset
         asyncio.get_running_loop().call_later(bulk.TICKET_AGE + 0.5, self._expire_tickets)
-        return {"port": self.bulk_port, "ticket": ticket.hex()}
+        return {"port": self.bulk_port, "ticket": ticket.hex(), "relay": not self.cached(digest).exists()}
+
+    def relays(self, digest: str) -> bool:
+        """Does this host send ``digest`` from a spool still filling (a relay), not a whole copy?"""
+        return not self.cached(digest).exists()
 
     def _expire_tickets(self, now: float | None = None) -> None:
         for ticket in self.tickets.expired(time.monotonic() if now is None else now):
@@ -853,12 +1124,13 @@ class ImageManager:
         return {
             "jobs": [{"image": j.reference, "source": j.source, "state": "running" if j.running else
                       ("failed" if j.error else "done"), "detail": j.error or j.describe(), "attempts": j.attempts,
-                      "resumed": list(j.resumed), "via": j.via,
+                      "resumed": list(j.resumed), "via": j.via, "delta_missing": j.delta_missing,
                       "timeline": {step: round(at, 3) for step, at in j.timeline.items()}} for j in self.jobs.values()],
             "serving": {d[:16]: dict(s) for d, s in self.serving.items()},
+            "blob_streams": self.blob_streams,
             **self.stats,
         }
 
 
-__all__ = ["ALWAYS_FRESH", "MEMBER_HEADER", "REGISTRY_PURPOSE", "ImageEngine", "ImageError", "ImageManager", "Job",
-           "Spool", "Wait", "proof", "proof_ok", "pull_reason", "tarball_manifest"]
+__all__ = ["ALWAYS_FRESH", "MEMBER_HEADER", "REGISTRY_PURPOSE", "RELAY_HEADER", "ImageEngine", "ImageError",
+           "ImageManager", "Job", "Spool", "Wait", "proof", "proof_ok", "pull_reason", "tarball_manifest"]

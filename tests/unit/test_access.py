@@ -267,6 +267,9 @@ NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/v1/images/{id}/fetch"): "deploy-anywhere",
     ("POST", "/v1/builds"): "deploy-anywhere", ("GET", "/v1/host/images"): "any",
     ("GET", "/v1/internal/images/{id}"): "system",
+    ("GET", "/v2/"): "grant", ("GET", "/v2/corral/peer/manifests/{id}"): "grant",
+    ("HEAD", "/v2/corral/peer/manifests/{id}"): "grant", ("GET", "/v2/corral/peer/blobs/{id}"): "grant",
+    ("HEAD", "/v2/corral/peer/blobs/{id}"): "grant",
     ("POST", "/v1/stacks/{id}/deploy"): "deploy", ("GET", "/v1/volumes"): "any", ("POST", "/v1/volumes"): "deploy",
     ("GET", "/v1/volumes/{name}"): "read", ("DELETE", "/v1/volumes/{name}"): "deploy", ("GET", "/v1/configs"): "any",
     ("POST", "/v1/configs"): "deploy", ("GET", "/v1/configs/{name}"): "read",
@@ -287,7 +290,7 @@ administrator's metrics key (it scrapes, and may do nothing else)."""
 
 def test_the_table_names_every_route_as_the_route_table_does() -> None:
     assert set(NEEDS) == {(r.method, r.path) for r in ROUTES}, "a new route needs its row here"
-    as_permission = {"public": {P.PUBLIC}, "system": {P.SYSTEM}, "any": {P.AUTHENTICATED, P.READ},
+    as_permission = {"public": {P.PUBLIC}, "system": {P.SYSTEM}, "grant": {P.SYSTEM}, "any": {P.AUTHENTICATED, P.READ},
                      "read": {P.READ}, "deploy": {P.DEPLOY}, "manage": {P.MANAGE}, "admin": {P.ADMIN},
                      "self": {P.AUTHENTICATED}, "deploy-anywhere": {P.DEPLOY}, "metrics": {P.METRICS}}
     for route in ROUTES:
@@ -607,6 +610,11 @@ BUILD: dict[tuple[str, str], Builder] = {
     ("DELETE", "/v1/images/{id}"): _image, ("POST", "/v1/images/{id}/fetch"): _then(_image, "/fetch"),
     ("GET", "/v1/host/images"): _fixed("/v1/host/images"), ("POST", "/v1/builds"): _build_context,
     ("GET", "/v1/internal/images/{id}"): _fixed("/v1/internal/images/" + "a" * 64),
+    ("GET", "/v2/"): _fixed("/v2/"),
+    ("GET", "/v2/corral/peer/manifests/{id}"): _fixed("/v2/corral/peer/manifests/" + "a" * 64),
+    ("HEAD", "/v2/corral/peer/manifests/{id}"): _fixed("/v2/corral/peer/manifests/" + "a" * 64),
+    ("GET", "/v2/corral/peer/blobs/{id}"): _fixed("/v2/corral/peer/blobs/sha256:" + "a" * 64),
+    ("HEAD", "/v2/corral/peer/blobs/{id}"): _fixed("/v2/corral/peer/blobs/sha256:" + "a" * 64),
     ("POST", "/v1/stacks/{id}/deploy"): _deploy, ("GET", "/v1/volumes"): _fixed("/v1/volumes"),
     ("POST", "/v1/volumes"): _new_volume, ("GET", "/v1/volumes/{name}"): _volume,
     ("DELETE", "/v1/volumes/{name}"): _volume, ("GET", "/v1/configs"): _fixed("/v1/configs"),
@@ -622,6 +630,8 @@ def _expected(need: str, caller: str, env: str, path: str) -> str:
         return "ok"
     if need == "system":
         return "403"
+    if need == "grant":  # a peer's engine with a pull grant (agent/node/peerpull.py): no user credential is one
+        return "401"
     if caller in ("anonymous", "forged"):
         return "401"
     if need == "metrics":

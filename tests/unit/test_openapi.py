@@ -19,11 +19,13 @@ from tests.unit.fakes import running_api
 def served(app: web.Application) -> set[tuple[str, str]]:
     out = set()
     for route in app.router.routes():
-        if route.method in ("HEAD", "*") or route.resource is None:
+        if route.method == "*" or route.resource is None:
             continue
         info = route.resource.get_info()
         out.add((route.method, str(info.get("path") or info.get("formatter"))))
-    return out
+    # aiohttp answers HEAD beside every GET added with add_get: only a HEAD of the route table is a route
+    table = {(r.method, r.path) for r in routes.ROUTES}
+    return {(m, p) for m, p in out if m != "HEAD" or (m, p) in table}
 
 
 def ui_routes() -> set[tuple[str, str]]:
