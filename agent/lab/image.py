@@ -87,7 +87,7 @@ def _layer(busybox: Path) -> bytes:
     return buf.getvalue()
 
 
-def _payload_layer(size: int, seed: str) -> bytes:
+def _payload_layer(size: int, seed: str, name: str = "payload") -> bytes:
     """A layer of one file, ``/payload``, of ``size`` bytes that do not compress (AES-256 in counter mode,
     keyed by the SHA-256 of ``seed``: the same seed, the same bytes): what makes an image of a given size
     for tests and benchmarks. Incompressible for real, so a registry's gzip'd layer is as big as the
@@ -96,18 +96,22 @@ def _payload_layer(size: int, seed: str) -> bytes:
     data = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("payload")
+        info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "root", "root"
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
 def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload: int = 0,
-                     seed: str = "") -> tuple[bytes, str]:
+                     seed: str = "", extra: int = 0, extra_seed: str = "") -> tuple[bytes, str]:
     """The ``docker save`` tarball of the base image and its image id (``sha256:…``); with ``payload``
-    bytes, a second layer holding that much (``/payload``, made from ``seed``): an image of any size."""
+    bytes, a second layer holding that much (``/payload``, made from ``seed``): an image of any size;
+    with ``extra`` bytes, a third (``/extra``, from ``extra_seed``): the same image with a layer on top,
+    as a rebuild makes it."""
     busybox = busybox or find_busybox()
     layers = [_layer(busybox)] + ([_payload_layer(payload, seed or tag)] if payload else [])
+    if extra:
+        layers.append(_payload_layer(extra, extra_seed or f"{tag} extra", "extra"))
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     config = {
         "architecture": docker_arch(),
@@ -117,7 +121,9 @@ def build_base_image(busybox: Path | None = None, tag: str = BASE_IMAGE, payload
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "corral lab: busybox-static rootfs"}]
         + ([{"created": "1970-01-01T00:00:00Z", "created_by": f"corral lab: {payload} bytes of payload"}]
-           if payload else []),
+           if payload else [])
+        + ([{"created": "1970-01-01T00:00:00Z", "created_by": f"corral lab: {extra} bytes on top"}]
+           if extra else []),
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     out = io.BytesIO()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
+import hashlib
 import io
 import json
 import random
@@ -249,6 +251,10 @@ class FakeEngine:
         self.volume_labels: dict[str, dict[str, str]] = {}
         self.execs: list[FakeExec] = []
         self.foreign: set[str] = set()  # addresses held on the network by containers Corral does not manage
+        self.stacks: list[tuple[str, ...]] | None = None  # what ``layer_stacks`` says, if a test sets it
+        self.image_layers: dict[str, tuple[str, ...]] = {}  # image id -> its diff_ids (from the configs loaded)
+        self.load_tars: list[bytes] = []  # each tarball a load read to its end (refused or not)
+        self.load_sizes: list[int | None] = []  # the size each of those loads was said to be
 
     async def version(self) -> dict[str, Any]:
         return {"Version": "fake", "ApiVersion": "1.41"}
@@ -273,17 +279,54 @@ class FakeEngine:
     async def pull(self, reference: str, auth: Any, progress: Any) -> None:
         raise PullFailed(f"Get \"https://{reference.split('/')[0]}/v2/\": dial tcp: connect: connection refused")
 
+    async def layer_stacks(self) -> list[tuple[str, ...]]:
+        """Each image's layer chain (bottom first): ``stacks`` if a test set it, else the images loaded."""
+        if self.stacks is not None:
+            return [tuple(s) for s in self.stacks]
+        return [self.image_layers[i] for i in sorted(set(self.loaded.values())) if i in self.image_layers]
+
     async def load_stream(self, chunks: AsyncIterator[bytes], size: int | None = None) -> str:
+        """A load as Docker's: the manifest names the config and the layers; a layer file in the tarball
+        must have its diff_id, and one missing from it is taken only if the engine has that chain of layers
+        already (then it skips the file), else the load is refused."""
         data = b"".join([c async for c in chunks])
+        self.load_tars.append(data)
+        self.load_sizes.append(size)
         try:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 member = tar.extractfile("manifest.json")
                 manifest = json.loads(member.read()) if member else None
+                names = set(tar.getnames())
+                config_name = str((manifest or [{}])[0].get("Config") or "")
+                config_file = tar.extractfile(config_name) if config_name in names else None
+                config = json.loads(config_file.read()) if config_file else None
+                layer_names = [str(n) for n in (manifest or [{}])[0].get("Layers") or []]
+                diff_ids = [str(d) for d in ((config or {}).get("rootfs") or {}).get("diff_ids") or []]
+                if config is not None and len(diff_ids) == len(layer_names):
+                    chains = await self.layer_stacks()
+                    for n, name in enumerate(layer_names):
+                        if name not in names:
+                            chain = tuple(diff_ids[:n + 1])
+                            if not any(stack[:n + 1] == chain for stack in chains):
+                                raise EngineRefused(500, f"Docker Engine refused the image: open /var/lib/docker/"
+                                                    f"tmp/docker-import-1/{name}: no such file or directory")
+                            continue
+                        layer = tar.extractfile(name)
+                        content = layer.read() if layer else b""
+                        if content[:2] == b"\x1f\x8b":  # a gzip'd layer (an OCI save): its diff_id is of the tar
+                            content = gzip.decompress(content)
+                        got = "sha256:" + hashlib.sha256(content).hexdigest()
+                        if got != diff_ids[n]:
+                            raise EngineRefused(500, f"Docker Engine refused the image: invalid diffID for layer "
+                                                f"{n}: expected {diff_ids[n]!r}, got {got!r}")
         except (tarfile.TarError, KeyError, ValueError) as exc:
             raise EngineRefused(500, f"Docker Engine refused the image: {exc}") from None
         if not manifest:
             raise EngineRefused(500, "Docker Engine refused the image: no manifest")
-        image_id = "sha256:" + manifest[0]["Config"].removesuffix(".json")
+        # the config's name: HEX.json (the old layout) or blobs/sha256/HEX (Docker 25+)
+        image_id = "sha256:" + manifest[0]["Config"].rpartition("/")[2].removesuffix(".json")
+        if config is not None and len(diff_ids) == len(layer_names):
+            self.image_layers[image_id] = tuple(diff_ids)
         for tag in manifest[0].get("RepoTags") or [image_id]:
             self.loaded[tag] = image_id
         return f"Loaded image ID: {image_id}"
