@@ -62,31 +62,78 @@ def _load(lab: Lab, host: str, tarball: Path) -> dict[str, Any]:
         return dict(_client(lab, host).upload("/v1/images", f, tarball.stat().st_size))
 
 
+def _job(lab: Lab, host: str, image: str) -> dict[str, Any]:
+    return dict(next(j for j in _client(lab, host).get("/v1/host/images")["jobs"] if j["image"] == image))
+
+
 def test_an_image_loaded_on_one_host_reaches_the_hosts_a_service_is_placed_on(lab4: Lab, tmp_path: Path) -> None:
+    """A new image goes as tarballs, as a tree (h1 sends two at a time, a third host gets its bytes relayed
+    and keeps no copy); a rebuild on it (one more layer) is a delta: each host fetches only the new layer
+    (and the config) by digest from h1's registry routes."""
     data, image_id = build_base_image(tag="test/spread:1", payload=60 * 2**20, seed="spread")
     tarball = tmp_path / "spread.tar"
     tarball.write_bytes(data)
     env = {"CORRAL_URL": lab4.host("h1").api_url}
     hosts = ("h1", "h2", "h3", "h4")
+    counters = ("received_bytes", "served_bytes", "redirects", "blob_served_bytes", "delta_loads", "delta_bytes",
+                "leaf_fetches")
+
+    def moved(since: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+        now = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}
+        return {h: {k: now[h][k] - since[h][k] for k in counters} for h in hosts}
+
     before = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}  # the base image came this way too
     loaded = corral("image", "load", str(tarball), env=env)
     assert loaded.returncode == 0 and "held by h1" in loaded.stdout, loaded.stderr
     service = _service(lab4, "spread", "test/spread:1", 4)
     # the others wait for the image, saying so, then run
     until("every container runs", lambda: _running(lab4, service["id"], 4), 90)
-    catalog = {i["id"]: i["holders"] for i in _client(lab4, "h3").items("/v1/images")}
-    assert catalog[image_id] == ["h1", "h2", "h3", "h4"]
-    events = [e["message"] for e in _client(lab4, "h1").items("/v1/events", kind="image.added")]
-    assert any("test/spread:1" in m and "on h1" in m for m in events)
-    after = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}
-    delta = {h: {k: after[h][k] - before[h][k] for k in ("received_bytes", "served_bytes", "redirects")}
-             for h in hosts}
+    delta = moved(before)
     assert sum(d["received_bytes"] for d in delta.values()) == 3 * len(data), "three hosts got every byte once"
     # three asked at once, h1 sends two at a time: the third got its bytes relayed, not all from h1
     assert delta["h1"]["served_bytes"] < 3 * len(data), delta
     assert sum(d["redirects"] for d in delta.values()) >= 1, delta
+    assert sum(d["delta_loads"] for d in delta.values()) == 0, "most of a new image is new: tarballs, no deltas"
+    holders = until("the hosts that got a whole copy hold it", lambda: next(
+        (i["holders"] for i in _client(lab4, "h3").items("/v1/images") if i["id"] == image_id
+         and len(i["holders"]) == 4 - sum(d["leaf_fetches"] for d in moved(before).values())), None), 20)
+    leaves = [h for h in hosts if h not in holders]
+    assert "h1" in holders and leaves, (holders, delta)
+    for leaf in leaves:  # a leaf relayed nothing and kept nothing
+        assert delta[leaf]["served_bytes"] == 0 and delta[leaf]["leaf_fetches"] == 1, delta
+        assert not list((lab4.host(leaf).agent_data / "images" / "partial").iterdir())
+        assert "kept" not in _job(lab4, leaf, "test/spread:1")["timeline"]
+    events = [e["message"] for e in _client(lab4, "h1").items("/v1/events", kind="image.added")]
+    assert any("test/spread:1" in m and "on h1" in m for m in events)
     listed = corral("image", "ls", env=env)
-    assert listed.returncode == 0 and "test/spread:1" in listed.stdout and "h1, h2, h3, h4" in listed.stdout
+    assert listed.returncode == 0 and "test/spread:1" in listed.stdout and ", ".join(holders) in listed.stdout
+    # a rebuild: the same layers and 4 MiB on top, loaded on h1; every host fetches only the new layer
+    rebuilt, rebuilt_id = build_base_image(tag="test/spread:2", payload=60 * 2**20, seed="spread",
+                                           extra=4 * 2**20, extra_seed="v2")
+    (tmp_path / "spread2.tar").write_bytes(rebuilt)
+    _load(lab4, "h1", tmp_path / "spread2.tar")
+    before = {h: _client(lab4, h).get("/v1/host/images") for h in hosts}
+    service = _client(lab4, "h1").patch(f"/v1/services/{service['id']}?now=true", {"image": "test/spread:2"})
+    def got(host: str) -> bool:
+        jobs = _client(lab4, host).get("/v1/host/images")["jobs"]
+        return any(j["image"] == "test/spread:2" and j["state"] != "running" for j in jobs)
+
+    until("h2-h4 have the rebuild", lambda: all(got(h) for h in ("h2", "h3", "h4")), 90)
+    until("every container runs the rebuild", lambda: _running(lab4, service["id"], 4), 90)
+    delta = moved(before)
+    for host in ("h2", "h3", "h4"):
+        job = _job(lab4, host, "test/spread:2")
+        assert job["state"] == "done" and "delta" in job["timeline"] and job["via"] == "h1", job
+        assert 4 * 2**20 <= job["delta_missing"] < 5 * 2**20, job
+        assert delta[host]["delta_loads"] == 1 and delta[host]["received_bytes"] == 0, delta
+        assert 4 * 2**20 <= delta[host]["delta_bytes"] < 5 * 2**20, delta
+    assert 3 * 4 * 2**20 < delta["h1"]["blob_served_bytes"] < 3 * 5 * 2**20, "the new layer and the config, thrice"
+    assert delta["h1"]["served_bytes"] == 0, delta
+    catalog = {i["id"]: i["holders"] for i in _client(lab4, "h2").items("/v1/images")}
+    assert catalog[rebuilt_id] == ["h1"], "a delta keeps no tarball"
+    transfers = corral("image", "transfers", env={"CORRAL_URL": lab4.host("h3").api_url})
+    assert transfers.returncode == 0 and "deltas (only the missing layers): 1 loaded" in transfers.stdout, \
+        transfers.stdout
 
 
 def test_a_transfer_cut_by_killing_its_sender_resumes_from_another_holder(lab4: Lab, tmp_path: Path) -> None:
@@ -172,7 +219,12 @@ def test_a_stack_with_build_is_built_on_one_host_and_reaches_the_others(lab4: La
     tag = service["spec"]["image"]
     assert tag.startswith("corral-build/built-web:")
     built = next(i for i in _client(lab4, "h1").items("/v1/images") if tag in i["tags"])
-    assert built["source"] == "build" and built["holders"] == ["h1", "h2", "h3", "h4"]
+    # built on h2, the answering host, on the base every host has: the other three took deltas from h2
+    assert built["source"] == "build" and built["holders"] == ["h2"], built
+    for host in ("h1", "h3", "h4"):
+        job = _job(lab4, host, tag)
+        assert job["state"] == "done" and job["via"] == "h2" and "delta" in job["timeline"], job
+        assert job["delta_missing"] < 2**20, "the built layer only (a few bytes of hello.txt)"
     again = corral("stack", "deploy", "-f", str(tmp_path / "compose.yml"), "built", env=env, timeout=180)
     assert again.returncode == 0 and "built already" in again.stdout, again.stdout + again.stderr
     (app / "hello.txt").write_text("hello v2\n")
