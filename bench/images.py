@@ -72,6 +72,8 @@ from agent.lab.layout import BASE_IMAGE
 from agent.node.docker import CHUNK, DockerEngine, RegistryAuth
 
 MB = 10**6
+REBUILD = 5 * MB
+"""What a rebuild adds on top of an image (a layer): what a delta moves (docs/IMAGES.md)."""
 HOSTS = 6
 SOURCE = "h1"
 TARGETS = [f"h{i}" for i in range(2, HOSTS + 1)]
@@ -85,12 +87,13 @@ TD = "targets' dockerd"
 
 
 def _stat(pid: str) -> tuple[int, float] | None:
-    """(session id, CPU seconds) of a process."""
+    """(session id, CPU seconds) of a process, with its children that ended (dockerd's ``docker-untar``
+    and ``docker-applyLayer`` re-execs unpack every layer, and are gone by the time the window closes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[3]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[3]), sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def sessions_cpu() -> dict[int, float]:
@@ -166,6 +169,7 @@ def _own() -> float:
 class Bench:
     def __init__(self, lab: Lab, session: aiohttp.ClientSession, engines: dict[str, DockerEngine]) -> None:
         self.lab, self.session, self.engines = lab, session, engines
+        self.seeds: dict[str, str] = {}
         self.url = lab.host(SOURCE).api_url
         self.registry = lab.registry_address
         self.counter = 0
@@ -174,10 +178,17 @@ class Bench:
         self.counter += 1
         return f"bench/img{size // MB}-{kind}{self.counter}:1", f"bench-{size}-{kind}-{self.counter}-{time.time()}"
 
-    async def build(self, size: int, kind: str) -> tuple[str, bytes, str]:
+    async def build(self, size: int, kind: str, on: tuple[str, str] | None = None) -> tuple[str, bytes, str]:
+        """A fresh image of ``size`` MB payload; ``on=(tag, seed)``: a rebuild of that one instead, its
+        layers and :data:`REBUILD` bytes on top."""
         tag, seed = self.fresh(size, kind)
         started = time.monotonic()
-        data, image_id = await in_thread(lambda: build_base_image(tag=tag, payload=size, seed=seed))
+        if on is None:
+            data, image_id = await in_thread(lambda: build_base_image(tag=tag, payload=size, seed=seed))
+        else:
+            data, image_id = await in_thread(lambda: build_base_image(tag=tag, payload=size, seed=on[1],
+                                                                      extra=REBUILD, extra_seed=seed))
+        self.seeds[tag] = seed if on is None else on[1]
         log(f"built {tag}: {len(data) / MB:.0f} MB in {time.monotonic() - started:.1f} s")
         return tag, data, image_id
 
@@ -271,8 +282,9 @@ class Bench:
 
     async def remove(self, stack: str, service: str, references: list[str], hosts: list[str],
                      catalog_id: str | None = None) -> None:
-        """The stack, the catalog entry and the images gone again, checked."""
-        await self.api("DELETE", f"/v1/stacks/{stack}")
+        """The stack, the catalog entry and the images gone again, checked (a stack deleted already is
+        fine: every container on the hosts must be gone)."""
+        await self.api("DELETE", f"/v1/stacks/{stack}", ok=(200, 404))
 
         async def gone() -> bool:
             if await self.containers(service):
@@ -365,19 +377,44 @@ async def peer_to_peer(b: Bench, size: int, n: int) -> dict[str, Any]:
     upload = time.monotonic() - t
     if added["id"] != image_id:
         raise SystemExit(f"the catalog says {added['id']}, the tarball is {image_id}")
-    served0 = (await b.transfers(SOURCE)).get("served_bytes", 0)
+    def sent(t: dict[str, Any]) -> int:  # tarballs and blobs (a delta, agent/node/peerpull.py) alike
+        return int(t.get("served_bytes", 0)) + int(t.get("blob_served_bytes", 0))
+
+    served0 = sent(await b.transfers(SOURCE))
     redirects = 0
     for h in [SOURCE, *TARGETS]:
         redirects -= (await b.transfers(h)).get("redirects", 0)
     targets = TARGETS[:n]
-    result = await b.run_to(f"p2p{size // MB}-{n}", tag, targets, len(data), CpuMeter(b.lab, targets), "kept")
-    served = (await b.transfers(SOURCE)).get("served_bytes", 0) - served0
+    # "loaded": every host reaches it (a leaf of the tree keeps no tarball, so never reaches "kept")
+    result = await b.run_to(f"p2p{size // MB}-{n}", tag, targets, len(data), CpuMeter(b.lab, targets), "loaded")
+    served = sent(await b.transfers(SOURCE)) - served0
     for h in [SOURCE, *TARGETS]:
         redirects += (await b.transfers(h)).get("redirects", 0)
     result.update(upload=upload, tar=len(data), served=served, redirects=redirects)
-    await b.remove(result["stack"], result["service"], [tag, image_id], [SOURCE, *targets], added["id"])
     log(f"p2p {size // MB} MB to {n}: {result['seconds']:.2f} s (upload {upload:.2f} s); h1 sent "
         f"{served / len(data):.2f} tarballs; arrived {_times(result['arrived'])}; running {_times(result['running'])}")
+    rb = result["rebuild"] = await rebuild(b, size, n, tag, targets)
+    await b.api("DELETE", f"/v1/stacks/{rb['stack']}")  # both stacks' containers go, then both images
+    await b.remove(result["stack"], result["service"], [tag, image_id], [SOURCE, *targets], added["id"])
+    await b.remove(rb["stack"], rb["service"], [rb["tag"], rb["id"]], [SOURCE, *targets], rb["catalog"])
+    return result
+
+
+async def rebuild(b: Bench, size: int, n: int, base: str, targets: list[str]) -> dict[str, Any]:
+    """The same image rebuilt with :data:`REBUILD` bytes on top (a new catalog image, as ``build:`` makes
+    one), to the hosts that run the first: each takes a delta (only the new layer) from h1."""
+    tag, data, image_id = await b.build(size, f"p{n}-rebuilt-", on=(base, b.seeds[base]))
+    added = await b.upload(data)
+    before = {h: await b.transfers(h) for h in [SOURCE, *targets]}
+    result = await b.run_to(f"rebuild{size // MB}-{n}", tag, targets, None, CpuMeter(b.lab, targets), "loaded")
+    after = {h: await b.transfers(h) for h in [SOURCE, *targets]}
+    moved = {h: int(after[h].get("delta_bytes", 0)) - int(before[h].get("delta_bytes", 0))
+             + int(after[h].get("received_bytes", 0)) - int(before[h].get("received_bytes", 0)) for h in targets}
+    deltas = sum(int(after[h].get("delta_loads", 0)) - int(before[h].get("delta_loads", 0)) for h in targets)
+    result.update(tar=len(data), moved=moved, deltas=deltas, tag=tag, id=image_id, catalog=added["id"])
+    log(f"rebuild of the {size // MB} MB image (+{REBUILD // MB} MB) to {n}: {result['seconds']:.2f} s; {deltas} of "
+        f"{n} hosts took a delta; moved per host {', '.join(f'{h}={m / MB:.1f} MB' for h, m in moved.items())} "
+        f"(the tarball: {len(data) / MB:.0f} MB)")
     return result
 
 
@@ -566,6 +603,20 @@ def report(size: int, counts: list[int], floors: list[dict[str, float]], p2p: di
                            f"{w['pushed'] / MB:.0f}" if "pushed" in w else "-"])
     out.append(table(["run", "s", "engines' cpu-s", "agents cpu-s", "MB dirtied (machine)", "MB to disk (machine)",
                       "MB pulled per host"], writes))
+    rebuilt = []
+    for n in counts:
+        rb = p2p[n].get("rebuild")
+        if rb:
+            per_host = max(rb["moved"].values()) if rb["moved"] else 0
+            rebuilt.append([n, f"{rb['seconds']:.2f}", f"{p2p[n]['seconds']:.2f}",
+                            f"{rb['seconds'] / p2p[n]['seconds']:.2f}×", f"{rb['deltas']} / {n}",
+                            f"{per_host / MB:.1f}", f"{rb['tar'] / MB:.0f}", f"{rb['cpu']['agents']:.1f}",
+                            f"{rb['cpu'][TD]:.1f}"])
+    if rebuilt:
+        out.append(f"rebuild: the same image with {REBUILD // MB} MB on top, a new catalog image, to the hosts "
+                   "running the first: each takes a delta (only the missing layer) instead of the tarball")
+        out.append(table(["hosts", "rebuild s", "whole image p2p s", "rebuild / whole", "deltas",
+                          "MB moved per host (max)", "tarball MB", "agents cpu-s", "engines' cpu-s"], rebuilt))
     detail = []
     for n in counts:
         p, r = p2p[n], reg[n]
