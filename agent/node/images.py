@@ -89,6 +89,8 @@ FREE_MARGIN = 256 * 2**20
 DELTA_WHEN_MISSING = 0.5
 """A host loads only the layers it lacks of a catalog image (a delta from a holder's registry routes,
 instead of the whole tarball) when they are at most this share of the image's bytes."""
+CONFIG_MAX = 4 * 2**20
+"""An image config a delta takes, at most (Docker's are a few KiB)."""
 RELAY_HEADER = "Corral-Relay"
 """Said (``1``) by a sender whose tarball is a spool still filling: the asker is a leaf of the tree."""
 
@@ -382,6 +384,8 @@ class ImageManager:
             # an upload or a build is kept before its ImageAdd is committed: not an orphan yet
             if path.stem not in digests and path.stem not in self.pending:
                 path.unlink(missing_ok=True)
+        for digest in [d for d in self.indexes if d not in digests]:
+            del self.indexes[digest]
         for image in digests.values():
             has = self.cached(image.digest).exists()
             if has != (self.host in image.holders) and image.digest not in self.spools:
@@ -812,7 +816,11 @@ class ImageManager:
         async with self.session.get(blobs + image.id, headers=headers, timeout=timeout) as resp:
             if resp.status != 200:
                 raise ImageError(f"its config: HTTP {resp.status}")
-            config = await resp.read()
+            config = b""
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                config += chunk
+                if len(config) > CONFIG_MAX:
+                    raise ImageError(f"its config is larger than {CONFIG_MAX} bytes")
         if "sha256:" + hashlib.sha256(config).hexdigest() != image.id:
             raise ImageError("its config does not have the image's id")
         if list((json.loads(config).get("rootfs") or {}).get("diff_ids") or []) != digests:
