@@ -209,6 +209,8 @@ def test_plumbing_is_idempotent_repairs_drift_and_removes_itself() -> None:
     ns = "ovt-p"
     sh("ip", "netns", "del", ns, check=False)
     sh("ip", "netns", "add", ns)
+    # a new namespace's ip_forward is the kernel's choice (some give 1): start from a host that has it off
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
     try:
         out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PLUMBING_SCRIPT], cwd=REPO,
                              capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": REPO})
