@@ -268,8 +268,8 @@ def _registry_error(status: int, code: str, message: str, challenge: bool = Fals
     return web.json_response(body, status=status, headers=headers)
 
 
-def _pull_grant(request: web.Request) -> tuple[str, str] | web.Response:
-    """(asker, image id) of the request's pull grant, or the 401 that asks the engine for one."""
+def _pull_grant(request: web.Request) -> str | web.Response:
+    """The image id of the request's pull grant, or the 401 that asks for one."""
     credentials = peerpull.basic_credentials(request.headers.get("Authorization"))
     if credentials is None:
         return _registry_error(401, "UNAUTHORIZED", "a peer asks with a pull grant as its password",
@@ -278,7 +278,7 @@ def _pull_grant(request: web.Request) -> tuple[str, str] | web.Response:
     if image_id is None:
         return _registry_error(401, "UNAUTHORIZED", "the pull grant does not open with this cluster's key, "
                                "or is too old", challenge=True)
-    return credentials[0][:64] or "?", image_id
+    return image_id
 
 
 async def registry_ping(request: web.Request) -> web.Response:
@@ -289,24 +289,23 @@ async def registry_ping(request: web.Request) -> web.Response:
     return web.json_response({}, headers=_REGISTRY_HEADERS)
 
 
-async def _granted_index(request: web.Request) -> tuple[ImageManager, str, peerpull.Index] | web.Response:
+async def _granted_index(request: web.Request) -> tuple[ImageManager, peerpull.Index] | web.Response:
     manager = _manager(request.app[DEPS])
-    grant = _pull_grant(request)
-    if isinstance(grant, web.Response):
-        return grant
-    asker, image_id = grant
+    image_id = _pull_grant(request)
+    if isinstance(image_id, web.Response):
+        return image_id
     try:
         index = await manager.index(image_id)
     except ImageError as exc:
         return _registry_error(404, "MANIFEST_UNKNOWN", exc.reason)
-    return manager, asker, index
+    return manager, index
 
 
 async def registry_manifest(request: web.Request) -> web.StreamResponse:
     found = await _granted_index(request)
     if isinstance(found, web.Response):
         return found
-    _, _, index = found
+    _, index = found
     ref = ID.get(request)
     if ref != index.manifest_digest and peerpull.tag_image_id(ref) != index.image_id:
         return _registry_error(404, "MANIFEST_UNKNOWN", f"the pull grant is for {index.image_id[:19]}, not {ref[:80]}")
@@ -321,7 +320,7 @@ async def registry_blob(request: web.Request) -> web.StreamResponse:
     found = await _granted_index(request)
     if isinstance(found, web.Response):
         return found
-    manager, _, index = found
+    manager, index = found
     blob = index.blob(ID.get(request))
     if blob is None:
         return _registry_error(404, "BLOB_UNKNOWN", f"image {index.image_id[:19]} has no blob {ID.get(request)[:80]}")

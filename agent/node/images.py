@@ -899,6 +899,11 @@ class ImageManager:
             self.indexes[image.digest] = index
         return index
 
+    async def _pace(self, sent: int, began: float) -> None:
+        """Keep a send of ``sent`` bytes since ``began`` (monotonic) under ``--image-send-rate``."""
+        if self.send_rate:
+            await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - began)))
+
     def blob_slot(self) -> bool:
         """May one more blob be sent now (at most :data:`peerpull.BLOB_STREAMS` at once)?"""
         return self.blob_streams < peerpull.BLOB_STREAMS
@@ -923,8 +928,7 @@ class ImageManager:
                     self.stats["blob_served_bytes"] += n
                     yield bytes(view[:n])
                     sent += n
-                    if self.send_rate:  # --image-send-rate caps a blob as it caps a tarball
-                        await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - began)))
+                    await self._pace(sent, began)  # --image-send-rate caps a blob as it caps a tarball
         finally:
             self.blob_streams -= 1
 
@@ -968,8 +972,7 @@ class ImageManager:
                         self.stats["served_bytes"] += n
                         yield n
                         sent += n
-                        if self.send_rate:
-                            await asyncio.sleep(max(0.0, sent / self.send_rate - (time.monotonic() - started)))
+                        await self._pace(sent, started)
                         continue
                     if spool is None or spool.complete:
                         return

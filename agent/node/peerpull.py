@@ -33,6 +33,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 REPOSITORY = "corral/peer"
 """The one repository a holder serves; the tag is the image id's 64 hex digits."""
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -189,17 +191,14 @@ def granted(sealer: Any, password: str, now: float) -> str | None:
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """(user, password) of an ``Authorization: Basic …`` header; None if it is not one."""
+    """(user, password) of an ``Authorization: Basic …`` header (UTF-8); None if it is not one."""
     if not header:
         return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
     try:
-        user, colon, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        auth = aiohttp.BasicAuth.decode(header.strip(), encoding="utf-8")
+    except ValueError:  # not Basic, not base64, no colon, not UTF-8
         return None
-    return (user, password) if colon else None
+    return auth.login, auth.password
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
