@@ -59,7 +59,7 @@ from agent.model.entities import Status
 from agent.model.images import CatalogImage, normal_tag, registry_of
 from agent.model.spec import PullPolicy
 from agent.model.state import ClusterState
-from agent.node import bulk, peerpull, transfer
+from agent.node import bulk, directio, peerpull, transfer
 from agent.node.docker import CHUNK, EngineRefused, PullFailed, RegistryAuth
 from mesh import sealing
 from mesh.aio import supervised
@@ -121,6 +121,10 @@ class ImageError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SpoolFailed(ImageError):
+    """This host's disk refused a tarball it was receiving: no other sender would help."""
 
 
 class Redirected(Exception):
@@ -240,8 +244,18 @@ class Spool:
     disk, and this host relays nothing and holds nothing. Writing a tarball into the page cache costs as
     much CPU as the engine's own staging of it; a leaf of the tree has nobody to pass it on to."""
 
+    readable: int = 0
+    """The bytes in the file, what a relay may send on (the received ones reach it a block at a time)."""
+
     def advance(self, received: int) -> None:
         self.received = received
+        self._wake()
+
+    def wrote(self, readable: int) -> None:
+        self.readable = readable
+        self._wake()
+
+    def _wake(self) -> None:
         self.grew.set()
         self.grew = asyncio.Event()
 
@@ -609,8 +623,9 @@ class ImageManager:
         hints: list[str] = []
         held_back = b""
         moved = time.monotonic()  # when the last bytes came (or the fetch began)
-        # unbuffered: a relay reads the file up to ``spool.received`` while it grows
-        with spool.path.open("wb", buffering=0) as out:
+        # around the page cache (agent.node.directio); a relay reads the file up to ``spool.readable``
+        out = directio.BlockWriter(spool.path, spool.wrote)
+        try:
             while spool.received < image.tar_size:
                 current = self.state.images.catalog.get(image.id)
                 holders = current.holders if current is not None else image.holders
@@ -635,12 +650,12 @@ class ImageManager:
                 try:
                     async for chunk in self._download(source, image.digest, spool.received, spool):
                         chunk = chunk[:image.tar_size - spool.received]
-                        view = memoryview(chunk)
-                        while view and not spool.leaf:
-                            written = out.write(view)
-                            if not written:
-                                raise OSError("the disk took none of the bytes written")
-                            view = view[written:]
+                        if not spool.leaf:
+                            try:
+                                await out.write(chunk)
+                            except OSError as exc:  # this host's disk, not the sender: no other source helps
+                                raise SpoolFailed(f"image.pull_failed: this host's disk refused the tarball: "
+                                                  f"{exc.strerror or exc}") from None
                         hasher.update(chunk)
                         if not spool.received:
                             job.mark("first_byte")
@@ -653,6 +668,8 @@ class ImageManager:
                         self._progress(job, spool.received / image.tar_size)
                         if spool.received >= image.tar_size:
                             break
+                except SpoolFailed:
+                    raise
                 except Redirected as exc:
                     self.stats["redirects"] += 1
                     hints = [h for h in exc.hosts if h not in failed] + hints
@@ -663,13 +680,15 @@ class ImageManager:
                              spool.received, failed[source])
                 if spool.received < image.tar_size and source not in failed:
                     failed[source] = "ended early"
-            out.flush()
+            await out.finish()
             if hasher.hexdigest() != image.digest:
                 self.stats["digest_mismatch"] += 1
                 raise ImageError(f"image.pull_failed: the bytes received (from {', '.join(failed) or job.via}) do "
                                  "not have the image's SHA-256: not loaded")
             await queue.put(held_back)
             await queue.put(None)
+        finally:
+            await out.close()
 
     async def _download(self, host: str, digest: str, offset: int, spool: Spool | None = None) -> AsyncIterator[bytes]:
         """The tarball from ``offset``, from ``host``; a transfer that begins at 0 from a relay makes
@@ -941,7 +960,7 @@ class ImageManager:
             return transfer.Admission(False, (), "this host does not hold that image")
         if not complete and spool is not None and spool.leaf:
             return transfer.Admission(False, (), "this host keeps no copy of it (its bytes were relayed to it)")
-        admitted = transfer.admit(asker, offset, complete, spool.received if spool else 0,
+        admitted = transfer.admit(asker, offset, complete, spool.readable if spool else 0,
                                   self.serving.get(digest, {}))
         if not complete and not admitted.serve:  # a relay's askers are leaves: nobody to send the asker to
             return dataclasses.replace(admitted, redirect=())
@@ -949,42 +968,41 @@ class ImageManager:
 
     async def send(self, digest: str, asker: str, offset: int) -> AsyncIterator[bytes]:
         """The tarball from ``offset``: from this host's copy, or relayed from its spool as it fills."""
-        view = memoryview(bytearray(CHUNK))
-        async for n in self._spans(digest, asker, offset, view):
-            yield bytes(view[:n])
+        async for piece in self._spans(digest, asker, offset):
+            yield bytes(piece)
 
-    async def _spans(self, digest: str, asker: str, offset: int, view: memoryview) -> AsyncIterator[int]:
-        """Read the tarball from ``offset`` into ``view`` again and again, yielding how many bytes each
-        time (from this host's copy, or from its spool as it fills); counted in ``serving``."""
+    async def _spans(self, digest: str, asker: str, offset: int) -> AsyncIterator[memoryview]:
+        """The tarball from ``offset``, a block at a time (each view good until the next), from this host's
+        copy or from its spool as it fills, read around the page cache (agent.node.directio); counted in
+        ``serving``."""
         serving = self.serving.setdefault(digest, {})
         serving[asker] = offset
         started, sent = time.monotonic(), 0
         try:
             spool = self.spools.get(digest)
             path = self.cached(digest) if spool is None else spool.path
-            with path.open("rb", buffering=0) as f:
-                f.seek(offset)
+            reader = directio.BlockReader(path)
+            try:
+                size = path.stat().st_size if spool is None else spool.size
                 while True:
-                    n = f.readinto(view)
-                    if n:
+                    limit = size if spool is None or spool.complete else spool.readable
+                    piece = await reader.read(offset, limit)
+                    if piece:
+                        n = len(piece)
                         offset += n
                         serving[asker] = offset
                         self.stats["served_bytes"] += n
-                        yield n
+                        yield piece
                         sent += n
                         await self._pace(sent, started)
                         continue
-                    if spool is None or spool.complete:
+                    if spool is None or spool.complete or offset >= size:
                         return
                     if spool.failed:
                         raise ImageError(f"this host's own transfer failed: {spool.failed}")
-                    if offset >= spool.size:
-                        return
-                    grew = spool.grew
-                    if spool.received <= offset:
-                        await asyncio.wait_for(grew.wait(), SOURCE_STALL)
-                    else:  # written, not readable yet: never spin without yielding
-                        await asyncio.sleep(0.005)
+                    await asyncio.wait_for(spool.grew.wait(), SOURCE_STALL)
+            finally:
+                reader.close()
         finally:
             serving.pop(asker, None)
             if not serving:
@@ -1055,9 +1073,8 @@ class ImageManager:
                 log.info("a bulk connection with no valid ticket was refused")
                 return
             sealer = bulk.FrameSealer(ticket.key)
-            buf = memoryview(bytearray(bulk.FRAME))
-            async for n in self._spans(ticket.digest, ticket.asker, ticket.offset, buf):
-                await loop.sock_sendall(conn, sealer.seal(buf[:n]))
+            async for piece in self._spans(ticket.digest, ticket.asker, ticket.offset):
+                await loop.sock_sendall(conn, sealer.seal(piece))
         except (OSError, ImageError, TimeoutError) as exc:
             log.info("bulk send stopped: %s", exc)
         finally:

@@ -331,6 +331,56 @@ async def test_a_fetch_resumes_from_another_peer_and_refuses_bytes_that_do_not_m
             await runner.cleanup()
 
 
+async def test_a_disk_that_refuses_the_spool_fails_the_fetch_without_asking_another_peer(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch) -> None:
+    """This host's disk, not the sender, is what failed: no other holder is asked, nothing is left."""
+    import aiohttp
+    from aiohttp import web
+
+    from agent.model.images import CatalogImage
+    from agent.node import directio
+    from agent.node.images import ImageError, ImageManager
+    from tests.unit.fakes import FakeEngine
+
+    data, image_id = save_tarball(("test/full:1",), payload=os.urandom(3 * directio.BLOCK))
+    digest = hashlib.sha256(data).hexdigest()
+    asked: list[str] = []
+
+    async def send(request: web.Request) -> web.StreamResponse:
+        asked.append(request.host)
+        response = web.StreamResponse(status=206)
+        await response.prepare(request)
+        await response.write(data)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/internal/images/{id}", send)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    def full(fd: int, view: memoryview) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(directio, "_write_all", full)
+    try:
+        async with aiohttp.ClientSession() as session:
+            engine = FakeEngine()
+            manager = ImageManager("me", ClusterState(), engine, tmp_path / "a", b"k" * 32,
+                                   Keyring.from_secret(b"k" * 32).channel(b"raft"), session,
+                                   {"p1": url, "p2": url}.get, lambda _c: asyncio.sleep(0))
+            (tmp_path / "a" / "images" / "partial").mkdir(parents=True)
+            image = CatalogImage(image_id, ("test/full:1",), digest, len(data), ("p1", "p2"), "load", 1)
+            with pytest.raises(ImageError, match="this host's disk refused the tarball: No space left on device"):
+                await manager.fetch(image)
+            assert len(asked) == 1, "the other holder was not asked: it would have met the same disk"
+            assert await engine.image_inspect(image_id) is None, "the load never completed"
+            assert not list((tmp_path / "a" / "images" / "partial").iterdir()) and not manager.cached(digest).exists()
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_failing_pull_backs_off_doubling_and_a_tarball_bigger_than_the_disk_is_refused(
         tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from agent.model.entities import Status

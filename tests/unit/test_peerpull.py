@@ -336,7 +336,7 @@ class Holder:
         (tmp / "images" / "partial").mkdir(parents=True)
         if relay:  # every byte in its spool, the spool not yet kept: it sends as a relay
             spool = Spool(tmp / "images" / "partial" / f"{self.digest}.tar", len(self.data), len(self.data),
-                          complete=True)
+                          complete=True, readable=len(self.data))
             spool.path.write_bytes(self.data)
             self.manager.spools[self.digest] = spool
         else:
