@@ -127,35 +127,112 @@ class BlockWriter:
 
 
 class BlockReader:
-    """Reads a file at any offset around the page cache: aligned blocks from the disk, the asked part handed
-    back as a view of one buffer (good until the next :meth:`read`). Call :meth:`close` when done."""
+    """Reads a file at any offset, a block at a time, each piece handed back as a view of one of two buffers
+    (good until the next :meth:`read`). With ``cached_first`` (a kept tarball, which may well be in the
+    page cache: one just uploaded) bytes the page cache has are copied from it at once (a read that may not
+    wait, ``RWF_NOWAIT``; a miss brings that one block in); the others come from the disk around the page
+    cache, in a thread, and while the caller sends one block the next is already being read. Call
+    :meth:`close` when done."""
 
-    def __init__(self, path: Path, direct: bool = True, block: int = BLOCK) -> None:
-        self.fd, self.direct = _open(path, os.O_RDONLY, direct)
+    def __init__(self, path: Path, direct: bool = True, block: int = BLOCK, cached_first: bool = False) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        with contextlib.suppress(OSError):  # no readahead: a page-cache miss must not fill the page cache
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
+        try:
+            self.direct_fd, self.direct = _open(path, os.O_RDONLY, direct)
+        except BaseException:
+            os.close(self.fd)
+            raise
         self.block = block
-        self._buffer = mmap.mmap(-1, block + ALIGN)  # room for a block that starts before the offset
-        self._view = memoryview(self._buffer)
+        # room for a block that starts before the offset (a disk read begins at a block's edge)
+        self._buffers = [mmap.mmap(-1, block + ALIGN), mmap.mmap(-1, block + ALIGN)]
+        self._views = [memoryview(b) for b in self._buffers]
+        self._next = 0  # the buffer the next read fills
+        self._ahead: tuple[int, int, int, asyncio.Future[int]] | None = None  # offset, buffer, limit, the read
+        self._nowait = cached_first  # the page cache asked first (unless a kernel says it cannot be asked so)
+        self.cached_reads = self.disk_reads = 0
+
+    def _span(self, offset: int, limit: int) -> tuple[int, int]:
+        """(start, length) of the disk read that covers ``offset`` up to a block or ``limit``."""
+        start = offset - offset % ALIGN if self.direct else offset
+        want = min(limit - start, self.block + (offset - start))
+        if self.direct:
+            want = -(-want // ALIGN) * ALIGN  # a whole number of blocks: a read past the end comes back short
+        return start, want
+
+    def _from_disk(self, offset: int, limit: int, index: int) -> asyncio.Future[int]:
+        start, want = self._span(offset, limit)
+        view = self._views[index]
+        self.disk_reads += 1
+        return asyncio.get_running_loop().run_in_executor(None, os.preadv, self.direct_fd, [view[:want]], start)
 
     async def read(self, offset: int, limit: int) -> memoryview:
         """Up to ``block`` bytes from ``offset``, none at or past ``limit`` (the bytes the file is known to
         have): empty at the end."""
         if offset >= limit:
-            return self._view[:0]
-        start = offset - offset % ALIGN if self.direct else offset
-        want = min(limit - start, self.block + (offset - start))
-        if self.direct:
-            want = -(-want // ALIGN) * ALIGN  # a whole number of blocks: a read past the end comes back short
-        got = await asyncio.to_thread(os.preadv, self.fd, [self._view[:want]], start)
+            return self._views[0][:0]
+        index = self._next
+        self._next = 1 - index
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == offset:
+            index, limit = ahead[1], ahead[2]  # only what the file was known to have when it was read
+            self._next = 1 - index
+            got, start = await ahead[3], self._span(offset, limit)[0]
+        else:
+            if ahead is not None:  # read ahead for another offset: let it end (it fills a buffer)
+                with contextlib.suppress(OSError):
+                    await ahead[3]
+            view = self._views[index]
+            got = self._cached(view[:min(self.block, limit - offset)], offset)
+            if got > 0:
+                self.cached_reads += 1
+                return view[:got]
+            start = self._span(offset, limit)[0]
+            got = await self._from_disk(offset, limit, index)
         skip = offset - start
         end = min(got, limit - start, skip + self.block)
-        return self._view[skip:end] if end > skip else self._view[:0]
+        if end <= skip:
+            return self._views[index][:0]
+        following = offset + end - skip
+        if following < limit:  # the next block, read while this one is sent
+            self._ahead = (following, self._next, limit, self._from_disk(following, limit, self._next))
+        return self._views[index][skip:end]
+
+    def _cached(self, view: memoryview, offset: int) -> int:
+        """Bytes copied from the page cache into ``view`` (0: not there, or not to be asked)."""
+        if not self._nowait:
+            return 0
+        try:
+            return os.preadv(self.fd, [view], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._nowait = False  # an older kernel or another file system: the disk every time
+            return 0
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        with contextlib.suppress(BufferError):  # a view still held: the buffer goes with it
-            self._view.release()
-            self._buffer.close()
+        """Let go of the file and the buffers; a read still in flight (in its thread) keeps both until it ends."""
+        if self._ahead is not None:
+            self._ahead[3].add_done_callback(self._closed_after)
+            self._ahead = None
+        else:
+            self._release()
+
+    def _closed_after(self, read: asyncio.Future[int]) -> None:
+        if not read.cancelled():
+            read.exception()  # retrieved: a read nobody waits for any more may fail unseen
+        self._release()
+
+    def _release(self) -> None:
+        for fd in {self.fd, self.direct_fd}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for view, buffer in zip(self._views, self._buffers, strict=True):
+            with contextlib.suppress(BufferError):  # a view still held: the buffer goes with it
+                view.release()
+                buffer.close()
 
 
 __all__ = ["ALIGN", "BLOCK", "BlockReader", "BlockWriter"]

@@ -981,7 +981,7 @@ class ImageManager:
         try:
             spool = self.spools.get(digest)
             path = self.cached(digest) if spool is None else spool.path
-            reader = directio.BlockReader(path)
+            reader = directio.BlockReader(path, cached_first=spool is None)  # a spool went around the cache
             try:
                 size = path.stat().st_size if spool is None else spool.size
                 while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -89,6 +90,35 @@ async def test_a_direct_spool_leaves_nothing_in_the_page_cache_and_a_buffered_on
     assert bytes(got) == data and _cached_bytes(tmp_path / "direct") <= ALIGN, "read back around it too"
 
 
+async def test_a_kept_tarball_is_read_from_the_page_cache_when_there_and_from_the_disk_when_not(
+        tmp_path: Path) -> None:
+    if not _takes_direct(tmp_path) or shutil.which("fincore") is None:
+        pytest.skip("this file system takes no O_DIRECT (or util-linux's fincore is missing)")
+    data = os.urandom(32 * BLOCK)
+    (tmp_path / "uploaded").write_bytes(data)  # written the ordinary way: in the page cache
+    writer = BlockWriter(tmp_path / "fetched", block=BLOCK)
+    try:
+        await writer.write(data)
+        await writer.finish()
+    finally:
+        await writer.close()
+    counts = {}
+    for name in ("uploaded", "fetched"):
+        reader = BlockReader(tmp_path / name, block=BLOCK, cached_first=True)
+        try:
+            got, offset = bytearray(), 0
+            while piece := await reader.read(offset, len(data)):
+                got += piece
+                offset += len(piece)
+            assert bytes(got) == data, name
+            counts[name] = (reader.cached_reads, reader.disk_reads)
+        finally:
+            reader.close()
+    assert counts["uploaded"] == (32, 0), "all of it from the page cache: no thread, no disk"
+    assert counts["fetched"][0] == 0 and counts["fetched"][1] >= 32, counts
+    assert _cached_bytes(tmp_path / "fetched") <= BLOCK, "a miss brings one block in, no more"
+
+
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("offset", [0, 1, ALIGN - 1, ALIGN, BLOCK - 5, BLOCK, 3 * BLOCK + 77])
 async def test_a_reader_hands_back_from_any_offset_up_to_its_limit(tmp_path: Path, direct: bool,
@@ -150,3 +180,18 @@ async def test_a_disk_that_refuses_a_block_is_an_error_at_the_next_write(tmp_pat
 def test_a_block_must_be_whole_disk_blocks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 4096"):
         BlockWriter(tmp_path / "x", block=ALIGN + 1)
+
+
+async def test_a_reader_closed_with_a_read_ahead_in_flight_lets_go_once_it_ends(tmp_path: Path) -> None:
+    (tmp_path / "t").write_bytes(os.urandom(4 * BLOCK))
+    reader = BlockReader(tmp_path / "t", block=BLOCK)
+    piece = await reader.read(0, 4 * BLOCK)
+    assert len(piece) == BLOCK and reader._ahead is not None, "the next block is being read"
+    read = reader._ahead[3]
+    del piece
+    reader.close()
+    await read  # the read ends in its thread; then the files are closed
+    await asyncio.sleep(0)
+    for fd in (reader.fd, reader.direct_fd):
+        with pytest.raises(OSError):
+            os.fstat(fd)
