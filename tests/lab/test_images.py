@@ -7,7 +7,9 @@ enough to be cut off on purpose and several hosts ask at once."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,13 @@ def _load(lab: Lab, host: str, tarball: Path) -> dict[str, Any]:
         return dict(_client(lab, host).upload("/v1/images", f, tarball.stat().st_size))
 
 
+def _cached_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
 def _job(lab: Lab, host: str, image: str) -> dict[str, Any]:
     return dict(next(j for j in _client(lab, host).get("/v1/host/images")["jobs"] if j["image"] == image))
 
@@ -103,6 +112,11 @@ def test_an_image_loaded_on_one_host_reaches_the_hosts_a_service_is_placed_on(la
         assert delta[leaf]["served_bytes"] == 0 and delta[leaf]["leaf_fetches"] == 1, delta
         assert not list((lab4.host(leaf).agent_data / "images" / "partial").iterdir())
         assert "kept" not in _job(lab4, leaf, "test/spread:1")["timeline"]
+    digest = hashlib.sha256(data).hexdigest()
+    for relay in (h for h in holders if h != "h1"):  # its spool went to the disk around the page cache
+        kept = lab4.host(relay).agent_data / "images" / f"{digest}.tar"
+        assert _cached_bytes(kept) <= 64 * 2**10, f"{relay} kept its copy in the page cache"
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == digest, "and every byte of it is right"
     events = [e["message"] for e in _client(lab4, "h1").items("/v1/events", kind="image.added")]
     assert any("test/spread:1" in m and "on h1" in m for m in events)
     listed = corral("image", "ls", env=env)
