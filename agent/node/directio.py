@@ -2,10 +2,11 @@
 
 Why: a page the page cache takes costs the CPU that takes it more than the copy into it (a fresh page,
 zeroed, charged, and on a virtual machine faulted in by the hypervisor as well). Measured on the lab's
-2-core VM: a buffered write of 1 GB cost 1.35 CPU-s where ``O_DIRECT`` cost 0.12; with five engines
-loading at once, a relay's buffered spool was 38 % of its agent's CPU, all of it in
-``copy_folio_from_iter_atomic`` (``perf``, docs/IMAGES.md, "Spools around the page cache"). A relay's
-spool is written once and read back by its one or two askers a moment later, straight from the disk.
+2-core VM: reading 1 GB cold through the page cache cost 1.35 CPU-s, with ``O_DIRECT`` 0.09, and an
+``O_DIRECT`` write of it 0.12; with five engines loading at once, buffered file writes were 38 % of the
+agents' CPU, nearly all in the relays' spools (``copy_folio_from_iter_atomic``; ``perf``, docs/IMAGES.md,
+"Spools around the page cache"). A relay's spool is written once and read back by its one or two askers
+a moment later, straight from the disk.
 
 The disk wants aligned blocks: a :class:`BlockWriter` gathers what comes into one of two page-aligned
 buffers and writes each whole block in a thread while the other fills (the receiver never waits on the
@@ -116,9 +117,22 @@ class BlockWriter:
             _write_all(self.fd, buffer[whole:])
 
     async def close(self) -> None:
-        """Let go of the file and the buffers (after a write in flight has ended: it uses one)."""
-        with contextlib.suppress(BaseException):
-            await self._settle()
+        """Let go of the file and the buffers; a write still in flight (in its thread, after an error or a
+        cancel) keeps both until it ends."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.add_done_callback(self._closed_after)
+        else:
+            if pending is not None and not pending.cancelled():
+                pending.exception()  # retrieved: it was raised, or nobody waits for it any more
+            self._release()
+
+    def _closed_after(self, write: asyncio.Future[None]) -> None:
+        if not write.cancelled():
+            write.exception()
+        self._release()
+
+    def _release(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
         for buffer in self._buffers:

@@ -197,7 +197,8 @@ ENGINE_SEND_BUFFER = 4 << 20
 """Bytes a request to the engine may have in flight on its unix socket (the kernel's buffer and the
 transport's), so that a load's 1 MiB chunks each go in one send. With the kernel's default (208 KiB) a
 chunk went in pieces, each a wake-up of the agent's loop and of the engine: feeding five engines 500 MB
-each at 50 MB/s cost the feeder 1.45 CPU-s, and 0.47-0.59 with this (docs/IMAGES.md)."""
+each at 50 MB/s cost the feeder 1.45-1.61 CPU-s, and 0.80-0.84 with this, alternated in one run
+(docs/IMAGES.md, "Spools around the page cache")."""
 
 
 def widen(transport: asyncio.BaseTransport | None) -> None:
@@ -215,7 +216,9 @@ def widen(transport: asyncio.BaseTransport | None) -> None:
 
 
 class EngineSocket(aiohttp.UnixConnector):
-    """aiohttp's connector to a unix socket, each new connection :func:`widen`-ed."""
+    """aiohttp's connector to a unix socket, each new connection :func:`widen`-ed (through aiohttp's
+    ``_create_connection``, the one place a new connection's transport is at hand; a change of it fails
+    every engine call at once, in every test, not quietly)."""
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)

@@ -195,3 +195,18 @@ async def test_a_reader_closed_with_a_read_ahead_in_flight_lets_go_once_it_ends(
     for fd in (reader.fd, reader.direct_fd):
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+async def test_a_writer_closed_with_a_write_in_flight_lets_go_once_it_ends(tmp_path: Path) -> None:
+    """A fetch cancelled mid-way: the block being written keeps its buffer and the file until it is on disk."""
+    writer = BlockWriter(tmp_path / "spool", block=BLOCK)
+    await writer.write(bytes(BLOCK))  # a whole block: its write goes off in a thread
+    write = writer._pending
+    assert write is not None and not write.done()
+    await writer.close()
+    os.fstat(writer.fd)  # still open: the write in flight uses it
+    await write
+    await asyncio.sleep(0)
+    with pytest.raises(OSError):
+        os.fstat(writer.fd)
+    assert (tmp_path / "spool").stat().st_size == BLOCK
