@@ -114,6 +114,11 @@ class AgentCollector(Collector):
         yield from driver.commit_seconds.collect()
         yield CounterMetricFamily("corral_raft_leader_changes", "Times the leader this member knows changed",
                                   value=driver.leader_changes)
+        yield CounterMetricFamily("corral_raft_loop_stalls", "Times this member's loop got to its due Raft timer "
+                                  "two ticks late or more (its process had no CPU): that time was not counted as "
+                                  "its peers' silence", value=driver.stalls)
+        yield CounterMetricFamily("corral_raft_loop_stalled_seconds", "Seconds of those stalls in all",
+                                  value=driver.stalled_seconds)
         leader = GaugeMetricFamily("corral_raft_is_leader", "1 on the leader, 0 elsewhere")
         leader.add_metric([], 1 if driver.is_leader else 0)
         yield leader

@@ -360,7 +360,9 @@ class DockerEngine:
             headers["Content-Length"] = str(size)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
         try:
+            # quiet, as ``docker load`` asks when its output is no terminal: no per-layer progress bars
             async with self._client._query("images/load", "POST", data=chunks, headers=headers, timeout=timeout,
+                                           params={"quiet": "1"},
                                            chunked=None if size is not None else True) as response:
                 raw = await response.read()
         except aiodocker.DockerError as exc:

@@ -42,6 +42,10 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 shows in the last buckets."""
 
 
+STALL_TICKS = 2
+"""The loop ran its ticker this many ticks (or more) after the time it was planned for: it was stalled."""
+
+
 class NotLeaderError(Exception):
     def __init__(self, leader: NodeId | None) -> None:
         super().__init__(f"not the leader (leader: {leader or 'unknown'})")
@@ -68,7 +72,13 @@ class RaftDriver:
         self._kick = asyncio.Event()
         self._retimer = asyncio.Event()  # the core's next timer may have come nearer (a new role)
         self._ticked_at = 0.0
+        self._plan = 0.0
+        """``loop.time()`` the ticker is due to run at (0: not planned yet)."""
+        self._forgave = False  # the last stall was not counted: the next stretch is, whole
         self._role = core.role
+        self.stalls = 0
+        self.stalled_seconds = 0.0
+        """How often, and how long in all, this member's loop could not run when its ticker was due."""
         self.ticker_wakeups = 0
         """How often the ticker woke (a follower that hears its leader wakes only at its election timeout)."""
         self._proposals: dict[int, tuple[int, asyncio.Future[Any], float]] = {}
@@ -247,14 +257,37 @@ class RaftDriver:
     # ------------------------------------------------------------------ the loop
 
     def _catch_up_ticks(self) -> None:
-        """Tick once for every tick period since the last tick (time is counted, not wake-ups)."""
+        """Tick once for every tick period since the last tick (time is counted, not wake-ups), but for
+        the time this member's own loop could not run.
+
+        A loop that gets to its due ticker ``STALL_TICKS`` late or more was stalled (its process had no
+        CPU, a callback ran long): what the peers sent meanwhile is still unread in its sockets, so that
+        time is not their silence. Counted, it made a starved leader step down (CheckQuorum: no quorum
+        heard for an election timeout, their answers unread) and a starved follower campaign and grant
+        votes outside its lease, the moment it got the CPU back; on the lab's two cores that was a new
+        leader in every image distribution. The stalled time is dropped, as etcd's ticker drops the ticks
+        it could not deliver, and the next timer is left one tick on, so the messages that came are
+        read first. Only every other time, though: a member that is late at every wake still counts
+        every second stretch whole, so its timers run out at worst one stall later (a leader that is
+        really gone is noticed as before by the members that are not stalled, and in the end by those
+        that are)."""
         now = asyncio.get_running_loop().time()
+        overdue = now - self._plan
+        forgive = bool(self._plan) and overdue >= STALL_TICKS * self.tick_interval and not self._forgave
+        if forgive:
+            self.stalls += 1
+            self.stalled_seconds += overdue
+            self._ticked_at += overdue + self.tick_interval  # at most ``now``: a plan is a tick away or more
+            self._plan = now + self.tick_interval
+            self._forgave = True
         # A timer may fire a little early (libuv counts whole milliseconds): within 2 % of the period
         # the tick is due, or the ticker would wake a second time for a few microseconds.
         due = int((now - self._ticked_at) / self.tick_interval + 0.02)
         if due <= 0:
             return
         self._ticked_at += due * self.tick_interval
+        if not forgive:
+            self._forgave = False
         for _ in range(due):
             self.core.tick()
         if self.core.has_ready():
@@ -268,7 +301,8 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         while True:
             ticks = self.core.ticks_until_timer()
-            delay = max(0.0, self._ticked_at + ticks * self.tick_interval - loop.time())
+            self._plan = self._ticked_at + ticks * self.tick_interval
+            delay = max(0.0, self._plan - loop.time())
             if ticks == 1:  # the next tick acts anyway (a leader's heartbeat): nothing can come sooner
                 await asyncio.sleep(delay)
             else:

@@ -516,3 +516,35 @@ def test_image_transfers_shows_each_jobs_steps_after_its_start() -> None:
         "first_byte 0.2, received 3.1, loaded 7.4"
     assert _steps({"started": 5.0}) == "-"
     assert _steps({"loaded": 5.0}) == "-", "no start (a job before this version): nothing to measure from"
+
+
+def test_progress_is_reported_at_the_start_the_end_and_at_most_once_a_second(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each report is a status write through Raft: a fleet fetching an image must not make one per host
+    every 5 %, however fast the bytes come; the job still knows its latest share between reports."""
+    from agent.node.images import PROGRESS_EVERY, ImageManager, Job
+    from tests.unit.fakes import FakeEngine
+
+    now = [50.0]
+    kicks: list[float] = []
+
+    async def propose(cmd: object) -> None:
+        return None
+
+    manager = ImageManager("h1", ClusterState(), FakeEngine(), tmp_path, b"k" * 32, None, None, lambda _h: None,
+                           propose, kick=lambda: kicks.append(now[0]), clock=lambda: now[0])
+    job = Job("test/app:1", "peer")
+    for share in (0.0, 0.01, 0.2, 0.4):  # fast: all within the first second
+        manager._progress(job, share)
+        now[0] += 0.1
+    assert kicks == [50.0], "the first share at once, the next not before a second has gone"
+    assert job.progress == 0.4, "the job keeps the latest share for whatever pass comes"
+    now[0] = 50.0 + PROGRESS_EVERY
+    manager._progress(job, 0.42)
+    assert kicks == [50.0, 51.0], "a second on and 42 % further: reported"
+    now[0] += 5.0
+    manager._progress(job, 0.43)
+    assert len(kicks) == 2, "a second on but only 1 % further: not reported"
+    manager._progress(job, 1.0)
+    assert len(kicks) == 3 and job.reported == (1.0, now[0]), "the end at once"
+    manager._progress(job, 1.0)
+    assert len(kicks) == 3, "the same share again: nothing"

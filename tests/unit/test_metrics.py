@@ -26,6 +26,8 @@ FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "corral_build_info": ("gauge", frozenset({"version", "python"})),
     "corral_raft_commit_seconds": ("histogram", frozenset()),
     "corral_raft_leader_changes": ("counter", frozenset()),
+    "corral_raft_loop_stalls": ("counter", frozenset()),
+    "corral_raft_loop_stalled_seconds": ("counter", frozenset()),
     "corral_raft_is_leader": ("gauge", frozenset()),
     "corral_raft_term": ("gauge", frozenset()),
     "corral_raft_log_last_index": ("gauge", frozenset()),

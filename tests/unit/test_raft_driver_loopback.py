@@ -170,3 +170,35 @@ async def test_an_idle_follower_wakes_at_its_election_timeout_not_every_tick(tmp
     finally:
         for m in members:
             await stop_member(m)
+
+
+async def test_a_loop_stalled_for_several_election_timeouts_keeps_its_leader(tmp_path: Path) -> None:
+    """A member whose loop could not run (its process had no CPU) wakes with its peers' messages unread:
+    that stall is not their silence. Before, the leader stepped down (CheckQuorum) and the followers
+    campaigned the moment the loop ran again; now nobody does, and a dead leader is still replaced."""
+    import time
+
+    members = [await start_member(n, tmp_path, seed=i) for i, n in enumerate(NAMES)]
+    try:
+        leader = await leader_of(members)
+        assert await put(leader, "before", "stall")
+        await asyncio.sleep(0.2)
+        terms = {m.name: m.driver.core.term for m in members}
+        timeout = leader.driver.core.cfg.election_ticks * leader.driver.tick_interval
+        for _ in range(3):
+            time.sleep(6 * timeout)  # the whole loop stalls: every member at once, as a starved process
+            await asyncio.sleep(4 * timeout)
+        assert all(m.driver.stalls >= 3 for m in members), {m.name: m.driver.stalls for m in members}
+        assert {m.name: m.driver.core.term for m in members} == terms, "nobody campaigned"
+        assert all(m.driver.core.leader == leader.name for m in members)
+        assert leader.driver.core.role == Role.LEADER
+        assert await put(leader, "after", "stall")
+
+        await stop_member(leader)  # a leader really gone is still replaced
+        rest = [m for m in members if m is not leader]
+        new_leader = await leader_of(rest)
+        assert new_leader is not leader and await put(new_leader, "after", "failover")
+    finally:
+        for m in members:
+            with contextlib.suppress(Exception):
+                await stop_member(m)
