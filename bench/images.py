@@ -198,6 +198,10 @@ class Bench:
             raise SystemExit(f"{method} {path}: HTTP {status}: {answer}")
         return answer
 
+    async def term(self) -> int:
+        """The Raft term h1 knows: how many elections a run caused is its growth over the run."""
+        return int((await self.api("GET", "/v1/raft"))["term"])
+
     async def upload(self, data: bytes) -> dict[str, Any]:
         async with self.session.post(self.url + "/v1/images", data=data, ssl=tls(),
                                      headers={**auth(), "Content-Type": "application/x-tar"},
@@ -228,8 +232,9 @@ class Bench:
                      meter: CpuMeter, until_step: str | None = None) -> dict[str, Any]:
         """Create the service and time it until every container runs; per host, when its bytes had all
         arrived (peer to peer) and when its container ran; with ``until_step``, each host's image job's
-        steps (:meth:`steps`)."""
-        received0 = {t: (await self.transfers(t)).get("received_bytes", 0) for t in targets}
+        steps (:meth:`steps`). The arrivals come from the jobs' own timelines afterwards: polling each target
+        for its bytes while timing cost the agents the CPU the transfers want (fifty requests a second to
+        five hosts), and the registry's runs, which have no bytes of ours to poll, did not pay it."""
         meter.start()
         started, wall0 = time.monotonic(), time.time()
         stack, service = await self.service(name, image, targets)
@@ -246,18 +251,14 @@ class Bench:
                 elif c["state"] == "pull-failed" and c.get("error") and c["error"] not in failed:
                     failed.append(c["error"])
                     log(f"{name}: {c['host']} {c['state']}: {c['error']}")
-            if size is not None:
-                for t in targets:
-                    if t not in arrived:
-                        got = (await self.transfers(t)).get("received_bytes", 0) - received0[t]
-                        if got >= size:
-                            arrived[t] = time.monotonic() - started
             await asyncio.sleep(POLL)
         elapsed = max(running.values())
         cpu = meter.stop()
         if sorted(running) != sorted(targets):
             raise SystemExit(f"{name}: containers ran on {sorted(running)}, not {targets}")
         steps = await self.steps(image, targets, wall0, until_step) if until_step else {}
+        if size is not None:  # every byte in and checked (a delta: its layers loaded)
+            arrived.update({t: s["received"] for t, s in steps.items() if "received" in s})
         return {"seconds": elapsed, "stack": stack, "service": service, "running": running, "arrived": arrived,
                 "cpu": cpu, "failed": failed, "steps": steps}
 
@@ -386,13 +387,16 @@ async def peer_to_peer(b: Bench, size: int, n: int) -> dict[str, Any]:
         redirects -= (await b.transfers(h)).get("redirects", 0)
     targets = TARGETS[:n]
     # "loaded": every host reaches it (a leaf of the tree keeps no tarball, so never reaches "kept")
+    term = await b.term()
     result = await b.run_to(f"p2p{size // MB}-{n}", tag, targets, len(data), CpuMeter(b.lab, targets), "loaded")
+    result["elections"] = await b.term() - term
     served = sent(await b.transfers(SOURCE)) - served0
     for h in [SOURCE, *TARGETS]:
         redirects += (await b.transfers(h)).get("redirects", 0)
     result.update(upload=upload, tar=len(data), served=served, redirects=redirects)
     log(f"p2p {size // MB} MB to {n}: {result['seconds']:.2f} s (upload {upload:.2f} s); h1 sent "
-        f"{served / len(data):.2f} tarballs; arrived {_times(result['arrived'])}; running {_times(result['running'])}")
+        f"{served / len(data):.2f} tarballs; arrived {_times(result['arrived'])}; running {_times(result['running'])}; "
+        f"{result['elections']} Raft election(s) meanwhile")
     rb = result["rebuild"] = await rebuild(b, size, n, tag, targets)
     await b.api("DELETE", f"/v1/stacks/{rb['stack']}")  # both stacks' containers go, then both images
     await b.remove(result["stack"], result["service"], [tag, image_id], [SOURCE, *targets], added["id"])
@@ -434,11 +438,12 @@ async def from_registry(b: Bench, size: int, n: int) -> dict[str, Any]:
     await h1.remove_image(reference)
     await h1.remove_image(tag)
     targets = TARGETS[:n]
+    term = await b.term()
     result = await b.run_to(f"reg{size // MB}-{n}", reference, targets, None, CpuMeter(b.lab, targets), "loaded")
-    result.update(push=push, pushed=pushed)
+    result.update(push=push, pushed=pushed, elections=await b.term() - term)
     await b.remove(result["stack"], result["service"], [reference, image_id], targets)
     log(f"registry {size // MB} MB to {n}: {result['seconds']:.2f} s (push {push:.2f} s); "
-        f"running {_times(result['running'])}")
+        f"running {_times(result['running'])}; {result['elections']} Raft election(s) meanwhile")
     return result
 
 
@@ -505,7 +510,7 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
                                      p["redirects"], f"{p['cpu']['cores']:.2f}", f"{p['cpu'][TD]:.1f}",
                                      f"{p['cpu']['agents']:.1f}",
                                      f"{p['cpu']['agents'] / (n * p['tar'] / MB) * 1000:.2f}",
-                                     _times(p["arrived"]), _times(p["running"])])
+                                     p["elections"], _times(p["arrived"]), _times(p["running"])])
                         steps.append(f"run {len(rows)} ({n} hosts): each host's steps (s after the service's "
                                      "creation)\n" + table(TIMELINE, timeline_rows(p)))
         finally:
@@ -513,7 +518,7 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
                 with contextlib.suppress(Exception):
                     await engine.close()
     return [table(["MB", "hosts", "p2p s", "h1 sent", "redirects", "cores busy", "dockerd cpu-s", "agents cpu-s",
-                   "agents ms/MB", "bytes all in", "running"], rows), *steps, f"({machine_load()})"]
+                   "agents ms/MB", "elections", "bytes all in", "running"], rows), *steps, f"({machine_load()})"]
 
 
 async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
