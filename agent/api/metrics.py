@@ -115,7 +115,7 @@ class AgentCollector(Collector):
         yield CounterMetricFamily("corral_raft_leader_changes", "Times the leader this member knows changed",
                                   value=driver.leader_changes)
         yield CounterMetricFamily("corral_raft_loop_stalls", "Times this member's loop got to its due Raft timer "
-                                  "two ticks late or more (its process had no CPU): that time was not counted as "
+                                  "two ticks late or more (its process had no CPU); such time is not counted as "
                                   "its peers' silence", value=driver.stalls)
         yield CounterMetricFamily("corral_raft_loop_stalled_seconds", "Seconds of those stalls in all",
                                   value=driver.stalled_seconds)

@@ -74,7 +74,8 @@ class RaftDriver:
         self._ticked_at = 0.0
         self._plan = 0.0
         """``loop.time()`` the ticker is due to run at (0: not planned yet)."""
-        self._forgave = False  # the last stall was not counted: the next stretch is, whole
+        self._counted = float("inf")
+        """Seconds of ticks counted since the last stall dropped."""
         self._role = core.role
         self.stalls = 0
         self.stalled_seconds = 0.0
@@ -256,7 +257,7 @@ class RaftDriver:
 
     # ------------------------------------------------------------------ the loop
 
-    def _catch_up_ticks(self) -> None:
+    def _catch_up_ticks(self, now: float | None = None) -> None:
         """Tick once for every tick period since the last tick (time is counted, not wake-ups), but for
         the time this member's own loop could not run.
 
@@ -267,31 +268,37 @@ class RaftDriver:
         votes outside its lease, the moment it got the CPU back; on the lab's two cores that was a new
         leader in every image distribution. The stalled time is dropped, as etcd's ticker drops the ticks
         it could not deliver, and the next timer is left one tick on, so the messages that came are
-        read first. Only every other time, though: a member that is late at every wake still counts
-        every second stretch whole, so its timers run out at worst one stall later (a leader that is
-        really gone is noticed as before by the members that are not stalled, and in the end by those
-        that are)."""
-        now = asyncio.get_running_loop().time()
+        read first. Only when at least as much time as the stall (or an election timeout) has been
+        counted since the last stall dropped, though: a member that is late at every wake still counts at least half
+        of its time, so its timers run out at worst about twice as late (a leader that is really gone is
+        noticed as before by the members that are not stalled, and soon after by those that are)."""
+        if now is None:
+            now = asyncio.get_running_loop().time()
         overdue = now - self._plan
-        forgive = bool(self._plan) and overdue >= STALL_TICKS * self.tick_interval and not self._forgave
-        if forgive:
+        if self._plan and overdue >= STALL_TICKS * self.tick_interval:
             self.stalls += 1
             self.stalled_seconds += overdue
-            self._ticked_at += overdue + self.tick_interval  # at most ``now``: a plan is a tick away or more
-            self._plan = now + self.tick_interval
-            self._forgave = True
+            if self._counted >= min(overdue, self.core.cfg.election_ticks * self.tick_interval):
+                self._counted = 0.0
+                self._ticked_at += overdue + self.tick_interval  # at most ``now``: a plan is a tick away or more
+                self._plan = now + self.tick_interval
         # A timer may fire a little early (libuv counts whole milliseconds): within 2 % of the period
         # the tick is due, or the ticker would wake a second time for a few microseconds.
         due = int((now - self._ticked_at) / self.tick_interval + 0.02)
         if due <= 0:
             return
         self._ticked_at += due * self.tick_interval
-        if not forgive:
-            self._forgave = False
+        self._counted += due * self.tick_interval
         for _ in range(due):
             self.core.tick()
         if self.core.has_ready():
             self._kick.set()
+
+    def _replan(self) -> int:
+        """When the ticker is due next (``_plan``); the ticks until then."""
+        ticks = self.core.ticks_until_timer()
+        self._plan = self._ticked_at + ticks * self.tick_interval
+        return ticks
 
     async def _ticker(self) -> None:
         """Wake only when the core's next timer can fire: every tick on a leader (heartbeats); on a
@@ -300,8 +307,7 @@ class RaftDriver:
         self._ticked_at = asyncio.get_running_loop().time()
         loop = asyncio.get_running_loop()
         while True:
-            ticks = self.core.ticks_until_timer()
-            self._plan = self._ticked_at + ticks * self.tick_interval
+            ticks = self._replan()
             delay = max(0.0, self._plan - loop.time())
             if ticks == 1:  # the next tick acts anyway (a leader's heartbeat): nothing can come sooner
                 await asyncio.sleep(delay)

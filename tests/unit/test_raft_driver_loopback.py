@@ -202,3 +202,34 @@ async def test_a_loop_stalled_for_several_election_timeouts_keeps_its_leader(tmp
         for m in members:
             with contextlib.suppress(Exception):
                 await stop_member(m)
+
+
+class _SilentTransport:
+    def send(self, msg: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("late_ticks", [2, 3, 10])
+def test_a_follower_late_at_every_wake_still_times_out(late_ticks: int) -> None:
+    """The other half of the rule: only one stall per election timeout goes uncounted, so a follower whose
+    every wake comes late (starved all the time) still campaigns when its leader is silent, at most about
+    one election timeout after it would have on time. (Forgiving every stall, it never would.)"""
+    cfg = raft_config.lan()
+    core = RaftNode("n1", cfg, random.Random(1), voters=NAMES)
+    core.advance(core.ready())  # the bootstrap's configuration applied: n1 is a voter
+    assert core.voters == frozenset(NAMES)
+    driver = RaftDriver(core, None, ClusterState(), _SilentTransport(), cfg.tick_seconds)  # type: ignore[arg-type]
+    tick = cfg.tick_seconds
+    now = 1000.0
+    driver._ticked_at = now
+    on_time = None
+    while core.role == Role.FOLLOWER and now < 1060.0:
+        ticks = driver._replan()
+        if on_time is None:
+            on_time = driver._plan  # when it would campaign, woken on time
+        now = driver._plan + late_ticks * tick  # every wake this late
+        driver._catch_up_ticks(now)
+    assert core.role != Role.FOLLOWER, "a follower stalled at every wake never campaigned"
+    assert on_time is not None and now - on_time <= cfg.election_ticks * 2 * tick + 2 * late_ticks * tick, \
+        (now - on_time, ticks)
+    assert driver.stalls >= 1
