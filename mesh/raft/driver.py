@@ -265,13 +265,14 @@ class RaftDriver:
         CPU, a callback ran long): what the peers sent meanwhile is still unread in its sockets, so that
         time is not their silence. Counted, it made a starved leader step down (CheckQuorum: no quorum
         heard for an election timeout, their answers unread) and a starved follower campaign and grant
-        votes outside its lease, the moment it got the CPU back; on the lab's two cores that was a new
-        leader in every image distribution. The stalled time is dropped, as etcd's ticker drops the ticks
-        it could not deliver, and the next timer is left one tick on, so the messages that came are
-        read first. Only when at least as much time as the stall (or an election timeout) has been
-        counted since the last stall dropped, though: a member that is late at every wake still counts at least half
-        of its time, so its timers run out at worst about twice as late (a leader that is really gone is
-        noticed as before by the members that are not stalled, and soon after by those that are)."""
+        votes outside its lease, the moment it got the CPU back (a loop stalled for a few election
+        timeouts elected a new leader every time). The stalled time is dropped, as etcd's ticker drops
+        the ticks it could not deliver, and the next timer is left one tick on, so the messages that
+        came are read first. Only when at least as much time as the stall (or an election timeout) has
+        been counted since the last stall dropped, though: a member that is late at every wake still
+        counts at least half of its time, so its timers run out at worst about twice as late (a leader
+        that is really gone is noticed as before by the members that are not stalled, and soon after by
+        those that are)."""
         if now is None:
             now = asyncio.get_running_loop().time()
         overdue = now - self._plan
@@ -280,8 +281,8 @@ class RaftDriver:
             self.stalled_seconds += overdue
             if self._counted >= min(overdue, self.core.cfg.election_ticks * self.tick_interval):
                 self._counted = 0.0
-                self._ticked_at += overdue + self.tick_interval  # at most ``now``: a plan is a tick away or more
-                self._plan = now + self.tick_interval
+                self._ticked_at = min(now, self._ticked_at + overdue + self.tick_interval)
+            self._plan = now + self.tick_interval  # a stall is seen once (the ticker plans anew when it runs)
         # A timer may fire a little early (libuv counts whole milliseconds): within 2 % of the period
         # the tick is due, or the ticker would wake a second time for a few microseconds.
         due = int((now - self._ticked_at) / self.tick_interval + 0.02)

@@ -229,6 +229,9 @@ def test_a_follower_late_at_every_wake_still_times_out(late_ticks: int) -> None:
             on_time = driver._plan  # when it would campaign, woken on time
         now = driver._plan + late_ticks * tick  # every wake this late
         driver._catch_up_ticks(now)
+        stalls = driver.stalls
+        driver._catch_up_ticks(now)  # a message read at the same moment: the same stall, not a second
+        assert driver.stalls == stalls and driver._ticked_at <= now + 1e-9, "time never runs ahead"
     assert core.role != Role.FOLLOWER, "a follower stalled at every wake never campaigned"
     assert on_time is not None and now - on_time <= cfg.election_ticks * 2 * tick + 2 * late_ticks * tick, \
         (now - on_time, ticks)
