@@ -1,7 +1,8 @@
 """How fast an image reaches the hosts a service is placed on (issue 15): peer to peer against the floor
 and against the lab's registry, in the same run.
 
-Run as root: ``python -m bench.images [--quick] [--sizes 100,500] [--hosts 1,3,5]``. It builds its own lab of
+Run as root: ``python -m bench.images [--quick] [--sizes 100,500] [--hosts 1,3,5] [--host-cpu]`` (``--host-cpu``:
+each lab host's daemons in a CPU group of its own, as separate machines: :mod:`bench.hostcpu`). It builds its own lab of
 six hosts with a registry (``CORRAL_LAB_ID=3`` unless set) and takes it down at the end. h1 is the
 source; "to N hosts" means N of h2…h6. For each size S (an image made here: busybox and a layer of S MB
 that does not compress, :func:`agent.lab.image.build_base_image`), every measurement uses an image of
@@ -70,6 +71,7 @@ from agent.lab import registry as lab_registry
 from agent.lab.image import build_base_image
 from agent.lab.layout import BASE_IMAGE
 from agent.node.docker import CHUNK, DockerEngine, RegistryAuth
+from bench.hostcpu import host_cpu_groups
 
 MB = 10**6
 REBUILD = 5 * MB
@@ -193,7 +195,12 @@ class Bench:
         return tag, data, image_id
 
     async def api(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        status, answer = await send_json(self.session, method, self.url + path, body, timeout=60)
+        for attempt in range(20):  # a write during an election is refused (503 no_leader): asked again, as a user would
+            status, answer = await send_json(self.session, method, self.url + path, body, timeout=60)
+            if status == 503 and isinstance(answer, dict) and answer.get("error") == "no_leader" and attempt < 19:
+                await asyncio.sleep(0.25)
+                continue
+            break
         if status not in ok:
             raise SystemExit(f"{method} {path}: HTTP {status}: {answer}")
         return answer
@@ -681,13 +688,20 @@ def main() -> None:
     parser.add_argument("--hosts", default="1,3,5", help="target host counts, comma-separated (at most 5)")
     parser.add_argument("--p2p-only", type=int, metavar="REPEAT", default=0,
                         help="only the peer-to-peer runs, each REPEAT times (no floor, registry or verdict)")
+    parser.add_argument("--host-cpu", action="store_true",
+                        help="each lab host's daemons in a CPU group of its own, as separate machines "
+                             "(bench/hostcpu.py); the lab's default is one share per daemon")
     args = parser.parse_args()
     sizes = [100 * MB] if args.quick else [int(s) * MB for s in args.sizes.split(",")]
     counts = [int(n) for n in args.hosts.split(",")]
     if not all(1 <= n <= len(TARGETS) for n in counts):
         raise SystemExit(f"--hosts: each between 1 and {len(TARGETS)}")
     print(f"images: {HOSTS}-host lab with a registry; {machine_load()}", flush=True)
-    with lab_up(HOSTS, registry=True) as lab:
+    with lab_up(HOSTS, registry=True) as lab, \
+            (host_cpu_groups(lab) if args.host_cpu else contextlib.nullcontext({})) as grouped:
+        if grouped:
+            log("each host's daemons in a CPU group of its own: " + ", ".join(f"{h} ({n} processes)"
+                                                                            for h, n in grouped.items()))
         if args.p2p_only:
             lines = asyncio.run(run_p2p_only(lab, sizes, counts, args.p2p_only))
         else:
