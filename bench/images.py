@@ -210,13 +210,19 @@ class Bench:
         return int((await self.api("GET", "/v1/raft"))["term"])
 
     async def upload(self, data: bytes) -> dict[str, Any]:
-        async with self.session.post(self.url + "/v1/images", data=data, ssl=tls(),
-                                     headers={**auth(), "Content-Type": "application/x-tar"},
-                                     timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
-            body = await resp.json(content_type=None)
-            if resp.status != 201:
-                raise SystemExit(f"POST /v1/images: HTTP {resp.status}: {body}")
-            return dict(body)
+        for attempt in range(5):  # the catalog's write refused during an election: the tarball sent again
+            async with self.session.post(self.url + "/v1/images", data=data, ssl=tls(),
+                                         headers={**auth(), "Content-Type": "application/x-tar"},
+                                         timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+            if status == 503 and isinstance(body, dict) and body.get("error") == "no_leader" and attempt < 4:
+                await asyncio.sleep(0.5)
+                continue
+            break
+        if status != 201:
+            raise SystemExit(f"POST /v1/images: HTTP {status}: {body}")
+        return dict(body)
 
     async def transfers(self, host: str) -> dict[str, Any]:
         body = await get_json(self.session, self.lab.host(host).api_url + "/v1/host/images")
