@@ -4,8 +4,10 @@ The lab starts every daemon (each host's dockerd with its containerd, each agent
 own, and with ``kernel.sched_autogroup_enabled`` the kernel shares the CPUs between sessions: a host
 whose agent works hard (a relay of the image tree) gets what an idle agent gets, whatever its engine
 does. A fleet's hosts have CPUs each, shared by their own agent and engine only. With ``--host-cpu``
-``bench.images`` moves each host's daemons into a cgroup of its own (``cpu`` controller, v1 or v2, the
-same weight each; the registry and the benchmark's own processes stay where they are), and back after.
+``bench.images`` moves each host's daemons (every process in the host's network namespace: its dockerd,
+containerd and agent; containers have namespaces of their own) into a cgroup of its own (``cpu``
+controller, v1 or v2, the same weight each; the registry and the benchmark's own processes stay where
+they are), and back after.
 New children (the engine's ``docker-untar``, the shims) are born in their parent's group. Containers
 stay in the engine's cgroups (idle in these runs).
 """
@@ -13,11 +15,10 @@ stay in the engine's cgroups (idle in these runs).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.lab import Lab
+from agent.lab import Lab, procs
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -34,18 +35,6 @@ def cpu_hierarchy() -> Path | None:
     return None
 
 
-def _sessions() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            out.setdefault(int(fields[3]), []).append(int(entry))
-    return out
-
-
 def _move(pid: int, group: Path) -> None:
     with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # a process that just ended
         (group / "cgroup.procs").write_text(str(pid))
@@ -59,7 +48,6 @@ def host_cpu_groups(lab: Lab) -> Iterator[dict[str, int]]:
     if top is None:
         raise SystemExit("--host-cpu: this machine has no cgroup cpu controller (v1 or v2) to give each host a "
                          "CPU group")
-    sessions = _sessions()
     groups: list[Path] = []
     moved: dict[str, int] = {}
     try:
@@ -67,10 +55,7 @@ def host_cpu_groups(lab: Lab) -> Iterator[dict[str, int]]:
             group = top / f"corral-lab-cpu-{host.name}"
             group.mkdir(exist_ok=True)
             groups.append(group)
-            pids: list[int] = []
-            for pidfile in (host.dockerd_pidfile, host.agent_pidfile):
-                leader = int(pidfile.read_text().strip())
-                pids += sessions.get(leader, [leader])
+            pids = procs.pids_in_netns(host.netns_path)  # its dockerd, containerd and agent (containers have their own)
             for pid in pids:
                 _move(pid, group)
             moved[host.name] = len(pids)

@@ -168,6 +168,11 @@ def _own() -> float:
 # ---------------------------------------------------------------------- the cluster
 
 
+def no_leader(status: int, body: Any) -> bool:
+    """A write refused because the cluster is electing a leader (503 ``no_leader``): worth asking again."""
+    return status == 503 and isinstance(body, dict) and body.get("error") == "no_leader"
+
+
 class Bench:
     def __init__(self, lab: Lab, session: aiohttp.ClientSession, engines: dict[str, DockerEngine]) -> None:
         self.lab, self.session, self.engines = lab, session, engines
@@ -195,9 +200,9 @@ class Bench:
         return tag, data, image_id
 
     async def api(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        for attempt in range(20):  # a write during an election is refused (503 no_leader): asked again, as a user would
+        for attempt in range(20):  # a write during an election is refused: asked again, as a user would
             status, answer = await send_json(self.session, method, self.url + path, body, timeout=60)
-            if status == 503 and isinstance(answer, dict) and answer.get("error") == "no_leader" and attempt < 19:
+            if no_leader(status, answer) and attempt < 19:
                 await asyncio.sleep(0.25)
                 continue
             break
@@ -216,7 +221,7 @@ class Bench:
                                          timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
                 body = await resp.json(content_type=None)
                 status = resp.status
-            if status == 503 and isinstance(body, dict) and body.get("error") == "no_leader" and attempt < 4:
+            if no_leader(status, body) and attempt < 4:
                 await asyncio.sleep(0.5)
                 continue
             break

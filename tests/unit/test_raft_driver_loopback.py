@@ -211,9 +211,10 @@ class _SilentTransport:
 
 @pytest.mark.parametrize("late_ticks", [2, 3, 10])
 def test_a_follower_late_at_every_wake_still_times_out(late_ticks: int) -> None:
-    """The other half of the rule: only one stall per election timeout goes uncounted, so a follower whose
-    every wake comes late (starved all the time) still campaigns when its leader is silent, at most about
-    one election timeout after it would have on time. (Forgiving every stall, it never would.)"""
+    """The other half of the rule: a stall goes uncounted only when at least as much time (or an election
+    timeout) was counted since the last one, so a follower whose every wake comes late (starved all the
+    time) still campaigns when its leader is silent, at worst about twice as late. (Forgiving every
+    stall, it never would.)"""
     cfg = raft_config.lan()
     core = RaftNode("n1", cfg, random.Random(1), voters=NAMES)
     core.advance(core.ready())  # the bootstrap's configuration applied: n1 is a voter
