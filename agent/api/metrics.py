@@ -112,6 +112,10 @@ class AgentCollector(Collector):
         driver = self.deps.replica.raft
         core = driver.core
         yield from driver.commit_seconds.collect()
+        yield from driver.persist_seconds.collect()
+        yield CounterMetricFamily("corral_raft_heartbeats_unheld", "Heartbeats and their answers sent while this "
+                                  "member's disk was writing, not held back until the write was done",
+                                  value=driver.heartbeats_unheld)
         yield CounterMetricFamily("corral_raft_leader_changes", "Times the leader this member knows changed",
                                   value=driver.leader_changes)
         yield CounterMetricFamily("corral_raft_loop_stalls", "Times this member's loop got to its due Raft timer "

@@ -369,6 +369,30 @@ class RaftNode:
         self._read_states.clear()
         return rd
 
+    @property
+    def stable_hard_state(self) -> HardState:
+        """The hard state last made durable: loaded from disk, or in a Ready since advanced (its commit may
+        be ahead of the disk's: a commit alone need not be written)."""
+        return self._prev_hs
+
+    def take_heartbeats(self, durable_term: int) -> list[Message]:
+        """The heartbeats and heartbeat answers of ``durable_term`` made since the last Ready, taken out of
+        the next one so that they can leave now, while a Ready is still being written.
+
+        They promise nothing that must be on disk first: a heartbeat carries the term (durable) and a
+        commit index a quorum's durable copies made; an answer says this member heard the leader of that
+        term. Held back behind a slow fsync (a disk busy with other writes: 0.3-0.5 s seen in the lab),
+        the leader's heartbeats stop for longer than an election timeout and its followers campaign, and
+        the followers' answers stop and a CheckQuorum leader steps down (etcd's raft sends them apart from
+        its storage writes so too, with ``AsyncStorageWrites``)."""
+        taken: list[Message] = []
+        kept: list[Message] = []
+        for m in self._msgs:
+            (taken if isinstance(m, Heartbeat | HeartbeatResponse) and m.term == durable_term else kept).append(m)
+        if taken:
+            self._msgs = kept
+        return taken
+
     def advance(self, rd: Ready) -> None:
         """The Ready was persisted, sent and applied."""
         if rd.hard_state is not None:

@@ -4,7 +4,9 @@ It feeds the core (``tick``, ``step``, ``propose``, ``read_index``) and drains e
 etcd's order: persist (hard state, entries, snapshot: one fsynced SQLite transaction), then send,
 then restore/apply, then advance — except that a leader sends first when nothing in the Ready must be
 durable before it is heard of (``sends_before_persisting``, Raft thesis §10.2.1, as etcd's server does):
-the followers' fsyncs then overlap the leader's. A proposal's caller waits for its entry to be applied and gets
+the followers' fsyncs then overlap the leader's. While a Ready is being written, heartbeats and their
+answers made meanwhile leave at once (:meth:`RaftNode.take_heartbeats`): a slow fsync must not silence a
+leader, or its followers, for an election timeout. A proposal's caller waits for its entry to be applied and gets
 the state machine's result; if another leader's entry took that index, the caller learns the
 proposal was dropped (never a result that is not its own).
 """
@@ -86,6 +88,8 @@ class RaftDriver:
         self.commit_seconds = Histogram("corral_raft_commit_seconds", "From a proposal on this leader to its "
                                         "entry applied (committed by a quorum)", buckets=COMMIT_BUCKETS, registry=None)
         """Not registered anywhere: the agent's metrics collector reads it at scrape time."""
+        self.persist_seconds = Histogram("corral_raft_persist_seconds", "One Ready written to this member's disk "
+                                         "(one fsynced transaction)", buckets=COMMIT_BUCKETS, registry=None)
         self.leader_changes = 0
         """How often the leader this member knows changed to another (a new term's leader, not a loss)."""
         self._leader_seen: NodeId | None = None
@@ -98,7 +102,12 @@ class RaftDriver:
         self._tasks: list[asyncio.Task[None]] = []
         self.failed: BaseException | None = None
         """Why the driver stopped taking part (its storage failed); None while it runs."""
-        self._durable_term_vote: tuple[int, str | None] | None = None
+        stable = core.stable_hard_state  # what the member was started from is on its disk
+        self._durable_term_vote: tuple[int, str | None] | None = (stable.term, stable.vote) if stable.term else None
+        self._persisting = False
+        """A Ready (or a compaction) is being written to disk now."""
+        self.heartbeats_unheld = 0
+        """Heartbeats and answers sent while a Ready was being written, not held back until it was."""
         self._unsaved_commit: HardState | None = None
 
     async def start(self, snapshot_data: bytes | None = None) -> None:
@@ -159,6 +168,7 @@ class RaftDriver:
         self.core.step(msg)
         if msg.frm == self.core.leader:
             self.leader_contact = asyncio.get_running_loop().time()
+        self._send_heartbeats_now()
         if self.core.has_ready():  # a heartbeat's answer usually leaves nothing to do: no wake-up
             self._kick.set()
 
@@ -292,8 +302,17 @@ class RaftDriver:
         self._counted += due * self.tick_interval
         for _ in range(due):
             self.core.tick()
+        self._send_heartbeats_now()
         if self.core.has_ready():
             self._kick.set()
+
+    def _send_heartbeats_now(self) -> None:
+        """While a Ready is being written, heartbeats and their answers leave at once instead of after the
+        fsync (:meth:`RaftNode.take_heartbeats` says why that is safe and needed)."""
+        if self._persisting and self._durable_term_vote is not None:
+            for m in self.core.take_heartbeats(self._durable_term_vote[0]):
+                self.transport.send(m)
+                self.heartbeats_unheld += 1
 
     def _replan(self) -> int:
         """When the ticker is due next (``_plan``); the ticks until then."""
@@ -348,7 +367,13 @@ class RaftDriver:
             hard_state = None
         if hard_state is None and self._unsaved_commit is not None and (rd.entries or rd.snapshot is not None):
             hard_state = self._unsaved_commit
-        await self.storage.save(hard_state, rd.entries, rd.snapshot)
+        began = asyncio.get_running_loop().time()
+        self._persisting = True
+        try:
+            await self.storage.save(hard_state, rd.entries, rd.snapshot)
+        finally:
+            self._persisting = False
+        self.persist_seconds.observe(asyncio.get_running_loop().time() - began)
         if hard_state is not None:
             self._durable_term_vote = (hard_state.term, hard_state.vote)
             if self._unsaved_commit is not None and hard_state.commit >= self._unsaved_commit.commit:
@@ -380,6 +405,7 @@ class RaftDriver:
             if leader is not None and self._leader_seen is not None:
                 self.leader_changes += 1
             if leader is not None:
+                log.info("raft: %s leads term %d (before: %s)", leader, self.core.term, self._leader_seen or "none")
                 self._leader_seen = leader
         self._wake_waiters()
         if self.core.role != self._role:  # a leader ticks every tick: the ticker must not sleep on
@@ -387,7 +413,11 @@ class RaftDriver:
             self._retimer.set()
         if self.core.wants_snapshot():
             snap = self.core.compact(self.applied, self.sm.snapshot())
-            await self.storage.compact(snap)
+            self._persisting = True
+            try:
+                await self.storage.compact(snap)
+            finally:
+                self._persisting = False
         if self._on_applied is not None and self.applied != applied_before:
             self._on_applied(self.applied)
 

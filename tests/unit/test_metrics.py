@@ -25,6 +25,8 @@ from tests.unit.fakes import ADMIN_PASSWORD, Harness, running_api
 FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "corral_build_info": ("gauge", frozenset({"version", "python"})),
     "corral_raft_commit_seconds": ("histogram", frozenset()),
+    "corral_raft_persist_seconds": ("histogram", frozenset()),
+    "corral_raft_heartbeats_unheld": ("counter", frozenset()),
     "corral_raft_leader_changes": ("counter", frozenset()),
     "corral_raft_loop_stalls": ("counter", frozenset()),
     "corral_raft_loop_stalled_seconds": ("counter", frozenset()),
@@ -105,6 +107,7 @@ async def test_the_text_parses_and_every_family_has_its_type_and_labels(api: tup
     assert value(families, "corral_raft_is_leader") == 1, "the harness's single voter leads"
     assert value(families, "corral_raft_applied_index") >= 1
     assert value(families, "corral_raft_commit_seconds_count") >= 1, "the bootstrap's writes were timed"
+    assert value(families, "corral_raft_persist_seconds_count") >= 1, "the bootstrap's Readys were written and timed"
     assert value(families, "corral_gossip_members", state="alive") == 1
     assert value(families, "corral_gossip_members", state="dead") == 0, "every state, zero included"
     build = families["corral_build_info"].samples[0]
