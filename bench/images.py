@@ -110,6 +110,18 @@ def sessions_cpu() -> dict[int, float]:
     return out
 
 
+def cpu_wait(pids: set[int]) -> float:
+    """Seconds the threads of these processes have spent runnable but waiting for a CPU (the second field
+    of ``/proc/PID/task/TID/schedstat``): what a starved agent's Raft member loses to the scheduler."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the machine since boot, all cores."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -142,16 +154,19 @@ class CpuMeter:
         self.machine0 = (0.0, 0.0)
         self.own0 = 0.0
         self.t0 = 0.0
+        self.wait0 = 0.0
 
     def start(self) -> None:
         self.writes.start()
         self.before, self.machine0, self.own0, self.t0 = sessions_cpu(), machine_cpu(), _own(), time.monotonic()
+        self.wait0 = cpu_wait(self.groups["agents"])
 
     def stop(self) -> dict[str, float]:
         after, machine, own, wall = sessions_cpu(), machine_cpu(), _own(), time.monotonic() - self.t0
         out = {name: sum(after.get(s, 0.0) - self.before.get(s, 0.0) for s in sessions)
                for name, sessions in self.groups.items()}
         out["bench"] = own - self.own0
+        out["agents wait"] = cpu_wait(self.groups["agents"]) - self.wait0
         busy, total = machine[0] - self.machine0[0], machine[1] - self.machine0[1]
         out["machine busy"] = busy / total if total else 0.0
         out["wall"] = wall
@@ -528,7 +543,8 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
                                      p["redirects"], f"{p['cpu']['cores']:.2f}", f"{p['cpu'][TD]:.1f}",
                                      f"{p['cpu']['agents']:.1f}",
                                      f"{p['cpu']['agents'] / (n * p['tar'] / MB) * 1000:.2f}",
-                                     p["elections"], _times(p["arrived"]), _times(p["running"])])
+                                     f"{p['cpu']['agents wait']:.1f}", p["elections"], _times(p["arrived"]),
+                                     _times(p["running"])])
                         steps.append(f"run {len(rows)} ({n} hosts): each host's steps (s after the service's "
                                      "creation)\n" + table(TIMELINE, timeline_rows(p)))
         finally:
@@ -536,7 +552,8 @@ async def run_p2p_only(lab: Lab, sizes: list[int], counts: list[int], repeat: in
                 with contextlib.suppress(Exception):
                     await engine.close()
     return [table(["MB", "hosts", "p2p s", "h1 sent", "redirects", "cores busy", "dockerd cpu-s", "agents cpu-s",
-                   "agents ms/MB", "elections", "bytes all in", "running"], rows), *steps, f"({machine_load()})"]
+                   "agents ms/MB", "agents waited s", "elections", "bytes all in", "running"], rows), *steps,
+            f"({machine_load()}; agents waited: their threads' seconds runnable but waiting for a CPU)"]
 
 
 async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
@@ -616,15 +633,16 @@ def report(size: int, counts: list[int], floors: list[dict[str, float]], p2p: di
     out.append(table(["hosts", "p2p s", "registry s", "bound s", "no-transfer s", "p2p/floor", "p2p/registry",
                       "bound/floor", "p2p/bound", "registry/bound", "h1 sent (tarballs)", "redirects",
                       "cores busy p2p/reg", "agents cpu-s p2p/reg", "upload / push s"], rows))
-    writes = [["floor (save | load, 1 host)", f"{best['piped']:.2f}", f"{best['dockerd']:.1f}", "-",
+    writes = [["floor (save | load, 1 host)", f"{best['piped']:.2f}", f"{best['dockerd']:.1f}", "-", "-",
                f"{best['dirtied MB']:.0f}", f"{best['disk MB']:.0f}", "-"]]
     for n in counts:
         for name, w in ((f"bound {n}", bounds[n]), (f"p2p {n}", p2p[n]), (f"registry {n}", reg[n])):
             c = w["cpu"]
-            writes.append([name, f"{w['seconds']:.2f}", f"{c[TD]:.1f}", f"{c['agents']:.1f}",
+            writes.append([name, f"{w['seconds']:.2f}", f"{c[TD]:.1f}", f"{c['agents']:.1f}", f"{c['agents wait']:.1f}",
                            f"{c['dirtied MB']:.0f}", f"{c['disk MB']:.0f}",
                            f"{w['pushed'] / MB:.0f}" if "pushed" in w else "-"])
-    out.append(table(["run", "s", "engines' cpu-s", "agents cpu-s", "MB dirtied (machine)", "MB to disk (machine)",
+    out.append(table(["run", "s", "engines' cpu-s", "agents cpu-s", "agents waited s", "MB dirtied (machine)",
+                      "MB to disk (machine)",
                       "MB pulled per host"], writes))
     rebuilt = []
     for n in counts:
