@@ -597,6 +597,12 @@ async def run(lab: Lab, sizes: list[int], counts: list[int]) -> list[str]:
                            f"{s['p2p'] / s['bound']:.2f}×, the registry {s['reg'] / s['bound']:.2f}×; a fair "
                            f"target on this machine is 1.5× the bound ({1.5 * s['bound']:.1f} s): peer to peer "
                            f"{verdict(s['p2p'] <= 1.5 * s['bound'])}")
+                cores = os.cpu_count() or 1
+                need = s["bound cpu"] / cores
+                out.append(f"images: the engines' own work: the bound's {s['n']} engines used {s['bound cpu']:.1f} "
+                           f"CPU-s to load (the floor's one engine pair {s['floor cpu']:.1f}), at least {need:.1f} s "
+                           f"of this machine's {cores} cores = {need / s['floor']:.2f}× the floor before a byte "
+                           f"moves; {TARGET_FLOOR}× the floor is reachable here only if that is ≤ {TARGET_FLOOR}×")
         finally:
             for engine in engines.values():
                 with contextlib.suppress(Exception):
@@ -675,7 +681,8 @@ def report(size: int, counts: list[int], floors: list[dict[str, float]], p2p: di
     out.append(f"registry {n}: each host's pull ended (loaded) and its container ran (s after the service's creation)")
     out.append(table(["host", "loaded", "running"], [row[:1] + row[5:7] for row in timeline_rows(reg[n])]))
     summary = {"n": n, "size": size, "floor": fl, "p2p": p2p[n]["seconds"], "reg": reg[n]["seconds"],
-               "bound": bounds[n]["seconds"], "to_floor": p2p[n]["seconds"] / fl,
+               "bound": bounds[n]["seconds"], "bound cpu": bounds[n]["cpu"][TD], "floor cpu": best["dockerd"],
+               "to_floor": p2p[n]["seconds"] / fl,
                "to_reg": p2p[n]["seconds"] / reg[n]["seconds"]}
     return out, summary
 
